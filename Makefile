@@ -1,0 +1,84 @@
+# The two commands of the README: `make run` and `make test`. Both install whatever is missing
+# (idempotently, with progress) before they do their work.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_FOR_VENV ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+PROTOS := $(shell find proto -name '*.proto')
+BUF := node_modules/.bin/buf
+PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: help install run test lint unit service-tests worker-tests migrate generate lock clean
+
+help:
+	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
+	@echo "make test   install what is missing, then run linters and the whole suite"
+	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
+
+$(STAMPS)/venv:
+	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
+	@$(PYTHON_FOR_VENV) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "govmesh needs Python 3.11; set PYTHON_FOR_VENV=/path/to/python3.11")'
+	@$(PYTHON_FOR_VENV) -m venv $(VENV)
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/packages: $(STAMPS)/venv pyproject.toml requirements.lock
+	@echo "==> installing pinned Python packages (requirements.lock)"
+	@$(BIN)/pip install --disable-pip-version-check --progress-bar off -q -c requirements.lock "pip==24.3.1"
+	@$(BIN)/pip install --disable-pip-version-check --progress-bar off -c requirements.lock -e '.[dev]' \
+		| grep -E '^(Collecting|Successfully)' || true
+	@touch $@
+
+$(STAMPS)/buf: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "==> npm is missing: installing Debian's npm (buf ships through npm)"; \
+		apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+	@echo "==> installing buf (npm @bufbuild/buf)"
+	@npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/generated: $(STAMPS)/packages $(PROTOS) scripts/generate_code.py
+	@echo "==> generating Python code from proto/"
+	@$(BIN)/python scripts/generate_code.py >/dev/null 2>&1 || $(BIN)/python scripts/generate_code.py
+	@touch $@
+
+install: $(STAMPS)/generated $(STAMPS)/buf
+
+generate: $(STAMPS)/generated
+
+migrate: install
+	@$(BIN)/govmesh migrate
+
+run: install
+	@scripts/ensure-broker
+	@echo "==> applying database migrations"
+	@$(BIN)/govmesh migrate
+	@echo "==> starting the mesh (Ctrl-C stops every process)"
+	@echo "    gRPC identity 127.0.0.1:50051; metrics api :9101, worker :9111"
+	@echo "    a token for grpcurl: $(BIN)/govmesh dev-token demo-portal"
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start
+
+lint: install
+	@echo "==> ruff"
+	@$(BIN)/ruff check govmesh services tests scripts
+	@echo "==> mypy"
+	@$(BIN)/mypy
+	@echo "==> buf lint"
+	@$(BUF) lint proto
+	@echo "==> buf breaking (against main)"
+	@scripts/buf-breaking
+
+test: lint
+	@scripts/ensure-broker
+	@echo "==> tests on SQLite (unit, runtime, service, end-to-end)"
+	@$(BIN)/pytest -p no:cacheprovider
+	@echo "==> service tests again on PostgreSQL ($(PG_TEST_URL))"
+	@GOVMESH_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -p no:cacheprovider -m database tests/service
+
+lock:
+	@$(BIN)/pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) $(STAMPS) node_modules var
+	find govmesh -name '*_pb2*.py*' -delete

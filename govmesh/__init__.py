@@ -1,0 +1,1 @@
+"""govmesh: the shared runtime every service stands on."""

@@ -1,0 +1,148 @@
+"""The `govmesh` command: every process of the mesh and the operator's tools.
+
+  govmesh api SERVICE        run a service's gRPC api process
+  govmesh worker SERVICE     run a service's nameko worker process (events, timers, outbox relay)
+  govmesh migrate [SERVICE]  apply database migrations (all services when none is named)
+  govmesh dev-token CALLER   print a bearer token for a caller of the policy
+
+The worker path imports nothing but the standard library before eventlet patches it: grpcio
+must never be loaded in a patched process (ARCHITECTURE.md, Process model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from govmesh import config
+
+log = logging.getLogger("govmesh")
+
+
+def _settings(service: str) -> config.Settings:
+    try:
+        return config.load(service)
+    except config.ConfigError as exc:
+        raise SystemExit(f"govmesh: {exc}") from None
+
+
+def _start_process(service: str, process: str) -> config.Settings:
+    from govmesh import logs, tracing
+
+    settings = _settings(service)
+    logs.configure_logging(service, process, settings.log_level)
+    # Readiness checks read the migration state every few seconds; only `migrate` narrates it.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    tracing.configure_tracing(f"govmesh-{service}-{process}", settings.traces_exporter)
+    return settings
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from govmesh import auth, grpcserver, metrics
+    from govmesh.db import service_database
+
+    settings = _start_process(args.service, "api")
+    policy = auth.Policy.load(settings.policy_path)
+    db = service_database(settings.service, settings.database_url)
+    definition = importlib.import_module(f"services.{settings.service}.api").build(settings, db)
+    metrics.serve(settings.bind_host, settings.api_metrics_port)
+    bind = f"{settings.bind_host}:{settings.grpc_port}"
+    grpcserver.serve(definition, db, auth.TokenVerifier.from_key_dir(policy, settings.key_dir), bind)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import warnings
+
+    # Known and accepted (ARCHITECTURE.md): nameko needs eventlet, kept behind govmesh.worker.
+    warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+    from govmesh import worker
+
+    settings = _start_process(args.service, "worker")
+    worker.run(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from govmesh import logs
+    from govmesh.db import service_database
+
+    logs.configure_logging("govmesh", "migrate", "INFO")
+    for service in args.services or [s for s in config.SERVICES if _has_migrations(s)]:
+        settings = _settings(service)
+        db = service_database(service, settings.database_url)
+        db.migrate()
+        db.dispose()
+        log.info("%s: database migrated", service, extra={"database": db.url.render_as_string(hide_password=True)})
+    return 0
+
+
+def _has_migrations(service: str) -> bool:
+    return (config.ROOT / "services" / service / "migrations" / "env.py").exists()
+
+
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    from govmesh import auth
+
+    settings = _settings("identity")
+    try:
+        policy = auth.Policy.load(settings.policy_path)
+        issuer = auth.TokenIssuer.from_key_dir(policy, settings.key_dir)
+        ttl = None if args.ttl_minutes is None else args.ttl_minutes * 60
+        print(issuer.issue(args.caller, ttl_seconds=ttl))
+    except auth.PolicyError as exc:
+        print(f"govmesh dev-token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="govmesh",
+        description="govmesh: an event-driven microservices mesh for a provincial digital government.",
+        epilog=config.ENVIRONMENT_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=config.ENVIRONMENT_DOC,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    api = command("api", "Run a service's gRPC api process (health, reflection, auth, metrics, tracing).")
+    api.add_argument("service", choices=config.SERVICES)
+    api.set_defaults(func=cmd_api)
+
+    worker = command("worker", "Run a service's worker process: event handlers, timers and the outbox relay.")
+    worker.add_argument("service", choices=config.SERVICES)
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = command("migrate", "Apply database migrations (idempotent).")
+    migrate.add_argument("services", nargs="*", metavar="SERVICE", help="one of " + ", ".join(config.SERVICES))
+    migrate.set_defaults(func=cmd_migrate)
+
+    token = command("dev-token", "Print a bearer token for CALLER, signed with the development key.")
+    token.add_argument("caller", help="a caller id of the policy file, e.g. demo-portal")
+    token.add_argument("--ttl-minutes", type=int, default=None, help="lifetime (default: the policy's)")
+    token.set_defaults(func=cmd_dev_token)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Settings read from the environment, the same way by every process of every service.
+
+Every variable has a documented default so a fresh checkout runs with nothing set; `govmesh
+<command> --help` and the README list them. A service-specific variable (IDENTITY_GRPC_PORT)
+wins over the shared one (GRPC_PORT is deliberately absent: ports differ per service).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The order fixes the default ports: gRPC 5005n, api metrics 910n, worker metrics 911n.
+SERVICES = ("identity", "records", "approvals", "health", "crowd")
+
+ENVIRONMENT_DOC = """\
+environment (defaults in brackets):
+  AMQP_URI                    RabbitMQ [amqp://guest:guest@127.0.0.1:5672/]
+  DATABASE_URL                SQLAlchemy URL shared by all services, each in its own schema
+                              [sqlite file var/<service>.db per service]
+  <SERVICE>_DATABASE_URL      per-service override, e.g. IDENTITY_DATABASE_URL
+  BIND_HOST                   address the gRPC and metrics servers listen on [127.0.0.1]
+  <SERVICE>_GRPC_PORT         gRPC port [identity 50051, records 50052, approvals 50053,
+                              health 50054, crowd 50055]
+  <SERVICE>_API_METRICS_PORT  Prometheus port of the api process [9101..9105]
+  <SERVICE>_WORKER_METRICS_PORT  Prometheus port of the worker process [9111..9115]
+  GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
+  GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
+  OTEL_TRACES_EXPORTER        none | console | otlp [none]
+  OTEL_EXPORTER_OTLP_ENDPOINT where otlp sends spans [http://localhost:4317]
+  LOG_LEVEL                   DEBUG | INFO | WARNING | ERROR [INFO]
+"""
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _port(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: {port} is outside 0-65535")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    amqp_uri: str
+    database_url: str
+    bind_host: str
+    grpc_port: int
+    api_metrics_port: int
+    worker_metrics_port: int
+    policy_path: Path
+    key_dir: Path
+    traces_exporter: str
+    log_level: str
+
+    @property
+    def grpc_target(self) -> str:
+        wildcard = self.bind_host in ("0.0.0.0", "::", "[::]")  # noqa: S104 - a comparison, not a bind
+        host = "127.0.0.1" if wildcard else self.bind_host
+        return f"{host}:{self.grpc_port}"
+
+
+def load(service: str) -> Settings:
+    if service not in SERVICES:
+        raise ConfigError(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+    index = SERVICES.index(service)
+    prefix = service.upper()
+    default_db = f"sqlite:///{ROOT / 'var' / (service + '.db')}"
+    level = _env("LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL: {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return Settings(
+        service=service,
+        amqp_uri=_env("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+        database_url=_env(f"{prefix}_DATABASE_URL", _env("DATABASE_URL", default_db)),
+        bind_host=_env("BIND_HOST", "127.0.0.1"),
+        grpc_port=_port(f"{prefix}_GRPC_PORT", 50051 + index),
+        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", 9101 + index),
+        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", 9111 + index),
+        policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
+        key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
+        traces_exporter=_env("OTEL_TRACES_EXPORTER", "none").lower(),
+        log_level=level,
+    )

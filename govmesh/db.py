@@ -1,0 +1,141 @@
+"""One database per service: engine, transactions, schema migrations and readiness.
+
+SQLite (the default, a file per service under var/) runs in WAL mode and takes the write lock
+at BEGIN, so the api and worker processes of a service never fail with "database is locked"
+half-way through a transaction. PostgreSQL (DATABASE_URL) keeps each service in its own
+schema, named after the service, so several services can share one database without sharing
+tables; Alembic's version table lives in that schema too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def _normalise_url(url: str) -> sa.URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        # psycopg 3 is the driver we ship; SQLAlchemy's bare default is psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class Database:
+    def __init__(self, url: str, schema: str, migrations: Path) -> None:
+        self.url = _normalise_url(url)
+        self.schema = schema
+        self.migrations = migrations
+        self.engine = self._create_engine()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(govmesh_read_only=True), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    def _create_engine(self) -> Engine:
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(self.url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+                # Let SQLAlchemy's "begin" below own transaction start instead of pysqlite.
+                dbapi_connection.isolation_level = None
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(connection: sa.Connection) -> None:
+                read_only = connection.get_execution_options().get("govmesh_read_only", False)
+                connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+            return engine
+        return sa.create_engine(
+            self.url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work: everything written inside commits together or not at all."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only unit of work: on SQLite it does not take the write lock."""
+        with self._read_sessions.begin() as session:
+            yield session
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: sa.Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(self.migrations))
+        config.attributes["connection"] = connection
+        return config
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        if not self.is_sqlite:
+            with self.engine.begin() as connection:
+                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+        with self.engine.begin() as connection:
+            command.upgrade(self._alembic_config(connection), "head")
+
+    def readiness(self) -> str | None:
+        """None when the database answers and is migrated to head; else why not."""
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+                head = ScriptDirectory.from_config(self._alembic_config(connection)).get_current_head()
+        except sa.exc.SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            return f"database unreachable: {type(cause).__name__}"
+        if current != head:
+            return f"database at migration {current or 'none'}, code needs {head}"
+        return None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def run_alembic_env(target_metadata: sa.MetaData) -> None:
+    """The body of every service's migrations/env.py: migrate on the connection we pass in."""
+    from alembic import context
+
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def service_database(service: str, url: str) -> Database:
+    """The database of `service`, whose migrations live in services/<service>/migrations."""
+    migrations = Path(__file__).resolve().parent.parent / "services" / service / "migrations"
+    return Database(url, schema=service, migrations=migrations)

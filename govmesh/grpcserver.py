@@ -1,0 +1,241 @@
+"""The api process: a grpcio server with health, reflection and one call pipeline.
+
+Every call passes, in order: OpenTelemetry (a server span continuing the caller's traceparent),
+then the pipeline: readiness (UNAVAILABLE while the database is not migrated), authentication
+and rights (UNAUTHENTICATED / PERMISSION_DENIED), RED metrics, and error mapping (a
+ServiceError becomes its status code; anything else is a bug: INTERNAL, logged with the trace).
+Health and reflection skip authentication: probes and tools carry no token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import server_interceptor
+
+from govmesh import metrics
+from govmesh.auth import PermissionDenied, TokenVerifier, Unauthenticated
+from govmesh.db import Database
+from govmesh.errors import ServiceError
+from govmesh.logs import mask_identifiers
+
+log = logging.getLogger(__name__)
+
+_UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("govmesh_caller", default="")
+
+
+def current_caller() -> str:
+    """The caller id of the gRPC call being handled (for audit trails)."""
+    return _caller.get()
+
+
+class Readiness:
+    """Tracks whether the service's database answers and is migrated; drives health status."""
+
+    def __init__(self, db: Database, health_servicer: health.HealthServicer, service_names: list[str]) -> None:
+        self.db = db
+        self.health = health_servicer
+        self.service_names = service_names
+        self.reason: str | None = "not checked yet"
+        self._stop = threading.Event()
+        self._set(serving=False)
+
+    def _set(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+
+    def check(self, process: str) -> None:
+        reason = self.db.readiness()
+        if reason != self.reason:
+            if reason is None:
+                log.info("ready: database reachable and migrated")
+            else:
+                log.warning("not ready: %s", reason)
+        self.reason = reason
+        metrics.READY.labels(self.db.schema, process).set(1 if reason is None else 0)
+        self._set(serving=reason is None)
+
+    def watch(self, process: str, interval_not_ready: float = 0.5, interval_ready: float = 5.0) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.check(process)
+                self._stop.wait(interval_not_ready if self.reason else interval_ready)
+
+        threading.Thread(target=loop, name="readiness", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.health.enter_graceful_shutdown()
+
+
+def _status(name: str) -> grpc.StatusCode:
+    status: grpc.StatusCode = getattr(grpc.StatusCode, name, grpc.StatusCode.UNKNOWN)
+    return status
+
+
+class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, service: str, verifier: TokenVerifier, readiness: Readiness) -> None:
+        self.service = service
+        self.verifier = verifier
+        self.readiness = readiness
+
+    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_UNGUARDED):
+            return handler
+        raw = dict(details.invocation_metadata or ()).get("authorization")
+        authorization = raw.decode() if isinstance(raw, bytes) else raw
+
+        def guarded(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+            if streaming_response:
+
+                def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    with self._call(method, authorization, context):
+                        yield from behaviour(request, context)
+
+                return stream
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                with self._call(method, authorization, context):
+                    return behaviour(request, context)
+
+            return unary
+
+        return _wrap_handler(handler, guarded)
+
+    @contextlib.contextmanager
+    def _call(self, method: str, authorization: str | None, context: grpc.ServicerContext) -> Iterator[None]:
+        started = time.perf_counter()
+        code = "OK"
+        metrics.GRPC_IN_FLIGHT.labels(self.service).inc()
+        token = None
+        try:
+            if self.readiness.reason is not None:
+                raise _Refused("UNAVAILABLE", f"{self.service} is not ready: {self.readiness.reason}")
+            try:
+                caller = self.verifier.authorize(authorization, method)
+            except Unauthenticated as exc:
+                raise _Refused("UNAUTHENTICATED", str(exc)) from None
+            except PermissionDenied as exc:
+                raise _Refused("PERMISSION_DENIED", str(exc)) from None
+            token = _caller.set(caller.caller_id)
+            yield
+        except _Refused as refused:
+            code = refused.code
+            context.abort(_status(code), refused.message)
+        except ServiceError as exc:
+            code = exc.status
+            if exc.field:
+                context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
+            context.abort(_status(code), mask_identifiers(exc.message))
+        except Exception as exc:
+            if type(exc) is Exception:  # grpc's own abort, already carrying its status
+                status = context.code()  # type: ignore[attr-defined]
+                code = status.name if status else "UNKNOWN"
+                raise
+            code = "INTERNAL"
+            trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+            log.exception("bug while handling %s", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error; trace id {trace_id}")
+        finally:
+            if token is not None:
+                _caller.reset(token)
+            metrics.GRPC_IN_FLIGHT.labels(self.service).dec()
+            name = method.rsplit("/", 1)[-1]
+            metrics.GRPC_REQUESTS.labels(self.service, name, code).inc()
+            metrics.GRPC_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _wrap_handler(handler: Any, guarded: Callable[..., Callable[..., Any]]) -> Any:
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+    )
+    for attribute, make, streaming_response in kinds:
+        behaviour = getattr(handler, attribute)
+        if behaviour is not None:
+            return make(
+                guarded(behaviour, streaming_response),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+@dataclass(frozen=True)
+class ApiDefinition:
+    """What a service gives the bootstrap: its gRPC service name and how to add its servicer."""
+
+    service: str
+    full_name: str
+    add_servicer: Callable[[grpc.Server], None]
+
+
+def serve(
+    definition: ApiDefinition,
+    db: Database,
+    verifier: TokenVerifier,
+    bind: str,
+    max_workers: int = 16,
+    grace_seconds: float = 10.0,
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop taking calls and drain those in flight."""
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    readiness = Readiness(db, health_servicer, [definition.full_name])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{definition.service}-grpc"),
+        interceptors=[
+            server_interceptor(),  # type: ignore[no-untyped-call]
+            CallPipeline(definition.service, verifier, readiness),
+        ],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+    )
+    definition.add_servicer(server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((definition.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(bind)
+    if port == 0:
+        raise OSError(f"cannot listen on {bind} (is another process using the port?)")
+    readiness.check("api")
+    readiness.watch("api")
+    server.start()
+    log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: draining in-flight calls (up to %ss)", signal.Signals(signum).name, grace_seconds)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopping.wait()
+    readiness.stop()
+    server.stop(grace_seconds).wait()
+    db.dispose()
+    log.info("stopped")

@@ -1,0 +1,243 @@
+"""Events on RabbitMQ: naming, the CloudEvents-style envelope, topology and a confirming publisher.
+
+Conventions every service and integrator relies on (see ARCHITECTURE.md, Events):
+- each service publishes to the durable topic exchange `<service>.events`;
+- the routing key is the event's protobuf message name in snake_case (`subject_registered`),
+  which is also nameko's convention, so nameko handlers and plain AMQP clients bind alike;
+- the body is the message's canonical proto3 JSON; headers carry ce-id, ce-type, ce-source,
+  ce-time, ce-subject (a pseudonymous subject id, never a raw identifier) and traceparent.
+
+The publisher is py-amqp (already present as kombu's transport) because it lets us send a whole
+batch and then wait once for the broker's confirms, which is where throughput comes from; it has
+no eventlet dependency, so the same code runs in api and worker processes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import amqp
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+CONTENT_TYPE = "application/json"
+DELIVERY_LIMIT = 5
+
+
+def events_exchange(service: str) -> str:
+    return f"{service}.events"
+
+
+def dead_letter_exchange(service: str) -> str:
+    return f"{service}.dead-letter"
+
+
+def routing_key_for(message_name: str) -> str:
+    """`SubjectRegistered` -> `subject_registered`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", message_name).lower()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event as it travels: what the outbox stores and the relay publishes."""
+
+    event_id: str
+    event_type: str
+    source: str
+    subject: str
+    time: datetime
+    exchange: str
+    routing_key: str
+    body: str
+    trace_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_event(cls, service: str, event: Message, subject: str, trace_headers: dict[str, str]) -> Envelope:
+        descriptor = event.DESCRIPTOR
+        return cls(
+            event_id=str(uuid.uuid4()),
+            event_type=descriptor.full_name,
+            source=f"govmesh/{service}",
+            subject=subject,
+            time=datetime.now(UTC),
+            exchange=events_exchange(service),
+            routing_key=routing_key_for(descriptor.name),
+            body=json_format.MessageToJson(event, indent=None, sort_keys=True),
+            trace_headers=dict(trace_headers),
+        )
+
+    def headers(self) -> dict[str, Any]:
+        return {
+            "ce-specversion": "1.0",
+            "ce-id": self.event_id,
+            "ce-type": self.event_type,
+            "ce-source": self.source,
+            "ce-time": self.time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ce-subject": self.subject,
+            **self.trace_headers,
+        }
+
+
+@dataclass(frozen=True)
+class AmqpParams:
+    host: str
+    port: int
+    userid: str
+    password: str
+    virtual_host: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> AmqpParams:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("amqp", "pyamqp"):
+            raise ValueError(f"AMQP_URI: scheme {parts.scheme!r} is not amqp://")
+        vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5672,
+            userid=unquote(parts.username or "guest"),
+            password=unquote(parts.password or "guest"),
+            virtual_host=vhost,
+        )
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached or did not confirm in time."""
+
+
+def connect(uri: str, name: str, timeout: float = 5.0) -> amqp.Connection:
+    params = AmqpParams.from_uri(uri)
+    connection = amqp.Connection(
+        host=f"{params.host}:{params.port}",
+        userid=params.userid,
+        password=params.password,
+        virtual_host=params.virtual_host,
+        connect_timeout=timeout,
+        heartbeat=0,
+        client_properties={"connection_name": name},
+    )
+    try:
+        connection.connect()
+    except (OSError, amqp.exceptions.AMQPError) as exc:
+        raise BrokerUnavailable(f"cannot reach RabbitMQ at {params.host}:{params.port}: {exc}") from exc
+    return connection
+
+
+def declare_service_exchanges(channel: amqp.Channel, service: str) -> None:
+    """Declared at start by both processes, so integrators can bind before the first event."""
+    channel.exchange_declare(events_exchange(service), "topic", durable=True, auto_delete=False)
+    channel.exchange_declare(dead_letter_exchange(service), "topic", durable=True, auto_delete=False)
+
+
+def declare_consumer_queue(
+    channel: amqp.Channel,
+    service: str,
+    queue: str,
+    bindings: Sequence[tuple[str, str]],
+    delivery_limit: int = DELIVERY_LIMIT,
+) -> str:
+    """A quorum queue owned by `service`, bound as given, whose poison messages go to
+    `<queue>.dead-letter` after `delivery_limit` redeliveries instead of looping forever."""
+    dlx = dead_letter_exchange(service)
+    dead_letters = f"{queue}.dead-letter"
+    channel.exchange_declare(dlx, "topic", durable=True, auto_delete=False)
+    channel.queue_declare(dead_letters, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind(dead_letters, dlx, routing_key=queue)
+    channel.queue_declare(
+        queue,
+        durable=True,
+        auto_delete=False,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": dlx,
+            "x-dead-letter-routing-key": queue,
+        },
+    )
+    for exchange, routing_key in bindings:
+        channel.queue_bind(queue, exchange, routing_key=routing_key)
+    return queue
+
+
+class ConfirmingPublisher:
+    """Publishes batches of envelopes persistently and returns only once the broker confirmed
+    every one of them; raises BrokerUnavailable otherwise (the caller keeps them and retries)."""
+
+    def __init__(self, uri: str, service: str, confirm_timeout: float = 10.0) -> None:
+        self._uri = uri
+        self._service = service
+        self._confirm_timeout = confirm_timeout
+        self._connection: amqp.Connection | None = None
+        self._channel: amqp.Channel | None = None
+        self._published = 0
+        self._confirmed = 0
+        self._nacked = False
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._confirmed = max(self._confirmed, delivery_tag) if multiple else self._confirmed + 1
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked = True
+
+    def open(self) -> amqp.Channel:
+        """Connect (if not connected) and declare the service's exchanges."""
+        return self._ensure_channel()
+
+    def _ensure_channel(self) -> amqp.Channel:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self.close()
+        self._connection = connect(self._uri, f"govmesh-{self._service}-publisher")
+        channel = self._connection.channel()
+        declare_service_exchanges(channel, self._service)
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._channel = channel
+        self._published = self._confirmed = 0
+        return channel
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if not envelopes:
+            return
+        try:
+            channel = self._ensure_channel()
+            assert self._connection is not None
+            self._nacked = False
+            for envelope in envelopes:
+                message = amqp.Message(
+                    envelope.body,
+                    content_type=CONTENT_TYPE,
+                    content_encoding="utf-8",
+                    delivery_mode=2,
+                    message_id=envelope.event_id,
+                    type=envelope.event_type,
+                    timestamp=int(envelope.time.timestamp()),
+                    application_headers=envelope.headers(),
+                )
+                channel.basic_publish(message, exchange=envelope.exchange, routing_key=envelope.routing_key)
+                self._published += 1
+            deadline = self._confirm_timeout
+            while self._confirmed < self._published and not self._nacked:
+                self._connection.drain_events(timeout=deadline)
+        except (TimeoutError, OSError, amqp.exceptions.AMQPError) as exc:
+            self.close()
+            raise BrokerUnavailable(f"publish to RabbitMQ failed: {exc!r}") from exc
+        if self._nacked:
+            self.close()
+            raise BrokerUnavailable("RabbitMQ refused (nacked) a message of the batch")
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is None:
+            return
+        try:
+            connection.close()
+        except (OSError, amqp.exceptions.AMQPError):
+            connection.collect()  # the broker is gone: just release the socket

@@ -1,0 +1,39 @@
+"""Schema operations that every service's first migration shares.
+
+Migrations are history: once a function here has shipped, it is never edited. A change to the
+outbox or inbox gets a new function, called from a new migration of each service."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+
+def create_messaging_tables_v1() -> None:
+    op.create_table(
+        "outbox",
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("event_type", sa.String(200), nullable=False),
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("subject", sa.String(100), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("exchange", sa.String(200), nullable=False),
+        sa.Column("routing_key", sa.String(200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("trace_headers", sa.Text(), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_outbox_unpublished", "outbox", ["published_at", "seq"])
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(36), primary_key=True),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def drop_messaging_tables_v1() -> None:
+    op.drop_table("inbox")
+    op.drop_index("ix_outbox_unpublished", table_name="outbox")
+    op.drop_table("outbox")

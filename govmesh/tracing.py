@@ -1,0 +1,389 @@
+"""OpenTelemetry tracing for every govmesh process.
+
+`configure_tracing` installs the process's TracerProvider once, with the exporter named by
+OTEL_TRACES_EXPORTER: "none" (the default: spans and trace ids exist, so logs carry them and
+context propagates, but nothing is exported and no processor runs), "console" or "otlp" (to
+OTEL_EXPORTER_OTLP_ENDPOINT, batched; over gRPC unless the standard OTEL_EXPORTER_OTLP_PROTOCOL
+or the caller says "http/protobuf", which eventlet workers need).
+
+No raw identifier may leave in a span. Spans are read-only once they end, so the exporter is
+wrapped: `ScrubbingSpanExporter` hands the real exporter a copy of each span whose name,
+attributes, event and link attributes and status description went through
+`logs.mask_identifiers` (exception events recorded by instrumentation included). Code that wants
+the in-process span clean as well sets attributes with `set_safe_attribute`.
+
+Trace context crosses AMQP as W3C `traceparent`/`tracestate` headers: `inject_headers` when
+publishing, `extract_context` when consuming.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from opentelemetry import propagate, trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, Status
+from opentelemetry.util.types import AnyValue, Attributes, AttributeValue
+
+from govmesh.logs import mask_identifiers
+
+__all__ = [
+    "EXPORTERS",
+    "OTLP_PROTOCOLS",
+    "ScrubbingSpanExporter",
+    "build_tracer_provider",
+    "configure_tracing",
+    "extract_context",
+    "inject_headers",
+    "scrub_span",
+    "set_safe_attribute",
+    "span_exporter_for",
+    "tracer",
+]
+
+EXPORTERS: Final = ("none", "console", "otlp")
+OTLP_PROTOCOLS: Final = ("grpc", "http/protobuf")
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_configured: tuple[str, str] | None = None
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def _exporter_choice(exporter: str) -> str:
+    choice = exporter.strip().lower()
+    if choice not in EXPORTERS:
+        allowed = ", ".join(repr(name) for name in EXPORTERS)
+        raise ValueError(
+            f"OTEL exporter setting OTEL_TRACES_EXPORTER={exporter!r} is not supported; use one of {allowed}"
+        )
+    return choice
+
+
+def _otlp_protocol_choice(protocol: str | None) -> str:
+    if protocol is None:
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+        )
+    choice = protocol.strip().lower()
+    if choice not in OTLP_PROTOCOLS:
+        allowed = ", ".join(repr(name) for name in OTLP_PROTOCOLS)
+        raise ValueError(
+            f"OTLP protocol setting OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use one of {allowed}"
+        )
+    return choice
+
+
+def span_exporter_for(exporter: str, *, otlp_protocol: str | None = None) -> SpanExporter | None:
+    """The (scrubbing) span exporter for an OTEL_TRACES_EXPORTER value; None for "none".
+
+    For "otlp", `otlp_protocol` is "grpc" or "http/protobuf"; by default the standard
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else "grpc". Processes
+    running under eventlet (nameko workers) must use "http/protobuf": grpcio does not cooperate
+    with green threads. Either exporter reads OTEL_EXPORTER_OTLP_ENDPOINT and the other standard
+    OTEL_EXPORTER_OTLP_* settings itself. Raises ValueError for a value it does not know.
+    """
+    choice = _exporter_choice(exporter)
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ScrubbingSpanExporter(ConsoleSpanExporter())
+    # Imported here: only processes that export over OTLP pay for loading it.
+    if _otlp_protocol_choice(otlp_protocol) == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return ScrubbingSpanExporter(OTLPSpanExporter())
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as OTLPHttpSpanExporter
+
+    return ScrubbingSpanExporter(OTLPHttpSpanExporter())
+
+
+def build_tracer_provider(service_name: str, exporter: str, *, otlp_protocol: str | None = None) -> TracerProvider:
+    """A TracerProvider for `service_name` exporting as `exporter` says (see span_exporter_for).
+
+    configure_tracing installs one globally; tests can build their own.
+    """
+    span_exporter = span_exporter_for(exporter, otlp_protocol=otlp_protocol)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    if span_exporter is None:
+        return provider  # "none": spans get ids and propagate, and nothing runs when they end
+    if isinstance(span_exporter, ScrubbingSpanExporter) and isinstance(span_exporter.delegate, ConsoleSpanExporter):
+        provider.add_span_processor(SimpleSpanProcessor(span_exporter))  # printed as they end
+    else:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    return provider
+
+
+def configure_tracing(service_name: str, exporter: str = "none", *, otlp_protocol: str | None = None) -> None:
+    """Install the process-wide TracerProvider (resource service.name = `service_name`).
+
+    `exporter` is the OTEL_TRACES_EXPORTER value: "none", "console" or "otlp"; anything else
+    raises ValueError. `otlp_protocol`: see span_exporter_for. Only the first call in a process
+    installs a provider (OpenTelemetry allows one); later calls do nothing, with a warning if
+    they ask for a different service or exporter.
+    """
+    global _configured
+    choice = _exporter_choice(exporter)
+    with _lock:
+        if _configured is not None:
+            if _configured != (service_name, choice):
+                _log.warning(
+                    "tracing already configured as %s/%s; ignoring %s/%s",
+                    *_configured,
+                    service_name,
+                    choice,
+                )
+            return
+        trace.set_tracer_provider(build_tracer_provider(service_name, choice, otlp_protocol=otlp_protocol))
+        _configured = (service_name, choice)
+
+
+def tracer(name: str) -> trace.Tracer:
+    """The tracer for an instrumenting module, usually `tracer(__name__)`."""
+    return trace.get_tracer(name)
+
+
+# --- scrubbing -----------------------------------------------------------------------------------
+
+
+def _scrub_value(value: AnyValue) -> AnyValue:
+    """`value` with identifiers masked; the same object when there was nothing to mask."""
+    if isinstance(value, str):
+        return mask_identifiers(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        text = str(value)
+        masked = mask_identifiers(text)
+        return value if masked == text else masked
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        items = [_scrub_value(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return tuple(items)
+    if isinstance(value, Mapping):
+        pairs = {key: _scrub_value(item) for key, item in value.items()}
+        if all(pairs[key] is item for key, item in value.items()):
+            return value
+        return pairs
+    return value
+
+
+def _scrub_attributes(attributes: Attributes, dropped: int) -> BoundedAttributes | None:
+    """A masked copy of `attributes` keeping the dropped count, or None if nothing changed."""
+    if not attributes:
+        return None
+    scrubbed = {key: _scrub_value(value) for key, value in attributes.items()}
+    if all(scrubbed[key] is value for key, value in attributes.items()):
+        return None
+    copy = BoundedAttributes(maxlen=None, attributes=scrubbed, immutable=True)
+    copy.dropped = dropped
+    return copy
+
+
+def _dropped(attributes: Attributes) -> int:
+    return attributes.dropped if isinstance(attributes, BoundedAttributes) else 0
+
+
+class _ScrubbedSpan(ReadableSpan):
+    """A ReadableSpan copy that reports the original span's dropped counts."""
+
+    def __init__(
+        self,
+        original: ReadableSpan,
+        name: str,
+        attributes: Attributes,
+        events: Sequence[Event],
+        links: Sequence[Link],
+        status: Status,
+    ) -> None:
+        super().__init__(
+            name=name,
+            context=original.get_span_context(),
+            parent=original.parent,
+            resource=original.resource,
+            attributes=attributes,
+            events=events,
+            links=links,
+            kind=original.kind,
+            status=status,
+            start_time=original.start_time,
+            end_time=original.end_time,
+            instrumentation_scope=original.instrumentation_scope,
+        )
+        self._dropped_counts = (
+            original.dropped_attributes,
+            original.dropped_events,
+            original.dropped_links,
+        )
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_counts[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_counts[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_counts[2]
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """`span` with identifiers masked in its name, attributes, events, links and status
+    description; `span` itself when it holds none."""
+    changed = False
+
+    name = mask_identifiers(span.name)
+    changed |= name != span.name
+
+    attributes: Attributes = _scrub_attributes(span.attributes, span.dropped_attributes)
+    if attributes is None:
+        attributes = span.attributes
+    else:
+        changed = True
+
+    events: list[Event] = []
+    for event in span.events:
+        event_name = mask_identifiers(event.name)
+        event_attributes = _scrub_attributes(event.attributes, _dropped(event.attributes))
+        if event_attributes is None and event_name == event.name:
+            events.append(event)
+        else:
+            changed = True
+            events.append(
+                Event(
+                    event_name,
+                    event.attributes if event_attributes is None else event_attributes,
+                    event.timestamp,
+                )
+            )
+
+    links: list[Link] = []
+    for link in span.links:
+        link_attributes = _scrub_attributes(link.attributes, _dropped(link.attributes))
+        if link_attributes is None:
+            links.append(link)
+        else:
+            changed = True
+            links.append(Link(link.context, link_attributes))
+
+    status = span.status
+    if status.description:
+        description = mask_identifiers(status.description)
+        if description != status.description:
+            changed = True
+            status = Status(status.status_code, description)
+
+    if not changed:
+        return span
+    return _ScrubbedSpan(span, name, attributes, events, links, status)
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Wraps a SpanExporter so that it only ever sees spans with identifiers masked."""
+
+    def __init__(self, delegate: SpanExporter) -> None:
+        self.delegate = delegate
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.delegate.export([scrub_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.delegate.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.delegate.force_flush(timeout_millis)
+
+
+def set_safe_attribute(span: trace.Span, key: str, value: AttributeValue) -> None:
+    """`span.set_attribute` with identifiers in `value` masked first.
+
+    Exported spans are scrubbed anyway (ScrubbingSpanExporter); this keeps the live span clean
+    for in-process readers too.
+    """
+    span.set_attribute(key, _scrub_value(value))
+
+
+# --- propagation over AMQP headers ---------------------------------------------------------------
+
+
+class _HeaderSetter(Setter[dict[str, object]]):
+    def set(self, carrier: dict[str, object], key: str, value: str) -> None:
+        carrier[key] = value
+
+
+def _header_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+class _HeaderGetter(Getter[Mapping[str, object]]):
+    """Reads AMQP headers as brokers and clients deliver them: str or bytes values, possibly
+    lists of them, keys in any case."""
+
+    def get(self, carrier: Mapping[str, object], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            lowered = key.lower()
+            for candidate, candidate_value in carrier.items():
+                if isinstance(candidate, str) and candidate.lower() == lowered:
+                    value = candidate_value
+                    break
+        if value is None:
+            return None
+        raw = value if isinstance(value, list | tuple) else [value]
+        texts = [text for text in map(_header_text, raw) if text is not None]
+        return texts or None
+
+    def keys(self, carrier: Mapping[str, object]) -> list[str]:
+        return [key for key in carrier if isinstance(key, str)]
+
+
+_SETTER: Final = _HeaderSetter()
+_GETTER: Final = _HeaderGetter()
+
+
+def inject_headers(headers: dict[str, object], context: Context | None = None) -> dict[str, object]:
+    """Add the trace context (`traceparent`, and `tracestate` when there is one) of `context`,
+    by default the current one, to `headers`; returns `headers` itself.
+
+    Uses the globally configured propagator (W3C trace context by default, OTEL_PROPAGATORS).
+    Adds nothing when there is no valid span.
+    """
+    propagate.inject(headers, context=context, setter=_SETTER)
+    return headers
+
+
+def extract_context(headers: Mapping[str, object] | None) -> Context:
+    """The context carried by message headers, to start a consumer span in:
+    `tracer.start_as_current_span(name, context=extract_context(headers))`.
+
+    Tolerates None, missing or malformed headers (an empty context: the span starts a new
+    trace) and bytes values.
+    """
+    return propagate.extract(headers or {}, getter=_GETTER)
