@@ -35,7 +35,9 @@ def _start_process(service: str, process: str) -> config.Settings:
     logs.configure_logging(service, process, settings.log_level)
     # Readiness checks read the migration state every few seconds; only `migrate` narrates it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    tracing.configure_tracing(f"govmesh-{service}-{process}", settings.traces_exporter)
+    # OTLP over gRPC would load grpcio, which cannot live in an eventlet worker: workers use HTTP.
+    protocol = "http/protobuf" if process == "worker" else None
+    tracing.configure_tracing(f"govmesh-{service}-{process}", settings.traces_exporter, otlp_protocol=protocol)
     return settings
 
 

@@ -1,0 +1,239 @@
+"""Shared fixtures: real RabbitMQ, real databases (SQLite and PostgreSQL), and services started
+as subprocesses exactly the way `make run` starts them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+AMQP_URI = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+POSTGRES_URL = os.environ.get("GOVMESH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def amqp_uri() -> str:
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URI)).close()
+    except pika.exceptions.AMQPError as exc:
+        pytest.fail(f"RabbitMQ must be running at {AMQP_URI} (make test starts it): {exc!r}")
+    return AMQP_URI
+
+
+class PostgresDatabases:
+    """Creates a fresh database per use and drops it afterwards."""
+
+    def __init__(self) -> None:
+        self.admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+
+    def create(self) -> str:
+        name = f"govmesh_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as connection:
+            for name in self.created:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases()
+    try:
+        with databases.admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL must be running at {POSTGRES_URL} (make test starts it): {exc}")
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test that uses this runs twice: on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'service.db'}"
+    databases: PostgresDatabases = request.getfixturevalue("postgres")
+    return databases.create()
+
+
+def govmesh(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510 - callers check
+        [sys.executable, "-m", "govmesh.cli", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+class Process:
+    """A govmesh process (api or worker) running as users run it, its stderr kept in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "govmesh.cli", *self.args], env=self.env, stdout=log, stderr=log, cwd=ROOT
+        )
+        return self
+
+    def stop(self, sig: int = 15, timeout: float = 15) -> int:
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(5)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.logs():
+                return
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.args} exited with {self.popen.returncode}:\n{self.logs()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.args} did not log {text!r} in {timeout}s:\n{self.logs()}")
+
+
+class ServiceEnv:
+    """Environment of one service under test: its own database, ports, keys and logs."""
+
+    def __init__(self, service: str, database_url: str, tmp_path: Path, amqp_uri: str) -> None:
+        self.service = service
+        self.tmp_path = tmp_path
+        self.grpc_port = free_port()
+        self.api_metrics_port = free_port()
+        self.worker_metrics_port = free_port()
+        prefix = service.upper()
+        self.env = {
+            **os.environ,
+            "AMQP_URI": amqp_uri,
+            f"{prefix}_DATABASE_URL": database_url,
+            f"{prefix}_GRPC_PORT": str(self.grpc_port),
+            f"{prefix}_API_METRICS_PORT": str(self.api_metrics_port),
+            f"{prefix}_WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            "GOVMESH_KEY_DIR": str(tmp_path / "keys"),
+            # Spans go to the process's stdout, so tests can read what would be exported.
+            "OTEL_TRACES_EXPORTER": "console",
+            "LOG_LEVEL": "DEBUG",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.processes: list[Process] = []
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def migrate(self) -> None:
+        result = govmesh("migrate", self.service, env=self.env)
+        assert result.returncode == 0, result.stderr
+
+    def process(self, kind: str) -> Process:
+        process = Process([kind, self.service], self.env, self.tmp_path / f"{self.service}-{kind}-{len(self.processes)}.log")
+        self.processes.append(process)
+        return process.start()
+
+    def token(self, caller: str, ttl_minutes: int | None = None) -> str:
+        args = ["dev-token", caller] + ([] if ttl_minutes is None else ["--ttl-minutes", str(ttl_minutes)])
+        result = govmesh(*args, env=self.env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def all_output(self) -> str:
+        return "".join(p.logs() for p in self.processes)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture
+def identity_env(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[ServiceEnv]:
+    env = ServiceEnv("identity", database_url, tmp_path, amqp_uri)
+    yield env
+    env.stop_all()
+
+
+class Integrator:
+    """A plain AMQP client bound to a service's events, as an integrator would bind."""
+
+    def __init__(self, amqp_uri: str, exchange: str, routing_key: str = "#") -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(exchange, "topic", durable=True)
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, exchange, routing_key)
+
+    def receive(self, count: int, timeout: float = 15) -> list[tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]]:
+        messages = []
+        deadline = time.monotonic() + timeout
+        while len(messages) < count and time.monotonic() < deadline:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.connection.sleep(0.05)
+                continue
+            messages.append((method, properties, body))
+        return messages
+
+    def drain(self, quiet: float = 1.5) -> list[tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]]:
+        """Everything that arrives until nothing has come for `quiet` seconds."""
+        messages = []
+        last = time.monotonic()
+        while time.monotonic() - last < quiet:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.connection.sleep(0.05)
+                continue
+            messages.append((method, properties, body))
+            last = time.monotonic()
+        return messages
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+@pytest.fixture
+def integrator_factory(amqp_uri: str) -> Iterator[type]:
+    opened: list[Integrator] = []
+
+    class Factory:
+        @staticmethod
+        def bind(exchange: str, routing_key: str = "#") -> Integrator:
+            integrator = Integrator(amqp_uri, exchange, routing_key)
+            opened.append(integrator)
+            return integrator
+
+    yield Factory
+    for integrator in opened:
+        integrator.close()

@@ -1,0 +1,313 @@
+"""Identity through its public interfaces: a real grpcio client calling `govmesh api identity`,
+a real `govmesh worker identity` relaying events, and a plain pika consumer as the integrator.
+Every test runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
+from tests.conftest import ServiceEnv
+
+# Valid identifiers of the seed's province: residents of Hangzhou's Xihu and Fuyang districts and
+# of Zhuji, an enterprise registered in Hangzhou, and a legacy 15-digit number.
+XU_WEI = "330106198507154312"  # the ride-hailing driver
+LUO_FANG = "33018319720303242X"  # the Fuyang patient
+ZHUJI_RESIDENT = "330681199001011239"
+LEGACY_15 = "330106900307123"
+ENTERPRISE = "91330106MA27XL0E6X"
+RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, "330106199003071236", ENTERPRISE]
+
+SERVICE = "govmesh.identity.v1.IdentityService"
+
+
+def fix_check(body17: str) -> str:
+    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    return body17 + "10X98765432"[sum(int(c) * w for c, w in zip(body17, weights, strict=True)) % 11]
+
+
+def fix_uscc(body17: str) -> str:
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+    weights = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
+    total = sum(alphabet.index(c) * w for c, w in zip(body17, weights, strict=True))
+    return body17 + alphabet[(31 - total % 31) % 31]
+
+
+def fix_org(body8: str) -> str:
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    weights = [3, 7, 9, 10, 5, 8, 4, 2]
+    check = 11 - sum(alphabet.index(c) * w for c, w in zip(body8, weights, strict=True)) % 11
+    return body8 + {10: "X", 11: "0"}.get(check, str(check))
+
+
+# Make the constants genuinely valid, whatever digits were typed above.
+XU_WEI = fix_check(XU_WEI[:17])
+LUO_FANG = fix_check(LUO_FANG[:17])
+ZHUJI_RESIDENT = fix_check(ZHUJI_RESIDENT[:17])
+ENTERPRISE = fix_uscc("91330106" + fix_org("MA27XL0E"))
+RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, fix_check("33010619900307123"), ENTERPRISE]
+
+
+def wait_serving(target: str, timeout: float = 30) -> None:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"{target} did not become SERVING in {timeout}s")
+
+
+def health_status(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+        return int(response.status)
+
+
+class Client:
+    def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
+        self.channel = grpc.insecure_channel(env.target)
+        self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
+
+    def register(self, identifier: str, name: str = "徐伟") -> identity_pb2.RegisterSubjectResponse:
+        request = identity_pb2.RegisterSubjectRequest(identifier=identifier, display_name=name)
+        return self.stub.RegisterSubject(request, metadata=self.metadata, timeout=10)
+
+    def validate(self, identifier: str) -> identity_pb2.ValidateIdentifierResponse:
+        request = identity_pb2.ValidateIdentifierRequest(identifier=identifier)
+        return self.stub.ValidateIdentifier(request, metadata=self.metadata, timeout=10)
+
+    def resolve(self, **key: str) -> identity_pb2.ResolveSubjectResponse:
+        return self.stub.ResolveSubject(identity_pb2.ResolveSubjectRequest(**key), metadata=self.metadata, timeout=10)
+
+
+@pytest.fixture
+def running(identity_env: ServiceEnv) -> ServiceEnv:
+    identity_env.migrate()
+    identity_env.process("api")
+    identity_env.process("worker").wait_for_log("starting services: identity")
+    wait_serving(identity_env.target)
+    return identity_env
+
+
+def test_register_publishes_subject_registered_to_integrators(running: ServiceEnv, integrator_factory: type) -> None:
+    integrator = integrator_factory.bind("identity.events", "subject_registered")
+    response = Client(running).register(XU_WEI)
+
+    assert response.created
+    subject = response.subject
+    assert subject.subject_id.startswith("sub_") and XU_WEI not in subject.subject_id
+    assert subject.kind == identity_pb2.SUBJECT_KIND_RESIDENT
+    assert subject.masked_identifier == XU_WEI[:6] + "********" + XU_WEI[-4:]
+    assert subject.display_name == "徐伟"
+
+    [(method, properties, body)] = integrator.receive(1)
+    headers = properties.headers
+    assert method.routing_key == "subject_registered"
+    assert properties.delivery_mode == 2  # persistent
+    assert properties.content_type == "application/json"
+    assert headers["ce-type"] == "govmesh.identity.v1.SubjectRegistered"
+    assert headers["ce-source"] == "govmesh/identity"
+    assert headers["ce-subject"] == subject.subject_id
+    assert len(headers["ce-id"]) == 36 and headers["ce-time"].endswith("Z")
+    assert headers["traceparent"].startswith("00-")
+    event = json.loads(body)
+    assert event["subjectId"] == subject.subject_id
+    assert event["maskedIdentifier"] == subject.masked_identifier
+    assert event["kind"] == "SUBJECT_KIND_RESIDENT"
+    parsed = events_pb2.SubjectRegistered()
+    from google.protobuf import json_format
+
+    json_format.Parse(body, parsed)  # the body is canonical proto3 JSON of the event
+    for raw in RAW_IDS:
+        assert raw not in body.decode() and raw not in json.dumps(headers)
+
+
+def test_registering_again_returns_the_same_subject_and_no_second_event(
+    running: ServiceEnv, integrator_factory: type
+) -> None:
+    integrator = integrator_factory.bind("identity.events")
+    client = Client(running)
+    first = client.register(LUO_FANG, "罗舫")
+    # Same person, typed differently: lower-case x, spaces, full-width digits.
+    again = client.register(" ３３０１８３ " + LUO_FANG[6:-1] + LUO_FANG[-1].lower(), "罗 舫")
+
+    assert first.created and not again.created
+    assert again.subject == first.subject
+    events = [m for m in integrator.drain() if m[1].headers["ce-subject"] == first.subject.subject_id]
+    assert len(events) == 1
+
+
+def test_legacy_15_digit_number_is_the_same_subject_as_its_18_digit_form(running: ServiceEnv) -> None:
+    client = Client(running)
+    converted = client.validate(LEGACY_15)
+    assert converted.valid and converted.converted_from_legacy
+    assert converted.normalized == RAW_IDS[4]
+    assert client.register(LEGACY_15).subject == client.resolve(identifier=RAW_IDS[4]).subject
+
+
+def test_validate_reports_every_problem_as_an_answer_not_an_error(running: ServiceEnv) -> None:
+    client = Client(running)
+    good = client.validate(XU_WEI)
+    assert good.valid and good.kind == identity_pb2.SUBJECT_KIND_RESIDENT
+    assert good.resident.birth_date == "1985-07-15"
+    assert good.resident.region_code == "330106" and "西湖区" in good.resident.region_name
+    assert good.resident.sex in (identity_pb2.SEX_MALE, identity_pb2.SEX_FEMALE)
+
+    bad_check = XU_WEI[:-1] + ("0" if XU_WEI[-1] != "0" else "1")
+    answer = client.validate(bad_check)
+    assert not answer.valid
+    assert [p.code for p in answer.problems] == [identity_pb2.PROBLEM_CODE_BAD_CHECK_CHARACTER]
+    assert answer.problems[0].position == 18
+
+    impossible = client.validate(fix_check("33010619900230123"))
+    assert identity_pb2.PROBLEM_CODE_IMPOSSIBLE_BIRTH_DATE in [p.code for p in impossible.problems]
+
+    company = client.validate(ENTERPRISE)
+    assert company.valid and company.kind == identity_pb2.SUBJECT_KIND_ENTERPRISE
+    assert company.enterprise.organization_code == ENTERPRISE[8:17]
+
+    short = client.validate("12345")
+    assert not short.valid and short.problems[0].code == identity_pb2.PROBLEM_CODE_WRONG_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c: c.validate(""), "identifier"),
+        (lambda c: c.validate("3" * 65), "identifier"),
+        (lambda c: c.register("", "x"), "identifier"),
+        (lambda c: c.register(XU_WEI[:-1] + "0" if XU_WEI[-1] != "0" else XU_WEI[:-1] + "1"), "identifier"),
+        (lambda c: c.register(XU_WEI, "   "), "display_name"),
+        (lambda c: c.register(XU_WEI, "名" * 201), "display_name"),
+        (lambda c: c.resolve(), "key"),
+    ],
+)
+def test_bad_requests_name_the_field_and_change_nothing(running: ServiceEnv, call: object, field: str) -> None:
+    client = Client(running)
+    with pytest.raises(grpc.RpcError) as error:
+        call(client)  # type: ignore[operator]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith(f"{field}:")
+    assert dict(error.value.trailing_metadata())["govmesh-field"] == field
+    with pytest.raises(grpc.RpcError) as missing:
+        client.resolve(identifier=XU_WEI)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was registered
+
+
+def test_resolve_by_identifier_or_subject_id_and_not_found(running: ServiceEnv) -> None:
+    client = Client(running)
+    registered = client.register(ENTERPRISE, "杭州城市大脑有限公司").subject
+    assert client.resolve(identifier=ENTERPRISE.lower()).subject == registered
+    assert client.resolve(subject_id=registered.subject_id).subject == registered
+    with pytest.raises(grpc.RpcError) as error:
+        client.resolve(identifier=ZHUJI_RESIDENT)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ZHUJI_RESIDENT not in error.value.details()
+
+
+def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -> None:
+    channel = grpc.insecure_channel(running.target)
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+    request = identity_pb2.ResolveSubjectRequest(identifier=XU_WEI)
+
+    def code(metadata: list[tuple[str, str]] | None) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ResolveSubject(request, metadata=metadata, timeout=10)
+        return error.value.code()
+
+    assert code(None) == grpc.StatusCode.UNAUTHENTICATED
+    assert code([("authorization", "Basic abc")]) == grpc.StatusCode.UNAUTHENTICATED
+    assert code([("authorization", "Bearer not.a.token")]) == grpc.StatusCode.UNAUTHENTICATED
+    expired = running.token("demo-portal", ttl_minutes=-1)
+    assert code([("authorization", f"Bearer {expired}")]) == grpc.StatusCode.UNAUTHENTICATED
+    forged = running.token("demo-portal")
+    forged = forged[:-4] + ("AAAA" if not forged.endswith("AAAA") else "BBBB")
+    assert code([("authorization", f"Bearer {forged}")]) == grpc.StatusCode.UNAUTHENTICATED
+    statistics = running.token("statistics")  # may validate, may not look people up
+    assert code([("authorization", f"Bearer {statistics}")]) == grpc.StatusCode.PERMISSION_DENIED
+    allowed = stub.ValidateIdentifier(
+        identity_pb2.ValidateIdentifierRequest(identifier=XU_WEI),
+        metadata=[("authorization", f"Bearer {statistics}")],
+        timeout=10,
+    )
+    assert allowed.valid
+
+    # Health and reflection need no token.
+    assert health_status(running.target) == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    [answer] = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert SERVICE in [s.name for s in answer.list_services_response.service]
+
+
+def test_health_is_not_serving_until_the_database_is_migrated(identity_env: ServiceEnv) -> None:
+    api = identity_env.process("api")
+    api.wait_for_log("gRPC listening")
+    assert health_status(identity_env.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+    client = Client(identity_env)
+    with pytest.raises(grpc.RpcError) as error:
+        client.validate(XU_WEI)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    identity_env.migrate()
+    wait_serving(identity_env.target, timeout=10)
+    assert client.validate(XU_WEI).valid
+
+
+def test_sigterm_drains_and_exits_cleanly(running: ServiceEnv) -> None:
+    api = running.processes[0]
+    assert api.stop() == 0
+    assert '"stopped"' in api.logs()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
+def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
+    client = Client(running)
+    client.register(ZHUJI_RESIDENT)
+    with pytest.raises(grpc.RpcError):
+        client.resolve(identifier=XU_WEI)
+    metrics = scrape(running.api_metrics_port)
+    assert 'govmesh_grpc_requests_total{code="OK",method="RegisterSubject",service="identity"} 1.0' in metrics
+    assert 'govmesh_grpc_requests_total{code="NOT_FOUND",method="ResolveSubject",service="identity"} 1.0' in metrics
+    assert 'govmesh_identity_registrations_total{created="true",kind="resident"} 1.0' in metrics
+    worker_metrics = scrape(running.worker_metrics_port)
+    assert 'govmesh_outbox_backlog{service="identity"}' in worker_metrics
+
+
+def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, integrator_factory: type) -> None:
+    integrator = integrator_factory.bind("identity.events")
+    client = Client(running)
+    for raw in RAW_IDS:
+        client.validate(raw)
+        client.register(raw)
+        client.resolve(identifier=raw)
+    for raw in RAW_IDS[:2]:  # failures too: they are where identifiers leak into messages
+        with pytest.raises(grpc.RpcError):
+            client.register(raw[:-1] + ("0" if raw[-1] != "0" else "1"))
+    events = integrator.receive(len(RAW_IDS) - 1)  # the legacy number and its 18-digit form are one subject
+    assert len(events) == len(RAW_IDS) - 1
+    time.sleep(0.5)  # let the console exporter flush the last spans
+    output = running.all_output() + scrape(running.api_metrics_port) + scrape(running.worker_metrics_port)
+    output += "".join(body.decode() + json.dumps(props.headers) for _, props, body in events)
+    assert '"trace_id"' in running.all_output()  # logs carry trace ids
+    assert '"kind": "SpanKind.SERVER"' in running.all_output()  # spans were exported and are checked
+    for raw in RAW_IDS:
+        assert raw not in output, f"raw identifier {raw[:6]}… leaked"
+        assert raw.lower() not in output
