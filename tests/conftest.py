@@ -79,7 +79,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def govmesh(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: PLW1510 - callers check
+    return subprocess.run(
         [sys.executable, "-m", "govmesh.cli", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
     )
 
@@ -95,7 +95,7 @@ class Process:
 
     def start(self) -> Process:
         log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603
+        self.popen = subprocess.Popen(
             [sys.executable, "-m", "govmesh.cli", *self.args], env=self.env, stdout=log, stderr=log, cwd=ROOT
         )
         return self
@@ -159,7 +159,8 @@ class ServiceEnv:
         assert result.returncode == 0, result.stderr
 
     def process(self, kind: str) -> Process:
-        process = Process([kind, self.service], self.env, self.tmp_path / f"{self.service}-{kind}-{len(self.processes)}.log")
+        log_path = self.tmp_path / f"{self.service}-{kind}-{len(self.processes)}.log"
+        process = Process([kind, self.service], self.env, log_path)
         self.processes.append(process)
         return process.start()
 
@@ -184,6 +185,9 @@ def identity_env(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[S
     env.stop_all()
 
 
+Delivery = tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]
+
+
 class Integrator:
     """A plain AMQP client bound to a service's events, as an integrator would bind."""
 
@@ -194,7 +198,7 @@ class Integrator:
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.channel.queue_bind(self.queue, exchange, routing_key)
 
-    def receive(self, count: int, timeout: float = 15) -> list[tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]]:
+    def receive(self, count: int, timeout: float = 15) -> list[Delivery]:
         messages = []
         deadline = time.monotonic() + timeout
         while len(messages) < count and time.monotonic() < deadline:
@@ -205,7 +209,7 @@ class Integrator:
             messages.append((method, properties, body))
         return messages
 
-    def drain(self, quiet: float = 1.5) -> list[tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]]:
+    def drain(self, quiet: float = 1.5) -> list[Delivery]:
         """Everything that arrives until nothing has come for `quiet` seconds."""
         messages = []
         last = time.monotonic()
