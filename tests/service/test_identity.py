@@ -5,8 +5,10 @@ Every test runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.request
+import uuid
 
 import grpc
 import pytest
@@ -311,3 +313,81 @@ def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, 
     for raw in RAW_IDS:
         assert raw not in output, f"raw identifier {raw[:6]}… leaked"
         assert raw.lower() not in output
+
+
+def test_event_committed_while_the_relay_is_dead_is_published_once_it_returns(
+    identity_env: ServiceEnv, integrator_factory: type
+) -> None:
+    identity_env.migrate()
+    identity_env.process("api")
+    wait_serving(identity_env.target)
+    integrator = integrator_factory.bind("identity.events")
+    worker = identity_env.process("worker")
+    worker.wait_for_log("starting services: identity")
+    worker.stop(signal.SIGKILL)  # the relay dies without any chance to clean up
+
+    subject = Client(identity_env).register(XU_WEI).subject  # committed with its event
+    assert integrator.drain(quiet=1.0) == []  # nobody publishes it yet
+
+    identity_env.process("worker")
+    events = integrator.receive(1) + integrator.drain(quiet=1.5)
+    assert [props.headers["ce-subject"] for _, props, _ in events] == [subject.subject_id]
+
+
+def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) -> dict[str, object]:
+    """Call a worker's nameko RPC the way any AMQP client can: nameko's wire protocol."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        channel = connection.channel()
+        reply_queue = channel.queue_declare("", exclusive=True).method.queue
+        # nameko replies through its rpc exchange, routed by the reply queue's name.
+        channel.exchange_declare("nameko-rpc", "topic", durable=True)
+        channel.queue_bind(reply_queue, "nameko-rpc", reply_queue)
+        correlation_id = str(uuid.uuid4())
+        channel.basic_publish(
+            "nameko-rpc",
+            f"{service}.{method}",
+            json.dumps({"args": [], "kwargs": kwargs}),
+            pika.BasicProperties(
+                reply_to=reply_queue,
+                correlation_id=correlation_id,
+                content_type="application/json",
+                content_encoding="utf-8",
+            ),
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            method_frame, properties, body = channel.basic_get(reply_queue, auto_ack=True)
+            if method_frame is not None and properties.correlation_id == correlation_id:
+                return dict(json.loads(body))
+            connection.sleep(0.05)
+        raise AssertionError(f"no reply from {service}.{method}")
+    finally:
+        connection.close()
+
+
+def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
+    running: ServiceEnv, integrator_factory: type
+) -> None:
+    integrator = integrator_factory.bind("identity.events")
+    reply = call_nameko_rpc(
+        running.env["AMQP_URI"], "identity", "register_subject", identifier=ZHUJI_RESIDENT, display_name="诸暨居民"
+    )
+    assert reply["error"] is None
+    answer = reply["result"]
+    assert isinstance(answer, dict) and answer["created"] is True
+    assert answer["masked_identifier"] == ZHUJI_RESIDENT[:6] + "********" + ZHUJI_RESIDENT[-4:]
+    assert ZHUJI_RESIDENT not in json.dumps(answer)
+    # The api sees the same subject, and the worker's registration published its event.
+    assert Client(running).resolve(identifier=ZHUJI_RESIDENT).subject.subject_id == answer["subject_id"]
+    [(_, props, _)] = integrator.receive(1)
+    assert props.headers["ce-subject"] == answer["subject_id"]
+
+    bad = call_nameko_rpc(
+        running.env["AMQP_URI"], "identity", "register_subject", identifier=ZHUJI_RESIDENT[:-1] + "Z", display_name="x"
+    )
+    assert bad["error"]["exc_type"] == "RpcServiceError"  # type: ignore[index]
+    assert str(bad["error"]["value"]).startswith("INVALID_ARGUMENT: identifier:")  # type: ignore[index]
+    assert ZHUJI_RESIDENT[:-1] not in json.dumps(bad)

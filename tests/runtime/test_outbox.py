@@ -1,0 +1,213 @@
+"""The outbox, relay, inbox and consumer topology against a real RabbitMQ and real databases
+(each test runs on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+import amqp
+import pika
+import pytest
+
+from govmesh import messaging, metrics
+from govmesh.db import Database, service_database
+from govmesh.identity.v1 import events_pb2
+from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
+from govmesh.outbox import Outbox, OutboxRelay
+from services.identity import store
+from tests.conftest import Integrator
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = service_database("identity", database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox("identity", store.outbox, store.inbox)
+
+
+def queue_events(db: Database, outbox: Outbox, count: int) -> list[str]:
+    subjects = [f"sub_test{uuid.uuid4().hex}" for _ in range(count)]
+    with db.transaction() as session:
+        for subject in subjects:
+            outbox.add(session, events_pb2.SubjectRegistered(subject_id=subject), subject=subject)
+    return subjects
+
+
+def unpublished(db: Database, outbox: Outbox) -> int:
+    with db.read() as session:
+        return outbox.backlog(session)
+
+
+def ours(deliveries: Sequence[tuple[object, pika.BasicProperties, bytes]], subjects: list[str]) -> list[str]:
+    return [props.headers["ce-id"] for _, props, _ in deliveries if props.headers["ce-subject"] in subjects]
+
+
+class CrashAfterPublish(ConfirmingPublisher):
+    """The relay dies after the broker confirmed but before the rows were marked sent."""
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        super().publish(envelopes)
+        raise BrokerUnavailable("relay killed between publish and mark")
+
+
+def test_rolled_back_change_publishes_nothing(db: Database, outbox: Outbox) -> None:
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        outbox.add(session, events_pb2.SubjectRegistered(subject_id="sub_x"), subject="sub_x")
+        raise RuntimeError("the domain change failed")
+    assert unpublished(db, outbox) == 0
+
+
+def test_crash_between_publish_and_mark_is_seen_once_by_an_inbox_consumer(
+    db: Database, outbox: Outbox, amqp_uri: str
+) -> None:
+    integrator = Integrator(amqp_uri, "identity.events")
+    try:
+        subjects = queue_events(db, outbox, 3)
+        crashing = OutboxRelay(db, outbox, CrashAfterPublish(amqp_uri, "identity"))
+        with pytest.raises(BrokerUnavailable):
+            crashing.publish_pending()
+        assert unpublished(db, outbox) == 3  # not marked: the relay died first
+        restarted = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+        assert restarted.publish_pending() == 3
+        assert unpublished(db, outbox) == 0
+
+        deliveries = integrator.drain()
+        ce_ids = ours(deliveries, subjects)
+        assert len(ce_ids) == 6 and len(set(ce_ids)) == 3  # at-least-once on the wire, same ids
+
+        applied = 0
+        for ce_id in ce_ids:  # a consumer applying each event with the inbox in its transaction
+            with db.transaction() as session:
+                if outbox.claim(session, "test-consumer", ce_id):
+                    applied += 1
+        assert applied == 3  # exactly once as the consumer sees it
+        restarted.publisher.close()
+    finally:
+        integrator.close()
+
+
+def test_inbox_claim_rolls_back_with_the_effect(db: Database, outbox: Outbox) -> None:
+    event_id = str(uuid.uuid4())
+    with pytest.raises(RuntimeError), db.transaction() as session:
+        assert outbox.claim(session, "c", event_id)
+        raise RuntimeError("effect failed")
+    with db.transaction() as session:
+        assert outbox.claim(session, "c", event_id)  # the failed attempt left no trace
+    with db.transaction() as session:
+        assert not outbox.claim(session, "c", event_id)
+        assert outbox.claim(session, "another-consumer", event_id)  # inboxes are per consumer
+
+
+def test_relay_backs_off_while_the_broker_is_away_then_publishes(db: Database, outbox: Outbox, amqp_uri: str) -> None:
+    integrator = Integrator(amqp_uri, "identity.events")
+    try:
+        subjects = queue_events(db, outbox, 2)
+        failures = metrics.OUTBOX_PUBLISH_FAILURES.labels("identity")._value.get()
+        sleeps: list[float] = []
+        away = OutboxRelay(db, outbox, ConfirmingPublisher("amqp://guest:guest@127.0.0.1:1/", "identity"))
+
+        def record_sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            if len(sleeps) == 4:
+                away.stop()
+
+        away.run(sleep=record_sleep, idle_interval=0.01)
+        assert sleeps == [0.01, 0.02, 0.04, 0.08]  # exponential backoff
+        assert metrics.OUTBOX_PUBLISH_FAILURES.labels("identity")._value.get() == failures + 4
+        assert unpublished(db, outbox) == 2
+
+        back = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+        thread = threading.Thread(target=back.run, kwargs={"idle_interval": 0.02})
+        thread.start()
+        try:
+            deliveries = integrator.receive(2)
+        finally:
+            back.stop()
+            thread.join(5)
+        assert sorted(p.headers["ce-subject"] for _, p, _ in deliveries) == sorted(subjects)
+        assert unpublished(db, outbox) == 0
+    finally:
+        integrator.close()
+
+
+def test_concurrent_relays_publish_each_event_once_in_order(db: Database, outbox: Outbox, amqp_uri: str) -> None:
+    integrator = Integrator(amqp_uri, "identity.events")
+    relays = [OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), batch_size=50) for _ in range(2)]
+    threads = [threading.Thread(target=r.run, kwargs={"idle_interval": 0.01}) for r in relays]
+    try:
+        for thread in threads:
+            thread.start()
+        subjects: list[str] = []
+        for _ in range(6):  # commits keep arriving while both relays run
+            subjects += queue_events(db, outbox, 50)
+            time.sleep(0.02)
+        deliveries = integrator.receive(300, timeout=30)
+        deliveries += integrator.drain(quiet=1.0)
+    finally:
+        for relay in relays:
+            relay.stop()
+        for thread in threads:
+            thread.join(5)
+        integrator.close()
+    received = [p.headers["ce-subject"] for _, p, _ in deliveries if p.headers["ce-subject"] in subjects]
+    assert len(received) == 300 and set(received) == set(subjects)
+    if db.is_sqlite:  # one writer at a time: commit order is publication order
+        assert received == subjects
+
+
+def test_consumer_queue_dead_letters_a_poison_message_instead_of_looping(amqp_uri: str) -> None:
+    queue = f"test.poison.{uuid.uuid4().hex[:8]}"
+    connection = messaging.connect(amqp_uri, "test")
+    channel = connection.channel()
+    try:
+        messaging.declare_service_exchanges(channel, "identity")
+        messaging.declare_consumer_queue(
+            channel, "records", queue, [("identity.events", "poison_test")], delivery_limit=2
+        )
+        channel.basic_publish(
+            amqp.Message("{}", delivery_mode=2), exchange="identity.events", routing_key="poison_test"
+        )
+        redeliveries = 0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            message = channel.basic_get(queue)
+            if message is None:
+                dead = channel.basic_get(f"{queue}.dead-letter")
+                if dead is not None:
+                    channel.basic_ack(dead.delivery_tag)
+                    break
+                time.sleep(0.05)
+                continue
+            redeliveries += 1
+            channel.basic_reject(message.delivery_tag, requeue=True)  # the handler keeps failing
+        else:
+            pytest.fail("the poison message never reached the dead-letter queue")
+        assert redeliveries == 3  # first delivery + 2 redeliveries, then dead-lettered
+        assert channel.basic_get(queue) is None  # the queue is not blocked by it
+    finally:
+        channel.queue_delete(queue)
+        channel.queue_delete(f"{queue}.dead-letter")
+        connection.close()
+
+
+def test_envelope_routing_and_headers_follow_the_convention() -> None:
+    event = events_pb2.SubjectRegistered(subject_id="sub_abc", masked_identifier="330106********123X")
+    envelope = Envelope.for_event(
+        "identity", event, "sub_abc", {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
+    )
+    assert (envelope.exchange, envelope.routing_key) == ("identity.events", "subject_registered")
+    headers = envelope.headers()
+    assert headers["ce-type"] == "govmesh.identity.v1.SubjectRegistered"
+    assert headers["ce-subject"] == "sub_abc" and headers["traceparent"].startswith("00-111")
+    assert json.loads(envelope.body) == {"maskedIdentifier": "330106********123X", "subjectId": "sub_abc"}
+    assert messaging.routing_key_for("LevelChanged") == "level_changed"
