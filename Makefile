@@ -9,9 +9,8 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
-PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: help install run test lint unit service-tests worker-tests migrate generate lock clean
+.PHONY: help install run test lint migrate generate lock clean
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
@@ -71,10 +70,8 @@ lint: install
 
 test: lint
 	@scripts/ensure-broker
-	@echo "==> tests on SQLite (unit, runtime, service, end-to-end)"
+	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL)"
 	@$(BIN)/pytest -p no:cacheprovider
-	@echo "==> service tests again on PostgreSQL ($(PG_TEST_URL))"
-	@GOVMESH_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/pytest -p no:cacheprovider -m database tests/service
 
 lock:
 	@$(BIN)/pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock
