@@ -10,12 +10,13 @@ STAMPS := .stamps
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: help install run test lint migrate generate lock clean
+.PHONY: help install run test lint bench migrate generate lock clean
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication)"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -72,6 +73,10 @@ test: lint
 	@scripts/ensure-broker
 	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL)"
 	@$(BIN)/pytest -p no:cacheprovider
+
+bench: install
+	@scripts/ensure-broker
+	@$(BIN)/python -m tests.bench.identity
 
 lock:
 	@$(BIN)/pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -16,6 +16,8 @@ import pika
 import pytest
 import sqlalchemy as sa
 
+from govmesh.logs import mask_identifiers
+
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URI = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get("GOVMESH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -178,11 +180,21 @@ class ServiceEnv:
             process.stop()
 
 
+def assert_no_raw_identifiers(text: str, where: str) -> None:
+    """Privacy is a correctness property: whatever a process printed (logs, exported spans) must
+    hold nothing that still looks like a resident ID or credit code once masking is applied."""
+    masked = mask_identifiers(text)
+    if masked != text:
+        leaked = next(a for a, b in zip(text.splitlines(), masked.splitlines(), strict=False) if a != b)
+        raise AssertionError(f"{where}: an identifier escaped masking in: {mask_identifiers(leaked)[:300]}")
+
+
 @pytest.fixture
 def identity_env(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[ServiceEnv]:
     env = ServiceEnv("identity", database_url, tmp_path, amqp_uri)
     yield env
     env.stop_all()
+    assert_no_raw_identifiers(env.all_output(), "identity processes' output")
 
 
 Delivery = tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]
