@@ -73,9 +73,9 @@ def mask_identifiers(text: str) -> str:
     return _IDENTIFIER_RE.sub(_masked, text)
 
 
-def _mask_value(value: object, depth: int = 0) -> object:
-    """Mask identifiers in a log field: strings, integers written as ID numbers, and shallow
-    containers of them. Returns `value` itself when nothing changed."""
+def mask_value(value: object, depth: int = 0) -> object:
+    """Mask identifiers in a log field or span attribute: strings, integers written as ID numbers,
+    and shallow containers of them. Returns `value` itself when nothing changed."""
     if isinstance(value, str):
         return mask_identifiers(value)
     if isinstance(value, bool):
@@ -87,12 +87,12 @@ def _mask_value(value: object, depth: int = 0) -> object:
     if depth >= 4:
         return value
     if isinstance(value, Mapping):
-        items = [(key, _mask_value(item, depth + 1)) for key, item in value.items()]
+        items = [(key, mask_value(item, depth + 1)) for key, item in value.items()]
         if all(new is value[key] for key, new in items):
             return value
         return dict(items)
     if isinstance(value, list | tuple):
-        masked_items = [_mask_value(item, depth + 1) for item in value]
+        masked_items = [mask_value(item, depth + 1) for item in value]
         if all(new is old for new, old in zip(masked_items, value, strict=True)):
             return value
         return masked_items if isinstance(value, list) else tuple(masked_items)
@@ -123,7 +123,7 @@ class IdentifierMaskingFilter(logging.Filter):
 
 def _mask_message(record: logging.LogRecord) -> None:
     if isinstance(record.msg, Mapping):  # a dict message, which python-json-logger supports
-        masked_msg = _mask_value(record.msg)
+        masked_msg = mask_value(record.msg)
         if masked_msg is not record.msg:
             record.msg = masked_msg
         return
@@ -131,8 +131,8 @@ def _mask_message(record: logging.LogRecord) -> None:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - arguments that do not fit the format
         # The handler will report the bad call, printing msg and args: mask both.
-        record.msg = _mask_value(record.msg)
-        record.args = _mask_value(record.args)  # type: ignore[assignment]
+        record.msg = mask_value(record.msg)
+        record.args = mask_value(record.args)  # type: ignore[assignment]
         return
     masked = mask_identifiers(message)
     if masked != message:
@@ -146,7 +146,7 @@ def _mask_extras(record: logging.LogRecord) -> None:
     for key, value in fields.items():
         if key in _STANDARD_ATTRS or value is None:
             continue
-        masked = _mask_value(value)
+        masked = mask_value(value)
         if masked is not value:
             changed[key] = masked
     fields.update(changed)

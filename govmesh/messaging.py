@@ -141,28 +141,25 @@ def declare_consumer_queue(
     queue: str,
     bindings: Sequence[tuple[str, str]],
     delivery_limit: int = DELIVERY_LIMIT,
-) -> str:
+) -> dict[str, object]:
     """A quorum queue owned by `service`, bound as given, whose poison messages go to
-    `<queue>.dead-letter` after `delivery_limit` redeliveries instead of looping forever."""
+    `<queue>.dead-letter` after `delivery_limit` redeliveries instead of looping forever.
+    Returns the queue's arguments (a re-declaration must repeat them exactly)."""
     dlx = dead_letter_exchange(service)
     dead_letters = f"{queue}.dead-letter"
     channel.exchange_declare(dlx, "topic", durable=True, auto_delete=False)
     channel.queue_declare(dead_letters, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(dead_letters, dlx, routing_key=queue)
-    channel.queue_declare(
-        queue,
-        durable=True,
-        auto_delete=False,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": delivery_limit,
-            "x-dead-letter-exchange": dlx,
-            "x-dead-letter-routing-key": queue,
-        },
-    )
+    arguments: dict[str, object] = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": dlx,
+        "x-dead-letter-routing-key": queue,
+    }
+    channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
     for exchange, routing_key in bindings:
         channel.queue_bind(queue, exchange, routing_key=routing_key)
-    return queue
+    return arguments
 
 
 class ConfirmingPublisher:

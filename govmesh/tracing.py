@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue, Attributes, AttributeValue
 
-from govmesh.logs import mask_identifiers
+from govmesh.logs import mask_identifiers, mask_value
 
 __all__ = [
     "EXPORTERS",
@@ -165,25 +165,7 @@ def tracer(name: str) -> trace.Tracer:
 
 def _scrub_value(value: AnyValue) -> AnyValue:
     """`value` with identifiers masked; the same object when there was nothing to mask."""
-    if isinstance(value, str):
-        return mask_identifiers(value)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        text = str(value)
-        masked = mask_identifiers(text)
-        return value if masked == text else masked
-    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        items = [_scrub_value(item) for item in value]
-        if all(new is old for new, old in zip(items, value, strict=True)):
-            return value
-        return tuple(items)
-    if isinstance(value, Mapping):
-        pairs = {key: _scrub_value(item) for key, item in value.items()}
-        if all(pairs[key] is item for key, item in value.items()):
-            return value
-        return pairs
-    return value
+    return cast(AnyValue, mask_value(value))
 
 
 def _scrub_attributes(attributes: Attributes, dropped: int) -> BoundedAttributes | None:

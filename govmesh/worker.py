@@ -11,20 +11,36 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from contextvars import Token
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from kombu.entity import Queue
+from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
+from opentelemetry import context, trace
+from opentelemetry.context import Context
 
-from govmesh import metrics
+from govmesh import metrics, tracing
 from govmesh.config import Settings
 from govmesh.db import Database, service_database
-from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher
+from govmesh.messaging import (
+    DELIVERY_LIMIT,
+    BrokerUnavailable,
+    ConfirmingPublisher,
+    connect,
+    declare_consumer_queue,
+)
 from govmesh.outbox import Outbox, OutboxRelay
 
 log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "GOVMESH_SETTINGS"
+M = TypeVar("M", bound=Message)
 
 
 def assert_no_grpc() -> None:
@@ -89,3 +105,118 @@ def run(settings: Settings) -> None:
     metrics.serve(settings.bind_host, settings.worker_metrics_port)
     log.info("worker starting", extra={"amqp": settings.amqp_uri.rsplit("@", 1)[-1]})
     nameko_run([service_class], {"AMQP_URI": settings.amqp_uri, SETTINGS_KEY: settings})
+
+
+@dataclass(frozen=True)
+class EventMeta:
+    """The CloudEvents-style headers of the event being handled."""
+
+    event_id: str
+    event_type: str
+    source: str
+    subject: str
+    time: str
+
+
+class CurrentEvent(DependencyProvider):  # type: ignore[misc]
+    """Gives a handler the headers of its event, and wraps each handled event in a CONSUMER span
+    continuing the publisher's trace, with RED metrics per handler.
+
+    Use it beside `event_handler` handlers; the handler applies its effect and claims the event
+    id in the inbox in one transaction (`Outbox.claim`), so a redelivery has no second effect."""
+
+    def setup(self) -> None:
+        self._spans: dict[Any, tuple[trace.Span, Token[Context], float]] = {}
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        data = worker_ctx.context_data
+        if "ce-id" not in data:
+            return
+        name = f"{data.get('ce-source', '?')} {worker_ctx.entrypoint.method_name} process"
+        span = tracing.tracer(__name__).start_span(
+            name, context=tracing.extract_context(data), kind=trace.SpanKind.CONSUMER
+        )
+        span.set_attribute("messaging.system", "rabbitmq")
+        span.set_attribute("messaging.message.id", str(data["ce-id"]))
+        span.set_attribute("cloudevents.event_type", str(data.get("ce-type", "")))
+        token = context.attach(trace.set_span_in_context(span))
+        self._spans[worker_ctx] = (span, token, time.perf_counter())
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        entry = self._spans.get(worker_ctx)
+        if entry is None:
+            return
+        outcome = "failed" if exc_info is not None else ("duplicate" if result == DUPLICATE else "applied")
+        if exc_info is not None:
+            entry[0].set_status(trace.Status(trace.StatusCode.ERROR, type(exc_info[1]).__name__))
+            log.error("event handler %s failed", worker_ctx.entrypoint.method_name, exc_info=exc_info)
+        service, handler = worker_ctx.service_name, worker_ctx.entrypoint.method_name
+        metrics.EVENTS_HANDLED.labels(service, handler, outcome).inc()
+        metrics.EVENT_HANDLER_LATENCY.labels(service, handler).observe(time.perf_counter() - entry[2])
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        entry = self._spans.pop(worker_ctx, None)
+        if entry is not None:
+            entry[0].end()
+            context.detach(entry[1])
+
+    def get_dependency(self, worker_ctx: Any) -> EventMeta:
+        data = worker_ctx.context_data
+        return EventMeta(
+            event_id=str(data.get("ce-id", "")),
+            event_type=str(data.get("ce-type", "")),
+            source=str(data.get("ce-source", "")),
+            subject=str(data.get("ce-subject", "")),
+            time=str(data.get("ce-time", "")),
+        )
+
+
+# A handler returns this when the inbox showed the event was already applied.
+DUPLICATE = "duplicate"
+
+
+class EventHandler(NamekoEventHandler):  # type: ignore[misc]
+    """nameko's event handler on a quorum queue with a dead-letter exchange and a delivery limit:
+    a failing event is redelivered up to the limit, then parked in `<queue>.dead-letter`, so a
+    poison message never loops and never blocks the queue. Queue names are nameko's own
+    (`evt-<source>-<event>--<service>.<method>`), so competing workers share one queue."""
+
+    def __init__(self, source_service: str, event_type: str, delivery_limit: int = DELIVERY_LIMIT) -> None:
+        super().__init__(source_service, event_type, requeue_on_error=True)
+        self.delivery_limit = delivery_limit
+        self.queue: Any = None  # set in setup(), as nameko does
+
+    def setup(self) -> None:
+        super().setup()
+        settings: Settings = self.container.config[SETTINGS_KEY]
+        name = self.queue.name
+        connection = connect(settings.amqp_uri, f"govmesh-{settings.service}-topology")
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(self.queue.exchange.name, "topic", durable=True, auto_delete=False)
+            arguments = declare_consumer_queue(
+                channel,
+                self.container.service_name,
+                name,
+                [(self.queue.exchange.name, self.event_type)],
+                self.delivery_limit,
+            )
+        finally:
+            connection.close()
+        # nameko re-declares the queue when it consumes: the arguments must be the same.
+        self.queue = Queue(  # type: ignore[no-untyped-call]
+            name,
+            exchange=self.queue.exchange,
+            routing_key=self.event_type,
+            durable=True,
+            auto_delete=False,
+            queue_arguments=arguments,
+        )
+
+
+event_handler = EventHandler.decorator
+
+
+def parse_event(body: Any, message_class: type[M]) -> M:
+    """The protobuf event from a handler's body (nameko hands over the decoded JSON)."""
+    return json_format.ParseDict(body, message_class(), ignore_unknown_fields=True)

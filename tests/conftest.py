@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pika
@@ -195,6 +195,27 @@ def identity_env(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[S
     yield env
     env.stop_all()
     assert_no_raw_identifiers(env.all_output(), "identity processes' output")
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s: {condition}")
+
+
+def consumers(amqp_uri: str, queue: str) -> int:
+    """How many consumers a queue has (0 while it does not exist yet)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 Delivery = tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]

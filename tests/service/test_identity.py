@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
-from tests.conftest import ServiceEnv
+from tests.conftest import ServiceEnv, consumers, wait_for
 
 # Valid identifiers of the seed's province: residents of Hangzhou's Xihu and Fuyang districts and
 # of Zhuji, an enterprise registered in Hangzhou, and a legacy 15-digit number.
@@ -101,6 +101,7 @@ def running(identity_env: ServiceEnv) -> ServiceEnv:
     identity_env.migrate()
     identity_env.process("api")
     identity_env.process("worker").wait_for_log("starting services: identity")
+    wait_for(lambda: consumers(identity_env.env["AMQP_URI"], "rpc-identity") > 0)
     wait_serving(identity_env.target)
     return identity_env
 

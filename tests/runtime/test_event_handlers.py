@@ -1,0 +1,144 @@
+"""Event consumption as every service's worker does it: a real nameko worker process (eventlet),
+a real RabbitMQ, and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from govmesh.db import Database, service_database
+from govmesh.logs import mask_identifiers
+from tests.conftest import Process, ServiceEnv, consumers, wait_for
+
+QUEUE = "evt-identity-subject_registered--echotest.on_subject_registered"
+
+
+def delete_queues(amqp_uri: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    channel = connection.channel()
+    for queue in (QUEUE, f"{QUEUE}.dead-letter"):
+        channel.queue_delete(queue)
+    connection.close()
+
+
+class EchoProcess(Process):
+    def start(self) -> Process:
+        self.args = ["-m", "tests.worker_support.run_echo"]
+        import subprocess
+
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen([sys.executable, *self.args], env=self.env, stdout=log, stderr=log)
+        return self
+
+
+@pytest.fixture
+def echo(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[tuple[EchoProcess, Database]]:
+    delete_queues(amqp_uri)
+    env = ServiceEnv("identity", database_url, tmp_path, amqp_uri)
+    env.migrate()
+    process = EchoProcess([], env.env, tmp_path / "echo.log")
+    process.start()
+    process.wait_for_log("starting services: echotest")
+    wait_for(lambda: consumers(amqp_uri, QUEUE) > 0)  # bound and consuming: events published now arrive
+    db = service_database("identity", database_url)
+    yield process, db
+    process.stop()
+    db.dispose()
+    delete_queues(amqp_uri)
+    assert mask_identifiers(process.logs()) == process.logs()
+
+
+def publish(amqp_uri: str, subject: str, event_id: str, traceparent: str | None = None) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    headers = {
+        "ce-id": event_id,
+        "ce-type": "govmesh.identity.v1.SubjectRegistered",
+        "ce-source": "govmesh/identity",
+        "ce-subject": subject,
+        "ce-time": "2026-11-27T00:00:00.000Z",
+    }
+    if traceparent:
+        headers["traceparent"] = traceparent
+    channel.basic_publish(
+        "identity.events",
+        "subject_registered",
+        json.dumps({"subjectId": subject, "kind": "SUBJECT_KIND_RESIDENT"}),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, headers=headers),
+    )
+    connection.close()
+
+
+def effects(db: Database, subject: str) -> int:
+    import sqlalchemy as sa
+
+    from services.identity import store
+
+    with db.read() as session:
+        return int(
+            session.execute(
+                sa.select(sa.func.count()).select_from(store.outbox).where(store.outbox.c.subject == subject)
+            ).scalar_one()
+        )
+
+
+def test_a_redelivered_event_has_no_second_effect(echo: tuple[EchoProcess, Database], amqp_uri: str) -> None:
+    process, db = echo
+    subject = f"sub_{uuid.uuid4().hex}"
+    event_id = str(uuid.uuid4())
+    publish(amqp_uri, subject, event_id)
+    publish(amqp_uri, subject, event_id)  # the outbox relay may publish twice: same ce-id
+    wait_for(lambda: process.logs().count(f"applying {subject}") == 2)  # both deliveries handled
+    time.sleep(0.5)  # let the second transaction finish
+    assert effects(db, subject) == 1
+    other = f"sub_{uuid.uuid4().hex}"
+    publish(amqp_uri, other, str(uuid.uuid4()))  # a new event id is a new effect
+    wait_for(lambda: effects(db, other) == 1)
+
+
+def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(
+    echo: tuple[EchoProcess, Database], amqp_uri: str
+) -> None:
+    process, db = echo
+    poison = f"sub_poison{uuid.uuid4().hex}"
+    publish(amqp_uri, poison, str(uuid.uuid4()))
+    healthy = f"sub_{uuid.uuid4().hex}"
+    publish(amqp_uri, healthy, str(uuid.uuid4()))
+    wait_for(lambda: effects(db, healthy) == 1)
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    channel = connection.channel()
+    dead = None
+    deadline = time.monotonic() + 15
+    while dead is None and time.monotonic() < deadline:
+        method, properties, body = channel.basic_get(f"{QUEUE}.dead-letter", auto_ack=True)
+        if method is not None:
+            dead = (properties, body)
+        else:
+            connection.sleep(0.1)
+    connection.close()
+    assert dead is not None, "the poison event never reached the dead-letter queue"
+    assert json.loads(dead[1])["subjectId"] == poison
+    assert process.logs().count("event handler on_subject_registered failed") == 4  # 1 + delivery limit 3
+    assert effects(db, poison) == 0
+
+
+def test_the_handler_continues_the_publishers_trace(echo: tuple[EchoProcess, Database], amqp_uri: str) -> None:
+    process, db = echo
+    trace_id = uuid.uuid4().hex
+    subject = f"sub_{uuid.uuid4().hex}"
+    publish(amqp_uri, subject, str(uuid.uuid4()), traceparent=f"00-{trace_id}-{'ab' * 8}-01")
+    wait_for(lambda: effects(db, subject) == 1)
+    wait_for(lambda: '"kind": "SpanKind.CONSUMER"' in process.logs())
+    logs = process.logs()
+    applying = next(json.loads(line) for line in logs.splitlines() if f"applying {subject}" in line)
+    assert applying["trace_id"] == trace_id  # the handler's log line is in the publisher's trace
+    assert f'"trace_id": "0x{trace_id}"' in logs  # and so is its exported CONSUMER span
