@@ -392,3 +392,35 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
     assert bad["error"]["exc_type"] == "RpcServiceError"  # type: ignore[index]
     assert str(bad["error"]["value"]).startswith("INVALID_ARGUMENT: identifier:")  # type: ignore[index]
     assert ZHUJI_RESIDENT[:-1] not in json.dumps(bad)
+
+
+def test_concurrent_registrations_of_one_person_make_one_subject_and_one_event(
+    running: ServiceEnv, integrator_factory: type
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    integrator = integrator_factory.bind("identity.events")
+    client = Client(running)
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: client.register(LUO_FANG, "罗舫"), range(16)))
+    assert len({r.subject.subject_id for r in responses}) == 1
+    assert sum(r.created for r in responses) == 1
+    events = [m for m in integrator.drain() if m[1].headers["ce-subject"] == responses[0].subject.subject_id]
+    assert len(events) == 1
+
+
+def test_one_trace_runs_from_the_grpc_call_to_the_published_event(
+    running: ServiceEnv, integrator_factory: type
+) -> None:
+    integrator = integrator_factory.bind("identity.events")
+    trace_id = uuid.uuid4().hex
+    client = Client(running)
+    client.stub.RegisterSubject(
+        identity_pb2.RegisterSubjectRequest(identifier=ENTERPRISE, display_name="杭州城市大脑有限公司"),
+        metadata=[*client.metadata, ("traceparent", f"00-{trace_id}-{'cd' * 8}-01")],
+        timeout=10,
+    )
+    [(_, props, _)] = integrator.receive(1)
+    assert props.headers["traceparent"].split("-")[1] == trace_id
+    # The api's exported server span carries the same trace id.
+    wait_for(lambda: f'"trace_id": "0x{trace_id}"' in running.processes[0].logs())
