@@ -43,14 +43,22 @@ $(STAMPS)/generated: $(STAMPS)/packages $(PROTOS) scripts/generate_code.py
 	@$(BIN)/python scripts/generate_code.py >/dev/null 2>&1 || $(BIN)/python scripts/generate_code.py
 	@touch $@
 
-install: $(STAMPS)/generated $(STAMPS)/buf
+$(STAMPS)/promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "==> installing promtool (Debian's prometheus package) to check deploy/prometheus"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else echo "make test needs promtool (Debian/Ubuntu: sudo apt-get install prometheus)"; exit 1; fi; }
+	@mkdir -p $(STAMPS) && touch $@
+
+install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool
 
 generate: $(STAMPS)/generated
 
 migrate: install
 	@$(BIN)/govmesh migrate
 
-run: install
+run: $(STAMPS)/generated
 	@scripts/ensure-broker
 	@echo "==> applying database migrations"
 	@$(BIN)/govmesh migrate
@@ -68,6 +76,10 @@ lint: install
 	@$(BUF) lint proto
 	@echo "==> buf breaking (against main)"
 	@scripts/buf-breaking
+	@echo "==> promtool: scrape config, alert rules and their tests"
+	@cd deploy/prometheus && promtool check config prometheus.yml >/dev/null \
+		&& promtool check rules alerts.yml >/dev/null && promtool test rules alerts_test.yml >/dev/null \
+		&& echo "    deploy/prometheus is valid and its alert tests pass"
 
 test: lint
 	@scripts/ensure-broker
