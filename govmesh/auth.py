@@ -75,8 +75,8 @@ class Policy:
         callers: dict[str, Caller] = {}
         for caller_id, entry in document["callers"].items():
             where = f"{path}: caller {caller_id!r}"
-            if not isinstance(caller_id, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,62}", caller_id):
-                raise PolicyError(f"{where}: ids are lower-case letters, digits and '-'")
+            if not isinstance(caller_id, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{1,62}", caller_id):
+                raise PolicyError(f"{where}: ids are lower-case letters, digits, '_' and '-'")
             if not isinstance(entry, dict):
                 raise PolicyError(f"{where}: must be a mapping with 'name' and 'rights'")
             rights = entry.get("rights")

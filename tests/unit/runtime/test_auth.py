@@ -32,8 +32,8 @@ def test_dev_policy_has_the_demo_portal_and_one_caller_per_department(policy: au
     assert len(departments) >= 25
     assert policy.callers["statistics"].may_call("/govmesh.identity.v1.IdentityService/ValidateIdentifier")
     assert not policy.callers["statistics"].may_call("/govmesh.identity.v1.IdentityService/ResolveSubject")
-    assert policy.callers["public-security"].may_call("/govmesh.identity.v1.IdentityService/RegisterSubject")
-    assert not policy.callers["public-security"].may_call("/govmesh.crowd.v1.CrowdService/UpsertZone")
+    assert policy.callers["public_security"].may_call("/govmesh.identity.v1.IdentityService/RegisterSubject")
+    assert not policy.callers["public_security"].may_call("/govmesh.crowd.v1.CrowdService/UpsertZone")
 
 
 def test_token_round_trip_and_rights(issuer: auth.TokenIssuer, verifier: auth.TokenVerifier) -> None:
