@@ -76,6 +76,8 @@ lint: install
 	@$(BUF) lint proto
 	@echo "==> buf breaking (against main)"
 	@scripts/buf-breaking
+	@echo "==> event catalogue (docs/events.asyncapi.yaml) matches proto/"
+	@$(BIN)/python scripts/asyncapi.py --check
 	@echo "==> promtool: scrape config, alert rules and their tests"
 	@cd deploy/prometheus && promtool check config prometheus.yml >/dev/null \
 		&& promtool check rules alerts.yml >/dev/null && promtool test rules alerts_test.yml >/dev/null \

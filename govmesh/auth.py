@@ -42,6 +42,25 @@ class Caller:
     caller_id: str
     name: str
     rights: frozenset[str]
+    # Department codes whose records this caller may publish ("*": any).
+    publishes: frozenset[str] = frozenset()
+    # Proof type -> purposes it may be read for: "case" (any case id), "legal_basis:<name>", or
+    # "*" (any purpose). The proof type "*" stands for every proof type.
+    proofs: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def may_publish(self, department_code: str) -> bool:
+        return "*" in self.publishes or department_code in self.publishes
+
+    def may_read_proof(self, proof_type: str, purpose_kind: str, purpose_value: str) -> bool:
+        """`purpose_kind` is "case_id" or "legal_basis"."""
+        wanted = "case" if purpose_kind == "case_id" else f"legal_basis:{purpose_value}"
+        for granted_type, purposes in self.proofs:
+            if granted_type in ("*", proof_type) and ("*" in purposes or wanted in purposes):
+                return True
+        return False
+
+    def proof_types_named(self) -> set[str]:
+        return {proof_type for proof_type, _ in self.proofs if proof_type != "*"}
 
     def may_call(self, full_method: str) -> bool:
         """`full_method` as gRPC gives it: "/govmesh.identity.v1.IdentityService/ResolveSubject"."""
@@ -87,8 +106,34 @@ class Policy:
                     raise PolicyError(
                         f"{where}: right {right!r} is not '*', 'package.Service/*' or 'package.Service/Method'"
                     )
-            callers[caller_id] = Caller(caller_id, str(entry.get("name", caller_id)), frozenset(rights))
+            callers[caller_id] = Caller(
+                caller_id,
+                str(entry.get("name", caller_id)),
+                frozenset(rights),
+                publishes=frozenset(_strings(entry.get("publishes", []), f"{where}: 'publishes'")),
+                proofs=_proof_rights(entry.get("proofs", {}), where),
+            )
         return cls(issuer=issuer, token_ttl_seconds=ttl * 60, callers=callers)
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise PolicyError(f"{where} must be a list of non-empty strings")
+    return value
+
+
+def _proof_rights(value: object, where: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where}: 'proofs' must map proof types to lists of purposes")
+    rights = []
+    for proof_type, purposes in sorted(value.items()):
+        for purpose in _strings(purposes, f"{where}: proofs.{proof_type}"):
+            if purpose not in ("*", "case") and not re.fullmatch(r"legal_basis:[a-z][a-z0-9_]*", purpose):
+                raise PolicyError(
+                    f"{where}: proofs.{proof_type}: purpose {purpose!r} is not '*', 'case' or 'legal_basis:<name>'"
+                )
+        rights.append((str(proof_type), frozenset(purposes)))
+    return tuple(rights)
 
 
 class TokenIssuer:
@@ -170,3 +215,24 @@ class TokenVerifier:
         if not caller.may_call(full_method):
             raise PermissionDenied(f"caller {caller.caller_id!r} has no right to {full_method.lstrip('/')}")
         return caller
+
+
+class ServiceCredentials:
+    """The bearer token a service presents when it calls another service, as the policy caller
+    named after it. In development it mints its own with the development key; it renews the
+    token when less than a quarter of its lifetime is left."""
+
+    def __init__(self, issuer: TokenIssuer, caller_id: str) -> None:
+        self.issuer = issuer
+        self.caller_id = caller_id
+        self._token = ""
+        self._renew_at = 0.0
+        issuer.issue(caller_id)  # fail at start, not at the first call, if the policy lacks it
+
+    def metadata(self) -> list[tuple[str, str]]:
+        now = time.time()
+        if now >= self._renew_at:
+            ttl = self.issuer.policy.token_ttl_seconds
+            self._token = self.issuer.issue(self.caller_id, now=now)
+            self._renew_at = now + ttl * 0.75
+        return [("authorization", f"Bearer {self._token}")]

@@ -25,6 +25,7 @@ environment (defaults in brackets):
   BIND_HOST                   address the gRPC and metrics servers listen on [127.0.0.1]
   <SERVICE>_GRPC_PORT         gRPC port [identity 50051, records 50052, approvals 50053,
                               health 50054, crowd 50055]
+  <SERVICE>_GRPC_TARGET       where other services call it [127.0.0.1:<SERVICE>_GRPC_PORT]
   <SERVICE>_API_METRICS_PORT  Prometheus port of the api process [9101..9105]
   <SERVICE>_WORKER_METRICS_PORT  Prometheus port of the worker process [9111..9115]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
@@ -71,6 +72,11 @@ class Settings:
 
     @property
     def grpc_target(self) -> str:
+        """Where clients reach this service: <SERVICE>_GRPC_TARGET (host:port, e.g. a Kubernetes
+        Service), else this machine at the service's port."""
+        override = os.environ.get(f"{self.service.upper()}_GRPC_TARGET", "").strip()
+        if override:
+            return override
         wildcard = self.bind_host in ("0.0.0.0", "::", "[::]")  # noqa: S104 - a comparison, not a bind
         host = "127.0.0.1" if wildcard else self.bind_host
         return f"{host}:{self.grpc_port}"

@@ -33,6 +33,13 @@ class AlreadyExists(ServiceError):
     status = "ALREADY_EXISTS"
 
 
+class PermissionDenied(ServiceError):
+    """A known caller without the right for this data (rights beyond the method: proof types,
+    purposes, departments)."""
+
+    status = "PERMISSION_DENIED"
+
+
 class FailedPrecondition(ServiceError):
     status = "FAILED_PRECONDITION"
 

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import server_interceptor
 
 from govmesh import metrics
-from govmesh.auth import PermissionDenied, TokenVerifier, Unauthenticated
+from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
 from govmesh.db import Database
 from govmesh.errors import ServiceError
 from govmesh.logs import mask_identifiers
@@ -35,12 +35,16 @@ from govmesh.logs import mask_identifiers
 log = logging.getLogger(__name__)
 
 _UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-_caller: contextvars.ContextVar[str] = contextvars.ContextVar("govmesh_caller", default="")
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("govmesh_caller", default=None)
 
 
-def current_caller() -> str:
-    """The caller id of the gRPC call being handled (for audit trails)."""
-    return _caller.get()
+def current_caller() -> Caller:
+    """The authenticated caller of the gRPC call being handled (for rights beyond the method and
+    for audit trails)."""
+    caller = _caller.get()
+    if caller is None:
+        raise RuntimeError("current_caller() outside an authenticated gRPC call")
+    return caller
 
 
 class Readiness:
@@ -134,7 +138,7 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 raise _Refused("UNAUTHENTICATED", str(exc)) from None
             except PermissionDenied as exc:
                 raise _Refused("PERMISSION_DENIED", str(exc)) from None
-            token = _caller.set(caller.caller_id)
+            token = _caller.set(caller)
             yield
         except _Refused as refused:
             code = refused.code

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from kombu.entity import Exchange as KombuExchange
 from kombu.entity import Queue
 from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
+from nameko.messaging import Consumer
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 
@@ -171,15 +173,68 @@ class CurrentEvent(DependencyProvider):  # type: ignore[misc]
         )
 
 
+class MessageHeaders(DependencyProvider):  # type: ignore[misc]
+    """Gives a handler the AMQP headers of the message it handles."""
+
+    def get_dependency(self, worker_ctx: Any) -> dict[str, Any]:
+        return dict(worker_ctx.context_data)
+
+
 # A handler returns this when the inbox showed the event was already applied.
 DUPLICATE = "duplicate"
 
 
-class EventHandler(NamekoEventHandler):  # type: ignore[misc]
-    """nameko's event handler on a quorum queue with a dead-letter exchange and a delivery limit:
-    a failing event is redelivered up to the limit, then parked in `<queue>.dead-letter`, so a
-    poison message never loops and never blocks the queue. Queue names are nameko's own
-    (`evt-<source>-<event>--<service>.<method>`), so competing workers share one queue."""
+class Rejected(Exception):
+    """A message that can never be handled (malformed, refused): dead-lettered at once instead
+    of being redelivered up to the limit. Any other exception means "try again"."""
+
+
+class _DeadLettering:
+    """Shared by the consumers below: quorum queue with a dead-letter exchange and a delivery
+    limit; a failing message is redelivered up to the limit, a Rejected one is parked at once in
+    `<queue>.dead-letter`, so a poison message never loops and never blocks the queue."""
+
+    container: Any
+    queue: Any
+    queue_consumer: Any
+    delivery_limit: int
+
+    def declare_dead_lettering(self, exchange: str, exchange_type: str, routing_key: str) -> None:
+        name = self.queue.name
+        settings: Settings = self.container.config[SETTINGS_KEY]
+        connection = connect(settings.amqp_uri, f"govmesh-{settings.service}-topology")
+        try:
+            channel = connection.channel()
+            channel.exchange_declare(exchange, exchange_type, durable=True, auto_delete=False)
+            arguments = declare_consumer_queue(
+                channel, self.container.service_name, name, [(exchange, routing_key)], self.delivery_limit
+            )
+        finally:
+            connection.close()
+        # nameko re-declares the queue when it consumes: the arguments must be the same.
+        self.queue = Queue(  # type: ignore[no-untyped-call]
+            name,
+            exchange=KombuExchange(exchange, type=exchange_type, durable=True),  # type: ignore[no-untyped-call]
+            routing_key=routing_key,
+            durable=True,
+            auto_delete=False,
+            queue_arguments=arguments,
+        )
+
+    def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
+        if exc_info is not None and isinstance(exc_info[1], Rejected):
+            if message.channel.connection:
+                message.reject(requeue=False)
+        elif exc_info is not None:
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+
+
+class EventHandler(_DeadLettering, NamekoEventHandler):  # type: ignore[misc]
+    """nameko's event handler (`<source>.events`, routing key = event type) on a dead-lettering
+    quorum queue. Queue names are nameko's own (`evt-<source>-<event>--<service>.<method>`), so
+    competing workers of one service share one queue."""
 
     def __init__(self, source_service: str, event_type: str, delivery_limit: int = DELIVERY_LIMIT) -> None:
         super().__init__(source_service, event_type, requeue_on_error=True)
@@ -188,33 +243,27 @@ class EventHandler(NamekoEventHandler):  # type: ignore[misc]
 
     def setup(self) -> None:
         super().setup()
-        settings: Settings = self.container.config[SETTINGS_KEY]
-        name = self.queue.name
-        connection = connect(settings.amqp_uri, f"govmesh-{settings.service}-topology")
-        try:
-            channel = connection.channel()
-            channel.exchange_declare(self.queue.exchange.name, "topic", durable=True, auto_delete=False)
-            arguments = declare_consumer_queue(
-                channel,
-                self.container.service_name,
-                name,
-                [(self.queue.exchange.name, self.event_type)],
-                self.delivery_limit,
-            )
-        finally:
-            connection.close()
-        # nameko re-declares the queue when it consumes: the arguments must be the same.
-        self.queue = Queue(  # type: ignore[no-untyped-call]
-            name,
-            exchange=self.queue.exchange,
-            routing_key=self.event_type,
-            durable=True,
-            auto_delete=False,
-            queue_arguments=arguments,
-        )
+        self.declare_dead_lettering(self.queue.exchange.name, "topic", self.event_type)
+
+
+class QueueHandler(_DeadLettering, Consumer):  # type: ignore[misc]
+    """Consumes an inbound exchange that is not a service's events (e.g. records.ingest, where
+    departments publish), from the queue `<service>.<exchange>` bound with `routing_key`."""
+
+    def __init__(self, exchange: str, routing_key: str = "#", delivery_limit: int = DELIVERY_LIMIT) -> None:
+        super().__init__(queue=None, requeue_on_error=True)
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.delivery_limit = delivery_limit
+
+    def setup(self) -> None:
+        self.queue = Queue(f"{self.container.service_name}.{self.exchange}")  # type: ignore[no-untyped-call]
+        self.declare_dead_lettering(self.exchange, "topic", self.routing_key)
+        super().setup()
 
 
 event_handler = EventHandler.decorator
+queue_handler = QueueHandler.decorator
 
 
 def parse_event(body: Any, message_class: type[M]) -> M:

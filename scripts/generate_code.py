@@ -20,7 +20,7 @@ def main() -> int:
     bin_dir = Path(sys.executable).parent
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
-    code = protoc.main(
+    code: int = protoc.main(
         [
             "grpc_tools.protoc",
             f"-I{PROTO}",

@@ -8,16 +8,25 @@ from typing import Any
 
 from nameko.rpc import rpc
 
-from govmesh.errors import ServiceError
+from govmesh.errors import NotFound, ServiceError
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner
 from services.identity import app, store
-from services.identity.app import IdentityApp
+from services.identity.app import IdentityApp, Subject
 
 
 class RpcServiceError(Exception):
     """A ServiceError carried over nameko RPC (RemoteError exc_type 'RpcServiceError'); its
     message starts with the gRPC status name and never contains the raw identifier."""
+
+
+def _answer(subject: Subject, created: bool) -> dict[str, Any]:
+    return {
+        "subject_id": subject.subject_id,
+        "kind": subject.kind.value,
+        "masked_identifier": subject.masked_identifier,
+        "created": created,
+    }
 
 
 class Worker:
@@ -32,9 +41,15 @@ class Worker:
             subject, created = self.identity.register(identifier, display_name)
         except ServiceError as exc:
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
-        return {
-            "subject_id": subject.subject_id,
-            "kind": subject.kind.value,
-            "masked_identifier": subject.masked_identifier,
-            "created": created,
-        }
+        return _answer(subject, created)
+
+    @rpc  # type: ignore[untyped-decorator]
+    def resolve_subject(self, identifier: str = "", subject_id: str = "") -> dict[str, Any] | None:
+        """The subject, or None when identity knows no such subject."""
+        try:
+            subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
+        except NotFound:
+            return None
+        except ServiceError as exc:
+            raise RpcServiceError(f"{exc.status}: {exc.message}") from None
+        return _answer(subject, created=False)
