@@ -3,6 +3,7 @@ as subprocesses exactly the way `make run` starts them."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import subprocess
@@ -128,41 +129,77 @@ class Process:
 
 
 class ServiceEnv:
-    """Environment of one service under test: its own database, ports, keys and logs."""
+    """Environment of the services under test, as one mesh: each service its own database
+    (a SQLite file each, or its own schema of one PostgreSQL database), its own ports; one key
+    directory, so tokens minted for tests and by services verify everywhere."""
 
-    def __init__(self, service: str, database_url: str, tmp_path: Path, amqp_uri: str) -> None:
+    def __init__(
+        self, service: str, database_url: str, tmp_path: Path, amqp_uri: str, others: tuple[str, ...] = ()
+    ) -> None:
         self.service = service
         self.tmp_path = tmp_path
-        self.grpc_port = free_port()
-        self.api_metrics_port = free_port()
-        self.worker_metrics_port = free_port()
-        prefix = service.upper()
+        self.ports: dict[str, dict[str, int]] = {}
         self.env = {
             **os.environ,
             "AMQP_URI": amqp_uri,
-            f"{prefix}_DATABASE_URL": database_url,
-            f"{prefix}_GRPC_PORT": str(self.grpc_port),
-            f"{prefix}_API_METRICS_PORT": str(self.api_metrics_port),
-            f"{prefix}_WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "GOVMESH_KEY_DIR": str(tmp_path / "keys"),
             # Spans go to the process's stdout, so tests can read what would be exported.
             "OTEL_TRACES_EXPORTER": "console",
             "LOG_LEVEL": "DEBUG",
             "PYTHONUNBUFFERED": "1",
+            "GOVMESH_CLOCK_OFFSET_FILE": str(tmp_path / "clock-offset"),
         }
+        for name in (service, *others):
+            prefix = name.upper()
+            ports = {"grpc": free_port(), "api_metrics": free_port(), "worker_metrics": free_port()}
+            self.ports[name] = ports
+            url = (
+                database_url.replace("service.db", f"{name}.db") if database_url.startswith("sqlite") else database_url
+            )
+            self.env |= {
+                f"{prefix}_DATABASE_URL": url,
+                f"{prefix}_GRPC_PORT": str(ports["grpc"]),
+                f"{prefix}_API_METRICS_PORT": str(ports["api_metrics"]),
+                f"{prefix}_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+            }
         self.processes: list[Process] = []
+
+    def database_url(self, service: str | None = None) -> str:
+        return self.env[f"{(service or self.service).upper()}_DATABASE_URL"]
+
+    def target_of(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]['grpc']}"
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return self.target_of(self.service)
 
-    def migrate(self) -> None:
-        result = govmesh("migrate", self.service, env=self.env)
+    @property
+    def grpc_port(self) -> int:
+        return self.ports[self.service]["grpc"]
+
+    @property
+    def api_metrics_port(self) -> int:
+        return self.ports[self.service]["api_metrics"]
+
+    @property
+    def worker_metrics_port(self) -> int:
+        return self.ports[self.service]["worker_metrics"]
+
+    def travel(self, delta: datetime.timedelta) -> None:
+        """Move the services' clock (govmesh.clock) forward by `delta` from where it is now."""
+        path = Path(self.env["GOVMESH_CLOCK_OFFSET_FILE"])
+        offset = float(path.read_text()) if path.exists() else 0.0
+        path.write_text(str(offset + delta.total_seconds()))
+
+    def migrate(self, service: str | None = None) -> None:
+        result = govmesh("migrate", service or self.service, env=self.env)
         assert result.returncode == 0, result.stderr
 
-    def process(self, kind: str) -> Process:
-        log_path = self.tmp_path / f"{self.service}-{kind}-{len(self.processes)}.log"
-        process = Process([kind, self.service], self.env, log_path)
+    def process(self, kind: str, service: str | None = None) -> Process:
+        name = service or self.service
+        log_path = self.tmp_path / f"{name}-{kind}-{len(self.processes)}.log"
+        process = Process([kind, name], self.env, log_path)
         self.processes.append(process)
         return process.start()
 

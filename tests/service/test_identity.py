@@ -57,13 +57,13 @@ ENTERPRISE = fix_uscc("91330106" + fix_org("MA27XL0E"))
 RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, fix_check("33010619900307123"), ENTERPRISE]
 
 
-def wait_serving(target: str, timeout: float = 30) -> None:
+def wait_serving(target: str, timeout: float = 30, service: str = SERVICE) -> None:
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1).status
+                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -1,0 +1,30 @@
+"""The one clock every service reads. Production reads the system clock; tests that must see
+what happens 48 hours or 3 working days later move it forward by writing an offset in seconds
+to the file named by GOVMESH_CLOCK_OFFSET_FILE (never set in production: `make run` does not)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+_cache: tuple[float, float] = (-1.0, 0.0)  # (file mtime, offset seconds)
+
+
+def _offset() -> float:
+    global _cache
+    path = os.environ.get("GOVMESH_CLOCK_OFFSET_FILE")
+    if not path:
+        return 0.0
+    try:
+        mtime = os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+    if mtime != _cache[0]:
+        with open(path, encoding="ascii") as handle:
+            _cache = (mtime, float(handle.read().strip() or 0))
+    return _cache[1]
+
+
+def now() -> datetime.datetime:
+    """The current time, UTC, aware."""
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=_offset())

@@ -1,0 +1,138 @@
+"""Records' gRPC servicer: translates between the contract and the use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
+from govmesh.config import Settings
+from govmesh.config import load as load_settings
+from govmesh.db import Database
+from govmesh.errors import ServiceError
+from govmesh.grpcserver import ApiDefinition, current_caller
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from services.records import app, catalogue, proofs
+from services.records.app import RecordsApp
+from services.records.identity_grpc import IdentityOverGrpc
+from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
+from services.records.subjects import KIND_TO_PROTO
+
+
+def department_to_proto(spec: catalogue.DepartmentSpec) -> records_pb2.Department:
+    return records_pb2.Department(
+        code=spec.code,
+        name_zh=spec.name_zh,
+        name_en=spec.name_en,
+        record_types=[
+            records_pb2.RecordType(
+                code=rt.code,
+                name_zh=rt.name_zh,
+                name_en=rt.name_en,
+                subject_kinds=sorted(KIND_TO_PROTO[k] for k in rt.subject_kinds),
+            )
+            for rt in spec.record_types
+        ],
+    )
+
+
+def proof_type_to_proto(spec: proofs.ProofTypeSpec) -> records_pb2.ProofType:
+    validity = Duration()
+    validity.FromTimedelta(spec.validity)
+    return records_pb2.ProofType(
+        code=spec.code,
+        name_zh=spec.name_zh,
+        name_en=spec.name_en,
+        description=spec.description,
+        department_codes=list(spec.department_codes),
+        subject_kinds=sorted(KIND_TO_PROTO[k] for k in spec.subject_kinds),
+        parameters=[
+            records_pb2.ProofParameter(
+                name=p.name,
+                description_zh=p.description_zh,
+                description_en=p.description_en,
+                required=p.required,
+                default_value=p.default,
+            )
+            for p in spec.parameters
+        ],
+        validity=validity,
+        claim_names=list(spec.claim_names),
+    )
+
+
+class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
+    def __init__(self, records: RecordsApp) -> None:
+        self.records = records
+        self.departments = records_pb2.ListDepartmentsResponse(
+            departments=[department_to_proto(d) for d in catalogue.DEPARTMENTS]
+        )
+        self.proof_types = records_pb2.ListProofTypesResponse(
+            proof_types=[proof_type_to_proto(p) for p in proofs.PROOF_TYPES]
+        )
+
+    def ListDepartments(
+        self, request: records_pb2.ListDepartmentsRequest, context: grpc.ServicerContext
+    ) -> records_pb2.ListDepartmentsResponse:
+        return self.departments
+
+    def ListProofTypes(
+        self, request: records_pb2.ListProofTypesRequest, context: grpc.ServicerContext
+    ) -> records_pb2.ListProofTypesResponse:
+        return self.proof_types
+
+    def PublishRecords(
+        self, request_iterator: Iterator[records_pb2.PublishRecordsRequest], context: grpc.ServicerContext
+    ) -> records_pb2.PublishRecordsResponse:
+        summary = self.records.publish((batch.records for batch in request_iterator), current_caller(), "grpc")
+        count_ingest(summary, "grpc")
+        return summary.to_proto()
+
+    def GetProof(
+        self, request: records_pb2.GetProofRequest, context: grpc.ServicerContext
+    ) -> records_pb2.GetProofResponse:
+        caller = current_caller()
+        proof_type = request.proof_type if proofs.proof_type(request.proof_type) else "unknown"
+        try:
+            proof = self.records.get_proof(request, caller)
+        except ServiceError as exc:
+            if exc.status == "PERMISSION_DENIED":
+                PROOFS.labels(proof_type, caller.caller_id, "refused").inc()
+            raise
+        PROOFS.labels(proof_type, caller.caller_id, "issued").inc()
+        PAPER_AVOIDED.inc()
+        return records_pb2.GetProofResponse(proof=proof)
+
+    def VerifyProof(
+        self, request: records_pb2.VerifyProofRequest, context: grpc.ServicerContext
+    ) -> records_pb2.VerifyProofResponse:
+        return self.records.verify_proof(request.proof)
+
+    def ListSigningKeys(
+        self, request: records_pb2.ListSigningKeysRequest, context: grpc.ServicerContext
+    ) -> records_pb2.ListSigningKeysResponse:
+        return records_pb2.ListSigningKeysResponse(keys=[k.to_proto() for k in self.records.signing_keys().values()])
+
+    def ListAccesses(
+        self, request: records_pb2.ListAccessesRequest, context: grpc.ServicerContext
+    ) -> records_pb2.ListAccessesResponse:
+        return self.records.list_accesses(request)
+
+    def VerifyAuditTrail(
+        self, request: records_pb2.VerifyAuditTrailRequest, context: grpc.ServicerContext
+    ) -> records_pb2.VerifyAuditTrailResponse:
+        return self.records.verify_audit_trail()
+
+
+def build(settings: Settings, db: Database) -> ApiDefinition:
+    policy = Policy.load(settings.policy_path)
+    credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "records")
+    identity = IdentityOverGrpc(load_settings("identity").grpc_target, credentials)
+    servicer = RecordsServicer(app.build(settings, db, identity))
+    return ApiDefinition(
+        service="records",
+        full_name=records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name,
+        add_servicer=lambda server: records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server),
+    )

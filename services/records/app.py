@@ -1,0 +1,634 @@
+"""Records' use cases: department feeds in, signed proofs out, every read of personal data on
+the audit trail. Called by the api (gRPC) and the worker (the records.ingest exchange) alike."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import uuid
+import zoneinfo
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from govmesh import clock as govmesh_clock
+from govmesh import keys
+from govmesh.auth import Caller, Policy, PolicyError
+from govmesh.config import Settings
+from govmesh.db import Database
+from govmesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from govmesh.outbox import Outbox
+from govmesh.records.v1 import events_pb2, records_pb2
+from services.records import audit, catalogue, proofs, signing, store, values
+from services.records.subjects import KIND_TO_PROTO, InvalidSubject, SubjectRef, Subjects
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+MAX_TEXT = 200
+MAX_NOTE = 500
+MAX_PAGE = 500
+MAX_REJECTIONS_REPORTED = 1000
+
+Rejection = records_pb2.RecordRejection
+
+
+@dataclass
+class PublishSummary:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejections: list[records_pb2.RecordRejection] = field(default_factory=list)
+
+    def to_proto(self) -> records_pb2.PublishRecordsResponse:
+        return records_pb2.PublishRecordsResponse(
+            received=self.received,
+            stored=self.stored,
+            duplicates=self.duplicates,
+            rejected=self.rejected,
+            rejections=self.rejections,
+        )
+
+
+class Refused(Exception):
+    def __init__(self, code: records_pb2.RecordRejectionCode.ValueType, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _utc(when: datetime.datetime) -> datetime.datetime:
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _date(text: str, name: str, required: bool) -> datetime.date | None:
+    if not text:
+        if required:
+            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"{name}: is required (YYYY-MM-DD)")
+        return None
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"{name}: {text[:40]!r} is not a date") from None
+
+
+class RecordsApp:
+    def __init__(
+        self,
+        db: Database,
+        subjects: Subjects,
+        signer: signing.Signer,
+        policy: Policy,
+        clock: Callable[[], datetime.datetime] = govmesh_clock.now,
+    ) -> None:
+        self.db = db
+        self.subjects = subjects
+        self.signer = signer
+        self.policy = policy
+        self.clock = clock
+        self.outbox = Outbox("records", store.outbox, store.inbox)
+        self._key_published = False
+        self._check_policy()
+
+    def _check_policy(self) -> None:
+        known = {spec.code for spec in proofs.PROOF_TYPES}
+        departments = {spec.code for spec in catalogue.DEPARTMENTS}
+        for caller in self.policy.callers.values():
+            for proof_type in caller.proof_types_named() - known:
+                raise PolicyError(f"policy caller {caller.caller_id!r}: proofs names unknown proof type {proof_type!r}")
+            for department in caller.publishes - departments - {"*"}:
+                raise PolicyError(
+                    f"policy caller {caller.caller_id!r}: publishes names unknown department {department!r}"
+                )
+
+    # -- catalogue ----------------------------------------------------------------------------
+
+    def publish_keys(self) -> None:
+        """Record the signing key's public half so proofs it signs verify (idempotent). Done at
+        first use rather than at start: the database may not be migrated yet at start."""
+        if self._key_published:
+            return
+        with self.db.transaction() as session:
+            exists = session.execute(
+                sa.select(store.signing_keys.c.key_id).where(store.signing_keys.c.key_id == self.signer.key_id)
+            ).first()
+            if exists is None:
+                session.execute(
+                    store.signing_keys.insert().values(
+                        key_id=self.signer.key_id,
+                        public_key=signing.public_bytes(self.signer.public_key),
+                        status="active",
+                        active_from=self.clock(),
+                    )
+                )
+        self._key_published = True
+
+    def signing_keys(self) -> dict[str, signing.PublicKey]:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        statuses = {
+            "active": records_pb2.SIGNING_KEY_STATUS_ACTIVE,
+            "retired": records_pb2.SIGNING_KEY_STATUS_RETIRED,
+            "revoked": records_pb2.SIGNING_KEY_STATUS_REVOKED,
+        }
+        self.publish_keys()
+        with self.db.read() as session:
+            rows = session.execute(sa.select(store.signing_keys).order_by(store.signing_keys.c.active_from)).all()
+        return {
+            row.key_id: signing.PublicKey(
+                row.key_id,
+                Ed25519PublicKey.from_public_bytes(row.public_key),
+                statuses[row.status],
+                _utc(row.active_from),
+                _utc(row.active_until) if row.active_until else None,
+            )
+            for row in rows
+        }
+
+    # -- department feeds ---------------------------------------------------------------------
+
+    def publish(
+        self,
+        batches: Iterable[Iterable[records_pb2.DepartmentRecord]],
+        caller: Caller,
+        channel: str,
+        subjects: Subjects | None = None,
+    ) -> PublishSummary:
+        """Store each record once, by (department, source reference). Each batch commits
+        together; a bad record is refused on its own (a savepoint) and the rest go on.
+        `subjects` overrides how identity is reached (the worker passes its RPC proxy)."""
+        subjects = subjects or self.subjects
+        summary = PublishSummary()
+        for batch in batches:
+            known: dict[tuple[str, str], SubjectRef] = {}
+            with self.db.transaction() as session:
+                for record in batch:
+                    index = summary.received
+                    summary.received += 1
+                    try:
+                        with session.begin_nested():
+                            stored = self._publish_one(session, record, caller, channel, known, subjects)
+                    except Refused as refusal:
+                        summary.rejected += 1
+                        if len(summary.rejections) < MAX_REJECTIONS_REPORTED:
+                            summary.rejections.append(
+                                Rejection(
+                                    index=index,
+                                    department_code=record.department_code[:MAX_TEXT],
+                                    source_reference=record.source_reference[:MAX_TEXT],
+                                    code=refusal.code,
+                                    message=refusal.message,
+                                )
+                            )
+                        continue
+                    except sa.exc.IntegrityError:
+                        stored = False  # the same record arrived on the other path at the same moment
+                    if stored:
+                        summary.stored += 1
+                    else:
+                        summary.duplicates += 1
+        return summary
+
+    def _publish_one(
+        self,
+        session: Session,
+        record: records_pb2.DepartmentRecord,
+        caller: Caller,
+        channel: str,
+        known: dict[tuple[str, str], SubjectRef],
+        subjects: Subjects,
+    ) -> bool:
+        department = catalogue.department(record.department_code)
+        if department is None:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_UNKNOWN_DEPARTMENT,
+                f"department_code: {record.department_code[:64]!r} is not a department of the catalogue",
+            )
+        if not caller.may_publish(department.code):
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_NOT_PERMITTED,
+                f"department_code: caller {caller.caller_id!r} may not publish for {department.code!r}",
+            )
+        spec = catalogue.record_type(department.code, record.record_type)
+        if spec is None:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_UNKNOWN_RECORD_TYPE,
+                f"record_type: {record.record_type[:64]!r} is not a record type of {department.code!r}",
+            )
+        reference = record.source_reference.strip()
+        if not reference or len(reference) > MAX_TEXT:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"source_reference: must be 1 to {MAX_TEXT} characters"
+            )
+        effective_from = _date(record.effective_from, "effective_from", required=True)
+        effective_to = _date(record.effective_to, "effective_to", required=False)
+        if effective_from and effective_to and effective_to < effective_from:
+            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, "effective_to: lies before effective_from")
+        try:
+            fields = values.fields_from_proto(record.fields, "fields.")
+        except values.UnreadableValue as exc:
+            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, str(exc)) from None
+        problems = catalogue.validate_fields(spec, fields)
+        if problems:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
+                "; ".join(f"fields.{p.message}" for p in problems[:5]),
+            )
+        if self._record_id(session, department.code, reference) is not None:
+            return False
+        supersedes = None
+        if record.supersedes_source_reference:
+            supersedes = self._record_id(session, department.code, record.supersedes_source_reference)
+            if supersedes is None:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED,
+                    "supersedes_source_reference: no record of this department has that reference",
+                )
+        subject = self._subject_of(record, known, subjects)
+        if subject.kind not in spec.subject_kinds:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
+                f"subject: {spec.code!r} records are not about {subject.kind.value}s",
+            )
+        now = self.clock()
+        recorded_at = record.recorded_at.ToDatetime(datetime.UTC) if record.HasField("recorded_at") else now
+        record_id = str(uuid.uuid4())
+        assert effective_from is not None
+        session.execute(
+            store.records.insert().values(
+                record_id=record_id,
+                department_code=department.code,
+                record_type=spec.code,
+                source_reference=reference,
+                subject_id=subject.subject_id,
+                subject_masked_identifier=subject.masked_identifier,
+                subject_kind=subject.kind.value,
+                fields=values.fields_to_json(fields),
+                effective_from=effective_from,
+                effective_to=effective_to,
+                recorded_at=recorded_at,
+                supersedes_record_id=supersedes,
+                channel=channel,
+                stored_at=now,
+            )
+        )
+        if supersedes is not None:
+            session.execute(
+                store.records.update().where(store.records.c.record_id == supersedes).values(superseded_by=record_id)
+            )
+        event = events_pb2.RecordPublished(
+            record_id=record_id,
+            department_code=department.code,
+            record_type=spec.code,
+            source_reference=reference,
+            subject_id=subject.subject_id,
+            subject_masked_identifier=subject.masked_identifier,
+            subject_kind=KIND_TO_PROTO[subject.kind],
+            effective_from=effective_from.isoformat(),
+            effective_to=effective_to.isoformat() if effective_to else "",
+            supersedes_record_id=supersedes or "",
+            channel=events_pb2.INGEST_CHANNEL_GRPC if channel == "grpc" else events_pb2.INGEST_CHANNEL_BROKER,
+        )
+        event.published_at.FromDatetime(now)
+        self.outbox.add(session, event, subject=subject.subject_id)
+        return True
+
+    def _record_id(self, session: Session, department: str, reference: str) -> str | None:
+        row = session.execute(
+            sa.select(store.records.c.record_id).where(
+                store.records.c.department_code == department, store.records.c.source_reference == reference
+            )
+        ).first()
+        return None if row is None else str(row.record_id)
+
+    def _subject_of(
+        self, record: records_pb2.DepartmentRecord, known: dict[tuple[str, str], SubjectRef], subjects: Subjects
+    ) -> SubjectRef:
+        which = record.WhichOneof("subject")
+        if which is None:
+            raise Refused(
+                records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, "subject: give subject_identifier or subject_id"
+            )
+        key = (which, getattr(record, which))
+        if key in known:
+            return known[key]
+        try:
+            if which == "subject_id":
+                found = subjects.resolve(subject_id=record.subject_id)
+                if found is None:
+                    raise Refused(
+                        records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, "subject_id: identity knows no such subject"
+                    )
+                subject = found
+            else:
+                name = " ".join(record.subject_display_name.split())
+                existing = None if name else subjects.resolve(identifier=record.subject_identifier)
+                if existing is None and not name:
+                    raise Refused(
+                        records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
+                        "subject_display_name: needed to register a subject identity does not know yet",
+                    )
+                subject = existing or subjects.register(record.subject_identifier, name)
+        except InvalidSubject as exc:
+            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, f"subject_identifier: {exc}") from None
+        known[key] = subject
+        return subject
+
+    # -- proofs ---------------------------------------------------------------------------------
+
+    def get_proof(self, request: records_pb2.GetProofRequest, caller: Caller) -> records_pb2.Proof:
+        purpose_kind, purpose_value = self._purpose(request.purpose if request.HasField("purpose") else None)
+        spec = proofs.proof_type(request.proof_type)
+        if spec is None:
+            raise InvalidArgument(
+                "proof_type", "UNKNOWN", f"{request.proof_type[:64]!r} is not a proof type of the platform"
+            )
+        try:
+            parameters = proofs.resolve_parameters(spec, dict(request.parameters))
+        except proofs.ParameterError as exc:
+            raise InvalidArgument(f"parameters.{exc.parameter}", "INVALID", exc.reason) from None
+        if len(request.request_id) > MAX_TEXT:
+            raise InvalidArgument("request_id", "TOO_LONG", f"at most {MAX_TEXT} characters")
+        allowed = caller.may_read_proof(spec.code, purpose_kind, purpose_value)
+        refusal = PermissionDenied(
+            f"caller {caller.caller_id!r} has no right to {spec.code!r} proofs for this purpose; the refusal is audited"
+        )
+        # A caller without the right learns nothing, not even whether the subject is registered.
+        subject = self._subject_for_read(
+            request.identifier, request.subject_id, "subject", refusal=None if allowed else refusal
+        )
+        if subject.kind not in spec.subject_kinds:
+            raise InvalidArgument(
+                "proof_type", "WRONG_SUBJECT_KIND", f"{spec.code!r} is not issued about {subject.kind.value}s"
+            )
+
+        if not allowed:
+            with self.db.transaction() as session:
+                self._audit(session, caller, subject, spec.code, request.purpose, audit.Outcome.DENIED, "")
+            raise refusal
+
+        self.publish_keys()
+        fingerprint = hashlib.sha256(
+            request.SerializeToString(deterministic=True) + caller.caller_id.encode()
+        ).hexdigest()
+        request_key = f"{caller.caller_id}:{request.request_id}" if request.request_id else None
+        with self.db.transaction() as session:
+            if request_key is not None:
+                earlier = session.execute(
+                    sa.select(store.issued_proofs).where(store.issued_proofs.c.request_key == request_key)
+                ).first()
+                if earlier is not None:
+                    if earlier.request_fingerprint != fingerprint:
+                        raise AlreadyExists(f"request_id {request.request_id!r} was used for a different request")
+                    return records_pb2.Proof.FromString(earlier.proof)
+            now = self.clock()
+            rows = session.execute(
+                sa.select(store.records).where(
+                    store.records.c.subject_id == subject.subject_id,
+                    sa.tuple_(store.records.c.department_code, store.records.c.record_type).in_(
+                        list(spec.source_record_types)
+                    ),
+                )
+            ).all()
+            as_of = now.astimezone(SHANGHAI).date()  # a proof speaks of the province's calendar day
+            claims = proofs.derive_claims(spec, [self._stored(row) for row in rows], parameters, as_of)
+            proof = records_pb2.Proof(
+                proof_id=str(uuid.uuid4()),
+                subject_id=subject.subject_id,
+                subject_masked_identifier=subject.masked_identifier,
+                subject_kind=KIND_TO_PROTO[subject.kind],
+                proof_type=spec.code,
+                issuing_department_code=spec.issuing_department_code,
+                claims=values.fields_to_proto(claims),
+                parameters=parameters,
+                issued_to=caller.caller_id,
+                purpose=request.purpose,
+            )
+            proof.issued_at.FromDatetime(now)
+            proof.valid_until.FromDatetime(now + spec.validity)
+            self.signer.sign(proof)
+            session.execute(
+                store.issued_proofs.insert().values(
+                    proof_id=proof.proof_id,
+                    request_key=request_key,
+                    request_fingerprint=fingerprint,
+                    proof=proof.SerializeToString(deterministic=True),
+                    issued_at=now,
+                )
+            )
+            self._audit(session, caller, subject, spec.code, request.purpose, audit.Outcome.GRANTED, proof.proof_id)
+            issued = events_pb2.ProofIssued(
+                proof_id=proof.proof_id,
+                proof_type=spec.code,
+                issuing_department_code=spec.issuing_department_code,
+                subject_id=subject.subject_id,
+                subject_masked_identifier=subject.masked_identifier,
+                issued_to=caller.caller_id,
+                purpose=request.purpose,
+                issued_at=proof.issued_at,
+                valid_until=proof.valid_until,
+                key_id=proof.key_id,
+            )
+            self.outbox.add(session, issued, subject=subject.subject_id)
+        return proof
+
+    def _stored(self, row: sa.Row[tuple[object, ...]]) -> proofs.StoredRecord:
+        return proofs.StoredRecord(
+            record_id=row.record_id,
+            department_code=row.department_code,
+            record_type=row.record_type,
+            source_reference=row.source_reference,
+            fields=values.fields_from_json(row.fields),
+            effective_from=row.effective_from,
+            effective_to=row.effective_to,
+            recorded_at=_utc(row.recorded_at),
+            superseded=row.superseded_by is not None,
+        )
+
+    def _purpose(self, purpose: records_pb2.Purpose | None) -> tuple[str, str]:
+        kind = purpose.WhichOneof("basis") if purpose is not None else None
+        if purpose is None or kind is None:
+            raise InvalidArgument("purpose", "MISSING", "is required: give a case_id or a legal_basis")
+        value = getattr(purpose, kind).strip()
+        if not value:
+            raise InvalidArgument(f"purpose.{kind}", "EMPTY", "must not be empty")
+        if len(value) > MAX_TEXT:
+            raise InvalidArgument(f"purpose.{kind}", "TOO_LONG", f"at most {MAX_TEXT} characters")
+        if len(purpose.note) > MAX_NOTE:
+            raise InvalidArgument("purpose.note", "TOO_LONG", f"at most {MAX_NOTE} characters")
+        return kind, value
+
+    def _subject_for_read(
+        self, identifier: str, subject_id: str, field_name: str, refusal: Exception | None = None
+    ) -> SubjectRef:
+        if not identifier and not subject_id:
+            raise InvalidArgument(field_name, "MISSING", "give an identifier or a subject_id")
+        try:
+            subject = self.subjects.resolve(identifier=identifier, subject_id=subject_id)
+        except InvalidSubject as exc:
+            raise InvalidArgument("identifier", "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
+        if subject is None:
+            if refusal is not None:
+                raise refusal
+            raise NotFound("no subject is registered under that " + ("identifier" if identifier else "subject_id"))
+        return subject
+
+    def verify_proof(self, proof: records_pb2.Proof) -> records_pb2.VerifyProofResponse:
+        now = self.clock()
+        response = records_pb2.VerifyProofResponse(problems=signing.verify(proof, self.signing_keys(), now))
+        response.valid = not response.problems
+        response.checked_at.FromDatetime(now)
+        return response
+
+    # -- audit trail ----------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        session: Session,
+        caller: Caller,
+        subject: SubjectRef,
+        proof_type: str,
+        purpose: records_pb2.Purpose,
+        outcome: audit.Outcome,
+        proof_id: str,
+    ) -> audit.Entry:
+        head = session.execute(sa.select(store.audit_head).where(store.audit_head.c.id == 1).with_for_update()).one()
+        kind = purpose.WhichOneof("basis") or ""
+        entry = audit.chain(
+            audit.Entry(
+                sequence=head.sequence + 1,
+                accessed_at=self.clock(),
+                caller_id=caller.caller_id,
+                caller_name=caller.name,
+                subject_id=subject.subject_id,
+                subject_masked_identifier=subject.masked_identifier,
+                proof_type=proof_type,
+                purpose_kind=kind,
+                purpose_value=getattr(purpose, kind) if kind else "",
+                purpose_note=purpose.note,
+                outcome=outcome,
+                proof_id=proof_id,
+                previous_hash=head.entry_hash,
+            )
+        )
+        session.execute(store.audit_entries.insert().values(**{**entry.__dict__, "outcome": outcome.value}))
+        session.execute(
+            store.audit_head.update()
+            .where(store.audit_head.c.id == 1)
+            .values(sequence=entry.sequence, entry_hash=entry.entry_hash)
+        )
+        accessed = events_pb2.DataAccessed(
+            sequence=entry.sequence,
+            entry_hash=entry.entry_hash,
+            subject_id=subject.subject_id,
+            subject_masked_identifier=subject.masked_identifier,
+            caller_id=caller.caller_id,
+            caller_name=caller.name,
+            proof_type=proof_type,
+            purpose=purpose,
+            outcome=_OUTCOMES[outcome],
+            proof_id=proof_id,
+        )
+        accessed.accessed_at.FromDatetime(entry.accessed_at)
+        self.outbox.add(session, accessed, subject=subject.subject_id)
+        return entry
+
+    def list_accesses(self, request: records_pb2.ListAccessesRequest) -> records_pb2.ListAccessesResponse:
+        subject = self._subject_for_read(request.identifier, request.subject_id, "subject")
+        size = request.page_size or 50
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidArgument("page_size", "OUT_OF_RANGE", f"must be 1 to {MAX_PAGE}")
+        table = store.audit_entries
+        query = sa.select(table).where(table.c.subject_id == subject.subject_id)
+        if request.page_token:
+            try:
+                before = int(base64.urlsafe_b64decode(request.page_token.encode()).decode())
+            except ValueError:
+                raise InvalidArgument("page_token", "INVALID", "is not a token this service gave out") from None
+            query = query.where(table.c.sequence < before)
+        if request.HasField("start_time"):
+            query = query.where(table.c.accessed_at >= request.start_time.ToDatetime(datetime.UTC))
+        if request.HasField("end_time"):
+            query = query.where(table.c.accessed_at < request.end_time.ToDatetime(datetime.UTC))
+        with self.db.read() as session:
+            rows = session.execute(query.order_by(table.c.sequence.desc()).limit(size + 1)).all()
+        response = records_pb2.ListAccessesResponse(entries=[_access_entry(row) for row in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = base64.urlsafe_b64encode(str(rows[size - 1].sequence).encode()).decode()
+        return response
+
+    def verify_audit_trail(self) -> records_pb2.VerifyAuditTrailResponse:
+        table = store.audit_entries
+        with self.db.read() as session:
+
+            def entries() -> Iterator[audit.Entry]:
+                result = session.execute(sa.select(table).order_by(table.c.sequence)).yield_per(1000)
+                for row in result:
+                    yield _entry(row)
+
+            def hash_exists(entry_hash: bytes) -> bool:
+                found = session.execute(sa.select(table.c.sequence).where(table.c.entry_hash == entry_hash).limit(1))
+                return found.first() is not None
+
+            verification = audit.verify(entries(), hash_exists)
+        now = self.clock()
+        response = records_pb2.VerifyAuditTrailResponse(
+            intact=verification.intact, entries_checked=verification.entries_checked, head_hash=verification.head_hash
+        )
+        if verification.first_break is not None:
+            found = verification.first_break
+            response.first_break.CopyFrom(
+                records_pb2.AuditBreak(sequence=found.sequence, kind=_BREAKS[found.kind], message=found.message)
+            )
+        response.checked_at.FromDatetime(now)
+        return response
+
+
+_OUTCOMES = {
+    audit.Outcome.GRANTED: records_pb2.ACCESS_OUTCOME_GRANTED,
+    audit.Outcome.DENIED: records_pb2.ACCESS_OUTCOME_DENIED,
+}
+_BREAKS = {
+    audit.BreakKind.ALTERED: records_pb2.AUDIT_BREAK_KIND_ALTERED,
+    audit.BreakKind.REMOVED: records_pb2.AUDIT_BREAK_KIND_REMOVED,
+    audit.BreakKind.REORDERED: records_pb2.AUDIT_BREAK_KIND_REORDERED,
+}
+
+
+def _entry(row: sa.Row[tuple[object, ...]]) -> audit.Entry:
+    m = row._mapping
+    return audit.Entry(**{**dict(m), "accessed_at": _utc(m["accessed_at"]), "outcome": audit.Outcome(m["outcome"])})
+
+
+def _access_entry(row: sa.Row[tuple[object, ...]]) -> records_pb2.AccessEntry:
+    entry = _entry(row)
+    purpose = records_pb2.Purpose(note=entry.purpose_note)
+    if entry.purpose_kind:
+        setattr(purpose, entry.purpose_kind, entry.purpose_value)
+    message = records_pb2.AccessEntry(
+        sequence=entry.sequence,
+        caller_id=entry.caller_id,
+        caller_name=entry.caller_name,
+        subject_id=entry.subject_id,
+        subject_masked_identifier=entry.subject_masked_identifier,
+        proof_type=entry.proof_type,
+        purpose=purpose,
+        outcome=_OUTCOMES[entry.outcome],
+        proof_id=entry.proof_id,
+        previous_hash=entry.previous_hash,
+        entry_hash=entry.entry_hash,
+    )
+    message.accessed_at.FromDatetime(entry.accessed_at)
+    return message
+
+
+SIGNING_KEY_NAME = "records-proof-signing"
+
+
+def build(settings: Settings, db: Database, subjects: Subjects) -> RecordsApp:
+    """The composition root shared by both processes: the api reaches identity over gRPC, the
+    worker over nameko RPC."""
+    signer = signing.Signer(keys.signing_key(settings.key_dir, SIGNING_KEY_NAME))
+    return RecordsApp(db, subjects, signer, Policy.load(settings.policy_path))

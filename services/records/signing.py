@@ -1,0 +1,133 @@
+"""Signed proofs: the canonical encoding, Ed25519 signatures and their verification.
+
+The signed bytes are the RFC 8785 (JCS) canonical JSON of the proof's proto3 JSON form (field
+names in lowerCamelCase, default values omitted, 64-bit integers as strings, bytes in base64,
+times in RFC 3339) with the `signature` field removed. Any language with a protobuf JSON encoder,
+a JCS encoder and Ed25519 can verify a proof offline with the key from ListSigningKeys:
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    body = json_format.MessageToDict(proof); body.pop("signature", None)
+    Ed25519PublicKey.from_public_bytes(key.public_key).verify(proof.signature, rfc8785.dumps(body))
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf import json_format
+
+from govmesh.records.v1 import records_pb2
+
+SCHEME = records_pb2.SIGNATURE_SCHEME_ED25519_JCS
+
+
+def canonical_bytes(proof: records_pb2.Proof) -> bytes:
+    body = json_format.MessageToDict(proof)
+    body.pop("signature", None)
+    return bytes(rfc8785.dumps(body))
+
+
+def public_bytes(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id_for(key: Ed25519PublicKey) -> str:
+    """A stable name for a public key: the first 16 hex characters of its SHA-256."""
+    return "ed25519-" + hashlib.sha256(public_bytes(key)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    key_id: str
+    key: Ed25519PublicKey
+    status: records_pb2.SigningKeyStatus.ValueType
+    active_from: datetime.datetime
+    active_until: datetime.datetime | None = None
+
+    def to_proto(self) -> records_pb2.SigningKey:
+        message = records_pb2.SigningKey(
+            key_id=self.key_id, signature_scheme=SCHEME, public_key=public_bytes(self.key), status=self.status
+        )
+        message.active_from.FromDatetime(self.active_from)
+        if self.active_until is not None:
+            message.active_until.FromDatetime(self.active_until)
+        return message
+
+
+class Signer:
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self.private_key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = key_id_for(self.public_key)
+
+    def sign(self, proof: records_pb2.Proof) -> None:
+        """Names the key and scheme in the proof, then signs everything else in it."""
+        proof.key_id = self.key_id
+        proof.signature_scheme = SCHEME
+        proof.ClearField("signature")
+        proof.signature = self.private_key.sign(canonical_bytes(proof))
+
+
+def problem(code: records_pb2.ProofProblemCode.ValueType, message: str) -> records_pb2.ProofProblem:
+    return records_pb2.ProofProblem(code=code, message=message)
+
+
+def verify(
+    proof: records_pb2.Proof, keys: dict[str, PublicKey], now: datetime.datetime
+) -> list[records_pb2.ProofProblem]:
+    """Every reason the proof does not hold at `now`; empty when it is valid."""
+    problems = []
+    if proof.signature_scheme != SCHEME:
+        problems.append(
+            problem(records_pb2.PROOF_PROBLEM_CODE_UNSUPPORTED_SCHEME, "signature_scheme is not ED25519_JCS")
+        )
+    if (
+        not proof.signature
+        or not proof.proof_id
+        or not proof.HasField("issued_at")
+        or not proof.HasField("valid_until")
+    ):
+        problems.append(
+            problem(
+                records_pb2.PROOF_PROBLEM_CODE_MALFORMED, "proof_id, issued_at, valid_until and signature are required"
+            )
+        )
+    elif proof.issued_at.ToDatetime(datetime.UTC) > proof.valid_until.ToDatetime(datetime.UTC):
+        problems.append(problem(records_pb2.PROOF_PROBLEM_CODE_MALFORMED, "issued_at lies after valid_until"))
+    key = keys.get(proof.key_id)
+    if key is None:
+        problems.append(
+            problem(records_pb2.PROOF_PROBLEM_CODE_UNKNOWN_KEY, f"no signing key has key_id {proof.key_id!r}")
+        )
+    else:
+        issued = proof.issued_at.ToDatetime(datetime.UTC)
+        if key.status == records_pb2.SIGNING_KEY_STATUS_REVOKED:
+            problems.append(problem(records_pb2.PROOF_PROBLEM_CODE_KEY_NOT_VALID, f"key {key.key_id} was revoked"))
+        elif issued < key.active_from or (key.active_until is not None and issued > key.active_until):
+            problems.append(
+                problem(records_pb2.PROOF_PROBLEM_CODE_KEY_NOT_VALID, f"key {key.key_id} was not active at issued_at")
+            )
+        if proof.signature:
+            try:
+                key.key.verify(proof.signature, canonical_bytes(proof))
+            except InvalidSignature:
+                problems.append(
+                    problem(
+                        records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE,
+                        "the signature does not match the proof's content: it was altered or not signed by this key",
+                    )
+                )
+    if proof.HasField("valid_until") and proof.valid_until.ToDatetime(datetime.UTC) < now:
+        problems.append(
+            problem(
+                records_pb2.PROOF_PROBLEM_CODE_EXPIRED,
+                f"valid until {proof.valid_until.ToDatetime(datetime.UTC).isoformat()}, checked at {now.isoformat()}",
+            )
+        )
+    return problems

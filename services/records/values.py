@@ -1,0 +1,75 @@
+"""The contract's TypedValue and the domain's plain Python values, both ways."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from google.protobuf import json_format
+
+from govmesh.records.v1 import records_pb2
+from services.records.catalogue import Value
+
+
+class UnreadableValue(ValueError):
+    """A TypedValue that cannot be read (e.g. an impossible date); the message names the field."""
+
+
+def from_proto(value: records_pb2.TypedValue, field: str) -> Value:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "date_value":
+        try:
+            return datetime.date.fromisoformat(value.date_value)
+        except ValueError:
+            raise UnreadableValue(f"{field}: {value.date_value[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)") from None
+    if kind == "time_value":
+        return value.time_value.ToDatetime(datetime.UTC)
+    if kind == "list_value":
+        return [from_proto(item, f"{field}[{i}]") for i, item in enumerate(value.list_value.values)]
+    if kind == "map_value":
+        return fields_from_proto(value.map_value.fields, field + ".")
+    raise UnreadableValue(f"{field}: has no value")
+
+
+def fields_from_proto(fields: Mapping[str, records_pb2.TypedValue], prefix: str = "") -> dict[str, Value]:
+    return {name: from_proto(value, prefix + name) for name, value in sorted(fields.items())}
+
+
+def to_proto(value: Value) -> records_pb2.TypedValue:
+    # bool before int: a bool is an int in Python.
+    if isinstance(value, bool):
+        return records_pb2.TypedValue(bool_value=value)
+    if isinstance(value, int):
+        return records_pb2.TypedValue(int_value=value)
+    if isinstance(value, str):
+        return records_pb2.TypedValue(string_value=value)
+    if isinstance(value, datetime.datetime):
+        typed = records_pb2.TypedValue()
+        typed.time_value.FromDatetime(value)
+        return typed
+    if isinstance(value, datetime.date):
+        return records_pb2.TypedValue(date_value=value.isoformat())
+    if isinstance(value, list):
+        return records_pb2.TypedValue(list_value=records_pb2.TypedValueList(values=[to_proto(v) for v in value]))
+    return records_pb2.TypedValue(map_value=records_pb2.TypedValueMap(fields=fields_to_proto(value)))
+
+
+def fields_to_proto(fields: Mapping[str, Value]) -> dict[str, records_pb2.TypedValue]:
+    return {name: to_proto(value) for name, value in fields.items()}
+
+
+def fields_to_json(fields: Mapping[str, Value]) -> str:
+    """Storage form: the proto3 JSON of the fields as a TypedValueMap."""
+    return json_format.MessageToJson(
+        records_pb2.TypedValueMap(fields=fields_to_proto(fields)), indent=None, sort_keys=True
+    )
+
+
+def fields_from_json(text: str) -> dict[str, Value]:
+    return fields_from_proto(json_format.Parse(text, records_pb2.TypedValueMap()).fields)

@@ -1,0 +1,105 @@
+"""Records' worker: the outbox relay, and the broker feed, where departments publish one
+DepartmentRecord (proto3 JSON) per message on the exchange records.ingest, routing key = their
+department code, with `authorization: Bearer <token>` in the headers like a gRPC call."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from google.protobuf import json_format
+from nameko.exceptions import RemoteError
+from nameko.rpc import RpcProxy
+
+from govmesh.auth import Policy, TokenVerifier, Unauthenticated
+from govmesh.config import Settings
+from govmesh.outbox import Outbox
+from govmesh.records.v1 import records_pb2
+from govmesh.worker import Application, MessageHeaders, OutboxRelayRunner, Rejected, queue_handler
+from services.records import app, store
+from services.records.app import RecordsApp
+from services.records.catalogue import SubjectKind
+from services.records.metrics import count_ingest
+from services.records.subjects import InvalidSubject, SubjectRef
+
+log = logging.getLogger(__name__)
+INGEST_EXCHANGE = "records.ingest"
+
+
+class IdentityOverNameko:
+    """Identity's worker RPC, for the broker path (a worker cannot use gRPC)."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+
+    def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
+        try:
+            answer: dict[str, Any] | None = getattr(self.proxy, method)(**kwargs)
+        except RemoteError as error:
+            if error.exc_type == "RpcServiceError" and str(error.value).startswith("INVALID_ARGUMENT"):
+                raise InvalidSubject(str(error.value).removeprefix("INVALID_ARGUMENT: identifier: ")) from None
+            raise
+        return answer
+
+    @staticmethod
+    def _ref(answer: dict[str, Any]) -> SubjectRef:
+        return SubjectRef(answer["subject_id"], answer["masked_identifier"], SubjectKind(answer["kind"]))
+
+    def register(self, identifier: str, display_name: str) -> SubjectRef:
+        answer = self._call("register_subject", identifier=identifier, display_name=display_name)
+        assert answer is not None
+        return self._ref(answer)
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> SubjectRef | None:
+        answer = self._call("resolve_subject", identifier=identifier, subject_id=subject_id)
+        return None if answer is None else self._ref(answer)
+
+
+class Unused:
+    """The worker reaches identity per call through its RPC proxy, never through this."""
+
+    def register(self, identifier: str, display_name: str) -> SubjectRef:
+        raise AssertionError("records worker: identity is reached through the RPC proxy")
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> SubjectRef | None:
+        raise AssertionError("records worker: identity is reached through the RPC proxy")
+
+
+class Verifier:
+    """Checks the department's token on broker messages, like the api's call pipeline does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
+
+
+def _build(settings: Settings, db: Any) -> tuple[RecordsApp, Verifier]:
+    return app.build(settings, db, subjects=Unused()), Verifier(settings)
+
+
+class Worker:
+    name = "records"
+
+    parts: tuple[RecordsApp, Verifier] = Application(_build)
+    outbox_relay = OutboxRelayRunner(Outbox("records", store.outbox, store.inbox))
+    identity = RpcProxy("identity")
+    headers: dict[str, Any] = MessageHeaders()
+
+    @queue_handler(INGEST_EXCHANGE, "#")  # type: ignore[untyped-decorator]
+    def ingest(self, body: Any) -> None:
+        records, verifier = self.parts
+        try:
+            caller = verifier.verifier.caller(str(self.headers.get("authorization", "")) or None)
+        except Unauthenticated as exc:
+            log.warning("records.ingest: message refused: %s", exc)
+            raise Rejected(str(exc)) from None
+        try:
+            record = json_format.ParseDict(body, records_pb2.DepartmentRecord(), ignore_unknown_fields=False)
+        except (json_format.ParseError, TypeError) as exc:
+            log.warning("records.ingest: message is not a DepartmentRecord: %s", str(exc)[:200])
+            raise Rejected("not a DepartmentRecord") from None
+        summary = records.publish([[record]], caller, "broker", subjects=IdentityOverNameko(self.identity))
+        count_ingest(summary, "broker")
+        if summary.rejected:
+            reason = summary.rejections[0].message
+            log.warning("records.ingest: record refused (%s): %s", caller.caller_id, reason)
+            raise Rejected(reason)

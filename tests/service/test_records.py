@@ -1,0 +1,455 @@
+"""Records through its public interfaces, with identity beside it: departments publish over gRPC
+and over the broker, callers pull signed proofs, citizens see who read their data, and anyone
+can check the audit trail. Every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pika
+import pytest
+import rfc8785
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf import json_format
+
+from govmesh.auth import Policy
+from govmesh.config import ROOT
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from tests.conftest import ServiceEnv, assert_no_raw_identifiers, consumers, wait_for
+from tests.service.test_identity import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving
+
+PROOF_TYPES_FOR_RESIDENTS = [
+    "education_level",
+    "driving_licence",
+    "traffic_safety",
+    "criminal_record",
+    "household_registration",
+    "medical_insurance_enrolment",
+    "city_credit_score",
+]
+
+
+@pytest.fixture
+def mesh(database_url: str, tmp_path: object, amqp_uri: str) -> Iterator[ServiceEnv]:
+    env = ServiceEnv("records", database_url, tmp_path, amqp_uri, others=("identity",))  # type: ignore[arg-type]
+    env.migrate("identity")
+    env.migrate("records")
+    env.process("api", "identity")
+    env.process("worker", "identity")
+    env.process("api", "records")
+    env.process("worker", "records")
+    wait_for(lambda: consumers(amqp_uri, "rpc-identity") > 0)
+    wait_for(lambda: consumers(amqp_uri, "records.records.ingest") > 0)
+    wait_serving(env.target_of("identity"))
+    wait_serving(env.target, service="govmesh.records.v1.RecordsService")
+    yield env
+    env.stop_all()
+    assert_no_raw_identifiers(env.all_output(), "identity and records processes' output")
+
+
+class Records:
+    def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
+        self.env = env
+        self.stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target))
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
+
+    def publish(self, *records: records_pb2.DepartmentRecord) -> records_pb2.PublishRecordsResponse:
+        batches = iter([records_pb2.PublishRecordsRequest(records=list(records))])
+        return self.stub.PublishRecords(batches, metadata=self.metadata, timeout=30)
+
+    def proof(
+        self, proof_type: str, identifier: str = XU_WEI, case_id: str = "case-1", **kwargs: object
+    ) -> records_pb2.Proof:
+        request = records_pb2.GetProofRequest(
+            identifier=identifier, proof_type=proof_type, purpose=records_pb2.Purpose(case_id=case_id), **kwargs
+        )
+        return self.stub.GetProof(request, metadata=self.metadata, timeout=10).proof
+
+    def verify(self, proof: records_pb2.Proof) -> records_pb2.VerifyProofResponse:
+        return self.stub.VerifyProof(records_pb2.VerifyProofRequest(proof=proof), metadata=self.metadata, timeout=10)
+
+    def audit(self) -> records_pb2.VerifyAuditTrailResponse:
+        return self.stub.VerifyAuditTrail(records_pb2.VerifyAuditTrailRequest(), metadata=self.metadata, timeout=30)
+
+
+def typed(value: object) -> records_pb2.TypedValue:
+    if isinstance(value, bool):
+        return records_pb2.TypedValue(bool_value=value)
+    if isinstance(value, int):
+        return records_pb2.TypedValue(int_value=value)
+    if isinstance(value, datetime.date):
+        return records_pb2.TypedValue(date_value=value.isoformat())
+    return records_pb2.TypedValue(string_value=str(value))
+
+
+def licence(
+    identifier: str = XU_WEI, reference: str | None = None, first_issued: str = "2015-03-01"
+) -> records_pb2.DepartmentRecord:
+    return records_pb2.DepartmentRecord(
+        department_code="public_security",
+        record_type="driving_licence",
+        subject_identifier=identifier,
+        subject_display_name="徐伟",
+        source_reference=reference or f"DL-{uuid.uuid4().hex[:10]}",
+        effective_from=first_issued,
+        fields={
+            "licence_class": typed("C1"),
+            "first_issued": typed(datetime.date.fromisoformat(first_issued)),
+            "valid_from": typed(datetime.date(2021, 3, 1)),
+            "valid_until": typed(datetime.date(2031, 3, 1)),
+            "status": typed("valid"),
+        },
+    )
+
+
+def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, caller: str = "public_security") -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(env.env["AMQP_URI"]))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.basic_publish(
+        "records.ingest",
+        record.department_code,
+        json_format.MessageToJson(record),
+        pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2,
+            headers={"authorization": f"Bearer {env.token(caller)}"},
+        ),
+    )
+    connection.close()
+
+
+def stored_records(env: ServiceEnv) -> int:
+    engine = records_engine(env)
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text("SELECT count(*) FROM records")).scalar_one())
+
+
+def records_engine(env: ServiceEnv) -> sa.Engine:
+    url = env.database_url("records")
+    if url.startswith("sqlite"):
+        return sa.create_engine(url)
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    return sa.create_engine(url, connect_args={"options": "-csearch_path=records"})
+
+
+def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv, integrator_factory: type) -> None:
+    events = integrator_factory.bind("records.events", "record_published")
+    police = Records(mesh, "public_security")
+    record = licence(reference="DL-0001")
+
+    first = police.publish(record)
+    assert (first.received, first.stored, first.duplicates, first.rejected) == (1, 1, 0, 0)
+    again = police.publish(record)
+    assert (again.stored, again.duplicates) == (0, 1)
+    publish_on_broker(mesh, record)  # the same record on the other path
+    publish_on_broker(mesh, licence(LUO_FANG, reference="DL-0002"))  # a new one
+
+    received = events.receive(2) + events.drain(quiet=1.5)
+    bodies = [json.loads(body) for _, _, body in received]
+    assert sorted(b["sourceReference"] for b in bodies) == ["DL-0001", "DL-0002"]
+    assert {b["sourceReference"]: b["channel"] for b in bodies} == {
+        "DL-0001": "INGEST_CHANNEL_GRPC",
+        "DL-0002": "INGEST_CHANNEL_BROKER",
+    }
+    assert stored_records(mesh) == 2
+    for body in bodies:
+        assert body["subjectId"].startswith("sub_") and "*" in body["subjectMaskedIdentifier"]
+
+
+def test_the_same_records_arriving_on_both_paths_at_once_are_stored_once(
+    mesh: ServiceEnv, integrator_factory: type
+) -> None:
+    events = integrator_factory.bind("records.events", "record_published")
+    police = Records(mesh, "public_security")
+    police.publish(licence(reference="warm-up"))  # registers the subject once, before the race
+    batch = [licence(reference=f"RACE-{i}") for i in range(20)]
+    over_grpc = threading.Thread(target=police.publish, args=batch)
+    over_grpc.start()
+    for record in batch:
+        publish_on_broker(mesh, record)
+    over_grpc.join(30)
+    received = events.receive(21, timeout=30) + events.drain(quiet=2)
+    references = sorted(json.loads(body)["sourceReference"] for _, _, body in received)
+    assert references == sorted(["warm-up"] + [f"RACE-{i}" for i in range(20)])
+    assert stored_records(mesh) == 21
+
+
+def test_bad_records_are_refused_one_by_one_with_the_field_and_reason(mesh: ServiceEnv) -> None:
+    transport = Records(mesh, "transport")
+    good = licence()
+    good.department_code = "transport"
+    unknown_department = licence()
+    unknown_department.department_code = "ministry_of_magic"
+    wrong_type = licence()
+    wrong_type.department_code, wrong_type.record_type = "transport", "driving_licence_x"
+    bad_identifier = licence(XU_WEI[:-1] + ("0" if XU_WEI[-1] != "0" else "1"))
+    bad_field = licence()
+    bad_field.fields["status"].string_value = "lost in the post"
+    missing_date = licence()
+    missing_date.effective_from = ""
+
+    response = transport.publish(unknown_department, good, wrong_type, bad_identifier, bad_field, missing_date)
+    assert (response.received, response.stored, response.rejected) == (6, 0, 6)
+    by_index = {r.index: r for r in response.rejections}
+    assert by_index[0].code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_DEPARTMENT
+    assert by_index[0].message.startswith("department_code:")
+    assert by_index[1].code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_RECORD_TYPE  # transport owns no licences
+    assert by_index[2].code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_RECORD_TYPE
+    for index in (3, 4, 5):  # public security's records: transport may not publish them
+        assert by_index[index].code == records_pb2.RECORD_REJECTION_CODE_NOT_PERMITTED
+
+    police = Records(mesh, "public_security")
+    response = police.publish(bad_identifier, bad_field, missing_date)
+    codes = [r.code for r in response.rejections]
+    assert codes == [
+        records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
+        records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
+        records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
+    ]
+    assert response.rejections[1].message.startswith("fields.status:")
+    assert response.rejections[2].message.startswith("effective_from:")
+    assert stored_records(mesh) == 0
+    for rejection in response.rejections:
+        assert XU_WEI[:-1] not in rejection.message
+
+
+def test_a_proof_is_signed_verifiable_offline_and_fails_when_tampered_or_expired(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())
+    portal = Records(mesh)
+    proof = portal.proof("driving_licence")
+    assert proof.proof_type == "driving_licence" and proof.issuing_department_code == "public_security"
+    assert proof.subject_masked_identifier == XU_WEI[:6] + "********" + XU_WEI[-4:]
+    claims = {name: json_format.MessageToDict(value) for name, value in proof.claims.items()}
+    assert claims["held"] == {"boolValue": True}
+    assert claims["licence_class"] == {"stringValue": "C1"}
+    assert portal.verify(proof).valid
+
+    # Offline, with nothing but the published key (the README's recipe).
+    keys = portal.stub.ListSigningKeys(records_pb2.ListSigningKeysRequest(), metadata=portal.metadata).keys
+    key = next(k for k in keys if k.key_id == proof.key_id)
+    body = json_format.MessageToDict(proof)
+    body.pop("signature")
+    Ed25519PublicKey.from_public_bytes(key.public_key).verify(proof.signature, rfc8785.dumps(body))
+
+    tampered = records_pb2.Proof()
+    tampered.CopyFrom(proof)
+    tampered.claims["licence_class"].string_value = "A1"
+    answer = portal.verify(tampered)
+    assert not answer.valid
+    assert [p.code for p in answer.problems] == [records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE]
+
+    mesh.travel(datetime.timedelta(days=3650))
+    expired = portal.verify(proof)
+    assert not expired.valid and [p.code for p in expired.problems] == [records_pb2.PROOF_PROBLEM_CODE_EXPIRED]
+
+
+def test_a_negative_proof_is_a_proof_like_any_other(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())  # registers Xu Wei; no criminal record
+    portal = Records(mesh)
+    proof = portal.proof("criminal_record")
+    assert proof.claims["has_record"].bool_value is False
+    assert portal.verify(proof).valid
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (records_pb2.GetProofRequest(identifier=XU_WEI, proof_type="criminal_record"), "purpose"),
+        (
+            records_pb2.GetProofRequest(
+                identifier=XU_WEI, proof_type="criminal_record", purpose=records_pb2.Purpose(case_id="  ")
+            ),
+            "purpose.case_id",
+        ),
+        (
+            records_pb2.GetProofRequest(
+                identifier=XU_WEI, proof_type="flying_licence", purpose=records_pb2.Purpose(case_id="c")
+            ),
+            "proof_type",
+        ),
+        (
+            records_pb2.GetProofRequest(
+                identifier=XU_WEI,
+                proof_type="traffic_safety",
+                purpose=records_pb2.Purpose(case_id="c"),
+                parameters={"colour": "red"},
+            ),
+            "parameters.colour",
+        ),
+        (
+            records_pb2.GetProofRequest(proof_type="criminal_record", purpose=records_pb2.Purpose(case_id="c")),
+            "subject",
+        ),
+    ],
+)
+def test_bad_proof_requests_name_the_field(mesh: ServiceEnv, request_: records_pb2.GetProofRequest, field: str) -> None:
+    portal = Records(mesh)
+    with pytest.raises(grpc.RpcError) as error:
+        portal.stub.GetProof(request_, metadata=portal.metadata, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith(f"{field}:")
+    if field == "proof_type":
+        assert "flying_licence" in error.value.details()
+    assert portal.audit().entries_checked == 0  # nothing was read, nothing audited
+
+
+def test_an_unknown_subject_is_not_found_and_reveals_nothing_to_the_unentitled(mesh: ServiceEnv) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        Records(mesh).proof("criminal_record", identifier=ZHUJI_RESIDENT)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as refused:
+        Records(mesh, "education").proof("criminal_record", identifier=ZHUJI_RESIDENT)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_every_caller_gets_exactly_the_proofs_the_policy_grants(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())
+    registered = Records(mesh, "market_regulation").publish(
+        records_pb2.DepartmentRecord(
+            department_code="market_regulation",
+            record_type="enterprise_registration",
+            subject_identifier=ENTERPRISE,
+            subject_display_name="杭州城市大脑有限公司",
+            source_reference="REG-1",
+            effective_from="2018-05-04",
+            fields=enterprise_fields(),
+        )
+    )
+    assert registered.stored == 1, registered.rejections
+    policy = Policy.load(ROOT / "policy" / "dev.yaml")
+    allowed = denied = 0
+    for caller in sorted(policy.callers.values(), key=lambda c: c.caller_id):
+        if not caller.may_call("/govmesh.records.v1.RecordsService/GetProof"):
+            continue
+        client = Records(mesh, caller.caller_id)
+        for proof_type in [*PROOF_TYPES_FOR_RESIDENTS, "enterprise_registration"]:
+            subject = ENTERPRISE if proof_type == "enterprise_registration" else XU_WEI
+            expected = caller.may_read_proof(proof_type, "case_id", "case-9")
+            try:
+                client.proof(proof_type, identifier=subject, case_id="case-9")
+                outcome = True
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (
+                    caller.caller_id,
+                    proof_type,
+                    error.details(),
+                )
+                outcome = False
+            assert outcome == expected, (caller.caller_id, proof_type)
+            allowed += outcome
+            denied += not outcome
+    assert allowed > 10 and denied > 100
+    trail = Records(mesh).audit()
+    assert trail.intact and trail.entries_checked == allowed + denied  # refusals are audited too
+
+
+def enterprise_fields() -> dict[str, records_pb2.TypedValue]:
+    return {
+        "registered_name": typed("杭州城市大脑有限公司"),
+        "entity_type": typed("limited_liability_company"),
+        "registered_capital_fen": typed(100_000_000_00),
+        "established_on": typed(datetime.date(2018, 5, 4)),
+        "status": typed("active"),
+        "business_scope": typed("城市数据智能服务"),
+        "legal_representative": typed("330106********4312"),
+        "region_code": typed("330106"),
+    }
+
+
+def test_the_citizen_sees_who_read_their_data_and_anyone_can_check_the_trail(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence(), licence(LUO_FANG))
+    transport, education = Records(mesh, "transport"), Records(mesh, "education")
+    for case in range(3):
+        transport.proof("driving_licence", case_id=f"网约车-{case}")
+    with pytest.raises(grpc.RpcError):
+        education.proof("criminal_record", case_id="enrolment-1")
+    transport.proof("driving_licence", identifier=LUO_FANG, case_id="someone-else")
+
+    portal = Records(mesh)
+    page = portal.stub.ListAccesses(
+        records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3), metadata=portal.metadata
+    )
+    assert [e.caller_id for e in page.entries] == ["education", "transport", "transport"]  # newest first
+    assert page.entries[0].outcome == records_pb2.ACCESS_OUTCOME_DENIED
+    assert page.entries[1].purpose.case_id == "网约车-2"
+    rest = portal.stub.ListAccesses(
+        records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3, page_token=page.next_page_token),
+        metadata=portal.metadata,
+    )
+    assert [e.purpose.case_id for e in rest.entries] == ["网约车-0"] and not rest.next_page_token
+    assert portal.audit().intact
+
+
+def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())
+    transport = Records(mesh, "transport")
+    for case in range(6):
+        transport.proof("driving_licence", case_id=f"case-{case}")
+    portal = Records(mesh)
+    assert portal.audit().intact and portal.audit().entries_checked == 6
+    engine = records_engine(mesh)
+
+    def tamper(*statements: str) -> records_pb2.AuditBreak:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+        result = portal.audit()
+        assert not result.intact
+        return result.first_break
+
+    with engine.connect() as connection:
+        saved = [dict(row._mapping) for row in connection.execute(sa.text("SELECT * FROM audit_entries"))]
+
+    def restore() -> None:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DELETE FROM audit_entries"))
+            connection.execute(sa.table("audit_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
+        assert portal.audit().intact
+
+    altered = tamper("UPDATE audit_entries SET caller_id = 'education' WHERE sequence = 3")
+    assert (altered.sequence, altered.kind) == (3, records_pb2.AUDIT_BREAK_KIND_ALTERED)
+    restore()
+    removed = tamper("DELETE FROM audit_entries WHERE sequence = 4")
+    assert (removed.sequence, removed.kind) == (5, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+    restore()
+    moved = tamper(
+        "UPDATE audit_entries SET sequence = -2 WHERE sequence = 2",
+        "UPDATE audit_entries SET sequence = 2 WHERE sequence = 3",
+        "UPDATE audit_entries SET sequence = 3 WHERE sequence = -2",
+    )
+    assert (moved.sequence, moved.kind) == (2, records_pb2.AUDIT_BREAK_KIND_REORDERED)
+    engine.dispose()
+
+
+def test_no_raw_identifier_reaches_the_records_database_or_its_events(
+    mesh: ServiceEnv, integrator_factory: type
+) -> None:
+    events = integrator_factory.bind("records.events")
+    police = Records(mesh, "public_security")
+    police.publish(licence(), licence(LUO_FANG))
+    publish_on_broker(mesh, licence(ZHUJI_RESIDENT))
+    wait_for(lambda: stored_records(mesh) == 3)
+    portal = Records(mesh)
+    for identifier in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
+        portal.proof("driving_licence", identifier=identifier)
+        portal.proof("criminal_record", identifier=identifier)
+    received = events.receive(3 + 6 * 2)  # published, then issued + accessed per proof
+    assert len(received) == 15
+    engine = records_engine(mesh)
+    dump = []
+    with engine.connect() as connection:
+        for table in sa.inspect(engine).get_table_names():
+            for row in connection.execute(sa.text(f"SELECT * FROM {table}")):
+                dump.append(" ".join(map(str, row)))
+    engine.dispose()
+    text = "\n".join(dump) + "".join(body.decode() + json.dumps(p.headers) for _, p, body in received)
+    for raw in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
+        assert raw not in text and raw.lower() not in text
+    assert_no_raw_identifiers(text, "records database and events")
