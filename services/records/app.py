@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import threading
 import uuid
 import zoneinfo
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -74,6 +76,36 @@ def _date(text: str, name: str, required: bool) -> datetime.date | None:
         raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"{name}: {text[:40]!r} is not a date") from None
 
 
+class SubjectCache:
+    """Who an identifier is never changes, so a feed need not ask identity twice: a bounded,
+    thread-safe memory of recent answers, keyed by a hash of the identifier (the identifier
+    itself is not kept)."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, SubjectRef] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(key: tuple[str, str]) -> bytes:
+        return hashlib.blake2b("\0".join(key).encode(), digest_size=16).digest()
+
+    def get(self, key: tuple[str, str]) -> SubjectRef | None:
+        digest = self._key(key)
+        with self._lock:
+            found = self._entries.get(digest)
+            if found is not None:
+                self._entries.move_to_end(digest)
+            return found
+
+    def put(self, key: tuple[str, str], subject: SubjectRef) -> SubjectRef:
+        with self._lock:
+            self._entries[self._key(key)] = subject
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return subject
+
+
 class RecordsApp:
     def __init__(
         self,
@@ -90,6 +122,7 @@ class RecordsApp:
         self.clock = clock
         self.outbox = Outbox("records", store.outbox, store.inbox)
         self._key_published = False
+        self._subjects_seen = SubjectCache()
         self._check_policy()
 
     def _check_policy(self) -> None:
@@ -314,6 +347,10 @@ class RecordsApp:
         key = (which, getattr(record, which))
         if key in known:
             return known[key]
+        cached = self._subjects_seen.get(key)
+        if cached is not None:
+            known[key] = cached
+            return cached
         try:
             if which == "subject_id":
                 found = subjects.resolve(subject_id=record.subject_id)
@@ -333,7 +370,7 @@ class RecordsApp:
                 subject = existing or subjects.register(record.subject_identifier, name)
         except InvalidSubject as exc:
             raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, f"subject_identifier: {exc}") from None
-        known[key] = subject
+        known[key] = self._subjects_seen.put(key, subject)
         return subject
 
     # -- proofs ---------------------------------------------------------------------------------

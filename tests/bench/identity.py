@@ -30,7 +30,8 @@ from govmesh.messaging import ConfirmingPublisher
 from govmesh.outbox import Outbox, OutboxRelay
 from services.identity import store
 from tests.conftest import AMQP_URI, ServiceEnv
-from tests.service.test_identity import XU_WEI, fix_check, wait_serving
+from tests.people import XU_WEI, resident_id
+from tests.service.test_identity import wait_serving
 
 
 class Bare(identity_pb2_grpc.IdentityServiceServicer):
@@ -79,7 +80,7 @@ def bench_grpc(calls: int, tmp: Path) -> None:
                 "identity api ValidateIdentifier",
                 latencies(lambda: real_stub.ValidateIdentifier(request, metadata=metadata), calls),
             )
-            ids = iter(fix_check(f"330106{19500101 + i % 28:08d}{i % 1000:03d}") for i in range(10**6))
+            ids = iter(resident_id(f"330106{19500101 + i % 28:08d}{i % 1000:03d}") for i in range(10**6))
             report(
                 "identity api RegisterSubject (SQLite write)",
                 latencies(

@@ -16,60 +16,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
+from tests import people
 from tests.conftest import ServiceEnv, consumers, wait_for
-
-# Valid identifiers of the seed's province: residents of Hangzhou's Xihu and Fuyang districts and
-# of Zhuji, an enterprise registered in Hangzhou, and a legacy 15-digit number.
-XU_WEI = "330106198507154312"  # the ride-hailing driver
-LUO_FANG = "33018319720303242X"  # the Fuyang patient
-ZHUJI_RESIDENT = "330681199001011239"
-LEGACY_15 = "330106900307123"
-ENTERPRISE = "91330106MA27XL0E6X"
-RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, "330106199003071236", ENTERPRISE]
+from tests.people import (
+    ENTERPRISE,
+    LEGACY_15,
+    LEGACY_15_AS_18,
+    LUO_FANG,
+    RAW_IDS,
+    XU_WEI,
+    ZHUJI_RESIDENT,
+    resident_id,
+    with_wrong_check,
+)
 
 SERVICE = "govmesh.identity.v1.IdentityService"
 
 
-def fix_check(body17: str) -> str:
-    weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
-    return body17 + "10X98765432"[sum(int(c) * w for c, w in zip(body17, weights, strict=True)) % 11]
-
-
-def fix_uscc(body17: str) -> str:
-    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-    weights = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]
-    total = sum(alphabet.index(c) * w for c, w in zip(body17, weights, strict=True))
-    return body17 + alphabet[(31 - total % 31) % 31]
-
-
-def fix_org(body8: str) -> str:
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    weights = [3, 7, 9, 10, 5, 8, 4, 2]
-    check = 11 - sum(alphabet.index(c) * w for c, w in zip(body8, weights, strict=True)) % 11
-    return body8 + {10: "X", 11: "0"}.get(check, str(check))
-
-
-# Make the constants genuinely valid, whatever digits were typed above.
-XU_WEI = fix_check(XU_WEI[:17])
-LUO_FANG = fix_check(LUO_FANG[:17])
-ZHUJI_RESIDENT = fix_check(ZHUJI_RESIDENT[:17])
-ENTERPRISE = fix_uscc("91330106" + fix_org("MA27XL0E"))
-RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, fix_check("33010619900307123"), ENTERPRISE]
-
-
-def wait_serving(target: str, timeout: float = 30, service: str = SERVICE) -> None:
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"{target} did not become SERVING in {timeout}s")
+def wait_serving(target: str, timeout: float = 30) -> None:
+    people.wait_serving(target, SERVICE, timeout)
 
 
 def health_status(target: str) -> int:
@@ -158,8 +123,8 @@ def test_legacy_15_digit_number_is_the_same_subject_as_its_18_digit_form(running
     client = Client(running)
     converted = client.validate(LEGACY_15)
     assert converted.valid and converted.converted_from_legacy
-    assert converted.normalized == RAW_IDS[4]
-    assert client.register(LEGACY_15).subject == client.resolve(identifier=RAW_IDS[4]).subject
+    assert converted.normalized == LEGACY_15_AS_18
+    assert client.register(LEGACY_15).subject == client.resolve(identifier=LEGACY_15_AS_18).subject
 
 
 def test_validate_reports_every_problem_as_an_answer_not_an_error(running: ServiceEnv) -> None:
@@ -170,13 +135,13 @@ def test_validate_reports_every_problem_as_an_answer_not_an_error(running: Servi
     assert good.resident.region_code == "330106" and "西湖区" in good.resident.region_name
     assert good.resident.sex in (identity_pb2.SEX_MALE, identity_pb2.SEX_FEMALE)
 
-    bad_check = XU_WEI[:-1] + ("0" if XU_WEI[-1] != "0" else "1")
+    bad_check = with_wrong_check(XU_WEI)
     answer = client.validate(bad_check)
     assert not answer.valid
     assert [p.code for p in answer.problems] == [identity_pb2.PROBLEM_CODE_BAD_CHECK_CHARACTER]
     assert answer.problems[0].position == 18
 
-    impossible = client.validate(fix_check("33010619900230123"))
+    impossible = client.validate(resident_id("33010619900230123"))
     assert identity_pb2.PROBLEM_CODE_IMPOSSIBLE_BIRTH_DATE in [p.code for p in impossible.problems]
 
     company = client.validate(ENTERPRISE)
@@ -193,7 +158,7 @@ def test_validate_reports_every_problem_as_an_answer_not_an_error(running: Servi
         (lambda c: c.validate(""), "identifier"),
         (lambda c: c.validate("3" * 65), "identifier"),
         (lambda c: c.register("", "x"), "identifier"),
-        (lambda c: c.register(XU_WEI[:-1] + "0" if XU_WEI[-1] != "0" else XU_WEI[:-1] + "1"), "identifier"),
+        (lambda c: c.register(with_wrong_check(XU_WEI)), "identifier"),
         (lambda c: c.register(XU_WEI, "   "), "display_name"),
         (lambda c: c.register(XU_WEI, "名" * 201), "display_name"),
         (lambda c: c.resolve(), "key"),
@@ -303,7 +268,7 @@ def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, 
         client.resolve(identifier=raw)
     for raw in RAW_IDS[:2]:  # failures too: they are where identifiers leak into messages
         with pytest.raises(grpc.RpcError):
-            client.register(raw[:-1] + ("0" if raw[-1] != "0" else "1"))
+            client.register(with_wrong_check(raw))
     events = integrator.receive(len(RAW_IDS) - 1)  # the legacy number and its 18-digit form are one subject
     assert len(events) == len(RAW_IDS) - 1
     time.sleep(0.5)  # let the console exporter flush the last spans

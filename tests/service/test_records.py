@@ -22,7 +22,7 @@ from govmesh.auth import Policy
 from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.conftest import ServiceEnv, assert_no_raw_identifiers, consumers, wait_for
-from tests.service.test_identity import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving
+from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -46,8 +46,8 @@ def mesh(database_url: str, tmp_path: object, amqp_uri: str) -> Iterator[Service
     env.process("worker", "records")
     wait_for(lambda: consumers(amqp_uri, "rpc-identity") > 0)
     wait_for(lambda: consumers(amqp_uri, "records.records.ingest") > 0)
-    wait_serving(env.target_of("identity"))
-    wait_serving(env.target, service="govmesh.records.v1.RecordsService")
+    wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
+    wait_serving(env.target, "govmesh.records.v1.RecordsService")
     yield env
     env.stop_all()
     assert_no_raw_identifiers(env.all_output(), "identity and records processes' output")
@@ -189,7 +189,7 @@ def test_bad_records_are_refused_one_by_one_with_the_field_and_reason(mesh: Serv
     unknown_department.department_code = "ministry_of_magic"
     wrong_type = licence()
     wrong_type.department_code, wrong_type.record_type = "transport", "driving_licence_x"
-    bad_identifier = licence(XU_WEI[:-1] + ("0" if XU_WEI[-1] != "0" else "1"))
+    bad_identifier = licence(with_wrong_check(XU_WEI))
     bad_field = licence()
     bad_field.fields["status"].string_value = "lost in the post"
     missing_date = licence()

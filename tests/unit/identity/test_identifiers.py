@@ -924,3 +924,13 @@ def test_every_problem_code_is_produced_by_some_test_input() -> None:
         for code in codes(check(raw))
     }
     assert produced == set(ProblemCode)
+
+
+def test_the_test_suites_people_have_valid_identifiers() -> None:
+    from tests import people
+
+    today = datetime.date(2026, 11, 27)
+    for identifier in people.RAW_IDS:
+        assert validate_identifier(identifier, today).valid, identifier
+    assert validate_identifier(people.LEGACY_15, today).normalized == people.LEGACY_15_AS_18
+    assert not validate_identifier(people.with_wrong_check(people.XU_WEI), today).valid
