@@ -44,8 +44,9 @@ _USCC_LETTER: Final = "A-HJ-NPQRTUWXY"
 # That is a "word boundary" that also holds next to Chinese characters (which `\b` counts as word
 # characters), and it keeps 15 or 18 characters out of a longer run such as a hex trace id or a
 # 40-digit number from being taken for an identifier.
+# Nor is it the fraction of a decimal number (a metric's 0.030565123456780208).
 _IDENTIFIER_RE: Final = re.compile(
-    rf"(?<![{_ALNUM}])"
+    rf"(?<![{_ALNUM}])(?<![0-9]\.)"
     rf"(?:[{_DIGIT}]{{17}}[{_DIGIT}Xx\uff38\uff58]"  # resident ID, 18
     rf"|(?=[{_USCC_LETTER}]{{0,17}}[0-9])[0-9{_USCC_LETTER}]{{18}}"  # USCC, at least one digit
     rf"|[{_DIGIT}]{{15}})"  # resident ID, legacy 15

@@ -495,6 +495,11 @@ class RecordsApp:
             raise InvalidArgument(f"purpose.{kind}", "TOO_LONG", f"at most {MAX_TEXT} characters")
         if len(purpose.note) > MAX_NOTE:
             raise InvalidArgument("purpose.note", "TOO_LONG", f"at most {MAX_NOTE} characters")
+        # The purpose is kept on the audit trail and published in events: it names a case or a
+        # law, never a person.
+        for name, text in ((f"purpose.{kind}", value), ("purpose.note", purpose.note)):
+            if catalogue.contains_raw_identifier(text):
+                raise InvalidArgument(name, "RAW_IDENTIFIER", "must not contain an identity number or credit code")
         return kind, value
 
     def _subject_for_read(

@@ -23,6 +23,7 @@ from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.conftest import ServiceEnv, assert_no_raw_identifiers, consumers, wait_for
 from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
+from tests.service.test_identity import scrape
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -287,6 +288,14 @@ def test_a_negative_proof_is_a_proof_like_any_other(mesh: ServiceEnv) -> None:
             records_pb2.GetProofRequest(proof_type="criminal_record", purpose=records_pb2.Purpose(case_id="c")),
             "subject",
         ),
+        (
+            records_pb2.GetProofRequest(
+                identifier=XU_WEI,
+                proof_type="criminal_record",
+                purpose=records_pb2.Purpose(case_id="c", note=f"asked by {LUO_FANG}"),
+            ),
+            "purpose.note",
+        ),
     ],
 )
 def test_bad_proof_requests_name_the_field(mesh: ServiceEnv, request_: records_pb2.GetProofRequest, field: str) -> None:
@@ -379,6 +388,14 @@ def test_the_citizen_sees_who_read_their_data_and_anyone_can_check_the_trail(mes
     assert [e.caller_id for e in page.entries] == ["education", "transport", "transport"]  # newest first
     assert page.entries[0].outcome == records_pb2.ACCESS_OUTCOME_DENIED
     assert page.entries[1].purpose.case_id == "网约车-2"
+    metrics = scrape(mesh.api_metrics_port)
+    assert (
+        'govmesh_records_proofs_total{caller="transport",outcome="issued",proof_type="driving_licence"} 4.0' in metrics
+    )
+    assert (
+        'govmesh_records_proofs_total{caller="education",outcome="refused",proof_type="criminal_record"} 1.0' in metrics
+    )
+    assert "govmesh_records_paper_copies_avoided_total 4.0" in metrics
     rest = portal.stub.ListAccesses(
         records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3, page_token=page.next_page_token),
         metadata=portal.metadata,
@@ -450,6 +467,7 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
                 dump.append(" ".join(map(str, row)))
     engine.dispose()
     text = "\n".join(dump) + "".join(body.decode() + json.dumps(p.headers) for _, p, body in received)
+    text += scrape(mesh.api_metrics_port) + scrape(mesh.worker_metrics_port)
     for raw in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
         assert raw not in text and raw.lower() not in text
     assert_no_raw_identifiers(text, "records database and events")

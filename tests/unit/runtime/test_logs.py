@@ -77,6 +77,7 @@ def assert_no_raw_id(text: str) -> None:
         (f"ids [{RESIDENT_15}|{RESIDENT_18_X}]", "ids [330106*****7123|330106********123X]"),
         (f"id_{RESIDENT_18}", "id_330106********1234"),
         ("３３０１０６１９９００３０７１２３４", "３３０１０６********１２３４"),
+        (f"Name. {RESIDENT_18}.", "Name. 330106********1234."),
     ],
 )
 def test_identifiers_are_masked(text: str, expected: str) -> None:
@@ -97,6 +98,7 @@ def test_identifiers_are_masked(text: str, expected: str) -> None:
         "91330106MA2AXKQ61I",  # I is not in the USCC alphabet
         f"ID{RESIDENT_18}",  # part of a longer run
         "plain words, nothing long",
+        "duration_seconds_sum 0.030565123456780208",  # a metric's fraction
         "",
     ],
 )
