@@ -103,6 +103,12 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_records_seed(args: argparse.Namespace) -> int:
+    from services.records import seed
+
+    return seed.main(_settings("records"), args)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="govmesh",
@@ -137,6 +143,21 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("caller", help="a caller id of the policy file, e.g. demo-portal")
     token.add_argument("--ttl-minutes", type=int, default=None, help="lifetime (default: the policy's)")
     token.set_defaults(func=cmd_dev_token)
+    records = command("records", "Tools of the records service (the public data platform).")
+    records_tools = records.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    seed = records_tools.add_parser(
+        "seed",
+        help="Load a deterministic synthetic population through the real department feeds (needs `make run`).",
+        description="Generate residents and enterprises with valid identifiers and the records of every "
+        "department at realistic rates, and publish them department by department over PublishRecords, "
+        "as each department's own caller. Idempotent: a second run stores nothing new.",
+        epilog=config.ENVIRONMENT_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    seed.add_argument("--subjects", type=int, default=1000, help="how many residents and enterprises (default 1000)")
+    seed.add_argument("--seed", type=int, default=2019, help="the population's seed: same seed, same people")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed.set_defaults(func=cmd_records_seed)
     return top
 
 

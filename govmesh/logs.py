@@ -15,7 +15,6 @@ labels use it too.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,6 +23,8 @@ from typing import Any, Final, TextIO
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
+from govmesh.privacy import mask_identifiers
+
 __all__ = [
     "IdentifierMaskingFilter",
     "JsonLogFormatter",
@@ -31,47 +32,7 @@ __all__ = [
     "mask_identifiers",
 ]
 
-# --- masking -------------------------------------------------------------------------------------
-
-# Full-width digits and letters count too: identity accepts them, so they can arrive in input
-# that somebody logs before it is normalised.
-_DIGIT: Final = "0-9\uff10-\uff19"
-_ALNUM: Final = "0-9A-Za-z\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
-# GB 32100 alphabet: digits and capitals without I, O, Z, S, V.
-_USCC_LETTER: Final = "A-HJ-NPQRTUWXY"
-
-# A candidate stands alone: no ASCII (or full-width) letter or digit right before or after it.
-# That is a "word boundary" that also holds next to Chinese characters (which `\b` counts as word
-# characters), and it keeps 15 or 18 characters out of a longer run such as a hex trace id or a
-# 40-digit number from being taken for an identifier.
-# Nor is it the fraction of a decimal number (a metric's 0.030565123456780208).
-_IDENTIFIER_RE: Final = re.compile(
-    rf"(?<![{_ALNUM}])(?<![0-9]\.)"
-    rf"(?:[{_DIGIT}]{{17}}[{_DIGIT}Xx\uff38\uff58]"  # resident ID, 18
-    rf"|(?=[{_USCC_LETTER}]{{0,17}}[0-9])[0-9{_USCC_LETTER}]{{18}}"  # USCC, at least one digit
-    rf"|[{_DIGIT}]{{15}})"  # resident ID, legacy 15
-    rf"(?![{_ALNUM}])"
-)
-# Cheap pre-check: without a run of 15 letters or digits there is nothing to mask.
-_CANDIDATE_RE: Final = re.compile(rf"[{_ALNUM}]{{15}}")
-
-
-def _masked(match: re.Match[str]) -> str:
-    found = match.group(0)
-    return found[:6] + "*" * (len(found) - 10) + found[-4:]
-
-
-def mask_identifiers(text: str) -> str:
-    """Return `text` with every resident ID number and USCC replaced by its masked form.
-
-    18 characters become first 6 + "********" + last 4 (330106********123X), 15 digits become
-    first 6 + "*****" + last 4. A candidate must not touch another letter or digit, so longer
-    alphanumeric runs (hex trace ids, long numbers, UUID parts) are left alone. Returns `text`
-    itself when there is nothing to mask.
-    """
-    if len(text) < 15 or _CANDIDATE_RE.search(text) is None:
-        return text
-    return _IDENTIFIER_RE.sub(_masked, text)
+# --- masking: govmesh.privacy knows the shapes; this module applies them to log records ---------
 
 
 def mask_value(value: object, depth: int = 0) -> object:

@@ -31,10 +31,11 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
+
+from govmesh.privacy import contains_identifier
 
 __all__ = [
     "DEPARTMENTS",
@@ -191,33 +192,12 @@ CODE: Final = r"[a-z][a-z0-9_]{0,63}"
 
 _NAME_RE: Final = re.compile(CODE)
 
-# The identifier shapes of govmesh.logs.mask_identifiers (resident ID number, 18 or legacy 15
-# digits; unified social credit code, 18 characters of its alphabet with at least one digit),
-# standing alone (no letter or digit touching them). Full-width forms are folded first (NFKC).
-_USCC_LETTER: Final = "A-HJ-NPQRTUWXY"
-_RAW_IDENTIFIER_RE: Final = re.compile(
-    r"(?<![0-9A-Za-z])"
-    r"(?:[0-9]{17}[0-9Xx]"
-    rf"|(?=[{_USCC_LETTER}]{{0,17}}[0-9])[0-9{_USCC_LETTER}]{{18}}"
-    r"|[0-9]{15})"
-    r"(?![0-9A-Za-z])"
-)
-# A resident ID number written in groups ("330106 19900101 123X", "330106-1990..."): 18
-# characters with single spaces or hyphens between them. Only resident numbers are looked for in
-# this form: they are the ones people write that way.
-_SPACED_RESIDENT_RE: Final = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ \-]?[0-9]){16}[ \-]?[0-9Xx](?![0-9A-Za-z])")
-
 
 def contains_raw_identifier(text: str) -> bool:
-    """True when ``text`` contains something shaped like a resident ID number or a USCC.
-
-    Shape only, no check digits: a mistyped identifier is still personal data. Used for every
-    string field of a record; the api layer uses it for free text such as a purpose's note.
-    """
-    folded = unicodedata.normalize("NFKC", text)
-    if len(folded) < 15:  # the shortest identifier (legacy resident numbers)
-        return False
-    return bool(_RAW_IDENTIFIER_RE.search(folded) or _SPACED_RESIDENT_RE.search(folded))
+    """True when ``text`` contains something shaped like a resident ID number or a USCC (see
+    govmesh.privacy). Used for every string field of a record and for free text such as a
+    purpose's note."""
+    return contains_identifier(text)
 
 
 # --------------------------------------------------------------------------------------------
