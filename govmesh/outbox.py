@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -62,23 +63,31 @@ class Outbox:
 
     def add(self, session: Session, event: Message, subject: str) -> Envelope:
         """Queue `event` for publication in the caller's transaction."""
-        envelope = Envelope.for_event(
-            self.service, event, subject, {k: str(v) for k, v in tracing.inject_headers({}).items()}
-        )
-        session.execute(
-            self.outbox.insert().values(
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-                source=envelope.source,
-                subject=envelope.subject,
-                occurred_at=envelope.time,
-                exchange=envelope.exchange,
-                routing_key=envelope.routing_key,
-                body=envelope.body,
-                trace_headers=json.dumps(envelope.trace_headers),
+        return self.add_many(session, [(event, subject)])[0]
+
+    def add_many(self, session: Session, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
+        """Queue several (event, subject) pairs in one statement, in order."""
+        trace_headers = {k: str(v) for k, v in tracing.inject_headers({}).items()}
+        envelopes = [Envelope.for_event(self.service, event, subject, trace_headers) for event, subject in events]
+        if envelopes:
+            session.execute(
+                self.outbox.insert(),
+                [
+                    {
+                        "event_id": envelope.event_id,
+                        "event_type": envelope.event_type,
+                        "source": envelope.source,
+                        "subject": envelope.subject,
+                        "occurred_at": envelope.time,
+                        "exchange": envelope.exchange,
+                        "routing_key": envelope.routing_key,
+                        "body": envelope.body,
+                        "trace_headers": json.dumps(envelope.trace_headers),
+                    }
+                    for envelope in envelopes
+                ],
             )
-        )
-        return envelope
+        return envelopes
 
     def claim(self, session: Session, consumer: str, event_id: str) -> bool:
         """Record that `consumer` applies `event_id` in this transaction; False if it already did.

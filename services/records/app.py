@@ -11,6 +11,7 @@ import uuid
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -44,6 +45,19 @@ class PublishSummary:
     rejected: int = 0
     rejections: list[records_pb2.RecordRejection] = field(default_factory=list)
 
+    def refuse(self, index: int, record: records_pb2.DepartmentRecord, refusal: Refused) -> None:
+        self.rejected += 1
+        if len(self.rejections) < MAX_REJECTIONS_REPORTED:
+            self.rejections.append(
+                Rejection(
+                    index=index,
+                    department_code=record.department_code[:MAX_TEXT],
+                    source_reference=record.source_reference[:MAX_TEXT],
+                    code=refusal.code,
+                    message=refusal.message,
+                )
+            )
+
     def to_proto(self) -> records_pb2.PublishRecordsResponse:
         return records_pb2.PublishRecordsResponse(
             received=self.received,
@@ -52,6 +66,21 @@ class PublishSummary:
             rejected=self.rejected,
             rejections=self.rejections,
         )
+
+
+@dataclass
+class Checked:
+    """A record that passed every check that needs neither storage nor identity."""
+
+    department: str
+    spec: catalogue.RecordTypeSpec
+    reference: str
+    fields: dict[str, catalogue.Value]
+    effective_from: datetime.date
+    effective_to: datetime.date | None
+    recorded_at: datetime.datetime | None
+    supersedes: str
+    subject: SubjectRef | None = None
 
 
 class Refused(Exception):
@@ -63,6 +92,18 @@ class Refused(Exception):
 
 def _utc(when: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+class Duplicate:
+    """A record already stored when its batch was checked."""
+
+
+DUPLICATE = Duplicate()
+
+
+def _subject_key(record: records_pb2.DepartmentRecord) -> tuple[str, str]:
+    which = record.WhichOneof("subject") or ""
+    return which, str(getattr(record, which)) if which else ""
 
 
 def _date(text: str, name: str, required: bool) -> datetime.date | None:
@@ -123,6 +164,7 @@ class RecordsApp:
         self.outbox = Outbox("records", store.outbox, store.inbox)
         self._key_published = False
         self._subjects_seen = SubjectCache()
+        self._identity_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="records-identity")
         self._check_policy()
 
     def _check_policy(self) -> None:
@@ -189,144 +231,232 @@ class RecordsApp:
         channel: str,
         subjects: Subjects | None = None,
     ) -> PublishSummary:
-        """Store each record once, by (department, source reference). Each batch commits
-        together; a bad record is refused on its own (a savepoint) and the rest go on.
-        `subjects` overrides how identity is reached (the worker passes its RPC proxy)."""
+        """Store each record once, by (department, source reference).
+
+        Each batch goes through three steps: every check that needs neither storage nor
+        identity; identity for the subjects not seen before (outside any transaction, so no
+        write lock waits on identity, and concurrently for the api); then one transaction that
+        writes the new records and their events. A bad record is refused on its own, before it
+        changes anything; the rest go on. `subjects` overrides how identity is reached (the
+        worker passes its RPC proxy, which must be called from its own green thread)."""
+        concurrent = subjects is None
         subjects = subjects or self.subjects
         summary = PublishSummary()
         for batch in batches:
-            known: dict[tuple[str, str], SubjectRef] = {}
+            first_index = summary.received
+            records = list(batch)
+            summary.received += len(records)
+            checked: list[Checked | Refused | Duplicate] = [self._check(record, caller) for record in records]
+            with self.db.read() as session:
+                stored = self._stored_references(session, [c for c in checked if isinstance(c, Checked)])
+            seen: set[tuple[str, str]] = set()
+            for position, item in enumerate(checked):
+                if isinstance(item, Checked):
+                    key = (item.department, item.reference)
+                    if key in stored or key in seen:
+                        checked[position] = DUPLICATE
+                    seen.add(key)
+            self._resolve_subjects(records, checked, subjects, concurrent)
             with self.db.transaction() as session:
-                for record in batch:
-                    index = summary.received
-                    summary.received += 1
-                    try:
-                        with session.begin_nested():
-                            stored = self._publish_one(session, record, caller, channel, known, subjects)
-                    except Refused as refusal:
-                        summary.rejected += 1
-                        if len(summary.rejections) < MAX_REJECTIONS_REPORTED:
-                            summary.rejections.append(
-                                Rejection(
-                                    index=index,
-                                    department_code=record.department_code[:MAX_TEXT],
-                                    source_reference=record.source_reference[:MAX_TEXT],
-                                    code=refusal.code,
-                                    message=refusal.message,
-                                )
-                            )
-                        continue
-                    except sa.exc.IntegrityError:
-                        stored = False  # the same record arrived on the other path at the same moment
-                    if stored:
+                written = self._write_batch(session, [c for c in checked if isinstance(c, Checked)], channel)
+            for position, item in enumerate(checked):
+                if isinstance(item, Refused):
+                    summary.refuse(first_index + position, records[position], item)
+                elif isinstance(item, Checked) and id(item) in written:
+                    refusal = written[id(item)]
+                    if refusal is None:
                         summary.stored += 1
                     else:
-                        summary.duplicates += 1
+                        summary.refuse(first_index + position, records[position], refusal)
+                else:
+                    summary.duplicates += 1
         return summary
 
-    def _publish_one(
-        self,
-        session: Session,
-        record: records_pb2.DepartmentRecord,
-        caller: Caller,
-        channel: str,
-        known: dict[tuple[str, str], SubjectRef],
-        subjects: Subjects,
-    ) -> bool:
-        department = catalogue.department(record.department_code)
-        if department is None:
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_UNKNOWN_DEPARTMENT,
-                f"department_code: {record.department_code[:64]!r} is not a department of the catalogue",
-            )
-        if not caller.may_publish(department.code):
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_NOT_PERMITTED,
-                f"department_code: caller {caller.caller_id!r} may not publish for {department.code!r}",
-            )
-        spec = catalogue.record_type(department.code, record.record_type)
-        if spec is None:
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_UNKNOWN_RECORD_TYPE,
-                f"record_type: {record.record_type[:64]!r} is not a record type of {department.code!r}",
-            )
-        reference = record.source_reference.strip()
-        if not reference or len(reference) > MAX_TEXT:
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"source_reference: must be 1 to {MAX_TEXT} characters"
-            )
-        effective_from = _date(record.effective_from, "effective_from", required=True)
-        effective_to = _date(record.effective_to, "effective_to", required=False)
-        if effective_from and effective_to and effective_to < effective_from:
-            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, "effective_to: lies before effective_from")
-        try:
-            fields = values.fields_from_proto(record.fields, "fields.")
-        except values.UnreadableValue as exc:
-            raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, str(exc)) from None
-        problems = catalogue.validate_fields(spec, fields)
-        if problems:
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
-                "; ".join(f"fields.{p.message}" for p in problems[:5]),
-            )
-        if self._record_id(session, department.code, reference) is not None:
-            return False
-        supersedes = None
-        if record.supersedes_source_reference:
-            supersedes = self._record_id(session, department.code, record.supersedes_source_reference)
-            if supersedes is None:
-                raise Refused(
-                    records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED,
-                    "supersedes_source_reference: no record of this department has that reference",
+    def _stored_references(self, session: Session, items: list[Checked]) -> set[tuple[str, str]]:
+        table = store.records
+        keys = {(item.department, item.reference) for item in items}
+        found: set[tuple[str, str]] = set()
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            rows = session.execute(
+                sa.select(table.c.department_code, table.c.source_reference).where(
+                    sa.tuple_(table.c.department_code, table.c.source_reference).in_(chunk)
                 )
-        subject = self._subject_of(record, known, subjects)
-        if subject.kind not in spec.subject_kinds:
-            raise Refused(
-                records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
-                f"subject: {spec.code!r} records are not about {subject.kind.value}s",
             )
+            found.update((row.department_code, row.source_reference) for row in rows)
+        return found
+
+    def _resolve_subjects(
+        self,
+        records: list[records_pb2.DepartmentRecord],
+        checked: list[Checked | Refused | Duplicate],
+        subjects: Subjects,
+        concurrent: bool,
+    ) -> None:
+        pending = [(position, item) for position, item in enumerate(checked) if isinstance(item, Checked)]
+        distinct = {_subject_key(records[position]): records[position] for position, _ in pending}
+
+        def who(entry: tuple[tuple[str, str], records_pb2.DepartmentRecord]) -> SubjectRef | Refused:
+            try:
+                return self._subject_of(entry[1], subjects)
+            except Refused as refusal:
+                return refusal
+
+        answers = list((self._identity_pool.map if concurrent else map)(who, distinct.items()))
+        found = dict(zip(distinct, answers, strict=True))
+        for position, item in pending:
+            subject = found[_subject_key(records[position])]
+            if isinstance(subject, SubjectRef) and subject.kind not in item.spec.subject_kinds:
+                subject = Refused(
+                    records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
+                    f"subject: {item.spec.code!r} records are not about {subject.kind.value}s",
+                )
+            if isinstance(subject, Refused):
+                checked[position] = subject
+            else:
+                item.subject = subject
+
+    def _write_batch(self, session: Session, items: list[Checked], channel: str) -> dict[int, Refused | None]:
+        """Writes the batch: new records in one statement when nothing stands in the way, else
+        one by one. Returns, by id(item), None for stored and the Refused for refused; items
+        missing from the answer were found stored already (the other path won a race)."""
+        plain = [item for item in items if not item.supersedes]
+        outcome: dict[int, Refused | None] = {}
+        try:
+            with session.begin_nested():
+                self._insert(session, plain, channel)
+            outcome.update((id(item), None) for item in plain)
+            rest = [item for item in items if item.supersedes]
+        except sa.exc.IntegrityError:
+            rest = items  # the same record arrived on the other path meanwhile: go one by one
+        for item in rest:
+            try:
+                with session.begin_nested():
+                    if self._record_id(session, item.department, item.reference) is not None:
+                        continue
+                    self._insert(session, [item], channel)
+                outcome[id(item)] = None
+            except Refused as refusal:
+                outcome[id(item)] = refusal
+            except sa.exc.IntegrityError:
+                continue
+        return outcome
+
+    def _insert(self, session: Session, items: list[Checked], channel: str) -> None:
+        if not items:
+            return
         now = self.clock()
-        recorded_at = record.recorded_at.ToDatetime(datetime.UTC) if record.HasField("recorded_at") else now
-        record_id = str(uuid.uuid4())
-        assert effective_from is not None
-        session.execute(
-            store.records.insert().values(
+        rows, events, superseded = [], [], []
+        for item in items:
+            subject = item.subject
+            assert subject is not None
+            supersedes = None
+            if item.supersedes:
+                supersedes = self._record_id(session, item.department, item.supersedes)
+                if supersedes is None:
+                    raise Refused(
+                        records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED,
+                        "supersedes_source_reference: no record of this department has that reference",
+                    )
+            record_id = str(uuid.uuid4())
+            rows.append(
+                {
+                    "record_id": record_id,
+                    "department_code": item.department,
+                    "record_type": item.spec.code,
+                    "source_reference": item.reference,
+                    "subject_id": subject.subject_id,
+                    "subject_masked_identifier": subject.masked_identifier,
+                    "subject_kind": subject.kind.value,
+                    "fields": values.fields_to_json(item.fields),
+                    "effective_from": item.effective_from,
+                    "effective_to": item.effective_to,
+                    "recorded_at": item.recorded_at or now,
+                    "supersedes_record_id": supersedes,
+                    "superseded_by": None,
+                    "channel": channel,
+                    "stored_at": now,
+                }
+            )
+            if supersedes is not None:
+                superseded.append((supersedes, record_id))
+            event = events_pb2.RecordPublished(
                 record_id=record_id,
-                department_code=department.code,
-                record_type=spec.code,
-                source_reference=reference,
+                department_code=item.department,
+                record_type=item.spec.code,
+                source_reference=item.reference,
                 subject_id=subject.subject_id,
                 subject_masked_identifier=subject.masked_identifier,
-                subject_kind=subject.kind.value,
-                fields=values.fields_to_json(fields),
-                effective_from=effective_from,
-                effective_to=effective_to,
-                recorded_at=recorded_at,
-                supersedes_record_id=supersedes,
-                channel=channel,
-                stored_at=now,
+                subject_kind=KIND_TO_PROTO[subject.kind],
+                effective_from=item.effective_from.isoformat(),
+                effective_to=item.effective_to.isoformat() if item.effective_to else "",
+                supersedes_record_id=supersedes or "",
+                channel=events_pb2.INGEST_CHANNEL_GRPC if channel == "grpc" else events_pb2.INGEST_CHANNEL_BROKER,
             )
+            event.published_at.FromDatetime(now)
+            events.append((event, subject.subject_id))
+        session.execute(store.records.insert(), rows)
+        for old, new in superseded:
+            session.execute(store.records.update().where(store.records.c.record_id == old).values(superseded_by=new))
+        self.outbox.add_many(session, events)
+
+    def _check(self, record: records_pb2.DepartmentRecord, caller: Caller) -> Checked | Refused:
+        """Everything that can be known about a record without storage or identity."""
+        try:
+            department = catalogue.department(record.department_code)
+            if department is None:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_UNKNOWN_DEPARTMENT,
+                    f"department_code: {record.department_code[:64]!r} is not a department of the catalogue",
+                )
+            if not caller.may_publish(department.code):
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_NOT_PERMITTED,
+                    f"department_code: caller {caller.caller_id!r} may not publish for {department.code!r}",
+                )
+            spec = catalogue.record_type(department.code, record.record_type)
+            if spec is None:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_UNKNOWN_RECORD_TYPE,
+                    f"record_type: {record.record_type[:64]!r} is not a record type of {department.code!r}",
+                )
+            reference = record.source_reference.strip()
+            if not reference or len(reference) > MAX_TEXT:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
+                    f"source_reference: must be 1 to {MAX_TEXT} characters",
+                )
+            effective_from = _date(record.effective_from, "effective_from", required=True)
+            effective_to = _date(record.effective_to, "effective_to", required=False)
+            assert effective_from is not None
+            if effective_to and effective_to < effective_from:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, "effective_to: lies before effective_from"
+                )
+            try:
+                fields = values.fields_from_proto(record.fields, "fields.")
+            except values.UnreadableValue as exc:
+                raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, str(exc)) from None
+            problems = catalogue.validate_fields(spec, fields)
+            if problems:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
+                    "; ".join(f"fields.{p.message}" for p in problems[:5]),
+                )
+        except Refused as refusal:
+            return refusal
+        recorded_at = record.recorded_at.ToDatetime(datetime.UTC) if record.HasField("recorded_at") else None
+        return Checked(
+            department.code,
+            spec,
+            reference,
+            fields,
+            effective_from,
+            effective_to,
+            recorded_at,
+            record.supersedes_source_reference,
         )
-        if supersedes is not None:
-            session.execute(
-                store.records.update().where(store.records.c.record_id == supersedes).values(superseded_by=record_id)
-            )
-        event = events_pb2.RecordPublished(
-            record_id=record_id,
-            department_code=department.code,
-            record_type=spec.code,
-            source_reference=reference,
-            subject_id=subject.subject_id,
-            subject_masked_identifier=subject.masked_identifier,
-            subject_kind=KIND_TO_PROTO[subject.kind],
-            effective_from=effective_from.isoformat(),
-            effective_to=effective_to.isoformat() if effective_to else "",
-            supersedes_record_id=supersedes or "",
-            channel=events_pb2.INGEST_CHANNEL_GRPC if channel == "grpc" else events_pb2.INGEST_CHANNEL_BROKER,
-        )
-        event.published_at.FromDatetime(now)
-        self.outbox.add(session, event, subject=subject.subject_id)
-        return True
 
     def _record_id(self, session: Session, department: str, reference: str) -> str | None:
         row = session.execute(
@@ -336,21 +466,19 @@ class RecordsApp:
         ).first()
         return None if row is None else str(row.record_id)
 
-    def _subject_of(
-        self, record: records_pb2.DepartmentRecord, known: dict[tuple[str, str], SubjectRef], subjects: Subjects
-    ) -> SubjectRef:
+    def _subject_of(self, record: records_pb2.DepartmentRecord, subjects: Subjects) -> SubjectRef:
         which = record.WhichOneof("subject")
         if which is None:
             raise Refused(
                 records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, "subject: give subject_identifier or subject_id"
             )
-        key = (which, getattr(record, which))
-        if key in known:
-            return known[key]
-        cached = self._subjects_seen.get(key)
-        if cached is not None:
-            known[key] = cached
-            return cached
+        key = _subject_key(record)
+        subject = self._subjects_seen.get(key)
+        if subject is None:
+            subject = self._subjects_seen.put(key, self._ask_identity(record, which, subjects))
+        return subject
+
+    def _ask_identity(self, record: records_pb2.DepartmentRecord, which: str, subjects: Subjects) -> SubjectRef:
         try:
             if which == "subject_id":
                 found = subjects.resolve(subject_id=record.subject_id)
@@ -358,20 +486,19 @@ class RecordsApp:
                     raise Refused(
                         records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, "subject_id: identity knows no such subject"
                     )
-                subject = found
-            else:
-                name = " ".join(record.subject_display_name.split())
-                existing = None if name else subjects.resolve(identifier=record.subject_identifier)
-                if existing is None and not name:
-                    raise Refused(
-                        records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
-                        "subject_display_name: needed to register a subject identity does not know yet",
-                    )
-                subject = existing or subjects.register(record.subject_identifier, name)
+                return found
+            name = " ".join(record.subject_display_name.split())
+            existing = None if name else subjects.resolve(identifier=record.subject_identifier)
+            if existing is not None:
+                return existing
+            if not name:
+                raise Refused(
+                    records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT,
+                    "subject_display_name: needed to register a subject identity does not know yet",
+                )
+            return subjects.register(record.subject_identifier, name)
         except InvalidSubject as exc:
             raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT, f"subject_identifier: {exc}") from None
-        known[key] = self._subjects_seen.put(key, subject)
-        return subject
 
     # -- proofs ---------------------------------------------------------------------------------
 
