@@ -471,3 +471,25 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
     for raw in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
         assert raw not in text and raw.lower() not in text
     assert_no_raw_identifiers(text, "records database and events")
+
+
+def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: ServiceEnv) -> None:
+    from services.records import synthetic
+    from tests.conftest import govmesh
+
+    first = govmesh("records", "seed", "--subjects", "60", "--quiet", env=mesh.env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    people = list(synthetic.population(60))
+    expected = sum(len(p.records) for p in people)
+    assert f"60 subjects, {expected} department records" in first.stdout
+    assert f"{expected} stored, 0 already there, 0 refused" in first.stdout
+    again = govmesh("records", "seed", "--subjects", "60", "--quiet", env=mesh.env)
+    assert f"0 stored, {expected} already there, 0 refused" in again.stdout
+    assert stored_records(mesh) == expected
+
+    # A seeded resident's records make proofs like any department's.
+    driver = next(p for p in people if any(r.record_type == "driving_licence" for r in p.records))
+    proof = Records(mesh).proof("driving_licence", identifier=driver.identifier)
+    assert proof.claims["licence_class"].string_value
+    for person in people:
+        assert person.identifier not in first.stdout + first.stderr
