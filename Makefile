@@ -93,7 +93,7 @@ bench: install
 	@$(BIN)/python -m tests.bench.identity
 
 lock:
-	@$(BIN)/pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock
+	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean:
 	rm -rf $(VENV) $(STAMPS) node_modules var
