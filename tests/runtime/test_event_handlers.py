@@ -47,7 +47,7 @@ def echo(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[tuple[Ech
     process.start()
     process.wait_for_log("starting services: echotest")
     wait_for(lambda: consumers(amqp_uri, QUEUE) > 0)  # bound and consuming: events published now arrive
-    db = service_database("identity", database_url)
+    db = service_database("identity", env.database_url("identity"))
     yield process, db
     process.stop()
     db.dispose()
