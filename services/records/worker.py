@@ -65,21 +65,17 @@ class Unused:
         raise AssertionError("records worker: identity is reached through the RPC proxy")
 
 
-class Verifier:
-    """Checks the department's token on broker messages, like the api's call pipeline does."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
-
-
-def _build(settings: Settings, db: Any) -> tuple[RecordsApp, Verifier]:
-    return app.build(settings, db, subjects=Unused()), Verifier(settings)
+def _build(settings: Settings, db: Any) -> tuple[RecordsApp, TokenVerifier]:
+    """The use cases, and the token check for broker messages (what the api's call pipeline
+    does for gRPC calls)."""
+    verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
+    return app.build(settings, db, subjects=Unused()), verifier
 
 
 class Worker:
     name = "records"
 
-    parts: tuple[RecordsApp, Verifier] = Application(_build)
+    parts: tuple[RecordsApp, TokenVerifier] = Application(_build)
     outbox_relay = OutboxRelayRunner(Outbox("records", store.outbox, store.inbox))
     identity = RpcProxy("identity")
     headers: dict[str, Any] = MessageHeaders()
@@ -88,7 +84,7 @@ class Worker:
     def ingest(self, body: Any) -> None:
         records, verifier = self.parts
         try:
-            caller = verifier.verifier.caller(str(self.headers.get("authorization", "")) or None)
+            caller = verifier.caller(str(self.headers.get("authorization", "")) or None)
         except Unauthenticated as exc:
             log.warning("records.ingest: message refused: %s", exc)
             raise Rejected(str(exc)) from None

@@ -1,8 +1,10 @@
-"""The alert rules watch metrics that the code really exports (a renamed metric would otherwise
-silence its alert without anyone noticing); promtool checks their syntax and behaviour."""
+"""The alert rules and the Grafana dashboard watch metrics that the code really exports (a
+renamed metric would otherwise silence its alert or blank its panel without anyone noticing);
+promtool checks the rules' syntax and behaviour."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -22,9 +24,14 @@ SUFFIXES = {
 
 
 def exported_names() -> set[str]:
-    """Every series name the runtime's metrics produce, whether or not they have samples yet."""
+    """Every series name the runtime's and the services' metrics produce, whether or not they
+    have samples yet."""
+    import services.identity.api
+    import services.records.metrics
+
     names = set()
-    for metric in govmesh.metrics.__dict__.values():
+    modules = (govmesh.metrics, services.identity.api, services.records.metrics)
+    for metric in [value for module in modules for value in module.__dict__.values()]:
         if hasattr(metric, "describe") and not isinstance(metric, type):
             for family in metric.describe():
                 names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, [""])}
@@ -40,3 +47,12 @@ def test_every_metric_an_alert_uses_is_exported() -> None:
     missing = {name for name in used if name not in exported and name not in PROMQL_BUILTINS and name not in recorded}
     assert not missing, f"alerts use metrics nobody exports: {sorted(missing)}"
     assert "govmesh_outbox_backlog" in used and "govmesh_grpc_requests_total" in used
+
+
+def test_every_metric_the_dashboard_shows_is_exported() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "govmesh-overview.json").read_text())
+    expressions = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    used = set(re.findall(r"\b(govmesh_[a-z_]+)\b", expressions))
+    missing = sorted(used - exported_names())
+    assert not missing, f"the dashboard shows metrics nobody exports: {missing}"
+    assert len(dashboard["panels"]) >= 10
