@@ -1,0 +1,139 @@
+"""Statutory deadlines in working days of the official Chinese calendar (pure domain logic).
+
+A working day is a day the State Council's holiday arrangements (国务院办公厅关于部分节假日安排的
+通知) make a working day: Monday to Friday unless a public holiday, plus the adjusted working
+weekends (调休上班) that pay for long holidays. The chinese-calendar package carries those
+arrangements year by year; this module is the only place that reads it.
+
+Decisions a reader should know:
+
+* Counting. A period in working days starts on the day after submission (行政许可法 art. 82
+  counts deadlines in working days; Civil Code art. 201: the day an event happens is not
+  counted, the period starts the next day). So a deadline of N working days is the N-th working
+  day strictly after the submission date, whatever the hour of submission: a case submitted on
+  Friday evening, on a holiday or on an adjusted working Saturday starts counting the next day.
+  The deadline date is the day on which the N-th working day ends: the case must be decided by
+  the end of that day.
+* N = 0 (decided on the spot, 当场办结) gives the submission date when it is a working day and
+  otherwise the next working day: a deadline is always a working day.
+* Time zone. Dates are Asia/Shanghai dates. China has kept UTC+8 all year since 1992, so a fixed
+  offset is exact and needs no tz database (the same choice as identity's ``today_in_shanghai``).
+* Years the calendar does not know. chinese-calendar raises NotImplementedError outside the years
+  whose arrangements it ships (2004-2026 in 1.11.0; the State Council publishes each year's
+  arrangements late in the year before, and a new release of the package follows). For such
+  years this module falls back to Monday-Friday, which ignores that year's holidays and adjusted
+  weekends, so a deadline computed that way may be off by a few days (usually early: the
+  holidays count as working days, and they outnumber the adjusted weekends). It never raises:
+  a case must get a deadline even then. Callers that show a deadline call
+  :func:`calendar_known` (or :func:`calendar_covers`) and flag it as provisional, and the
+  package should be upgraded when a new year's arrangements appear.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from typing import Final
+
+import chinese_calendar
+
+__all__ = [
+    "SHANGHAI",
+    "add_working_days",
+    "calendar_covers",
+    "calendar_known",
+    "is_working_day",
+    "shanghai_date",
+    "working_days_between",
+]
+
+#: Asia/Shanghai: UTC+8 with no daylight saving time since 1992.
+SHANGHAI: Final = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
+
+_ONE_DAY: Final = datetime.timedelta(days=1)
+
+
+@functools.cache
+def calendar_known(year: int) -> bool:
+    """True when chinese-calendar has the official arrangements for ``year``; otherwise working
+    days of that year are the Monday-Friday estimate (see the module docstring)."""
+    try:
+        chinese_calendar.is_workday(datetime.date(year, 1, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
+def calendar_covers(start: datetime.date, end: datetime.date) -> bool:
+    """True when every year from ``start`` to ``end`` (either order) is :func:`calendar_known`:
+    working days counted between them follow the official calendar, not the estimate."""
+    low, high = sorted((start.year, end.year))
+    return all(calendar_known(year) for year in range(low, high + 1))
+
+
+def is_working_day(day: datetime.date) -> bool:
+    """True when ``day`` is a working day: the official calendar, or Monday-Friday for a year it
+    does not know. ``day`` is a calendar date in Asia/Shanghai; a datetime is refused, since its
+    date depends on a time zone the caller must choose (see :func:`shanghai_date`)."""
+    if isinstance(day, datetime.datetime) or not isinstance(day, datetime.date):
+        raise TypeError("day must be a datetime.date (a calendar date in Asia/Shanghai)")
+    if calendar_known(day.year):
+        return bool(chinese_calendar.is_workday(day))
+    return day.weekday() < 5
+
+
+def shanghai_date(moment: datetime.datetime) -> datetime.date:
+    """The Asia/Shanghai calendar date of an aware instant. A naive datetime is refused: storage
+    is UTC and the edges are Asia/Shanghai, so a naive value could be either."""
+    if not isinstance(moment, datetime.datetime):
+        raise TypeError("moment must be an aware datetime.datetime")
+    if moment.utcoffset() is None:
+        raise ValueError("moment must be timezone-aware (a naive datetime could be UTC or Asia/Shanghai)")
+    return moment.astimezone(SHANGHAI).date()
+
+
+def add_working_days(start: datetime.datetime, days: int) -> datetime.date:
+    """The deadline date of a period of ``days`` working days from the instant ``start``.
+
+    The period starts on the day after ``start``'s Asia/Shanghai date: the result is the
+    ``days``-th working day after that date, or for ``days == 0`` the date itself when it is a
+    working day and otherwise the next working day. Negative ``days`` are refused (ValueError).
+    """
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise TypeError("days must be an int")
+    if days < 0:
+        raise ValueError(f"days must not be negative (got {days})")
+    day = shanghai_date(start)
+    if days == 0:
+        while not is_working_day(day):
+            day += _ONE_DAY
+        return day
+    remaining = days
+    while remaining:
+        day += _ONE_DAY
+        if is_working_day(day):
+            remaining -= 1
+    return day
+
+
+def working_days_between(start: datetime.date, end: datetime.date) -> int:
+    """The working days after ``start`` up to and including ``end``: 0 when they are equal, and
+    negative (minus the count from ``end`` to ``start``) when ``end`` is before ``start``.
+
+    It is the inverse of :func:`add_working_days` for ``days >= 1``:
+    ``working_days_between(d, add_working_days(t, n)) == n`` where ``d`` is ``t``'s date. So
+    ``working_days_between(today, deadline)`` is the working days left, and
+    ``working_days_between(deadline, today)`` how many a case is overdue.
+    """
+    for value in (start, end):
+        if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
+            raise TypeError("start and end must be datetime.date values (calendar dates in Asia/Shanghai)")
+    if end < start:
+        return -working_days_between(end, start)
+    count = 0
+    day = start + _ONE_DAY
+    while day <= end:
+        if is_working_day(day):
+            count += 1
+        day += _ONE_DAY
+    return count
