@@ -4,6 +4,7 @@ as subprocesses exactly the way `make run` starts them."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pytest
@@ -31,12 +33,24 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def amqp_uri() -> str:
+def amqp_uri() -> Iterator[str]:
+    """The broker the suite uses: a virtual host of its own when this machine's rabbitmqctl can
+    make one, so a mesh running beside the suite (`make run`) never takes the suite's messages
+    from its queues; the broker's default virtual host otherwise."""
     try:
         pika.BlockingConnection(pika.URLParameters(AMQP_URI)).close()
     except pika.exceptions.AMQPError as exc:
         pytest.fail(f"RabbitMQ must be running at {AMQP_URI} (make test starts it): {exc!r}")
-    return AMQP_URI
+    vhost = f"govmesh-test-{uuid.uuid4().hex[:8]}"
+    user = pika.URLParameters(AMQP_URI).credentials.username  # type: ignore[attr-defined]
+    try:
+        for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
+            subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        yield AMQP_URI
+        return
+    yield urlunsplit(urlsplit(AMQP_URI)._replace(path="/" + vhost))
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=30)
 
 
 class PostgresDatabases:
@@ -311,3 +325,35 @@ def integrator_factory(amqp_uri: str) -> Iterator[type]:
     yield Factory
     for integrator in opened:
         integrator.close()
+
+
+def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) -> dict[str, object]:
+    """Call a worker's nameko RPC the way any AMQP client can: nameko's wire protocol."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        channel = connection.channel()
+        reply_queue = channel.queue_declare("", exclusive=True).method.queue
+        # nameko replies through its rpc exchange, routed by the reply queue's name.
+        channel.exchange_declare("nameko-rpc", "topic", durable=True)
+        channel.queue_bind(reply_queue, "nameko-rpc", reply_queue)
+        correlation_id = str(uuid.uuid4())
+        channel.basic_publish(
+            "nameko-rpc",
+            f"{service}.{method}",
+            json.dumps({"args": [], "kwargs": kwargs}),
+            pika.BasicProperties(
+                reply_to=reply_queue,
+                correlation_id=correlation_id,
+                content_type="application/json",
+                content_encoding="utf-8",
+            ),
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            method_frame, properties, body = channel.basic_get(reply_queue, auto_ack=True)
+            if method_frame is not None and properties.correlation_id == correlation_id:
+                return dict(json.loads(body))
+            connection.sleep(0.05)
+        raise AssertionError(f"no reply from {service}.{method}")
+    finally:
+        connection.close()

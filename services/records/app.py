@@ -502,7 +502,10 @@ class RecordsApp:
 
     # -- proofs ---------------------------------------------------------------------------------
 
-    def get_proof(self, request: records_pb2.GetProofRequest, caller: Caller) -> records_pb2.Proof:
+    def get_proof(
+        self, request: records_pb2.GetProofRequest, caller: Caller, subjects: Subjects | None = None
+    ) -> records_pb2.Proof:
+        """Issue a proof (see the contract). `subjects` overrides how identity is reached."""
         purpose_kind, purpose_value = self._purpose(request.purpose if request.HasField("purpose") else None)
         spec = proofs.proof_type(request.proof_type)
         if spec is None:
@@ -521,7 +524,7 @@ class RecordsApp:
         )
         # A caller without the right learns nothing, not even whether the subject is registered.
         subject = self._subject_for_read(
-            request.identifier, request.subject_id, "subject", refusal=None if allowed else refusal
+            request.identifier, request.subject_id, "subject", refusal=None if allowed else refusal, subjects=subjects
         )
         if subject.kind not in spec.subject_kinds:
             raise InvalidArgument(
@@ -630,12 +633,17 @@ class RecordsApp:
         return kind, value
 
     def _subject_for_read(
-        self, identifier: str, subject_id: str, field_name: str, refusal: Exception | None = None
+        self,
+        identifier: str,
+        subject_id: str,
+        field_name: str,
+        refusal: Exception | None = None,
+        subjects: Subjects | None = None,
     ) -> SubjectRef:
         if not identifier and not subject_id:
             raise InvalidArgument(field_name, "MISSING", "give an identifier or a subject_id")
         try:
-            subject = self.subjects.resolve(identifier=identifier, subject_id=subject_id)
+            subject = (subjects or self.subjects).resolve(identifier=identifier, subject_id=subject_id)
         except InvalidSubject as exc:
             raise InvalidArgument("identifier", "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
         if subject is None:

@@ -9,10 +9,11 @@ from typing import Any
 
 from google.protobuf import json_format
 from nameko.exceptions import RemoteError
-from nameko.rpc import RpcProxy
+from nameko.rpc import RpcProxy, rpc
 
 from govmesh.auth import Policy, TokenVerifier, Unauthenticated
 from govmesh.config import Settings
+from govmesh.errors import ServiceError
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
 from govmesh.worker import Application, MessageHeaders, OutboxRelayRunner, Rejected, queue_handler
@@ -24,6 +25,7 @@ from services.records.subjects import InvalidSubject, SubjectRef
 
 log = logging.getLogger(__name__)
 INGEST_EXCHANGE = "records.ingest"
+GET_PROOF = "govmesh.records.v1.RecordsService/GetProof"
 
 
 class IdentityOverNameko:
@@ -99,3 +101,30 @@ class Worker:
             reason = summary.rejections[0].message
             log.warning("records.ingest: record refused (%s): %s", caller.caller_id, reason)
             raise Rejected(reason)
+
+    @rpc  # type: ignore[untyped-decorator]
+    def get_proof(self, authorization: str, request: dict[str, Any]) -> dict[str, Any]:
+        """GetProof for other services' workers (approvals pulls a case's proofs), with the
+        caller's bearer token like a gRPC call: same rights, same audit trail. The request and
+        the answer are the contract's GetProofRequest and Proof in proto3 JSON."""
+        records, verifier = self.parts
+        try:
+            caller = verifier.caller(authorization or None)
+        except Unauthenticated as exc:
+            raise RpcServiceError(f"UNAUTHENTICATED: {exc}") from None
+        if not caller.may_call(f"/{GET_PROOF}"):
+            raise RpcServiceError(f"PERMISSION_DENIED: caller {caller.caller_id!r} has no right to {GET_PROOF}")
+        try:
+            message = json_format.ParseDict(request, records_pb2.GetProofRequest())
+            proof = records.get_proof(message, caller, subjects=IdentityOverNameko(self.identity))
+        except json_format.ParseError as exc:
+            raise RpcServiceError(f"INVALID_ARGUMENT: request: {str(exc)[:200]}") from None
+        except ServiceError as exc:
+            raise RpcServiceError(f"{exc.status}: {exc.message}") from None
+        answer: dict[str, Any] = json_format.MessageToDict(proof)
+        return answer
+
+
+class RpcServiceError(Exception):
+    """A refusal carried over nameko RPC (RemoteError exc_type 'RpcServiceError'); its message
+    starts with the gRPC status name, as identity's does."""

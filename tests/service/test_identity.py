@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests import people
-from tests.conftest import ServiceEnv, consumers, wait_for
+from tests.conftest import ServiceEnv, call_nameko_rpc, consumers, wait_for
 from tests.people import (
     ENTERPRISE,
     LEGACY_15,
@@ -298,40 +298,6 @@ def test_event_committed_while_the_relay_is_dead_is_published_once_it_returns(
     identity_env.process("worker")
     events = integrator.receive(1) + integrator.drain(quiet=1.5)
     assert [props.headers["ce-subject"] for _, props, _ in events] == [subject.subject_id]
-
-
-def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) -> dict[str, object]:
-    """Call a worker's nameko RPC the way any AMQP client can: nameko's wire protocol."""
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    try:
-        channel = connection.channel()
-        reply_queue = channel.queue_declare("", exclusive=True).method.queue
-        # nameko replies through its rpc exchange, routed by the reply queue's name.
-        channel.exchange_declare("nameko-rpc", "topic", durable=True)
-        channel.queue_bind(reply_queue, "nameko-rpc", reply_queue)
-        correlation_id = str(uuid.uuid4())
-        channel.basic_publish(
-            "nameko-rpc",
-            f"{service}.{method}",
-            json.dumps({"args": [], "kwargs": kwargs}),
-            pika.BasicProperties(
-                reply_to=reply_queue,
-                correlation_id=correlation_id,
-                content_type="application/json",
-                content_encoding="utf-8",
-            ),
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            method_frame, properties, body = channel.basic_get(reply_queue, auto_ack=True)
-            if method_frame is not None and properties.correlation_id == correlation_id:
-                return dict(json.loads(body))
-            connection.sleep(0.05)
-        raise AssertionError(f"no reply from {service}.{method}")
-    finally:
-        connection.close()
 
 
 def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(

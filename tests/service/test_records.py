@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from govmesh.auth import Policy
 from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.conftest import ServiceEnv, assert_no_raw_identifiers, consumers, wait_for
+from tests.conftest import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, wait_for
 from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
 from tests.service.test_identity import scrape
 
@@ -47,6 +47,7 @@ def mesh(database_url: str, tmp_path: object, amqp_uri: str) -> Iterator[Service
     env.process("worker", "records")
     wait_for(lambda: consumers(amqp_uri, "rpc-identity") > 0)
     wait_for(lambda: consumers(amqp_uri, "records.records.ingest") > 0)
+    wait_for(lambda: consumers(amqp_uri, "rpc-records") > 0)
     wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
     wait_serving(env.target, "govmesh.records.v1.RecordsService")
     yield env
@@ -493,3 +494,31 @@ def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: Ser
     assert proof.claims["licence_class"].string_value
     for person in people:
         assert person.identifier not in first.stdout + first.stderr
+
+
+def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())
+    amqp = mesh.env["AMQP_URI"]
+    request = {
+        "identifier": XU_WEI,
+        "proofType": "driving_licence",
+        "purpose": {"caseId": "case-rpc-1"},
+        "requestId": "case-rpc-1/driving_licence/applicant",
+    }
+    transport = f"Bearer {mesh.token('transport')}"
+    reply = call_nameko_rpc(amqp, "records", "get_proof", authorization=transport, request=request)
+    assert reply["error"] is None, reply["error"]
+    proof = json_format.ParseDict(reply["result"], records_pb2.Proof())
+    assert proof.issued_to == "transport" and proof.purpose.case_id == "case-rpc-1"
+    assert Records(mesh).verify(proof).valid
+    again = call_nameko_rpc(amqp, "records", "get_proof", authorization=transport, request=request)
+    assert again["result"]["proofId"] == proof.proof_id  # type: ignore[index]  # a redelivered step issues nothing new
+
+    refused = call_nameko_rpc(
+        amqp, "records", "get_proof", authorization=f"Bearer {mesh.token('education')}", request=request
+    )
+    assert str(refused["error"]["value"]).startswith("PERMISSION_DENIED")  # type: ignore[index]
+    forged = call_nameko_rpc(amqp, "records", "get_proof", authorization="Bearer x.y.z", request=request)
+    assert str(forged["error"]["value"]).startswith("UNAUTHENTICATED")  # type: ignore[index]
+    trail = Records(mesh).audit()
+    assert trail.intact and trail.entries_checked == 2  # one granted, one refused; the repeat is no new read
