@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import zoneinfo
 
 _cache: tuple[float, float] = (-1.0, 0.0)  # (file mtime, offset seconds)
 
@@ -28,3 +29,12 @@ def _offset() -> float:
 def now() -> datetime.datetime:
     """The current time, UTC, aware."""
     return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=_offset())
+
+
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+
+def shanghai_date(moment: datetime.datetime | None = None) -> datetime.date:
+    """The province's calendar day at `moment` (default: now): storage is UTC, people and the
+    law count days in Asia/Shanghai."""
+    return (moment or now()).astimezone(SHANGHAI).date()

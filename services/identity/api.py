@@ -25,9 +25,7 @@ SEX_TO_PROTO = {domain.Sex.MALE: identity_pb2.SEX_MALE, domain.Sex.FEMALE: ident
 def validation_to_proto(v: domain.Validation) -> identity_pb2.ValidateIdentifierResponse:
     response = identity_pb2.ValidateIdentifierResponse(
         valid=v.valid,
-        kind=KIND_TO_PROTO.get(v.kind, identity_pb2.SUBJECT_KIND_UNSPECIFIED)
-        if v.kind
-        else identity_pb2.SUBJECT_KIND_UNSPECIFIED,
+        kind=KIND_TO_PROTO[v.kind] if v.kind else identity_pb2.SUBJECT_KIND_UNSPECIFIED,
         normalized=v.normalized,
         problems=[
             identity_pb2.Problem(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from govmesh import clock as govmesh_clock
 from govmesh import keys
 from govmesh.config import Settings
 from govmesh.db import Database
@@ -65,16 +66,17 @@ class IdentityApp:
         self,
         db: Database,
         pseudonym_key: bytes,
-        today: Callable[[], datetime.date] = domain.today_in_shanghai,
+        clock: Callable[[], datetime.datetime] = govmesh_clock.now,
     ) -> None:
         self.db = db
         self.pseudonym_key = pseudonym_key
-        self.today = today
+        self.clock = clock
         self.outbox = Outbox("identity", store.outbox, store.inbox)
 
     def validate(self, raw: str) -> domain.Validation:
         try:
-            return domain.validate_identifier(raw, self.today())
+            # Birth dates are judged against the province's calendar day.
+            return domain.validate_identifier(raw, govmesh_clock.shanghai_date(self.clock()))
         except domain.MalformedRequest as exc:
             raise InvalidArgument("identifier", "MALFORMED", str(exc).removeprefix("identifier: ")) from None
 
@@ -107,7 +109,7 @@ class IdentityApp:
             kind=validation.kind,
             masked_identifier=validation.masked,
             display_name=name,
-            created_at=datetime.datetime.now(datetime.UTC),
+            created_at=self.clock(),
         )
         try:
             with self.db.transaction() as session:

@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import threading
 import uuid
-import zoneinfo
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,6 @@ from govmesh.records.v1 import events_pb2, records_pb2
 from services.records import audit, catalogue, proofs, signing, store, values
 from services.records.subjects import KIND_TO_PROTO, InvalidSubject, SubjectRef, Subjects
 
-SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 MAX_TEXT = 200
 MAX_NOTE = 500
 MAX_PAGE = 500
@@ -559,7 +557,7 @@ class RecordsApp:
                     ),
                 )
             ).all()
-            as_of = now.astimezone(SHANGHAI).date()  # a proof speaks of the province's calendar day
+            as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
             claims = proofs.derive_claims(spec, [self._stored(row) for row in rows], parameters, as_of)
             proof = records_pb2.Proof(
                 proof_id=str(uuid.uuid4()),
