@@ -27,8 +27,8 @@ $(STAMPS)/venv:
 $(STAMPS)/packages: $(STAMPS)/venv pyproject.toml requirements.lock
 	@echo "==> installing pinned Python packages (requirements.lock)"
 	@$(BIN)/pip install --disable-pip-version-check --progress-bar off -q -c requirements.lock "pip==24.3.1"
-	@$(BIN)/pip install --disable-pip-version-check --progress-bar off -c requirements.lock -e '.[dev]' \
-		| grep -E '^(Collecting|Successfully)' || true
+	@set -o pipefail; $(BIN)/pip install --disable-pip-version-check --progress-bar off -c requirements.lock -e '.[dev]' \
+		| { grep -E '^(Collecting|Successfully)' || true; }
 	@touch $@
 
 $(STAMPS)/buf: package.json package-lock.json

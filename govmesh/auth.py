@@ -229,10 +229,14 @@ class ServiceCredentials:
         self._renew_at = 0.0
         issuer.issue(caller_id)  # fail at start, not at the first call, if the policy lacks it
 
-    def metadata(self) -> list[tuple[str, str]]:
+    def authorization(self) -> str:
+        """The `Bearer <token>` value, renewed when due."""
         now = time.time()
         if now >= self._renew_at:
             ttl = self.issuer.policy.token_ttl_seconds
             self._token = self.issuer.issue(self.caller_id, now=now)
             self._renew_at = now + ttl * 0.75
-        return [("authorization", f"Bearer {self._token}")]
+        return f"Bearer {self._token}"
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", self.authorization())]

@@ -126,11 +126,12 @@ def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows in commit order, in batches, with publisher confirms.
+    """Publishes committed outbox rows in commit order, in batches, with publisher confirms; a
+    row is marked sent only after the broker confirmed it.
 
-    Rows are locked while they are published (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite takes
-    the write lock), so several relays of one service never publish the same row twice, and a
-    row is marked sent only after the broker confirmed it."""
+    On PostgreSQL rows are locked while they are published (FOR UPDATE SKIP LOCKED), so several
+    relays of one service never publish the same row twice. On SQLite (one writer, one relay)
+    nothing is locked while the broker answers."""
 
     def __init__(self, db: Database, outbox: Outbox, publisher: ConfirmingPublisher, batch_size: int = 500) -> None:
         self.db = db
@@ -142,28 +143,37 @@ class OutboxRelay:
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""
         table = self.outbox.outbox
-        with self.db.read() as session:
-            # Cheap look first, so an idle relay never takes SQLite's write lock.
-            if session.execute(sa.select(table.c.seq).where(table.c.published_at.is_(None)).limit(1)).first() is None:
-                return 0
-        with self.db.transaction() as session:
-            rows = session.execute(
-                sa.select(table)
-                .where(table.c.published_at.is_(None))
-                .order_by(table.c.seq)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
+        unpublished = (
+            sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(self.batch_size)
+        )
+        if self.db.is_sqlite:
+            # SQLite has one writer: holding its lock while the broker answers would stall every
+            # write of the service. Read, publish, then mark; one relay per SQLite database.
+            with self.db.read() as session:
+                rows = session.execute(unpublished).all()
             if not rows:
                 return 0
             self.publisher.publish([_envelope(row) for row in rows])
-            session.execute(
-                table.update()
-                .where(table.c.seq.in_([row._mapping["seq"] for row in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
+            with self.db.transaction() as session:
+                self._mark_sent(session, rows)
+        else:
+            # Several relays of one service lock the rows they publish and skip the others'.
+            with self.db.transaction() as session:
+                rows = session.execute(unpublished.with_for_update(skip_locked=True)).all()
+                if not rows:
+                    return 0
+                self.publisher.publish([_envelope(row) for row in rows])
+                self._mark_sent(session, rows)
         metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
+
+    def _mark_sent(self, session: Session, rows: Sequence[sa.Row[tuple[object, ...]]]) -> None:
+        table = self.outbox.outbox
+        session.execute(
+            table.update()
+            .where(table.c.seq.in_([row._mapping["seq"] for row in rows]))
+            .values(published_at=datetime.now(UTC))
+        )
 
     def run(self, sleep: object = None, idle_interval: float = 0.1, max_backoff: float = 30.0) -> None:
         """Loop until stop(): publish while there is work, poll when idle, back off while the

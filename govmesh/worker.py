@@ -28,6 +28,7 @@ from opentelemetry import context, trace
 from opentelemetry.context import Context
 
 from govmesh import metrics, tracing
+from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
 from govmesh.config import Settings
 from govmesh.db import Database, service_database
 from govmesh.messaging import (
@@ -67,6 +68,32 @@ class Application(DependencyProvider):  # type: ignore[misc]
 
     def get_dependency(self, worker_ctx: Any) -> Any:
         return self.app
+
+
+class RpcServiceError(Exception):
+    """A refusal carried over nameko RPC (RemoteError exc_type 'RpcServiceError'). Its message
+    starts with the gRPC status name, e.g. "INVALID_ARGUMENT: identifier: ...", and never
+    contains a raw identifier."""
+
+
+class RpcAuthorizer(DependencyProvider):  # type: ignore[misc]
+    """RPC between workers is authorised like a gRPC call: the caller passes its bearer token
+    and needs the right to the contract method the RPC stands for."""
+
+    def setup(self) -> None:
+        settings: Settings = self.container.config[SETTINGS_KEY]
+        self.verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
+
+    def get_dependency(self, worker_ctx: Any) -> Callable[[str, str], Caller]:
+        def authorize(authorization: str, method: str) -> Caller:
+            try:
+                return self.verifier.authorize(authorization or None, f"/{method}")
+            except Unauthenticated as exc:
+                raise RpcServiceError(f"UNAUTHENTICATED: {exc}") from None
+            except PermissionDenied as exc:
+                raise RpcServiceError(f"PERMISSION_DENIED: {exc}") from None
+
+        return authorize
 
 
 class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]

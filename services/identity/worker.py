@@ -10,14 +10,11 @@ from nameko.rpc import rpc
 
 from govmesh.errors import NotFound, ServiceError
 from govmesh.outbox import Outbox
-from govmesh.worker import Application, OutboxRelayRunner
+from govmesh.worker import Application, OutboxRelayRunner, RpcAuthorizer, RpcServiceError
 from services.identity import app, store
 from services.identity.app import IdentityApp, Subject
 
-
-class RpcServiceError(Exception):
-    """A ServiceError carried over nameko RPC (RemoteError exc_type 'RpcServiceError'); its
-    message starts with the gRPC status name and never contains the raw identifier."""
+SERVICE = "govmesh.identity.v1.IdentityService"
 
 
 def _answer(subject: Subject, created: bool) -> dict[str, Any]:
@@ -34,9 +31,12 @@ class Worker:
 
     identity: IdentityApp = Application(app.build)
     outbox_relay = OutboxRelayRunner(Outbox("identity", store.outbox, store.inbox))
+    authorize = RpcAuthorizer()
 
     @rpc  # type: ignore[untyped-decorator]
-    def register_subject(self, identifier: str, display_name: str) -> dict[str, Any]:
+    def register_subject(self, authorization: str, identifier: str, display_name: str) -> dict[str, Any]:
+        """RegisterSubject for other services' workers (records' broker feed)."""
+        self.authorize(authorization, f"{SERVICE}/RegisterSubject")
         try:
             subject, created = self.identity.register(identifier, display_name)
         except ServiceError as exc:
@@ -44,8 +44,10 @@ class Worker:
         return _answer(subject, created)
 
     @rpc  # type: ignore[untyped-decorator]
-    def resolve_subject(self, identifier: str = "", subject_id: str = "") -> dict[str, Any] | None:
-        """The subject, or None when identity knows no such subject."""
+    def resolve_subject(self, authorization: str, identifier: str = "", subject_id: str = "") -> dict[str, Any] | None:
+        """ResolveSubject for other services' workers: the subject, or None when identity
+        knows no such subject."""
+        self.authorize(authorization, f"{SERVICE}/ResolveSubject")
         try:
             subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
         except NotFound:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
@@ -92,6 +93,19 @@ def _utc(when: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
+def text_problem(value: str, max_length: int) -> str | None:
+    """Why a free-text value may not be stored, or None. It goes into the database, the audit
+    trail, signed proofs and events: no control characters (PostgreSQL refuses NUL), no
+    identifier, and a bounded length."""
+    if len(value) > max_length:
+        return f"at most {max_length} characters"
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
+        return "must not contain control characters"
+    if catalogue.contains_raw_identifier(value):
+        return "must not contain an identity number or credit code"
+    return None
+
+
 class Duplicate:
     """A record already stored when its batch was checked."""
 
@@ -102,6 +116,13 @@ DUPLICATE = Duplicate()
 def _subject_key(record: records_pb2.DepartmentRecord) -> tuple[str, str]:
     which = record.WhichOneof("subject") or ""
     return which, str(getattr(record, which)) if which else ""
+
+
+def _time(stamp: Timestamp, name: str) -> datetime.datetime:
+    try:
+        return stamp.ToDatetime(datetime.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(name, "INVALID", "is not a valid time") from None
 
 
 def _date(text: str, name: str, required: bool) -> datetime.date | None:
@@ -183,6 +204,13 @@ class RecordsApp:
         first use rather than at start: the database may not be migrated yet at start."""
         if self._key_published:
             return
+        try:
+            self._insert_key()
+        except sa.exc.IntegrityError:
+            pass  # the other process (api or worker) published the same key at the same moment
+        self._key_published = True
+
+    def _insert_key(self) -> None:
         with self.db.transaction() as session:
             exists = session.execute(
                 sa.select(store.signing_keys.c.key_id).where(store.signing_keys.c.key_id == self.signer.key_id)
@@ -196,7 +224,6 @@ class RecordsApp:
                         active_from=self.clock(),
                     )
                 )
-        self._key_published = True
 
     def signing_keys(self) -> dict[str, signing.PublicKey]:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -247,13 +274,10 @@ class RecordsApp:
             checked: list[Checked | Refused | Duplicate] = [self._check(record, caller) for record in records]
             with self.db.read() as session:
                 stored = self._stored_references(session, [c for c in checked if isinstance(c, Checked)])
-            seen: set[tuple[str, str]] = set()
+            # Repeats inside the batch are left to the write, which stores the first that passes.
             for position, item in enumerate(checked):
-                if isinstance(item, Checked):
-                    key = (item.department, item.reference)
-                    if key in stored or key in seen:
-                        checked[position] = DUPLICATE
-                    seen.add(key)
+                if isinstance(item, Checked) and (item.department, item.reference) in stored:
+                    checked[position] = DUPLICATE
             self._resolve_subjects(records, checked, subjects, concurrent)
             with self.db.transaction() as session:
                 written = self._write_batch(session, [c for c in checked if isinstance(c, Checked)], channel)
@@ -349,14 +373,7 @@ class RecordsApp:
         for item in items:
             subject = item.subject
             assert subject is not None
-            supersedes = None
-            if item.supersedes:
-                supersedes = self._record_id(session, item.department, item.supersedes)
-                if supersedes is None:
-                    raise Refused(
-                        records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED,
-                        "supersedes_source_reference: no record of this department has that reference",
-                    )
+            supersedes = self._superseded(session, item) if item.supersedes else None
             record_id = str(uuid.uuid4())
             rows.append(
                 {
@@ -420,11 +437,13 @@ class RecordsApp:
                     f"record_type: {record.record_type[:64]!r} is not a record type of {department.code!r}",
                 )
             reference = record.source_reference.strip()
-            if not reference or len(reference) > MAX_TEXT:
-                raise Refused(
-                    records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD,
-                    f"source_reference: must be 1 to {MAX_TEXT} characters",
-                )
+            for name, text in (
+                ("source_reference", reference),
+                ("supersedes_source_reference", record.supersedes_source_reference),
+            ):
+                problem = "is required" if name == "source_reference" and not text else text_problem(text, MAX_TEXT)
+                if problem:
+                    raise Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, f"{name}: {problem}")
             effective_from = _date(record.effective_from, "effective_from", required=True)
             effective_to = _date(record.effective_to, "effective_to", required=False)
             assert effective_from is not None
@@ -444,7 +463,12 @@ class RecordsApp:
                 )
         except Refused as refusal:
             return refusal
-        recorded_at = record.recorded_at.ToDatetime(datetime.UTC) if record.HasField("recorded_at") else None
+        recorded_at = None
+        if record.HasField("recorded_at"):
+            try:
+                recorded_at = record.recorded_at.ToDatetime(datetime.UTC)
+            except (ValueError, OverflowError):
+                return Refused(records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD, "recorded_at: is not a valid time")
         return Checked(
             department.code,
             spec,
@@ -455,6 +479,25 @@ class RecordsApp:
             recorded_at,
             record.supersedes_source_reference,
         )
+
+    def _superseded(self, session: Session, item: Checked) -> str:
+        """The record a correction replaces: the same department's, about the same subject, of
+        the same type, and not replaced already (a record has one current version)."""
+        table = store.records
+        row = session.execute(
+            sa.select(table.c.record_id, table.c.subject_id, table.c.record_type, table.c.superseded_by).where(
+                table.c.department_code == item.department, table.c.source_reference == item.supersedes
+            )
+        ).first()
+        if row is None:
+            problem = "no record of this department has that reference"
+        elif item.subject is None or row.subject_id != item.subject.subject_id or row.record_type != item.spec.code:
+            problem = "names a record about another subject or of another record type"
+        elif row.superseded_by is not None:
+            problem = "names a record that a later one already replaced; correct the latest version"
+        else:
+            return str(row.record_id)
+        raise Refused(records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED, f"supersedes_source_reference: {problem}")
 
     def _record_id(self, session: Session, department: str, reference: str) -> str | None:
         row = session.execute(
@@ -504,7 +547,9 @@ class RecordsApp:
         self, request: records_pb2.GetProofRequest, caller: Caller, subjects: Subjects | None = None
     ) -> records_pb2.Proof:
         """Issue a proof (see the contract). `subjects` overrides how identity is reached."""
-        purpose_kind, purpose_value = self._purpose(request.purpose if request.HasField("purpose") else None)
+        purpose = self._purpose(request.purpose if request.HasField("purpose") else None)
+        purpose_kind = purpose.WhichOneof("basis") or ""
+        purpose_value = getattr(purpose, purpose_kind)
         spec = proofs.proof_type(request.proof_type)
         if spec is None:
             raise InvalidArgument(
@@ -514,8 +559,9 @@ class RecordsApp:
             parameters = proofs.resolve_parameters(spec, dict(request.parameters))
         except proofs.ParameterError as exc:
             raise InvalidArgument(f"parameters.{exc.parameter}", "INVALID", exc.reason) from None
-        if len(request.request_id) > MAX_TEXT:
-            raise InvalidArgument("request_id", "TOO_LONG", f"at most {MAX_TEXT} characters")
+        problem = text_problem(request.request_id, MAX_TEXT)
+        if problem:
+            raise InvalidArgument("request_id", "INVALID", problem)
         allowed = caller.may_read_proof(spec.code, purpose_kind, purpose_value)
         refusal = PermissionDenied(
             f"caller {caller.caller_id!r} has no right to {spec.code!r} proofs for this purpose; the refusal is audited"
@@ -524,15 +570,14 @@ class RecordsApp:
         subject = self._subject_for_read(
             request.identifier, request.subject_id, "subject", refusal=None if allowed else refusal, subjects=subjects
         )
+        if not allowed:
+            with self.db.transaction() as session:
+                self._audit(session, caller, subject, spec.code, purpose, audit.Outcome.DENIED, "")
+            raise refusal
         if subject.kind not in spec.subject_kinds:
             raise InvalidArgument(
                 "proof_type", "WRONG_SUBJECT_KIND", f"{spec.code!r} is not issued about {subject.kind.value}s"
             )
-
-        if not allowed:
-            with self.db.transaction() as session:
-                self._audit(session, caller, subject, spec.code, request.purpose, audit.Outcome.DENIED, "")
-            raise refusal
 
         self.publish_keys()
         fingerprint = hashlib.sha256(
@@ -540,6 +585,9 @@ class RecordsApp:
         ).hexdigest()
         request_key = f"{caller.caller_id}:{request.request_id}" if request.request_id else None
         with self.db.transaction() as session:
+            # Take the trail's head first: the entry needs it anyway, and it makes two retries
+            # of one request_id wait for each other instead of both issuing.
+            session.execute(sa.select(store.audit_head).where(store.audit_head.c.id == 1).with_for_update()).one()
             if request_key is not None:
                 earlier = session.execute(
                     sa.select(store.issued_proofs).where(store.issued_proofs.c.request_key == request_key)
@@ -569,7 +617,7 @@ class RecordsApp:
                 claims=values.fields_to_proto(claims),
                 parameters=parameters,
                 issued_to=caller.caller_id,
-                purpose=request.purpose,
+                purpose=purpose,
             )
             proof.issued_at.FromDatetime(now)
             proof.valid_until.FromDatetime(now + spec.validity)
@@ -583,7 +631,7 @@ class RecordsApp:
                     issued_at=now,
                 )
             )
-            self._audit(session, caller, subject, spec.code, request.purpose, audit.Outcome.GRANTED, proof.proof_id)
+            self._audit(session, caller, subject, spec.code, purpose, audit.Outcome.GRANTED, proof.proof_id)
             issued = events_pb2.ProofIssued(
                 proof_id=proof.proof_id,
                 proof_type=spec.code,
@@ -591,7 +639,7 @@ class RecordsApp:
                 subject_id=subject.subject_id,
                 subject_masked_identifier=subject.masked_identifier,
                 issued_to=caller.caller_id,
-                purpose=request.purpose,
+                purpose=purpose,
                 issued_at=proof.issued_at,
                 valid_until=proof.valid_until,
                 key_id=proof.key_id,
@@ -612,23 +660,23 @@ class RecordsApp:
             superseded=row.superseded_by is not None,
         )
 
-    def _purpose(self, purpose: records_pb2.Purpose | None) -> tuple[str, str]:
+    def _purpose(self, purpose: records_pb2.Purpose | None) -> records_pb2.Purpose:
+        """The purpose as it will be kept (trimmed), after refusing what must not be kept. The
+        same object is checked for rights, audited, signed into the proof and published."""
         kind = purpose.WhichOneof("basis") if purpose is not None else None
         if purpose is None or kind is None:
             raise InvalidArgument("purpose", "MISSING", "is required: give a case_id or a legal_basis")
         value = getattr(purpose, kind).strip()
         if not value:
             raise InvalidArgument(f"purpose.{kind}", "EMPTY", "must not be empty")
-        if len(value) > MAX_TEXT:
-            raise InvalidArgument(f"purpose.{kind}", "TOO_LONG", f"at most {MAX_TEXT} characters")
-        if len(purpose.note) > MAX_NOTE:
-            raise InvalidArgument("purpose.note", "TOO_LONG", f"at most {MAX_NOTE} characters")
-        # The purpose is kept on the audit trail and published in events: it names a case or a
-        # law, never a person.
-        for name, text in ((f"purpose.{kind}", value), ("purpose.note", purpose.note)):
-            if catalogue.contains_raw_identifier(text):
-                raise InvalidArgument(name, "RAW_IDENTIFIER", "must not contain an identity number or credit code")
-        return kind, value
+        note = purpose.note.strip()
+        for name, text, limit in ((f"purpose.{kind}", value, MAX_TEXT), ("purpose.note", note, MAX_NOTE)):
+            problem = text_problem(text, limit)
+            if problem:
+                raise InvalidArgument(name, "INVALID", problem)
+        cleaned = records_pb2.Purpose(note=note)
+        setattr(cleaned, kind, value)
+        return cleaned
 
     def _subject_for_read(
         self,
@@ -720,13 +768,15 @@ class RecordsApp:
         if request.page_token:
             try:
                 before = int(base64.urlsafe_b64decode(request.page_token.encode()).decode())
-            except ValueError:
-                raise InvalidArgument("page_token", "INVALID", "is not a token this service gave out") from None
+            except (ValueError, UnicodeDecodeError):
+                before = 0
+            if not 0 < before < 2**63:
+                raise InvalidArgument("page_token", "INVALID", "is not a token this service gave out")
             query = query.where(table.c.sequence < before)
         if request.HasField("start_time"):
-            query = query.where(table.c.accessed_at >= request.start_time.ToDatetime(datetime.UTC))
+            query = query.where(table.c.accessed_at >= _time(request.start_time, "start_time"))
         if request.HasField("end_time"):
-            query = query.where(table.c.accessed_at < request.end_time.ToDatetime(datetime.UTC))
+            query = query.where(table.c.accessed_at < _time(request.end_time, "end_time"))
         with self.db.read() as session:
             rows = session.execute(query.order_by(table.c.sequence.desc()).limit(size + 1)).all()
         response = records_pb2.ListAccessesResponse(entries=[_access_entry(row) for row in rows[:size]])
@@ -748,6 +798,21 @@ class RecordsApp:
                 return found.first() is not None
 
             verification = audit.verify(entries(), hash_exists)
+            head = session.execute(sa.select(store.audit_head).where(store.audit_head.c.id == 1)).one()
+        if verification.intact and (head.sequence, head.entry_hash) != (
+            verification.entries_checked,
+            verification.head_hash,
+        ):
+            # The chain holds but ends early: its newest entries were removed.
+            verification = audit.Verification(
+                verification.entries_checked,
+                verification.head_hash,
+                audit.Break(
+                    verification.entries_checked + 1,
+                    audit.BreakKind.REMOVED,
+                    f"the trail ends at entry {verification.entries_checked}, its head says {head.sequence}",
+                ),
+            )
         now = self.clock()
         response = records_pb2.VerifyAuditTrailResponse(
             intact=verification.intact, entries_checked=verification.entries_checked, head_hash=verification.head_hash

@@ -82,6 +82,12 @@ def verify(
     proof: records_pb2.Proof, keys: dict[str, PublicKey], now: datetime.datetime
 ) -> list[records_pb2.ProofProblem]:
     """Every reason the proof does not hold at `now`; empty when it is valid."""
+    try:
+        canonical_bytes(proof)
+        proof.issued_at.ToDatetime(datetime.UTC)
+        proof.valid_until.ToDatetime(datetime.UTC)
+    except (ValueError, OverflowError, json_format.Error):
+        return [problem(records_pb2.PROOF_PROBLEM_CODE_MALFORMED, "a time in the proof is not a valid time")]
     problems = []
     if proof.signature_scheme != SCHEME:
         problems.append(

@@ -29,7 +29,10 @@ def from_proto(value: records_pb2.TypedValue, field: str) -> Value:
         except ValueError:
             raise UnreadableValue(f"{field}: {value.date_value[:40]!r} is not an ISO 8601 date (YYYY-MM-DD)") from None
     if kind == "time_value":
-        return value.time_value.ToDatetime(datetime.UTC)
+        try:
+            return value.time_value.ToDatetime(datetime.UTC)
+        except (ValueError, OverflowError):
+            raise UnreadableValue(f"{field}: is not a valid time") from None
     if kind == "list_value":
         return [from_proto(item, f"{field}[{i}]") for i, item in enumerate(value.list_value.values)]
     if kind == "map_value":

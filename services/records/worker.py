@@ -11,12 +11,20 @@ from google.protobuf import json_format
 from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
-from govmesh.auth import Policy, TokenVerifier, Unauthenticated
+from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
 from govmesh.errors import ServiceError
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
-from govmesh.worker import Application, MessageHeaders, OutboxRelayRunner, Rejected, queue_handler
+from govmesh.worker import (
+    Application,
+    MessageHeaders,
+    OutboxRelayRunner,
+    Rejected,
+    RpcAuthorizer,
+    RpcServiceError,
+    queue_handler,
+)
 from services.records import app, store
 from services.records.app import RecordsApp
 from services.records.catalogue import SubjectKind
@@ -26,17 +34,22 @@ from services.records.subjects import InvalidSubject, SubjectRef
 log = logging.getLogger(__name__)
 INGEST_EXCHANGE = "records.ingest"
 GET_PROOF = "govmesh.records.v1.RecordsService/GetProof"
+PUBLISH_RECORDS = "govmesh.records.v1.RecordsService/PublishRecords"
 
 
 class IdentityOverNameko:
-    """Identity's worker RPC, for the broker path (a worker cannot use gRPC)."""
+    """Identity's worker RPC, for the broker path (a worker cannot use gRPC), called with
+    records' own credentials."""
 
-    def __init__(self, proxy: Any) -> None:
+    def __init__(self, proxy: Any, credentials: ServiceCredentials) -> None:
         self.proxy = proxy
+        self.credentials = credentials
 
     def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
         try:
-            answer: dict[str, Any] | None = getattr(self.proxy, method)(**kwargs)
+            answer: dict[str, Any] | None = getattr(self.proxy, method)(
+                authorization=self.credentials.authorization(), **kwargs
+            )
         except RemoteError as error:
             if error.exc_type == "RpcServiceError" and str(error.value).startswith("INVALID_ARGUMENT"):
                 raise InvalidSubject(str(error.value).removeprefix("INVALID_ARGUMENT: identifier: ")) from None
@@ -67,27 +80,27 @@ class Unused:
         raise AssertionError("records worker: identity is reached through the RPC proxy")
 
 
-def _build(settings: Settings, db: Any) -> tuple[RecordsApp, TokenVerifier]:
-    """The use cases, and the token check for broker messages (what the api's call pipeline
-    does for gRPC calls)."""
-    verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
-    return app.build(settings, db, subjects=Unused()), verifier
+def _build(settings: Settings, db: Any) -> tuple[RecordsApp, ServiceCredentials]:
+    """The use cases, and records' own credentials for calling identity."""
+    issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
+    return app.build(settings, db, subjects=Unused()), ServiceCredentials(issuer, "records")
 
 
 class Worker:
     name = "records"
 
-    parts: tuple[RecordsApp, TokenVerifier] = Application(_build)
+    parts: tuple[RecordsApp, ServiceCredentials] = Application(_build)
+    authorize = RpcAuthorizer()
     outbox_relay = OutboxRelayRunner(Outbox("records", store.outbox, store.inbox))
     identity = RpcProxy("identity")
     headers: dict[str, Any] = MessageHeaders()
 
     @queue_handler(INGEST_EXCHANGE, "#")  # type: ignore[untyped-decorator]
     def ingest(self, body: Any) -> None:
-        records, verifier = self.parts
+        records, credentials = self.parts
         try:
-            caller = verifier.caller(str(self.headers.get("authorization", "")) or None)
-        except Unauthenticated as exc:
+            caller = self.authorize(str(self.headers.get("authorization", "")), PUBLISH_RECORDS)
+        except RpcServiceError as exc:
             log.warning("records.ingest: message refused: %s", exc)
             raise Rejected(str(exc)) from None
         try:
@@ -95,7 +108,7 @@ class Worker:
         except (json_format.ParseError, TypeError) as exc:
             log.warning("records.ingest: message is not a DepartmentRecord: %s", str(exc)[:200])
             raise Rejected("not a DepartmentRecord") from None
-        summary = records.publish([[record]], caller, "broker", subjects=IdentityOverNameko(self.identity))
+        summary = records.publish([[record]], caller, "broker", subjects=IdentityOverNameko(self.identity, credentials))
         count_ingest(summary, "broker")
         if summary.rejected:
             reason = summary.rejections[0].message
@@ -107,24 +120,14 @@ class Worker:
         """GetProof for other services' workers (approvals pulls a case's proofs), with the
         caller's bearer token like a gRPC call: same rights, same audit trail. The request and
         the answer are the contract's GetProofRequest and Proof in proto3 JSON."""
-        records, verifier = self.parts
-        try:
-            caller = verifier.caller(authorization or None)
-        except Unauthenticated as exc:
-            raise RpcServiceError(f"UNAUTHENTICATED: {exc}") from None
-        if not caller.may_call(f"/{GET_PROOF}"):
-            raise RpcServiceError(f"PERMISSION_DENIED: caller {caller.caller_id!r} has no right to {GET_PROOF}")
+        records, credentials = self.parts
+        caller = self.authorize(authorization, GET_PROOF)
         try:
             message = json_format.ParseDict(request, records_pb2.GetProofRequest())
-            proof = records.get_proof(message, caller, subjects=IdentityOverNameko(self.identity))
+            proof = records.get_proof(message, caller, subjects=IdentityOverNameko(self.identity, credentials))
         except json_format.ParseError as exc:
             raise RpcServiceError(f"INVALID_ARGUMENT: request: {str(exc)[:200]}") from None
         except ServiceError as exc:
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
         answer: dict[str, Any] = json_format.MessageToDict(proof)
         return answer
-
-
-class RpcServiceError(Exception):
-    """A refusal carried over nameko RPC (RemoteError exc_type 'RpcServiceError'); its message
-    starts with the gRPC status name, as identity's does."""

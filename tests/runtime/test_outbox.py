@@ -140,9 +140,11 @@ def test_relay_backs_off_while_the_broker_is_away_then_publishes(db: Database, o
         integrator.close()
 
 
-def test_concurrent_relays_publish_each_event_once_in_order(db: Database, outbox: Outbox, amqp_uri: str) -> None:
+def test_relays_publish_each_event_once_while_commits_keep_coming(db: Database, outbox: Outbox, amqp_uri: str) -> None:
     integrator = Integrator(amqp_uri, "identity.events")
-    relays = [OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), batch_size=50) for _ in range(2)]
+    # PostgreSQL: two competing relays (row locks keep them apart). SQLite: its one relay.
+    count = 1 if db.is_sqlite else 2
+    relays = [OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), batch_size=50) for _ in range(count)]
     threads = [threading.Thread(target=r.run, kwargs={"idle_interval": 0.01}) for r in relays]
     try:
         for thread in threads:

@@ -304,8 +304,10 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
     running: ServiceEnv, integrator_factory: type
 ) -> None:
     integrator = integrator_factory.bind("identity.events")
+    amqp = running.env["AMQP_URI"]
+    records = f"Bearer {running.token('records')}"  # the caller records' worker uses
     reply = call_nameko_rpc(
-        running.env["AMQP_URI"], "identity", "register_subject", identifier=ZHUJI_RESIDENT, display_name="诸暨居民"
+        amqp, "identity", "register_subject", authorization=records, identifier=ZHUJI_RESIDENT, display_name="诸暨居民"
     )
     assert reply["error"] is None
     answer = reply["result"]
@@ -318,11 +320,26 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
     assert props.headers["ce-subject"] == answer["subject_id"]
 
     bad = call_nameko_rpc(
-        running.env["AMQP_URI"], "identity", "register_subject", identifier=ZHUJI_RESIDENT[:-1] + "Z", display_name="x"
+        amqp,
+        "identity",
+        "register_subject",
+        authorization=records,
+        identifier=ZHUJI_RESIDENT[:-1] + "Z",
+        display_name="x",
     )
     assert bad["error"]["exc_type"] == "RpcServiceError"  # type: ignore[index]
     assert str(bad["error"]["value"]).startswith("INVALID_ARGUMENT: identifier:")  # type: ignore[index]
     assert ZHUJI_RESIDENT[:-1] not in json.dumps(bad)
+
+    # Like gRPC: no token, or a caller without the right, is refused before anything happens.
+    for authorization, refusal in (
+        ("", "UNAUTHENTICATED"),
+        (f"Bearer {running.token('statistics')}", "PERMISSION_DENIED"),
+    ):
+        refused = call_nameko_rpc(amqp, "identity", "resolve_subject", authorization=authorization, identifier=LUO_FANG)
+        assert str(refused["error"]["value"]).startswith(refusal)  # type: ignore[index]
+    found = call_nameko_rpc(amqp, "identity", "resolve_subject", authorization=records, subject_id=answer["subject_id"])
+    assert found["result"]["masked_identifier"] == answer["masked_identifier"]  # type: ignore[index]
 
 
 def test_concurrent_registrations_of_one_person_make_one_subject_and_one_event(

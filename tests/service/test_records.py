@@ -522,3 +522,67 @@ def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh:
     assert str(forged["error"]["value"]).startswith("UNAUTHENTICATED")  # type: ignore[index]
     trail = Records(mesh).audit()
     assert trail.intact and trail.entries_checked == 2  # one granted, one refused; the repeat is no new read
+
+
+def test_what_goes_into_the_trail_and_the_store_is_clean(mesh: ServiceEnv) -> None:
+    police = Records(mesh, "public_security")
+    # A repeated record whose first copy is refused: the good copy is stored, not lost.
+    bad_copy = licence(with_wrong_check(XU_WEI), reference="DL-REPEAT")
+    good_copy = licence(reference="DL-REPEAT")
+    answer = police.publish(bad_copy, good_copy)
+    assert (answer.stored, answer.duplicates, answer.rejected) == (1, 0, 1)
+    # References and purposes never carry an identifier or a control character.
+    for reference in (f"DL-{LUO_FANG}", "DL-\x00"):
+        refused = police.publish(licence(reference=reference))
+        assert refused.rejections[0].message.startswith("source_reference:")
+    # A correction must be about the same subject and of the same type.
+    other = licence(LUO_FANG, reference="DL-LUO")
+    police.publish(other)
+    hijack = licence(reference="DL-HIJACK")
+    hijack.supersedes_source_reference = "DL-LUO"
+    assert police.publish(hijack).rejections[0].code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED
+
+    portal = Records(mesh)
+    for case_id in ("case-\x00", "case-" + "7" * 300):
+        with pytest.raises(grpc.RpcError) as error:
+            portal.proof("driving_licence", case_id=case_id)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("purpose.case_id:")
+    proof = portal.proof("driving_licence", case_id="  case-8" + " " * 1000)
+    assert proof.purpose.case_id == "case-8"  # the purpose kept, signed and audited is the trimmed one
+    assert portal.audit().intact
+
+
+def test_removing_the_newest_audit_entries_is_found_against_the_head(mesh: ServiceEnv) -> None:
+    Records(mesh, "public_security").publish(licence())
+    portal = Records(mesh)
+    for case in range(3):
+        portal.proof("driving_licence", case_id=f"case-{case}")
+    engine = records_engine(mesh)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM audit_entries WHERE sequence = 3"))
+    engine.dispose()
+    result = portal.audit()
+    assert not result.intact
+    assert (result.first_break.sequence, result.first_break.kind) == (3, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+
+
+def test_odd_values_are_refused_with_the_field_not_a_crash(mesh: ServiceEnv) -> None:
+    portal = Records(mesh)
+    Records(mesh, "public_security").publish(licence())
+    request = records_pb2.ListAccessesRequest(identifier=XU_WEI, page_token="OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5")
+    with pytest.raises(grpc.RpcError) as error:
+        portal.stub.ListAccesses(request, metadata=portal.metadata)
+    assert (error.value.code(), error.value.details().split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+    late = records_pb2.ListAccessesRequest(identifier=XU_WEI)
+    late.start_time.seconds = 10**13
+    with pytest.raises(grpc.RpcError) as error:
+        portal.stub.ListAccesses(late, metadata=portal.metadata)
+    assert error.value.details().startswith("start_time:")
+    odd = licence()
+    odd.recorded_at.seconds = 10**13
+    assert Records(mesh, "public_security").publish(odd).rejections[0].message.startswith("recorded_at:")
+    broken = records_pb2.Proof(proof_id="p")
+    broken.issued_at.seconds = 10**13
+    answer = portal.verify(broken)
+    assert not answer.valid and answer.problems[0].code == records_pb2.PROOF_PROBLEM_CODE_MALFORMED
