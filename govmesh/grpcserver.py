@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
@@ -29,7 +30,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
 from govmesh.db import Database
-from govmesh.errors import ServiceError
+from govmesh.errors import InvalidArgument, ServiceError
 from govmesh.logs import mask_identifiers
 
 log = logging.getLogger(__name__)
@@ -106,18 +107,22 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
         raw = dict(details.invocation_metadata or ()).get("authorization")
         authorization = raw.decode() if isinstance(raw, bytes) else raw
 
-        def guarded(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
+        def guarded(behaviour: Callable[..., Any], streaming_request: bool, streaming_response: bool) -> Any:
+            def checked(request: Any) -> Any:
+                # A request that did not decode is refused after authentication, naming it.
+                return _checked_stream(request) if streaming_request else _checked(request)
+
             if streaming_response:
 
                 def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                     with self._call(method, authorization, context):
-                        yield from behaviour(request, context)
+                        yield from behaviour(checked(request), context)
 
                 return stream
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 with self._call(method, authorization, context):
-                    return behaviour(request, context)
+                    return behaviour(checked(request), context)
 
             return unary
 
@@ -173,19 +178,51 @@ class _Refused(Exception):
         self.message = message
 
 
+class _Undecodable:
+    """Stands for a request message whose bytes did not parse (e.g. a string that is not UTF-8),
+    so the pipeline can refuse it with INVALID_ARGUMENT instead of grpcio's INTERNAL."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument("request", "UNDECODABLE", f"is not a valid protobuf message: {request.error}")
+    return request
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        yield _checked(request)
+
+
 def _wrap_handler(handler: Any, guarded: Callable[..., Callable[..., Any]]) -> Any:
     kinds = (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
     )
-    for attribute, make, streaming_response in kinds:
+    for attribute, make, streaming_request, streaming_response in kinds:
         behaviour = getattr(handler, attribute)
         if behaviour is not None:
             return make(
-                guarded(behaviour, streaming_response),
-                request_deserializer=handler.request_deserializer,
+                guarded(behaviour, streaming_request, streaming_response),
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
     return handler

@@ -372,3 +372,16 @@ def test_one_trace_runs_from_the_grpc_call_to_the_published_event(
     assert props.headers["traceparent"].split("-")[1] == trace_id
     # The api's exported server span carries the same trace id.
     wait_for(lambda: f'"trace_id": "0x{trace_id}"' in running.processes[0].logs())
+
+
+def test_a_request_that_does_not_parse_is_invalid_argument_after_authentication(running: ServiceEnv) -> None:
+    channel = grpc.insecure_channel(running.target)
+    raw_call = channel.unary_unary(f"/{SERVICE}/ValidateIdentifier")  # sends bytes as they are
+    not_utf8 = b"\x0a\x02\xff\xfe"  # field 1 (identifier), a string that is not UTF-8
+    with pytest.raises(grpc.RpcError) as anonymous:
+        raw_call(not_utf8, timeout=10)
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as error:
+        raw_call(not_utf8, metadata=Client(running).metadata, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("request:")
