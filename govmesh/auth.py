@@ -173,7 +173,7 @@ class TokenVerifier:
 
     @classmethod
     def from_key_dir(cls, policy: Policy, key_dir: Path) -> TokenVerifier:
-        return cls(policy, keys.signing_key(key_dir, SIGNING_KEY_NAME).public_key())
+        return cls(policy, keys.verification_key(key_dir, SIGNING_KEY_NAME))
 
     def caller(self, authorization: str | None) -> Caller:
         if not authorization:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 def load_or_create(path: Path, create: Callable[[], bytes]) -> bytes:
@@ -49,3 +49,20 @@ def signing_key(key_dir: Path, name: str) -> Ed25519PrivateKey:
 
 def secret(key_dir: Path, name: str) -> bytes:
     return load_or_create(key_dir / f"{name}.key", lambda: secrets.token_bytes(32))
+
+
+def verification_key(key_dir: Path, name: str) -> Ed25519PublicKey:
+    """The public key that checks what `name` signs. A deployment where services only verify
+    ships `<name>.pub.pem` (the private key stays with the issuer); in development, where the
+    private key is at hand (or made on first use), its public half serves."""
+    public_file = key_dir / f"{name}.pub.pem"
+    if public_file.exists():
+        key = serialization.load_pem_public_key(public_file.read_bytes())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{public_file}: not an Ed25519 public key")
+        return key
+    return signing_key(key_dir, name).public_key()
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -4,6 +4,7 @@ the audit trail. Called by the api (gRPC) and the worker (the records.ingest exc
 from __future__ import annotations
 
 import base64
+import contextvars
 import datetime
 import hashlib
 import threading
@@ -325,7 +326,12 @@ class RecordsApp:
             except Refused as refusal:
                 return refusal
 
-        answers = list((self._identity_pool.map if concurrent else map)(who, distinct.items()))
+        if concurrent:
+            # Pool threads do not inherit context variables: carry the trace into each call.
+            context = contextvars.copy_context()
+            answers = list(self._identity_pool.map(lambda entry: context.copy().run(who, entry), distinct.items()))
+        else:
+            answers = [who(entry) for entry in distinct.items()]
         found = dict(zip(distinct, answers, strict=True))
         for position, item in pending:
             subject = found[_subject_key(records[position])]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from opentelemetry.instrumentation.grpc import client_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
 from govmesh.auth import ServiceCredentials
 from govmesh.errors import Unavailable
@@ -18,7 +20,8 @@ class IdentityOverGrpc:
     """Identity's gRPC api, called with records' own credentials."""
 
     def __init__(self, target: str, credentials: ServiceCredentials, timeout: float = 5.0) -> None:
-        self.channel = grpc.insecure_channel(target)
+        # The client interceptor carries the trace (traceparent) from records' call into identity's.
+        self.channel = intercept_channel(grpc.insecure_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
         self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.credentials = credentials
         self.timeout = timeout

@@ -28,7 +28,7 @@ from govmesh.worker import (
 from services.records import app, store
 from services.records.app import RecordsApp
 from services.records.catalogue import SubjectKind
-from services.records.metrics import count_ingest
+from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
 from services.records.subjects import InvalidSubject, SubjectRef
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,10 @@ class Worker:
         except json_format.ParseError as exc:
             raise RpcServiceError(f"INVALID_ARGUMENT: request: {str(exc)[:200]}") from None
         except ServiceError as exc:
+            if exc.status == "PERMISSION_DENIED":
+                PROOFS.labels(message.proof_type[:64], caller.caller_id, "refused").inc()
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
+        PROOFS.labels(proof.proof_type, caller.caller_id, "issued").inc()
+        PAPER_AVOIDED.inc()
         answer: dict[str, Any] = json_format.MessageToDict(proof)
         return answer

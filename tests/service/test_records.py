@@ -586,3 +586,14 @@ def test_odd_values_are_refused_with_the_field_not_a_crash(mesh: ServiceEnv) -> 
     broken.issued_at.seconds = 10**13
     answer = portal.verify(broken)
     assert not answer.valid and answer.problems[0].code == records_pb2.PROOF_PROBLEM_CODE_MALFORMED
+
+
+def test_one_trace_runs_from_a_department_feed_into_identity(mesh: ServiceEnv) -> None:
+    trace_id = uuid.uuid4().hex
+    police = Records(mesh, "public_security")
+    request = records_pb2.PublishRecordsRequest(records=[licence(ZHUJI_RESIDENT)])
+    police.stub.PublishRecords(
+        iter([request]), metadata=[*police.metadata, ("traceparent", f"00-{trace_id}-{'ef' * 8}-01")], timeout=30
+    )
+    identity_api = next(p for p in mesh.processes if p.args == ["api", "identity"])
+    wait_for(lambda: f'"trace_id": "0x{trace_id}"' in identity_api.logs())  # identity's server span

@@ -105,3 +105,18 @@ def test_concurrent_key_creation_yields_one_key(tmp_path: Path, policy: auth.Pol
     token = issuers[0].issue("demo-portal")
     for other in issuers[1:]:
         assert auth.TokenVerifier(policy, other.key.public_key()).caller(f"Bearer {token}").caller_id == "demo-portal"
+
+
+def test_a_service_given_only_the_public_key_verifies_but_cannot_mint(policy: auth.Policy, tmp_path: Path) -> None:
+    from govmesh import keys
+
+    issuer = auth.TokenIssuer.from_key_dir(policy, tmp_path / "issuer")
+    service_dir = tmp_path / "service"
+    service_dir.mkdir()
+    (service_dir / "token-signing.pub.pem").write_bytes(keys.public_pem(issuer.key.public_key()))
+    verifier = auth.TokenVerifier.from_key_dir(policy, service_dir)
+    assert verifier.caller(f"Bearer {issuer.issue('taxation')}").caller_id == "taxation"
+    assert not (service_dir / "token-signing.pem").exists()  # no private key was made for it
+    stranger = auth.TokenIssuer.from_key_dir(policy, tmp_path / "stranger")
+    with pytest.raises(auth.Unauthenticated):
+        verifier.caller(f"Bearer {stranger.issue('taxation')}")
