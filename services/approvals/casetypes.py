@@ -50,6 +50,7 @@ from typing import Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from govmesh.parameters import ParameterError, resolve
 from govmesh.privacy import contains_identifier
 from services.approvals.rules import (
     APPLICANT,
@@ -116,18 +117,6 @@ class CaseTypeError(Exception):
         self.path = Path(path)
         self.line = line
         self.message = message
-
-
-class ParameterError(ValueError):
-    """A case parameter is unknown, missing or malformed: ``parameters.<name>: <reason>``.
-
-    The reason never repeats the value given: it may be an identifier or anything else.
-    """
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"parameters.{name}: {reason}")
-        self.name = name
-        self.reason = reason
 
 
 class ParameterType(enum.Enum):
@@ -313,25 +302,7 @@ def validate_parameters(spec: CaseTypeSpec, given: Mapping[str, str]) -> dict[st
     """The case's parameters, normalized, with defaults applied; ParameterError names the first
     unknown, missing or malformed one. An empty or blank value counts as not given (proto3 cannot
     tell them apart); an optional parameter without default that is not given is left out."""
-    known = {p.name: p for p in spec.parameters}
-    for name in given:
-        if name not in known:
-            shown = name if isinstance(name, str) and _NAME_RE.fullmatch(name) else "<invalid name>"
-            takes = ", ".join(known) if known else "no parameters"
-            raise ParameterError(shown, f"is not a parameter of {spec.code} (it takes {takes})")
-    result: dict[str, str] = {}
-    for parameter in spec.parameters:
-        raw = given.get(parameter.name, "")
-        if not isinstance(raw, str):
-            raise ParameterError(parameter.name, "must be a string")
-        if not raw.strip():
-            if parameter.required:
-                raise ParameterError(parameter.name, f"is required ({parameter.description_en})")
-            if not parameter.default:
-                continue
-            raw = parameter.default
-        result[parameter.name] = parameter.parse(raw)
-    return result
+    return resolve(spec.code, spec.parameters, given)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from govmesh.parameters import ParameterError, resolve
 from services.records.catalogue import (
     CITY_CODE,
     EDUCATION_LEVELS,
@@ -107,18 +108,6 @@ class StoredRecord:
 
 # --------------------------------------------------------------------------------------------
 # Parameters
-
-
-class ParameterError(ValueError):
-    """A proof parameter is unknown, missing or bad: ``parameters.<name>: <reason>``.
-
-    The reason never repeats the value given (it may be anything, an identifier included).
-    """
-
-    def __init__(self, parameter: str, reason: str) -> None:
-        super().__init__(f"parameters.{parameter}: {reason}")
-        self.parameter = parameter
-        self.reason = reason
 
 
 class ParameterKind(enum.Enum):
@@ -498,25 +487,7 @@ def resolve_parameters(spec: ProofTypeSpec, given: Mapping[str, str]) -> dict[st
     parameters without a default are left out when not given. The result is what the proof is
     issued and signed with; resolving it again gives the same result.
     """
-    known = {p.name: p for p in spec.parameters}
-    for name in given:
-        if name not in known:
-            shown = name if isinstance(name, str) and _NAME_RE.fullmatch(name) else "<invalid name>"
-            takes = ", ".join(known) if known else "no parameters"
-            raise ParameterError(shown, f"is not a parameter of {spec.code} (it takes {takes})")
-    resolved: dict[str, str] = {}
-    for parameter in spec.parameters:
-        raw = given.get(parameter.name, "")
-        if not isinstance(raw, str):
-            raise ParameterError(parameter.name, "must be a string")
-        if not raw.strip():
-            if parameter.required:
-                raise ParameterError(parameter.name, f"is required for {spec.code} ({parameter.description_en})")
-            if not parameter.default:
-                continue
-            raw = parameter.default
-        resolved[parameter.name] = parameter.parse(raw)
-    return resolved
+    return resolve(spec.code, spec.parameters, given, missing_names_owner=True)
 
 
 # --------------------------------------------------------------------------------------------
