@@ -17,6 +17,7 @@ import logging
 import sys
 
 from govmesh import config
+from govmesh.errors import StartupError
 
 log = logging.getLogger("govmesh")
 
@@ -48,7 +49,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _start_process(args.service, "api")
     policy = auth.Policy.load(settings.policy_path)
     db = service_database(settings.service, settings.database_url)
-    definition = importlib.import_module(f"services.{settings.service}.api").build(settings, db)
+    try:
+        definition = importlib.import_module(f"services.{settings.service}.api").build(settings, db)
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        print(f"govmesh api {settings.service}: cannot start: {exc}", file=sys.stderr)
+        return 2
     metrics.serve(settings.bind_host, settings.api_metrics_port)
     bind = f"{settings.bind_host}:{settings.grpc_port}"
     grpcserver.serve(definition, db, auth.TokenVerifier.from_key_dir(policy, settings.key_dir), bind)
@@ -66,7 +72,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from govmesh import worker
 
     settings = _start_process(args.service, "worker")
-    worker.run(settings)
+    try:
+        worker.run(settings)
+    except StartupError as exc:
+        log.critical("cannot start: %s", exc)
+        print(f"govmesh worker {settings.service}: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

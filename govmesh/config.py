@@ -33,6 +33,11 @@ environment (defaults in brackets):
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
   OTEL_EXPORTER_OTLP_ENDPOINT where otlp sends spans [http://localhost:4317]
   LOG_LEVEL                   DEBUG | INFO | WARNING | ERROR [INFO]
+  APPROVALS_CASE_TYPES_DIR    the case type files [services/approvals/case_types]
+  APPROVALS_PROOF_TIMEOUT_SECONDS   how long the worker waits for records per proof [5]
+  APPROVALS_RETRY_SECONDS     first retry delay of a proof; doubles per attempt, at most 5 min [2]
+  APPROVALS_STALL_SECONDS     when the timer drives a case nobody is working on [30]
+  GOVMESH_STARTUP_WAIT_SECONDS  how long a process waits for a service it needs at start [120]
 """
 
 
@@ -43,6 +48,22 @@ class ConfigError(ValueError):
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration in seconds from the environment (fractions allowed); ConfigError names it."""
+    raw = _env(name, str(default))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not 0 < seconds < 10**7:
+        raise ConfigError(f"{name}: {seconds} is not a sensible number of seconds")
+    return seconds
+
+
+def env_path(name: str, default: Path) -> Path:
+    return Path(_env(name, str(default)))
 
 
 def _port(name: str, default: int) -> int:

@@ -46,3 +46,8 @@ class FailedPrecondition(ServiceError):
 
 class Unavailable(ServiceError):
     status = "UNAVAILABLE"
+
+
+class StartupError(Exception):
+    """A process cannot start (e.g. a malformed case type file): the message says what and
+    where, and the process exits with it instead of a traceback."""

@@ -3,6 +3,7 @@ as subprocesses exactly the way `make run` starts them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -32,11 +33,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def amqp_uri() -> Iterator[str]:
-    """The broker the suite uses: a virtual host of its own when this machine's rabbitmqctl can
-    make one, so a mesh running beside the suite (`make run`) never takes the suite's messages
-    from its queues; the broker's default virtual host otherwise."""
+@contextlib.contextmanager
+def virtual_host() -> Iterator[str]:
+    """A broker URI of a RabbitMQ virtual host of its own when this machine's rabbitmqctl can
+    make one (deleted afterwards), so meshes alive at the same time never take each other's
+    messages; the broker's default virtual host otherwise."""
     try:
         pika.BlockingConnection(pika.URLParameters(AMQP_URI)).close()
     except pika.exceptions.AMQPError as exc:
@@ -49,8 +50,18 @@ def amqp_uri() -> Iterator[str]:
     except (OSError, subprocess.SubprocessError):
         yield AMQP_URI
         return
-    yield urlunsplit(urlsplit(AMQP_URI)._replace(path="/" + vhost))
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=30)
+    try:
+        yield urlunsplit(urlsplit(AMQP_URI)._replace(path="/" + vhost))
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def amqp_uri() -> Iterator[str]:
+    """The broker the suite uses, in a virtual host of its own, so a mesh running beside the
+    suite (`make run`) never takes the suite's messages from its queues."""
+    with virtual_host() as uri:
+        yield uri
 
 
 class PostgresDatabases:

@@ -59,6 +59,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeAlias
 
+from govmesh.typed_values import Value
+
 if TYPE_CHECKING:  # only for annotations: casetypes imports this module
     from services.approvals.casetypes import CaseTypeSpec, RuleSpec
 
@@ -83,10 +85,8 @@ __all__ = [
     "format_message",
     "placeholders",
     "referenced_claims",
+    "show",
 ]
-
-#: A claim value: the Python form of govmesh.records.v1.TypedValue, as records' proofs carry it.
-Value: TypeAlias = str | int | bool | datetime.date | datetime.datetime | list["Value"] | dict[str, "Value"]
 
 #: The subject of a required proof that is the applicant (others name an identifier parameter).
 APPLICANT: Final = "applicant"
@@ -248,11 +248,11 @@ def format_message(template: str, values: Mapping[str, Value], language: str) ->
     for literal, name, _, _ in string.Formatter().parse(template):
         parts.append(literal)
         if name is not None:
-            parts.append(_show(values[name], language) if name in values else "?")
+            parts.append(show(values[name], language) if name in values else "?")
     return "".join(parts)
 
 
-def _show(value: Value, language: str) -> str:
+def show(value: Value, language: str) -> str:
     zh = language == "zh"
     if isinstance(value, bool):
         return ("是" if value else "否") if zh else ("yes" if value else "no")
@@ -261,11 +261,11 @@ def _show(value: Value, language: str) -> str:
     if isinstance(value, list):
         if not value:
             return "无" if zh else "none"
-        return ("、" if zh else ", ").join(_show(item, language) for item in value)
+        return ("、" if zh else ", ").join(show(item, language) for item in value)
     if isinstance(value, dict):
         if not value:
             return "无" if zh else "none"
-        inner = ("，" if zh else ", ").join(f"{key}={_show(item, language)}" for key, item in value.items())
+        inner = ("，" if zh else ", ").join(f"{key}={show(item, language)}" for key, item in value.items())
         return f"[{inner}]"
     if value == "":
         return "无" if zh else "none"

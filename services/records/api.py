@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
@@ -14,64 +13,17 @@ from govmesh.db import Database
 from govmesh.errors import ServiceError
 from govmesh.grpcserver import ApiDefinition, current_caller
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from services.records import app, catalogue, proofs
+from services.records import app, described, proofs
 from services.records.app import RecordsApp
 from services.records.identity_grpc import IdentityOverGrpc
 from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
-from services.records.subjects import KIND_TO_PROTO
-
-
-def department_to_proto(spec: catalogue.DepartmentSpec) -> records_pb2.Department:
-    return records_pb2.Department(
-        code=spec.code,
-        name_zh=spec.name_zh,
-        name_en=spec.name_en,
-        record_types=[
-            records_pb2.RecordType(
-                code=rt.code,
-                name_zh=rt.name_zh,
-                name_en=rt.name_en,
-                subject_kinds=sorted(KIND_TO_PROTO[k] for k in rt.subject_kinds),
-            )
-            for rt in spec.record_types
-        ],
-    )
-
-
-def proof_type_to_proto(spec: proofs.ProofTypeSpec) -> records_pb2.ProofType:
-    validity = Duration()
-    validity.FromTimedelta(spec.validity)
-    return records_pb2.ProofType(
-        code=spec.code,
-        name_zh=spec.name_zh,
-        name_en=spec.name_en,
-        description=spec.description,
-        department_codes=list(spec.department_codes),
-        subject_kinds=sorted(KIND_TO_PROTO[k] for k in spec.subject_kinds),
-        parameters=[
-            records_pb2.ProofParameter(
-                name=p.name,
-                description_zh=p.description_zh,
-                description_en=p.description_en,
-                required=p.required,
-                default_value=p.default,
-            )
-            for p in spec.parameters
-        ],
-        validity=validity,
-        claim_names=list(spec.claim_names),
-    )
 
 
 class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def __init__(self, records: RecordsApp) -> None:
         self.records = records
-        self.departments = records_pb2.ListDepartmentsResponse(
-            departments=[department_to_proto(d) for d in catalogue.DEPARTMENTS]
-        )
-        self.proof_types = records_pb2.ListProofTypesResponse(
-            proof_types=[proof_type_to_proto(p) for p in proofs.PROOF_TYPES]
-        )
+        self.departments = described.departments()
+        self.proof_types = described.proof_types()
 
     def ListDepartments(
         self, request: records_pb2.ListDepartmentsRequest, context: grpc.ServicerContext

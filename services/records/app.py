@@ -20,13 +20,14 @@ from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
 from govmesh import keys
+from govmesh import typed_values as values
 from govmesh.auth import Caller, Policy, PolicyError
 from govmesh.config import Settings
 from govmesh.db import Database
 from govmesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import events_pb2, records_pb2
-from services.records import audit, catalogue, proofs, signing, store, values
+from services.records import audit, catalogue, proofs, signing, store
 from services.records.subjects import KIND_TO_PROTO, InvalidSubject, SubjectRef, Subjects
 
 MAX_TEXT = 200

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from govmesh.privacy import contains_identifier
+from govmesh.typed_values import Value
 
 __all__ = [
     "DEPARTMENTS",
@@ -58,9 +59,6 @@ __all__ = [
     "record_type",
     "validate_fields",
 ]
-
-#: A field value or a proof claim: the Python form of govmesh.records.v1.TypedValue.
-Value: TypeAlias = str | int | bool | datetime.date | datetime.datetime | list["Value"] | dict[str, "Value"]
 
 #: Longest string accepted in a field, in code points: records are facts, not documents.
 MAX_STRING_LENGTH: Final = 2000

@@ -17,10 +17,11 @@ from itertools import islice
 import grpc
 from tqdm import tqdm
 
+from govmesh import typed_values as values
 from govmesh.auth import Policy, TokenIssuer
 from govmesh.config import Settings
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from services.records import synthetic, values
+from services.records import synthetic
 
 
 @dataclass

@@ -25,7 +25,7 @@ from govmesh.worker import (
     RpcServiceError,
     queue_handler,
 )
-from services.records import app, store
+from services.records import app, described, store
 from services.records.app import RecordsApp
 from services.records.catalogue import SubjectKind
 from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 INGEST_EXCHANGE = "records.ingest"
 GET_PROOF = "govmesh.records.v1.RecordsService/GetProof"
 PUBLISH_RECORDS = "govmesh.records.v1.RecordsService/PublishRecords"
+LIST_PROOF_TYPES = "govmesh.records.v1.RecordsService/ListProofTypes"
+LIST_DEPARTMENTS = "govmesh.records.v1.RecordsService/ListDepartments"
 
 
 class IdentityOverNameko:
@@ -135,3 +137,15 @@ class Worker:
         PAPER_AVOIDED.inc()
         answer: dict[str, Any] = json_format.MessageToDict(proof)
         return answer
+
+    @rpc  # type: ignore[untyped-decorator]
+    def describe_catalogue(self, authorization: str) -> dict[str, Any]:
+        """ListProofTypes and ListDepartments for other services' workers (approvals checks its
+        case types against them at start), as {"proof_types": ..., "departments": ...} in the
+        contract's proto3 JSON."""
+        self.authorize(authorization, LIST_PROOF_TYPES)
+        self.authorize(authorization, LIST_DEPARTMENTS)
+        return {
+            "proof_types": json_format.MessageToDict(described.proof_types()),
+            "departments": json_format.MessageToDict(described.departments()),
+        }

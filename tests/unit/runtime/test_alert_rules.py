@@ -26,11 +26,12 @@ SUFFIXES = {
 def exported_names() -> set[str]:
     """Every series name the runtime's and the services' metrics produce, whether or not they
     have samples yet."""
+    import services.approvals.metrics
     import services.identity.api
     import services.records.metrics
 
     names = set()
-    modules = (govmesh.metrics, services.identity.api, services.records.metrics)
+    modules = (govmesh.metrics, services.identity.api, services.records.metrics, services.approvals.metrics)
     for metric in [value for module in modules for value in module.__dict__.values()]:
         if hasattr(metric, "describe") and not isinstance(metric, type):
             for family in metric.describe():

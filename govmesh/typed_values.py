@@ -1,14 +1,18 @@
-"""The contract's TypedValue and the domain's plain Python values, both ways."""
+"""The records contract's TypedValue (claims of proofs, fields of department records) and plain
+Python values, both ways: records stores and signs them, approvals evaluates rules over them."""
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from google.protobuf import json_format
 
 from govmesh.records.v1 import records_pb2
-from services.records.catalogue import Value
+
+#: A value of a TypedValue in Python: dates as date, times as aware datetime, lists and maps.
+Value: TypeAlias = str | int | bool | datetime.date | datetime.datetime | list["Value"] | dict[str, "Value"]
 
 
 class UnreadableValue(ValueError):

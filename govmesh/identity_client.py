@@ -1,0 +1,58 @@
+"""Identity's gRPC api as other services' api processes reach it (never a worker: grpcio and
+eventlet do not mix), with the calling service's own credentials."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.instrumentation.grpc import client_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+from govmesh.auth import ServiceCredentials
+from govmesh.errors import Unavailable
+from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
+
+
+class IdentifierRefused(Exception):
+    """Identity refused the identifier (INVALID_ARGUMENT); the message says why and never
+    contains the identifier."""
+
+
+class IdentityClient:
+    def __init__(self, target: str, credentials: ServiceCredentials, timeout: float = 5.0) -> None:
+        # The client interceptor carries the trace (traceparent) from the caller's call into identity's.
+        self.channel = intercept_channel(grpc.insecure_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
+        self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
+        self.credentials = credentials
+        self.timeout = timeout
+
+    def _call(self, method: str, request: object) -> object | None:
+        try:
+            answer: object = getattr(self.stub, method)(
+                request, metadata=self.credentials.metadata(), timeout=self.timeout
+            )
+            return answer
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                return None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise IdentifierRefused(error.details()) from None
+            raise Unavailable(f"identity did not answer ({code.name}): {error.details()}") from None
+
+    def register(self, identifier: str, display_name: str) -> identity_pb2.Subject:
+        request = identity_pb2.RegisterSubjectRequest(identifier=identifier, display_name=display_name)
+        response = self._call("RegisterSubject", request)
+        assert isinstance(response, identity_pb2.RegisterSubjectResponse)
+        return response.subject
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> identity_pb2.Subject | None:
+        """The subject, or None when identity knows no such subject."""
+        if identifier:
+            request = identity_pb2.ResolveSubjectRequest(identifier=identifier)
+        else:
+            request = identity_pb2.ResolveSubjectRequest(subject_id=subject_id)
+        response = self._call("ResolveSubject", request)
+        return None if response is None else response.subject  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,132 @@
+"""Approvals' gRPC servicer: translates between the contract and the use cases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+from opentelemetry.instrumentation.grpc import client_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+from govmesh import config
+from govmesh.approvals.v1 import approvals_pb2 as pb
+from govmesh.approvals.v1 import approvals_pb2_grpc
+from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
+from govmesh.config import Settings
+from govmesh.config import load as load_settings
+from govmesh.db import Database
+from govmesh.errors import InvalidArgument, StartupError, Unavailable
+from govmesh.grpcserver import ApiDefinition, current_caller
+from govmesh.identity_client import IdentifierRefused, IdentityClient
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from services.approvals import app, metrics
+from services.approvals.app import ApprovalsApp, Party
+
+#: Each watcher holds one of the server's threads while its case is open.
+MAX_WATCHERS = 8
+
+
+class PartiesOverGrpc:
+    def __init__(self, identity: IdentityClient) -> None:
+        self.identity = identity
+
+    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        try:
+            subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
+        except IdentifierRefused as exc:
+            raise InvalidArgument(field, "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
+        if subject is None:
+            return None
+        return Party(subject.subject_id, subject.masked_identifier, subject.kind)
+
+
+class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
+    def __init__(self, approvals: ApprovalsApp, parties: PartiesOverGrpc) -> None:
+        self.approvals = approvals
+        self.parties = parties
+        self.case_types = pb.ListCaseTypesResponse(case_types=approvals.list_case_types())
+        self.watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+
+    def ListCaseTypes(
+        self, request: pb.ListCaseTypesRequest, context: grpc.ServicerContext
+    ) -> pb.ListCaseTypesResponse:
+        return self.case_types
+
+    def SubmitCase(self, request: pb.SubmitCaseRequest, context: grpc.ServicerContext) -> pb.SubmitCaseResponse:
+        case, created = self.approvals.submit(request, current_caller(), self.parties)
+        return pb.SubmitCaseResponse(case=case, created=created)
+
+    def GetCase(self, request: pb.GetCaseRequest, context: grpc.ServicerContext) -> pb.GetCaseResponse:
+        return pb.GetCaseResponse(case=self.approvals.get(request.case_id))
+
+    def ListCases(self, request: pb.ListCasesRequest, context: grpc.ServicerContext) -> pb.ListCasesResponse:
+        which = request.WhichOneof("applicant")
+        applicant: str | None = None
+        if which == "applicant_identifier":
+            party = self.parties.resolve(which, identifier=request.applicant_identifier)
+            if party is None:
+                return pb.ListCasesResponse()
+            applicant = party.subject_id
+        elif which == "applicant_subject_id":
+            applicant = request.applicant_subject_id
+        return self.approvals.list_cases(request, applicant)
+
+    def WatchCase(self, request: pb.WatchCaseRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchCaseResponse]:
+        if not self.watchers.acquire(blocking=False):
+            raise Unavailable(f"this server already streams {MAX_WATCHERS} cases; retry shortly or poll GetCase")
+        try:
+            for case in self.approvals.watch(request.case_id, context.is_active):
+                yield pb.WatchCaseResponse(case=case)
+        finally:
+            self.watchers.release()
+
+    def ListReviewTasks(
+        self, request: pb.ListReviewTasksRequest, context: grpc.ServicerContext
+    ) -> pb.ListReviewTasksResponse:
+        return self.approvals.list_review_tasks(request, current_caller())
+
+    def CompleteReviewTask(
+        self, request: pb.CompleteReviewTaskRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteReviewTaskResponse:
+        task, case = self.approvals.complete_review_task(request, current_caller())
+        return pb.CompleteReviewTaskResponse(task=task, case=case)
+
+    def CancelCase(self, request: pb.CancelCaseRequest, context: grpc.ServicerContext) -> pb.CancelCaseResponse:
+        case, _ = self.approvals.cancel(request, current_caller())
+        return pb.CancelCaseResponse(case=case)
+
+
+def records_catalogue(
+    target: str, credentials: ServiceCredentials
+) -> tuple[records_pb2.ListProofTypesResponse, records_pb2.ListDepartmentsResponse]:
+    """Records' proof types and departments, waiting for records to come up (processes start in
+    any order) at most GOVMESH_STARTUP_WAIT_SECONDS."""
+    wait = config.env_seconds("GOVMESH_STARTUP_WAIT_SECONDS", 120)
+    channel = intercept_channel(grpc.insecure_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
+    stub = records_pb2_grpc.RecordsServiceStub(channel)
+    try:
+        options = {"metadata": credentials.metadata(), "timeout": wait, "wait_for_ready": True}
+        proof_types = stub.ListProofTypes(records_pb2.ListProofTypesRequest(), **options)
+        departments = stub.ListDepartments(records_pb2.ListDepartmentsRequest(), **options)
+    except grpc.RpcError as error:
+        raise StartupError(
+            f"records' catalogue at {target} is needed to check the case types: {error.code().name} {error.details()}"
+        ) from None
+    finally:
+        channel.close()
+    return proof_types, departments
+
+
+def build(settings: Settings, db: Database) -> ApiDefinition:
+    policy = Policy.load(settings.policy_path)
+    credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
+    proof_types, departments = records_catalogue(load_settings("records").grpc_target, credentials)
+    approvals = app.build(db, proof_types, departments, on_events=metrics.count)
+    identity = IdentityClient(load_settings("identity").grpc_target, credentials)
+    servicer = ApprovalsServicer(approvals, PartiesOverGrpc(identity))
+    return ApiDefinition(
+        service="approvals",
+        full_name=pb.DESCRIPTOR.services_by_name["ApprovalsService"].full_name,
+        add_servicer=lambda server: approvals_pb2_grpc.add_ApprovalsServiceServicer_to_server(servicer, server),
+    )

@@ -1,0 +1,458 @@
+"""Approvals through its public interfaces, in the whole mesh: identity, records and approvals,
+each api and worker a real process, over a real RabbitMQ, on SQLite and on PostgreSQL.
+
+Departments publish the records of every scenario (tests/approvals_scenarios.py: for each case
+type one applicant who qualifies and, for each rule, one who fails just that rule); the portal
+submits one case per scenario and the workers decide them."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from govmesh import clock
+from govmesh.approvals.v1 import approvals_pb2 as pb
+from govmesh.approvals.v1 import approvals_pb2_grpc, events_pb2
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from tests.approvals_scenarios import Scenario, scenarios
+from tests.conftest import (
+    Integrator,
+    PostgresDatabases,
+    ServiceEnv,
+    assert_no_raw_identifiers,
+    consumers,
+    govmesh,
+    virtual_host,
+    wait_for,
+)
+from tests.people import wait_serving
+
+SCENARIOS = scenarios(clock.shanghai_date())
+FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
+
+
+class Approvals:
+    def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
+        self.env = env
+        self.stub = approvals_pb2_grpc.ApprovalsServiceStub(grpc.insecure_channel(env.target_of("approvals")))
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
+
+    def submit(
+        self, case_type: str, applicant: str, parameters: dict[str, str], request_id: str = ""
+    ) -> pb.SubmitCaseResponse:
+        request = pb.SubmitCaseRequest(
+            case_type=case_type,
+            applicant_identifier=applicant,
+            parameters=parameters,
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return self.stub.SubmitCase(request, metadata=self.metadata, timeout=10)
+
+    def get(self, case_id: str) -> pb.Case:
+        return self.stub.GetCase(pb.GetCaseRequest(case_id=case_id), metadata=self.metadata, timeout=10).case
+
+    def wait_final(self, case_id: str, states: tuple[int, ...] = FINAL, timeout: float = 30) -> pb.Case:
+        found: list[pb.Case] = []
+
+        def reached() -> bool:
+            found[:] = [self.get(case_id)]
+            return found[0].state in states
+
+        wait_for(reached, timeout)
+        return found[0]
+
+
+def start_mesh(env: ServiceEnv, amqp: str) -> None:
+    for service in ("identity", "records", "approvals"):
+        env.migrate(service)
+    for service in ("identity", "records"):
+        env.process("api", service)
+        env.process("worker", service)
+    wait_for(lambda: consumers(amqp, "rpc-records") > 0, timeout=30)
+    env.process("api", "approvals")
+    env.process("worker", "approvals")
+    wait_for(lambda: consumers(amqp, "rpc-identity") > 0, timeout=30)
+    wait_for(lambda: consumers(amqp, "evt-approvals-case_submitted--approvals.on_case_submitted") > 0, timeout=60)
+    wait_serving(env.target_of("records"), "govmesh.records.v1.RecordsService")
+    wait_serving(env.target_of("approvals"), "govmesh.approvals.v1.ApprovalsService", timeout=60)
+
+
+def publish(env: ServiceEnv, records: list[records_pb2.DepartmentRecord]) -> None:
+    stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+    answer = stub.PublishRecords(
+        iter([records_pb2.PublishRecordsRequest(records=records)]), metadata=metadata, timeout=120
+    )
+    assert answer.rejected == 0, answer.rejections
+
+
+class Mesh:
+    """One mesh for the module (per database), its own virtual host, every scenario's records
+    published and every scenario's case submitted at once."""
+
+    def __init__(self, env: ServiceEnv, amqp: str) -> None:
+        self.env = env
+        self.amqp = amqp
+        self.approvals = Approvals(env)
+        self.cases: dict[str, str] = {}
+
+    def case_of(self, scenario: Scenario) -> str:
+        if not self.cases:
+            publish(self.env, [record for s in SCENARIOS for record in s.records])
+            for s in SCENARIOS:
+                self.cases[s.id()] = self.approvals.submit(s.case_type, s.applicant, s.parameters).case.case_id
+        return self.cases[scenario.id()]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    tmp_path = tmp_path_factory.mktemp(f"approvals-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'service.db'}"
+    else:
+        databases: PostgresDatabases = request.getfixturevalue("postgres")
+        url = databases.create()
+    with virtual_host() as amqp:
+        env = ServiceEnv("approvals", url, tmp_path, amqp, others=("identity", "records"))
+        start_mesh(env, amqp)
+        mesh = Mesh(env, amqp)
+        yield mesh
+        env.stop_all()
+        assert_no_raw_identifiers(env.all_output(), "the mesh's output")
+
+
+def test_case_types_are_listed_from_their_files(mesh: Mesh) -> None:
+    answer = mesh.approvals.stub.ListCaseTypes(pb.ListCaseTypesRequest(), metadata=mesh.approvals.metadata, timeout=10)
+    by_code = {t.code: t for t in answer.case_types}
+    assert {
+        "ride_hailing_driver_permit",
+        "second_hand_housing_transfer",
+        "business_licence_change",
+        "tour_guide_licence",
+    } <= set(by_code)
+    housing = by_code["second_hand_housing_transfer"]
+    assert list(housing.sign_off_department_codes) == ["taxation", "natural_resources", "housing"]
+    assert housing.deadline_working_days == 9
+    assert by_code["tour_guide_licence"].review_steps[0].department_code == "culture_tourism"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=Scenario.id)
+def test_each_case_type_decides_each_applicant(mesh: Mesh, scenario: Scenario) -> None:
+    case_id = mesh.case_of(scenario)
+    approvals = mesh.approvals
+    needs_review = scenario.case_type == "tour_guide_licence" and not scenario.failing_rules
+    case = approvals.wait_final(case_id, FINAL + ((pb.CASE_STATE_IN_REVIEW,) if needs_review else ()))
+    if needs_review:
+        assert case.state == pb.CASE_STATE_IN_REVIEW
+        official = Approvals(mesh.env, "culture_tourism")
+        tasks = official.stub.ListReviewTasks(
+            pb.ListReviewTasksRequest(department_code="culture_tourism"), metadata=official.metadata, timeout=10
+        ).tasks
+        task = next(t for t in tasks if t.case_id == case_id)
+        answer = official.stub.CompleteReviewTask(
+            pb.CompleteReviewTaskRequest(task_id=task.task_id, decision=pb.REVIEW_DECISION_APPROVE),
+            metadata=official.metadata,
+            timeout=10,
+        )
+        case = answer.case
+        assert case.decision.decided_by == pb.DECISION_MAKER_HUMAN_REVIEW
+        assert case.decision.official_id == "culture_tourism"
+
+    expected = pb.CASE_STATE_REJECTED if scenario.failing_rules else pb.CASE_STATE_APPROVED
+    assert case.state == expected, case.decision.message_en
+    assert set(case.decision.failing_rule_ids) == scenario.failing_rules
+    failed = [r for r in case.rule_results if r.outcome == pb.RULE_OUTCOME_FAILED]
+    assert {r.rule_id for r in failed} == scenario.failing_rules
+    for result in failed:
+        assert result.message_zh and result.message_en and result.evidence, result
+        assert result.message_en in case.decision.message_en
+    assert all(
+        r.outcome == pb.RULE_OUTCOME_PASSED for r in case.rule_results if r.rule_id not in scenario.failing_rules
+    )
+    # The applicant brought nothing: every proof was drawn from records for this case.
+    proof_steps = [s for s in case.steps if s.kind == pb.CASE_STEP_KIND_PROOF]
+    assert proof_steps and all(s.state == pb.CASE_STEP_STATE_SUCCEEDED and s.proof_id for s in proof_steps)
+    assert {p.proof_id for p in case.proofs} == {s.proof_id for s in proof_steps}
+    assert case.decision_duration.ToTimedelta() > datetime.timedelta(0)
+    assert [t.to_state for t in case.transitions][:2] == [pb.CASE_STATE_SUBMITTED, pb.CASE_STATE_IN_PROGRESS]
+    assert case.deadline_date > case.submitted_at.ToDatetime().date().isoformat()
+
+    # Records' audit trail names this case as the purpose of every proof it drew.
+    records = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(mesh.env.target_of("records")))
+    accesses = records.ListAccesses(
+        records_pb2.ListAccessesRequest(subject_id=case.applicant_subject_id, page_size=500),
+        metadata=mesh.approvals.metadata,
+        timeout=10,
+    ).entries
+    for_case = {a.proof_id for a in accesses if a.purpose.case_id == case_id}
+    applicant_proofs = {p.proof_id for p in case.proofs if p.subject_id == case.applicant_subject_id}
+    assert applicant_proofs and applicant_proofs <= for_case
+    assert all(a.caller_id == "approvals" for a in accesses if a.purpose.case_id == case_id)
+
+
+def test_bad_submissions_name_the_field_and_store_nothing(mesh: Mesh) -> None:
+    approvals = mesh.approvals
+    good = next(s for s in SCENARIOS if s.case_type == "second_hand_housing_transfer" and not s.failing_rules)
+    before = approvals.stub.ListCases(pb.ListCasesRequest(page_size=500), metadata=approvals.metadata).cases
+    attempts = [
+        ("no_such_case_type", good.applicant, good.parameters, "case_type"),
+        (
+            good.case_type,
+            good.applicant,
+            {k: v for k, v in good.parameters.items() if k != "price_fen"},
+            "parameters.price_fen",
+        ),
+        (good.case_type, good.applicant, {**good.parameters, "price_fen": "-5"}, "parameters.price_fen"),
+        (good.case_type, good.applicant, {**good.parameters, "colour": "red"}, "parameters.colour"),
+        (
+            good.case_type,
+            good.applicant[:-1] + ("0" if good.applicant[-1] != "0" else "1"),
+            good.parameters,
+            "applicant_identifier",
+        ),
+        (
+            good.case_type,
+            good.applicant,
+            {**good.parameters, "seller_identifier": good.applicant},
+            "parameters.seller_identifier",
+        ),
+    ]
+    for case_type, applicant, parameters, field in attempts:
+        with pytest.raises(grpc.RpcError) as refused:
+            approvals.submit(case_type, applicant, parameters)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, refused.value.details())
+        assert refused.value.details().startswith(f"{field}:"), refused.value.details()
+    after = approvals.stub.ListCases(pb.ListCasesRequest(page_size=500), metadata=approvals.metadata).cases
+    assert len(after) == len(before)
+
+
+def test_the_same_request_id_returns_the_same_case(mesh: Mesh) -> None:
+    approvals = mesh.approvals
+    scenario = next(s for s in SCENARIOS if s.case_type == "business_licence_change" and not s.failing_rules)
+    request_id = str(uuid.uuid4())
+    first = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters, request_id)
+    again = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters, request_id)
+    assert first.created and not again.created
+    assert again.case.case_id == first.case.case_id
+    changed = {**scenario.parameters, "resolution_date": "2020-01-02"}
+    with pytest.raises(grpc.RpcError) as refused:
+        approvals.submit(scenario.case_type, scenario.applicant, changed, request_id)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert refused.value.details().startswith("request_id:")
+
+
+def test_watch_streams_each_change_until_the_case_is_final(mesh: Mesh) -> None:
+    approvals = mesh.approvals
+    scenario = next(s for s in SCENARIOS if s.case_type == "ride_hailing_driver_permit" and not s.failing_rules)
+    case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+    stream = approvals.stub.WatchCase(
+        pb.WatchCaseRequest(case_id=case.case_id), metadata=approvals.metadata, timeout=30
+    )
+    seen = [message.case for message in stream]
+    revisions = [c.revision for c in seen]
+    assert revisions == sorted(set(revisions)), revisions
+    assert seen[-1].state == pb.CASE_STATE_APPROVED
+    assert seen[-1].decision_duration.ToTimedelta() < datetime.timedelta(seconds=30)
+
+
+def test_cancelling_a_case_in_review_withdraws_its_task(mesh: Mesh) -> None:
+    approvals = mesh.approvals
+    scenario = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
+    cancelled = Integrator(mesh.amqp, "approvals.events", "case_cancelled")
+    try:
+        case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+        case = approvals.wait_final(case.case_id, (pb.CASE_STATE_IN_REVIEW,))
+        task_id = next(s.review_task_id for s in case.steps if s.kind == pb.CASE_STEP_KIND_REVIEW)
+        answer = approvals.stub.CancelCase(
+            pb.CancelCaseRequest(case_id=case.case_id, reason="申请人撤回"), metadata=approvals.metadata, timeout=10
+        )
+        assert answer.case.state == pb.CASE_STATE_CANCELLED
+        compensation = [s for s in answer.case.steps if s.kind == pb.CASE_STEP_KIND_COMPENSATION]
+        assert [s.state for s in compensation] == [pb.CASE_STEP_STATE_COMPENSATED]
+        assert compensation[0].review_task_id == task_id
+        again = approvals.stub.CancelCase(
+            pb.CancelCaseRequest(case_id=case.case_id), metadata=approvals.metadata, timeout=10
+        )
+        assert again.case.revision == answer.case.revision
+        official = Approvals(mesh.env, "culture_tourism")
+        with pytest.raises(grpc.RpcError) as refused:
+            official.stub.CompleteReviewTask(
+                pb.CompleteReviewTaskRequest(task_id=task_id, decision=pb.REVIEW_DECISION_APPROVE),
+                metadata=official.metadata,
+                timeout=10,
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        events = [json.loads(body) for _, _, body in cancelled.receive(1)]
+        assert [e["caseId"] for e in events] == [case.case_id]
+        # Another department cannot see culture and tourism's queue.
+        housing = Approvals(mesh.env, "housing")
+        with pytest.raises(grpc.RpcError) as denied:
+            housing.stub.ListReviewTasks(
+                pb.ListReviewTasksRequest(department_code="culture_tourism"), metadata=housing.metadata, timeout=10
+            )
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        cancelled.close()
+
+
+def test_metrics_count_decisions_by_outcome_and_type(mesh: Mesh) -> None:
+    for scenario in SCENARIOS:
+        mesh.approvals.wait_final(mesh.case_of(scenario), (*FINAL, pb.CASE_STATE_IN_REVIEW))
+    port = mesh.env.ports["approvals"]["worker_metrics"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert (
+        'govmesh_approvals_cases_decided_total{case_type="ride_hailing_driver_permit",decided_by="automatic",outcome="rejected"}'
+        in text
+    )
+    assert 'govmesh_approvals_decision_seconds_count{case_type="second_hand_housing_transfer"}' in text
+    api_port = mesh.env.ports["approvals"]["api_metrics"]
+    api_text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5).read().decode()
+    assert 'govmesh_approvals_cases_submitted_total{case_type="tour_guide_licence"}' in api_text
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: a worker killed mid-case, duplicate events, a department that does not answer,
+# deadlines, malformed case type files. Each on a mesh of its own.
+
+
+@pytest.fixture
+def lone_mesh(database_url: str, tmp_path: Path) -> Iterator[ServiceEnv]:
+    with virtual_host() as amqp:
+        env = ServiceEnv("approvals", database_url, tmp_path, amqp, others=("identity", "records"))
+        env.env |= {
+            "APPROVALS_PROOF_TIMEOUT_SECONDS": "1",
+            "APPROVALS_RETRY_SECONDS": "0.2",
+            "APPROVALS_STALL_SECONDS": "3",
+        }
+        env.amqp = amqp  # type: ignore[attr-defined]
+        yield env
+        env.stop_all()
+        assert_no_raw_identifiers(env.all_output(), "the mesh's output")
+
+
+def test_a_worker_killed_mid_case_and_duplicate_events_leave_one_decision(lone_mesh: ServiceEnv) -> None:
+    env = lone_mesh
+    amqp: str = env.amqp  # type: ignore[attr-defined]
+    start_mesh(env, amqp)
+    scenario = next(s for s in SCENARIOS if s.case_type == "ride_hailing_driver_permit" and not s.failing_rules)
+    publish(env, list(scenario.records))
+    decided = Integrator(amqp, "approvals.events", "case_decided")
+    submitted = Integrator(amqp, "approvals.events", "case_submitted")
+    approvals = Approvals(env)
+    worker = next(p for p in env.processes if p.args == ["worker", "approvals"])
+    try:
+        case_ids = [
+            approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case.case_id
+            for _ in range(30)
+        ]
+        worker.stop(signal.SIGKILL)
+        env.process("worker", "approvals")
+        # Every submission event again, as a broker or a publisher retry could deliver it.
+        for method, properties, body in submitted.receive(30):
+            Integrator(amqp, "approvals.events").channel.basic_publish(
+                "approvals.events", method.routing_key, body, properties
+            )
+        cases = [approvals.wait_final(case_id, timeout=60) for case_id in case_ids]
+        assert all(c.state == pb.CASE_STATE_APPROVED for c in cases)
+        # Delivery is at least once (a relay killed between publishing and marking publishes
+        # again), with a stable ce-id to dedupe on: one decision per case, however delivered.
+        events = {properties.headers["ce-id"]: json.loads(body) for _, properties, body in decided.drain(quiet=3)}
+        ids = [event["caseId"] for event in events.values()]
+        assert sorted(ids) == sorted(case_ids), "one case_decided per case"
+        records = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
+        accesses = records.ListAccesses(
+            records_pb2.ListAccessesRequest(subject_id=cases[0].applicant_subject_id, page_size=500),
+            metadata=approvals.metadata,
+            timeout=10,
+        ).entries
+        for case in cases:
+            issued = {(a.proof_type, a.proof_id) for a in accesses if a.purpose.case_id == case.case_id}
+            # One proof per proof step, however often it was asked for.
+            assert len(issued) == len({a[0] for a in issued}) == 4, issued
+            assert {p.proof_id for p in case.proofs} == {a[1] for a in issued}
+    finally:
+        decided.close()
+        submitted.close()
+
+
+def test_a_department_that_does_not_answer_is_retried_then_escalated(lone_mesh: ServiceEnv) -> None:
+    env = lone_mesh
+    amqp: str = env.amqp  # type: ignore[attr-defined]
+    start_mesh(env, amqp)
+    scenario = next(s for s in SCENARIOS if s.case_type == "business_licence_change" and not s.failing_rules)
+    publish(env, list(scenario.records))
+    escalated = Integrator(amqp, "approvals.events", "case_escalated")
+    try:
+        records_worker = next(p for p in env.processes if p.args == ["worker", "records"])
+        records_worker.stop()
+        approvals = Approvals(env)
+        case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+        events = escalated.receive(1, timeout=30)
+        assert events, "no case_escalated"
+        body = json.loads(events[0][2])
+        assert body["caseId"] == case.case_id and body["attempts"] >= 3
+        stuck = approvals.get(case.case_id)
+        step = next(s for s in stuck.steps if s.kind == pb.CASE_STEP_KIND_PROOF)
+        assert step.state == pb.CASE_STEP_STATE_ESCALATED and "records" in step.message_en
+        env.process("worker", "records")
+        final = approvals.wait_final(case.case_id, timeout=60)
+        assert final.state == pb.CASE_STATE_APPROVED
+    finally:
+        escalated.close()
+
+
+def test_a_case_past_its_deadline_raises_deadline_breached(lone_mesh: ServiceEnv) -> None:
+    env = lone_mesh
+    amqp: str = env.amqp  # type: ignore[attr-defined]
+    start_mesh(env, amqp)
+    scenario = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
+    publish(env, list(scenario.records))
+    breached = Integrator(amqp, "approvals.events", "deadline_breached")
+    try:
+        approvals = Approvals(env)
+        case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+        approvals.wait_final(case.case_id, (pb.CASE_STATE_IN_REVIEW,))
+        assert not breached.receive(1, timeout=2)
+        env.travel(datetime.timedelta(days=30))
+        events = breached.receive(1, timeout=20)
+        assert events
+        body = json_format.Parse(events[0][2], events_pb2.DeadlineBreached())
+        assert body.case_id == case.case_id and body.deadline_date == case.deadline_date
+        assert list(body.waiting_department_codes) == ["culture_tourism"]
+        assert approvals.get(case.case_id).deadline_breached
+        assert not breached.receive(1, timeout=3), "deadline_breached is raised once"
+    finally:
+        breached.close()
+
+
+def test_a_malformed_case_type_file_stops_start_up_naming_file_and_line(lone_mesh: ServiceEnv, tmp_path: Path) -> None:
+    env = lone_mesh
+    amqp: str = env.amqp  # type: ignore[attr-defined]
+    for service in ("identity", "records", "approvals"):
+        env.migrate(service)
+    env.process("api", "records")
+    env.process("worker", "records")
+    wait_for(lambda: consumers(amqp, "rpc-records") > 0, timeout=30)
+    bad = tmp_path / "case_types"
+    bad.mkdir()
+    source = (
+        Path(__file__).resolve().parents[2] / "services/approvals/case_types/business_licence_change.yaml"
+    ).read_text()
+    lines = source.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("deadline_working_days:"))
+    lines[index] = "deadline_working_days: soon"
+    (bad / "business_licence_change.yaml").write_text("\n".join(lines) + "\n")
+    broken = {**env.env, "APPROVALS_CASE_TYPES_DIR": str(bad)}
+    for kind in ("api", "worker"):
+        result = govmesh(kind, "approvals", env=broken)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"business_licence_change.yaml:{index + 1}:" in result.stderr, result.stderr[-2000:]
