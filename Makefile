@@ -16,7 +16,7 @@ help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication)"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, case decisions)"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -91,6 +91,7 @@ test: lint
 bench: install
 	@scripts/ensure-broker
 	@$(BIN)/python -m tests.bench.identity
+	@$(BIN)/python -m tests.bench.approvals
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

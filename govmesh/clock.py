@@ -36,5 +36,11 @@ SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 
 def shanghai_date(moment: datetime.datetime | None = None) -> datetime.date:
     """The province's calendar day at `moment` (default: now): storage is UTC, people and the
-    law count days in Asia/Shanghai."""
-    return (moment or now()).astimezone(SHANGHAI).date()
+    law count days in Asia/Shanghai. A naive datetime is refused: it could be UTC or Shanghai."""
+    if moment is None:
+        moment = now()
+    if not isinstance(moment, datetime.datetime):
+        raise TypeError("moment must be an aware datetime.datetime")
+    if moment.utcoffset() is None:
+        raise ValueError("moment must be timezone-aware (a naive datetime could be UTC or Asia/Shanghai)")
+    return moment.astimezone(SHANGHAI).date()

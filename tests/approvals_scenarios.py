@@ -366,6 +366,10 @@ class _Sale:
     buyer_eligible: bool = True
     #: The price the application declares (the tax was assessed on _PRICE_FEN).
     declared_price_fen: int = _PRICE_FEN
+    #: The city the application names (the unit is in Zhuji, Shaoxing: 330600).
+    declared_city: str = "330600"
+    #: The seller holds the title jointly with a co-owner (and no consent is declared).
+    co_owned: bool = False
 
 
 _SALES: Final[dict[str, _Sale]] = {
@@ -384,6 +388,11 @@ _SALES: Final[dict[str, _Sale]] = {
     # (a "yin-yang" contract): the base no longer equals price_fen; the tax itself is computed
     # right and paid.
     "deed_tax_paid": _Sale(declared_price_fen=1_980_000_00),
+    # The application names Hangzhou (330100), where the buyer is also assessed eligible, for a
+    # home in Zhuji: eligibility must be for the city the unit lies in.
+    "unit_in_city": _Sale(declared_city="330100"),
+    # The seller holds the home jointly with a co-owner, whose agreement is not declared.
+    "co_owners_agree": _Sale(co_owned=True),
 }
 
 
@@ -397,6 +406,7 @@ def _housing(name: str, sale: _Sale, today: datetime.date) -> Scenario:
     case_type = "second_hand_housing_transfer"
     p = _Publisher(f"{case_type}-{name}")
     buyer, seller = p.resident("buyer", "330681"), p.resident("seller", "330681")
+    co_owner = p.resident("co-owner", "330681")
     unit = _property_unit(p, "unit")
     held = unit if sale.seller_holds_unit else _property_unit(p, "the seller's other unit")
 
@@ -412,8 +422,8 @@ def _housing(name: str, sale: _Sale, today: datetime.date) -> Scenario:
             "region_code": "330681",
             "usage": "residential",
             "area_cm2": _AREA_CM2,
-            "holders": [_mask(seller)],
-            "ownership": "sole",
+            "holders": [_mask(seller), _mask(co_owner)] if sale.co_owned else [_mask(seller)],
+            "ownership": "joint" if sale.co_owned else "sole",
             "acquired_on": acquired,
         },
     )
@@ -439,19 +449,20 @@ def _housing(name: str, sale: _Sale, today: datetime.date) -> Scenario:
 
     assessed = _ago(today, days=14)
     homes = 0 if sale.buyer_eligible else 2
-    p.publish("housing", "homes_owned", buyer, assessed, {"city_code": "330600", "count": homes})
-    p.publish(
-        "housing",
-        "purchase_eligibility",
-        buyer,
-        assessed,
-        {
-            "city_code": "330600",
-            "eligible": sale.buyer_eligible,
-            "reason": "local_household_under_limit" if sale.buyer_eligible else "local_household_limit_reached",
-            "assessed_on": assessed,
-        },
-    )
+    for city in sorted({"330600", sale.declared_city}):
+        p.publish("housing", "homes_owned", buyer, assessed, {"city_code": city, "count": homes})
+        p.publish(
+            "housing",
+            "purchase_eligibility",
+            buyer,
+            assessed,
+            {
+                "city_code": city,
+                "eligible": sale.buyer_eligible,
+                "reason": "local_household_under_limit" if sale.buyer_eligible else "local_household_limit_reached",
+                "assessed_on": assessed,
+            },
+        )
     paid = _ago(today, days=3)
     p.publish(
         "taxation",
@@ -472,7 +483,7 @@ def _housing(name: str, sale: _Sale, today: datetime.date) -> Scenario:
         "seller_identifier": seller,
         "property_unit": unit,
         "price_fen": str(sale.declared_price_fen),
-        "city": "330600",
+        "city": sale.declared_city,
     }
     return p.scenario(case_type, name, buyer, parameters)
 

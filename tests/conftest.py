@@ -120,17 +120,26 @@ class Process:
         self.env = env
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
+        self.signalled = False
 
     def start(self) -> Process:
+        self.signalled = False
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "govmesh.cli", *self.args], env=self.env, stdout=log, stderr=log, cwd=ROOT
         )
         return self
 
+    def signal(self, sig: int = 15) -> None:
+        """Ask the process to stop without waiting for it (see stop)."""
+        assert self.popen is not None
+        if self.popen.poll() is None and not self.signalled:
+            self.popen.send_signal(sig)
+            self.signalled = True
+
     def stop(self, sig: int = 15, timeout: float = 15) -> int:
         assert self.popen is not None
-        if self.popen.poll() is None:
+        if self.popen.poll() is None and not (self.signalled and sig == 15):
             self.popen.send_signal(sig)
         try:
             return self.popen.wait(timeout)
@@ -238,6 +247,9 @@ class ServiceEnv:
         return "".join(p.logs() for p in self.processes)
 
     def stop_all(self) -> None:
+        # All asked at once, then waited for: each drains in parallel with the others.
+        for process in self.processes:
+            process.signal()
         for process in self.processes:
             process.stop()
 

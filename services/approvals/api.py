@@ -58,7 +58,7 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
         return pb.SubmitCaseResponse(case=case, created=created)
 
     def GetCase(self, request: pb.GetCaseRequest, context: grpc.ServicerContext) -> pb.GetCaseResponse:
-        return pb.GetCaseResponse(case=self.approvals.get(request.case_id))
+        return pb.GetCaseResponse(case=self.approvals.read(request.case_id, current_caller()))
 
     def ListCases(self, request: pb.ListCasesRequest, context: grpc.ServicerContext) -> pb.ListCasesResponse:
         which = request.WhichOneof("applicant")
@@ -70,13 +70,13 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
             applicant = party.subject_id
         elif which == "applicant_subject_id":
             applicant = request.applicant_subject_id
-        return self.approvals.list_cases(request, applicant)
+        return self.approvals.list_cases(request, applicant, current_caller())
 
     def WatchCase(self, request: pb.WatchCaseRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchCaseResponse]:
         if not self.watchers.acquire(blocking=False):
             raise Unavailable(f"this server already streams {MAX_WATCHERS} cases; retry shortly or poll GetCase")
         try:
-            for case in self.approvals.watch(request.case_id, context.is_active):
+            for case in self.approvals.watch(request.case_id, current_caller(), context.is_active):
                 yield pb.WatchCaseResponse(case=case)
         finally:
             self.watchers.release()
@@ -123,6 +123,7 @@ def build(settings: Settings, db: Database) -> ApiDefinition:
     credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
     proof_types, departments = records_catalogue(load_settings("records").grpc_target, credentials)
     approvals = app.build(db, proof_types, departments, on_events=metrics.count)
+    metrics.prime(approvals.case_types.values())
     identity = IdentityClient(load_settings("identity").grpc_target, credentials)
     servicer = ApprovalsServicer(approvals, PartiesOverGrpc(identity))
     return ApiDefinition(

@@ -54,6 +54,7 @@ from services.approvals.casetypes import (
     ProofTypeInfo,
     RequiredProof,
     load_case_types,
+    parse_case_type,
     validate_parameters,
 )
 
@@ -83,6 +84,9 @@ class SagaSettings:
     retry_cap: datetime.timedelta = datetime.timedelta(minutes=5)
     #: A submitted case whose event was not handled by then is driven by the timer instead.
     stall_after: datetime.timedelta = datetime.timedelta(seconds=30)
+    #: A refusal (rights, configuration) waits for a person to fix it: asked again this seldom,
+    #: so the fix is picked up without filling the citizen's audit trail with refusals.
+    refusal_retry: datetime.timedelta = datetime.timedelta(hours=1)
 
     def retry_delay(self, attempts: int) -> datetime.timedelta:
         delay: datetime.timedelta = min(self.retry_cap, self.retry_base * (2 ** max(0, attempts - 1)))
@@ -95,7 +99,7 @@ class Party:
 
     subject_id: str
     masked_identifier: str
-    kind: int  # identity_pb2.SubjectKind
+    kind: identity_pb2.SubjectKind.ValueType
 
 
 class Parties(Protocol):
@@ -152,6 +156,12 @@ def text_problem(value: str, max_length: int) -> str | None:
     return None
 
 
+def _checked_id(value: str, name: str) -> str:
+    if not value:
+        raise InvalidArgument(name, "MISSING", "is required")
+    return _checked_text(value, name, 36)
+
+
 def _checked_text(value: str, name: str, max_length: int) -> str:
     problem = text_problem(value, max_length)
     if problem:
@@ -196,9 +206,18 @@ class Draft:
                     reason=reason,
                     escalated_at=_stamp(self.now),
                 ),
-                self.case.case_id,
+                self.case.applicant_subject_id,
             )
         )
+
+    def compensated(self, step: pb.CaseStep) -> None:
+        """Add ``step`` to the case as a compensation done now (CaseStepCompleted)."""
+        step.kind = pb.CASE_STEP_KIND_COMPENSATION
+        step.state = pb.CASE_STEP_STATE_COMPENSATED
+        step.attempts = 1
+        step.started_at.CopyFrom(_stamp(self.now))
+        self.case.steps.append(step)
+        self.step_ended(self.case.steps[-1])
 
     def step_ended(self, step: pb.CaseStep) -> None:
         step.completed_at.CopyFrom(_stamp(self.now))
@@ -216,7 +235,7 @@ class Draft:
                     attempts=step.attempts,
                     completed_at=step.completed_at,
                 ),
-                self.case.case_id,
+                self.case.applicant_subject_id,
             )
         )
 
@@ -253,6 +272,12 @@ def plan_steps(spec: CaseTypeSpec) -> list[pb.CaseStep]:
     return steps
 
 
+def _request_id(case: pb.Case, proof: RequiredProof, subject_id: str) -> str:
+    drawn = sum(1 for p in case.proofs if p.proof_type == proof.proof_type and p.subject_id == subject_id)
+    base = f"{case.case_id}/{proof_step_id(proof)}"
+    return base if drawn == 0 else f"{base}/{drawn}"
+
+
 def proof_step_id(proof: RequiredProof) -> str:
     suffix = "" if proof.subject == rules.APPLICANT else f":{proof.subject}"
     return f"proof:{proof.proof_type}{suffix}"
@@ -265,6 +290,7 @@ class ApprovalsApp:
         case_types: Mapping[str, CaseTypeSpec],
         departments: Mapping[str, Department],
         saga: SagaSettings = SagaSettings(),
+        catalogue: Mapping[str, ProofTypeInfo] | None = None,
         clock: Callable[[], datetime.datetime] = govmesh_clock.now,
         on_events: Callable[[Sequence[Message]], None] = lambda events: None,
     ) -> None:
@@ -272,6 +298,10 @@ class ApprovalsApp:
         self.case_types = dict(case_types)
         self.departments = dict(departments)
         self.saga = saga
+        # Records' proof types, as the case types were checked against them.
+        self.catalogue = dict(catalogue or {})
+        self._versions: dict[tuple[str, str], CaseTypeSpec] = {(s.code, s.version): s for s in case_types.values()}
+        self._versions_remembered = False
         self.clock = clock
         # Told of every event after it committed (the metrics count them).
         self.on_events = on_events
@@ -279,6 +309,55 @@ class ApprovalsApp:
 
     # ----------------------------------------------------------------------------------------
     # Case types
+
+    def remember_versions(self) -> None:
+        """Store the loaded case types' versions (once each), so any process can decide a case by
+        the version it was submitted under. Done at the first submission or saga step, not at
+        start: the database may not be migrated yet when the process starts."""
+        if self._versions_remembered:
+            return
+        table = store.case_type_versions
+        for spec in self.case_types.values():
+            with self.db.read() as session:
+                known = session.execute(
+                    sa.select(table.c.version).where(table.c.code == spec.code, table.c.version == spec.version)
+                ).first()
+            if known is not None:
+                continue
+            try:
+                with self.db.transaction() as session:
+                    session.execute(
+                        table.insert().values(
+                            code=spec.code, version=spec.version, source=spec.source, first_loaded_at=self.clock()
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                pass  # another process stored the same version at the same moment
+        self._versions_remembered = True
+
+    def spec_for(self, case: pb.Case) -> CaseTypeSpec | None:
+        """The case type at the version the case was submitted under; None when no process ever
+        stored it (or it no longer reads against records' catalogue)."""
+        key = (case.case_type, case.case_type_version)
+        spec = self._versions.get(key)
+        if spec is not None:
+            return spec
+        with self.db.read() as session:
+            source = session.execute(
+                sa.select(store.case_type_versions.c.source).where(
+                    store.case_type_versions.c.code == key[0], store.case_type_versions.c.version == key[1]
+                )
+            ).scalar_one_or_none()
+        if source is None:
+            return None
+        try:
+            spec = parse_case_type(
+                Path(f"stored/{key[1]}/{key[0]}.yaml"), source, self.catalogue, frozenset(self.departments)
+            )
+        except CaseTypeError:
+            return None
+        self._versions[key] = spec
+        return spec
 
     def list_case_types(self) -> list[pb.CaseType]:
         return [case_type_to_proto(spec) for spec in sorted(self.case_types.values(), key=lambda s: s.code)]
@@ -320,16 +399,21 @@ class ApprovalsApp:
                 raise NotFound(f"{name}: no subject is registered under that identifier")
             if party.subject_id == applicant.subject_id:
                 raise InvalidArgument(name, "SAME_AS_APPLICANT", "must name another party than the applicant")
+            self._check_party_kind(spec, parameter.name, party)
             subjects[parameter.name] = party.subject_id
             shown[parameter.name] = party.masked_identifier
         fingerprint = hashlib.sha256(
             json.dumps([spec.code, subjects, sorted(shown.items())], sort_keys=True).encode()
         ).hexdigest()
+        self.remember_versions()
         request_key = f"{caller.caller_id}:{request_id}"
         existing = self._by_request(request_key, fingerprint)
         if existing is not None:
             return existing, False
+        holds = {name: f"{name}={parameters[name]}" for name in spec.holds}
+        self._check_holds(holds)
         now = self.clock()
+        deadline = workdays.add_working_days(now, spec.deadline_working_days)
         case = pb.Case(
             case_id=str(uuid.uuid4()),
             case_type=spec.code,
@@ -340,8 +424,9 @@ class ApprovalsApp:
             state=pb.CASE_STATE_SUBMITTED,
             steps=plan_steps(spec),
             submitted_at=_stamp(now),
-            deadline_date=workdays.add_working_days(now, spec.deadline_working_days).isoformat(),
+            deadline_date=deadline.isoformat(),
             deadline_working_days=spec.deadline_working_days,
+            deadline_provisional=not workdays.calendar_covers(govmesh_clock.shanghai_date(now), deadline),
             revision=1,
             updated_at=_stamp(now),
         )
@@ -363,6 +448,7 @@ class ApprovalsApp:
             submitted_at=case.submitted_at,
             deadline_date=case.deadline_date,
             deadline_working_days=case.deadline_working_days,
+            deadline_provisional=case.deadline_provisional,
         )
         try:
             with self.db.transaction() as session:
@@ -371,6 +457,7 @@ class ApprovalsApp:
                         case_id=case.case_id,
                         request_key=request_key,
                         request_fingerprint=fingerprint,
+                        submitted_by=caller.caller_id,
                         case_type=case.case_type,
                         applicant_subject_id=case.applicant_subject_id,
                         state=STATE_NAMES[case.state],
@@ -383,15 +470,36 @@ class ApprovalsApp:
                         document=case.SerializeToString(),
                     )
                 )
-                self.outbox.add(session, event, subject=case.case_id)
+                for resource in holds.values():
+                    session.execute(
+                        store.case_holds.insert().values(resource=resource, case_id=case.case_id, held_since=now)
+                    )
+                self.outbox.add(session, event, subject=case.applicant_subject_id)
             self.on_events([event])
         except sa.exc.IntegrityError:
-            # A concurrent submission with the same request id won the race: theirs stands.
+            # A concurrent submission won the race: the same request id (theirs stands), or
+            # another case taking the same hold (refused as if it had come first).
             winner = self._by_request(request_key, fingerprint)
             if winner is None:
+                self._check_holds(holds)
                 raise
             return winner, False
         return case, True
+
+    def _check_holds(self, holds: Mapping[str, str]) -> None:
+        if not holds:
+            return
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(store.case_holds).where(store.case_holds.c.resource.in_(list(holds.values())))
+            ).all()
+        held = {row.resource: row for row in rows}
+        for name, resource in holds.items():
+            if resource in held:
+                raise FailedPrecondition(
+                    f"parameters.{name}: case {held[resource].case_id} is open for the same {name}; "
+                    "a new case can be submitted once it is decided or cancelled"
+                )
 
     def _applicant(self, request: pb.SubmitCaseRequest, spec: CaseTypeSpec, parties: Parties) -> Party:
         which = request.WhichOneof("applicant")
@@ -413,6 +521,20 @@ class ApprovalsApp:
             )
         return party
 
+    def _check_party_kind(self, spec: CaseTypeSpec, parameter: str, party: Party) -> None:
+        """The party must be a kind of subject records issues its proofs about: a resident's ID
+        number where a criminal record is pulled, an enterprise's credit code where a registration
+        is (otherwise records would refuse the proof and the case could never be decided)."""
+        kinds: set[str] | None = None
+        for proof in spec.proofs:
+            info = self.catalogue.get(proof.proof_type)
+            known = None if info is None else info.subject_kinds
+            if proof.subject == parameter and known is not None:
+                kinds = set(known) if kinds is None else kinds & known
+        if kinds is not None and SUBJECT_KIND_NAMES.get(party.kind) not in kinds:
+            wanted = " or ".join(IDENTIFIER_OF_KIND[kind] for kind in sorted(kinds)) or "nobody records knows"
+            raise InvalidArgument(f"parameters.{parameter}", "WRONG_KIND", f"must be {wanted}")
+
     def _by_request(self, request_key: str, fingerprint: str) -> pb.Case | None:
         with self.db.read() as session:
             row = session.execute(
@@ -430,7 +552,7 @@ class ApprovalsApp:
     # Reading
 
     def get(self, case_id: str) -> pb.Case:
-        _checked_text(case_id, "case_id", 36)
+        _checked_id(case_id, "case_id")
         with self.db.read() as session:
             document = session.execute(
                 sa.select(store.cases.c.document).where(store.cases.c.case_id == case_id)
@@ -439,10 +561,40 @@ class ApprovalsApp:
             raise NotFound(f"case_id: no case {case_id!r}")
         return pb.Case.FromString(document)
 
-    def list_cases(self, request: pb.ListCasesRequest, applicant_subject_id: str | None) -> pb.ListCasesResponse:
+    def read(self, case_id: str, caller: Caller) -> pb.Case:
+        """The case, for a caller who may see it: the caller that submitted it, a department that
+        signs it off or reviews it, or the all-rights portal. A case shows every department's
+        evidence (criminal record categories among them), so a department that only contributes a
+        proof does not read the others' evidence through it."""
+        case = self.get(case_id)
+        if not self._may_read(caller, case):
+            raise PermissionDenied(f"case_id: {caller.caller_id} may not read this case")
+        return case
+
+    def _may_read(self, caller: Caller, case: pb.Case) -> bool:
+        if "*" in caller.rights:
+            return True
+        deciding = {
+            s.department_code for s in case.steps if s.kind in (pb.CASE_STEP_KIND_SIGN_OFF, pb.CASE_STEP_KIND_REVIEW)
+        }
+        return caller.caller_id in deciding or caller.caller_id == self._submitter(case.case_id)
+
+    def _submitter(self, case_id: str) -> str:
+        with self.db.read() as session:
+            submitter: str = session.execute(
+                sa.select(store.cases.c.submitted_by).where(store.cases.c.case_id == case_id)
+            ).scalar_one()
+        return submitter
+
+    def list_cases(
+        self, request: pb.ListCasesRequest, applicant_subject_id: str | None, caller: Caller
+    ) -> pb.ListCasesResponse:
+        """Cases the caller submitted (every case for the all-rights portal)."""
         size = _page_size(request.page_size)
         table = store.cases
         query = sa.select(table.c.submitted_at, table.c.case_id, table.c.document)
+        if "*" not in caller.rights:
+            query = query.where(table.c.submitted_by == caller.caller_id)
         if applicant_subject_id is not None:
             query = query.where(table.c.applicant_subject_id == applicant_subject_id)
         if request.case_type:
@@ -475,11 +627,11 @@ class ApprovalsApp:
             ).scalar_one_or_none()
         return revision
 
-    def watch(self, case_id: str, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
+    def watch(self, case_id: str, caller: Caller, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
         """The case now, then after every change, until it is final or ``active()`` is false.
         Changes come from other processes (the workers), so the revision is polled: one indexed
         read per interval per watcher."""
-        case = self.get(case_id)
+        case = self.read(case_id, caller)
         yield case
         seen = case.revision
         while case.state not in FINAL and active():
@@ -519,6 +671,11 @@ class ApprovalsApp:
             elif draft.reschedule:
                 values["next_attempt_at"] = draft.next_attempt_at
             session.execute(store.cases.update().where(store.cases.c.case_id == case_id).values(**values))
+            if case.state in FINAL:
+                # A final case holds nothing (a cancelled one released its holds as compensation),
+                # and the claims its rules read are not kept: the evidence stays in the case.
+                session.execute(store.case_holds.delete().where(store.case_holds.c.case_id == case_id))
+                session.execute(store.case_claims.delete().where(store.case_claims.c.case_id == case_id))
             if draft.events:
                 self.outbox.add_many(session, draft.events)
         if draft.events:
@@ -542,8 +699,8 @@ class ApprovalsApp:
         case = self.get(case_id)
         if case.state in FINAL or case.state == pb.CASE_STATE_IN_REVIEW:
             return case
-        spec = self.case_types.get(case.case_type)
-        if spec is None or spec.version != case.case_type_version:
+        spec = self.spec_for(case)
+        if spec is None:
             return self._escalate_case_type(case_id)
         outstanding = {
             step.step_id for step in case.steps if step.kind == pb.CASE_STEP_KIND_PROOF and step.state in OPEN_STEP
@@ -552,7 +709,11 @@ class ApprovalsApp:
             case = self._change(case_id, lambda session, draft: self._start_pulls(draft, outstanding))
             if case.state in FINAL:
                 return case
-            case = self._pull(case, spec, outstanding, proofs)
+            # Only what is still open now: another drive may have recorded some meanwhile, and
+            # asking again would count as drawing a fresh proof.
+            outstanding = {s.step_id for s in case.steps if s.step_id in outstanding and s.state in OPEN_STEP}
+            if outstanding:
+                case = self._pull(case, spec, outstanding, proofs)
             if any(s.kind == pb.CASE_STEP_KIND_PROOF and s.state != pb.CASE_STEP_STATE_SUCCEEDED for s in case.steps):
                 return case
         return self._change(case_id, lambda session, draft: self._decide(session, draft, spec))
@@ -566,7 +727,6 @@ class ApprovalsApp:
             if step.step_id in outstanding and step.state in OPEN_STEP:
                 if step.state != pb.CASE_STEP_STATE_ESCALATED:
                     step.state = pb.CASE_STEP_STATE_RUNNING
-                step.attempts += 1
                 if not step.HasField("started_at"):
                     step.started_at.CopyFrom(_stamp(draft.now))
         # If this worker dies while pulling, the timer drives the case again.
@@ -582,8 +742,9 @@ class ApprovalsApp:
                 proof_type=proof.proof_type,
                 purpose=records_pb2.Purpose(case_id=case.case_id, note=f"{case.case_type} {proof_step_id(proof)}"),
                 parameters=proof.request_parameters(case.parameters),
-                # One request id per case step: every retry, by any worker, gets the same proof.
-                request_id=f"{case.case_id}/{proof_step_id(proof)}",
+                # One request id per case step: every retry, by any worker, gets the same proof;
+                # a proof that expired before the decision is drawn afresh under the next one.
+                request_id=_request_id(case, proof, subjects[proof.subject]),
             )
             for proof in wanted
         ]
@@ -605,6 +766,9 @@ class ApprovalsApp:
             if step.step_id not in results or step.state not in OPEN_STEP:
                 continue  # done meanwhile, by another worker
             required, answer = results[step.step_id]
+            # Counted when an answer (or the lack of one) is in, so concurrent drives of one case
+            # do not count attempts nobody made.
+            step.attempts += 1
             if isinstance(answer, ProofNotIssued):
                 failures += 1
                 self._proof_failed(draft, step, answer)
@@ -645,7 +809,9 @@ class ApprovalsApp:
             draft.step_ended(step)
         if failures:
             attempts = max(s.attempts for s in case.steps if s.step_id in results)
-            draft.due(draft.now + self.saga.retry_delay(attempts))
+            refused = any(isinstance(a, ProofNotIssued) and not a.retryable for _, a in results.values())
+            delay = self.saga.refusal_retry if refused else self.saga.retry_delay(attempts)
+            draft.due(draft.now + delay)
         return True
 
     def _subject_of(self, session: Session, case: pb.Case, required: RequiredProof) -> str:
@@ -674,8 +840,9 @@ class ApprovalsApp:
         draft.escalated(step, reason)
 
     def _escalate_case_type(self, case_id: str) -> pb.Case:
-        """The case's type (at its version) is no longer loaded: a person must decide it. It is
-        not decided by other rules than it was submitted under."""
+        """The case's type at its version is known to no process (or no longer reads against
+        records' catalogue): a person must take it up. It is never decided by other rules than
+        those it was submitted under."""
 
         def change(session: Session, draft: Draft) -> bool:
             case = draft.case
@@ -687,7 +854,7 @@ class ApprovalsApp:
                 return True
             pending.state = pb.CASE_STEP_STATE_ESCALATED
             pending.message_zh = "该事项类型的规则已变更，需人工处理"
-            pending.message_en = f"case type {case.case_type} version {case.case_type_version} is no longer loaded"
+            pending.message_en = f"case type {case.case_type} version {case.case_type_version} cannot be read"
             draft.escalated(pending, pending.message_en)
             draft.due(draft.now + self.saga.retry_cap)
             return True
@@ -701,6 +868,10 @@ class ApprovalsApp:
             return False
         if any(s.kind == pb.CASE_STEP_KIND_PROOF and s.state != pb.CASE_STEP_STATE_SUCCEEDED for s in case.steps):
             return False
+        if case.state == pb.CASE_STATE_SUBMITTED:
+            draft.transition(pb.CASE_STATE_IN_PROGRESS, SYSTEM, "work started")
+        if self._renew_expired(session, draft):
+            return True
         claims, proof_ids = self._claims(session, case.case_id, spec)
         results = rules.evaluate(spec, claims, dict(case.parameters))
         failed = [r for r in results if not r.passed]
@@ -746,6 +917,30 @@ class ApprovalsApp:
         if not self._open_review(session, draft, spec):
             self._conclude(draft, approved=True, failed=[])
         return True
+
+    def _renew_expired(self, session: Session, draft: Draft) -> bool:
+        """A decision rests only on proofs valid when it is made: a proof that expired while the
+        case waited (a retry, an escalation) is drawn afresh first. True when one was."""
+        case = draft.case
+        valid_until = {p.proof_id: p.valid_until.ToDatetime(datetime.UTC) for p in case.proofs}
+        expired = [
+            step
+            for step in case.steps
+            if step.kind == pb.CASE_STEP_KIND_PROOF and valid_until.get(step.proof_id, draft.now) < draft.now
+        ]
+        for step in expired:
+            session.execute(
+                store.case_claims.delete().where(
+                    store.case_claims.c.case_id == case.case_id, store.case_claims.c.step_id == step.step_id
+                )
+            )
+            step.state = pb.CASE_STEP_STATE_PENDING
+            step.message_zh = f"证明 {step.proof_id} 已过有效期，重新调取"
+            step.message_en = f"Proof {step.proof_id} expired before the decision; drawing a fresh one"
+            step.proof_id = ""
+        if expired:
+            draft.due(draft.now)
+        return bool(expired)
 
     def _claims(
         self, session: Session, case_id: str, spec: CaseTypeSpec
@@ -845,7 +1040,8 @@ class ApprovalsApp:
         draft.transition(
             pb.CASE_STATE_APPROVED if approved else pb.CASE_STATE_REJECTED, official or SYSTEM, en[:MAX_TEXT]
         )
-        late = govmesh_clock.shanghai_date(draft.now) > datetime.date.fromisoformat(case.deadline_date)
+        if govmesh_clock.shanghai_date(draft.now) > datetime.date.fromisoformat(case.deadline_date):
+            case.deadline_breached = True
         draft.events.append(
             (
                 events_pb2.CaseDecided(
@@ -864,13 +1060,13 @@ class ApprovalsApp:
                         )
                         for r in failed
                     ],
-                    proof_ids=[p.proof_id for p in case.proofs],
+                    proof_ids=[s.proof_id for s in case.steps if s.kind == pb.CASE_STEP_KIND_PROOF and s.proof_id],
                     submitted_at=case.submitted_at,
                     decided_at=decision.decided_at,
                     decision_duration=case.decision_duration,
-                    deadline_breached=late or case.deadline_breached,
+                    deadline_breached=case.deadline_breached,
                 ),
-                case.case_id,
+                case.applicant_subject_id,
             )
         )
 
@@ -938,7 +1134,7 @@ class ApprovalsApp:
                         submitted_at=case.submitted_at,
                         detected_at=_stamp(draft.now),
                     ),
-                    case.case_id,
+                    case.applicant_subject_id,
                 )
             )
             marked += 1
@@ -992,7 +1188,7 @@ class ApprovalsApp:
     def complete_review_task(
         self, request: pb.CompleteReviewTaskRequest, caller: Caller
     ) -> tuple[pb.ReviewTask, pb.Case]:
-        _checked_text(request.task_id, "task_id", 36)
+        _checked_id(request.task_id, "task_id")
         if request.decision not in (pb.REVIEW_DECISION_APPROVE, pb.REVIEW_DECISION_REJECT):
             raise InvalidArgument("decision", "MISSING", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_REJECT")
         note = request.note.strip()
@@ -1040,7 +1236,7 @@ class ApprovalsApp:
             draft.step_ended(step)
             if case.state == pb.CASE_STATE_IN_REVIEW:
                 draft.transition(pb.CASE_STATE_IN_PROGRESS, caller.caller_id, f"review {verdict_en}")
-            spec = self.case_types.get(case.case_type)
+            spec = self.spec_for(case)
             if approved and spec is not None and self._open_review(session, draft, spec):
                 return True
             self._conclude(draft, approved=approved, failed=[], official=caller.caller_id, note=note)
@@ -1054,7 +1250,7 @@ class ApprovalsApp:
 
     def cancel(self, request: pb.CancelCaseRequest, caller: Caller) -> tuple[pb.Case, bool]:
         """The case, and whether this call cancelled it (False: it was cancelled before)."""
-        _checked_text(request.case_id, "case_id", 36)
+        _checked_id(request.case_id, "case_id")
         reason = request.reason.strip()
         _checked_text(reason, "reason", MAX_TEXT)
         cancelled_now = False
@@ -1062,11 +1258,28 @@ class ApprovalsApp:
         def change(session: Session, draft: Draft) -> bool:
             nonlocal cancelled_now
             case = draft.case
+            if "*" not in caller.rights and caller.caller_id != self._submitter(case.case_id):
+                raise PermissionDenied("case_id: only the caller that submitted the case may cancel it")
             if case.state == pb.CASE_STATE_CANCELLED:
                 return False
             if case.state in FINAL:
                 raise FailedPrecondition(f"case_id: the case was already decided ({STATE_NAMES[case.state]})")
-            previous = case.state
+            # CaseCancelled first: the steps it ends and the compensation follow it.
+            draft.events.append(
+                (
+                    events_pb2.CaseCancelled(
+                        case_id=case.case_id,
+                        case_type=case.case_type,
+                        applicant_subject_id=case.applicant_subject_id,
+                        applicant_masked_identifier=case.applicant_masked_identifier,
+                        previous_state=case.state,
+                        reason=reason,
+                        cancelled_by=caller.caller_id,
+                        cancelled_at=_stamp(draft.now),
+                    ),
+                    case.applicant_subject_id,
+                )
+            )
             for step in case.steps:
                 if step.state in OPEN_STEP:
                     step.state = pb.CASE_STEP_STATE_SKIPPED
@@ -1075,21 +1288,6 @@ class ApprovalsApp:
                     draft.step_ended(step)
             self._compensate(session, draft)
             draft.transition(pb.CASE_STATE_CANCELLED, caller.caller_id, reason or "cancelled")
-            draft.events.append(
-                (
-                    events_pb2.CaseCancelled(
-                        case_id=case.case_id,
-                        case_type=case.case_type,
-                        applicant_subject_id=case.applicant_subject_id,
-                        applicant_masked_identifier=case.applicant_masked_identifier,
-                        previous_state=previous,
-                        reason=reason,
-                        cancelled_by=caller.caller_id,
-                        cancelled_at=_stamp(draft.now),
-                    ),
-                    case.case_id,
-                )
-            )
             cancelled_now = True
             return True
 
@@ -1097,8 +1295,22 @@ class ApprovalsApp:
 
     def _compensate(self, session: Session, draft: Draft) -> None:
         """Release what the case holds: its open review tasks are withdrawn from the
-        departments' queues, so no official decides a withdrawn case."""
+        departments' queues, so no official decides a withdrawn case, and the values it held
+        (e.g. a property unit) are free for another case."""
         case = draft.case
+        held = session.execute(
+            sa.select(store.case_holds.c.resource).where(store.case_holds.c.case_id == case.case_id)
+        ).scalars()
+        for resource in sorted(held):
+            name = resource.split("=", 1)[0]
+            draft.compensated(
+                pb.CaseStep(
+                    step_id=f"compensation:hold:{name}",
+                    message_zh=f"已释放本案占用的 {resource}，其他案件可以办理",
+                    message_en=f"Released {resource}, which this case held: another case may take it",
+                )
+            )
+        session.execute(store.case_holds.delete().where(store.case_holds.c.case_id == case.case_id))
         rows = session.execute(
             sa.select(store.review_tasks.c.task_id, store.review_tasks.c.document).where(
                 store.review_tasks.c.case_id == case.case_id, store.review_tasks.c.state == "open"
@@ -1113,19 +1325,15 @@ class ApprovalsApp:
                 .where(store.review_tasks.c.task_id == row.task_id)
                 .values(state="cancelled", document=task.SerializeToString())
             )
-            step = pb.CaseStep(
-                step_id=f"compensation:review_task:{task.task_id}",
-                kind=pb.CASE_STEP_KIND_COMPENSATION,
-                department_code=task.department_code,
-                state=pb.CASE_STEP_STATE_COMPENSATED,
-                review_task_id=task.task_id,
-                attempts=1,
-                started_at=_stamp(draft.now),
-                message_zh=f"已从{self._department_name(task.department_code, 'zh')}的审核队列撤回审核任务",
-                message_en=f"Review task withdrawn from {self._department_name(task.department_code, 'en')}'s queue",
+            draft.compensated(
+                pb.CaseStep(
+                    step_id=f"compensation:review_task:{task.task_id}",
+                    department_code=task.department_code,
+                    review_task_id=task.task_id,
+                    message_zh=f"已从{self._department_name(task.department_code, 'zh')}的审核队列撤回审核任务",
+                    message_en=f"Review task withdrawn from {self._department_name(task.department_code, 'en')}",
+                )
             )
-            case.steps.append(step)
-            draft.step_ended(case.steps[-1])
 
 
 TASK_STATE_NAMES = {
@@ -1199,6 +1407,7 @@ def case_type_to_proto(spec: CaseTypeSpec) -> pb.CaseType:
             for r in spec.review_steps
         ],
         deadline_working_days=spec.deadline_working_days,
+        held_parameters=list(spec.holds),
     )
 
 
@@ -1236,7 +1445,11 @@ def build(
         specs = load_case_types(case_types_dir(), catalogue, frozenset(known))
     except CaseTypeError as exc:
         raise StartupError(f"case type file {exc}") from None
-    return ApprovalsApp(db, specs, known, saga_settings(), on_events=on_events)
+    return ApprovalsApp(db, specs, known, saga_settings(), catalogue=catalogue, on_events=on_events)
 
 
 SUBJECT_KIND_NAMES = {kind: name.value for name, kind in KIND_OF_APPLICANT.items()}
+IDENTIFIER_OF_KIND = {
+    "resident": "a resident identity number",
+    "enterprise": "an enterprise's unified social credit code",
+}

@@ -27,7 +27,12 @@ Decisions a reader should know:
   Only ``*.yaml`` files count; a ``*.yml`` file is refused rather than ignored, and names starting
   with a dot (editor backups) are skipped.
 * The version is the first 12 hex digits of the SHA-256 of the file's bytes: any edit, a comment
-  included, makes a new version, and a case records the version it was decided by.
+  included, makes a new version, and a case records the version it was decided by. The bytes are
+  kept (``source``): approvals stores every version it loads, so a case submitted under one
+  version is decided by it, whatever the files say when the decision comes.
+* ``holds`` names parameters whose value an open case holds, e.g. the property unit of a housing
+  transfer: a second case naming the same unit is refused until the first is decided or
+  cancelled (the hold is keyed by parameter name and value, across case types).
 * Identifier parameters (another party's ID number or credit code) are only ever a proof's
   subject: they cannot be a proof parameter, appear in a rule or in a message, so no raw
   identifier travels to records as a parameter or into an explanation. A proof's subject must be
@@ -37,13 +42,14 @@ Decisions a reader should know:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 import hashlib
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -168,6 +174,9 @@ class ParameterSpec:
                     self.name, "must not contain an identity number or credit code (identifier parameters take those)"
                 )
             return value
+        if kind in (ParameterType.INTEGER, ParameterType.MONEY_FEN) and contains_identifier(value):
+            # An ID number is all digits; it must never be stored or shown as a number.
+            raise ParameterError(self.name, "must not be an identity number (identifier parameters take those)")
         if kind is ParameterType.INTEGER:
             # ASCII digits only: int() would also take "+3", "1_0" and full-width digits.
             if not re.fullmatch(r"-?[0-9]{1,18}", value):
@@ -272,6 +281,13 @@ class CaseTypeSpec:
     #: Human review steps, in order; empty when the case is decided automatically.
     review_steps: tuple[ReviewStepSpec, ...]
     deadline_working_days: int
+    #: Parameters whose value an open case holds (e.g. the property unit being sold): while it is
+    #: undecided, another case naming the same value is refused. Released at the decision, or by
+    #: compensation when the case is cancelled.
+    holds: tuple[str, ...] = ()
+    #: The file's bytes (not in the contract): kept with each version, so that a case is decided
+    #: by the version it was submitted under even after the file changed.
+    source: bytes = field(default=b"", repr=False, compare=False)
 
     def parameter(self, name: str) -> ParameterSpec | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -343,6 +359,17 @@ def load_case_type(
         data = path.read_bytes()
     except OSError as exc:
         raise CaseTypeError(path, 0, f"cannot be read ({exc.strerror or exc})") from None
+    return parse_case_type(path, data, proof_types, departments)
+
+
+def parse_case_type(
+    path: Path,
+    data: bytes,
+    proof_types: Mapping[str, frozenset[str] | ProofTypeInfo],
+    departments: frozenset[str],
+) -> CaseTypeSpec:
+    """A case type from the bytes of its file (``path`` names it in errors and fixes its code);
+    also how a version kept since a case was submitted is read again."""
     if len(data) > MAX_FILE_BYTES:
         raise CaseTypeError(path, 0, f"is larger than {MAX_FILE_BYTES} bytes")
     try:
@@ -354,7 +381,8 @@ def load_case_type(
         for code, info in proof_types.items()
     }
     reader = _Reader(path, catalogue, frozenset(departments))
-    return reader.case_type(_compose(path, text), hashlib.sha256(data).hexdigest()[:12])
+    spec = reader.case_type(_compose(path, text), hashlib.sha256(data).hexdigest()[:12])
+    return dataclasses.replace(spec, source=data)
 
 
 def _compose(path: Path, text: str) -> Node:
@@ -398,7 +426,7 @@ _TOP_REQUIRED: Final = (
     "sign_off",
     "deadline_working_days",
 )
-_TOP_OPTIONAL: Final = ("parameters", "review_steps")
+_TOP_OPTIONAL: Final = ("parameters", "review_steps", "holds")
 _PARAMETER_REQUIRED: Final = ("name", "type", "required", "description_zh", "description_en")
 _PARAMETER_OPTIONAL: Final = ("default", "choices", "pattern")
 _PROOF_REQUIRED: Final = ("proof_type", "department")
@@ -549,6 +577,7 @@ class _Reader:
             raise self.error(sign_node, "sign_off must name at least one department (the one that issues the result)")
 
         reviews = self.review_steps(items["review_steps"][1]) if "review_steps" in items else ()
+        holds = self.holds(items["holds"][1], by_name) if "holds" in items else ()
         deadline_node = items["deadline_working_days"][1]
         deadline = self.integer(deadline_node, "deadline_working_days")
         if not 0 <= deadline <= MAX_DEADLINE_WORKING_DAYS:
@@ -565,7 +594,24 @@ class _Reader:
             sign_off_department_codes=tuple(sign_off),
             review_steps=reviews,
             deadline_working_days=deadline,
+            holds=holds,
         )
+
+    def holds(self, node: Node, parameters: Mapping[str, ParameterSpec]) -> tuple[str, ...]:
+        names: list[str] = []
+        for index, item in enumerate(self.sequence(node, "holds")):
+            name = self.code(item, f"holds[{index}]")
+            parameter = parameters.get(name)
+            if parameter is None:
+                raise self.error(item, f"holds[{index}]: {name!r} is not a parameter of this case type")
+            if not parameter.required or parameter.type is ParameterType.IDENTIFIER:
+                raise self.error(
+                    item, f"holds[{index}]: {name!r} must be a required parameter that is not an identifier"
+                )
+            if name in names:
+                raise self.error(item, f"holds: {name!r} is listed twice")
+            names.append(name)
+        return tuple(names)
 
     def parameters(self, node: Node) -> tuple[ParameterSpec, ...]:
         specs: list[ParameterSpec] = []

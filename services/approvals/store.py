@@ -19,6 +19,8 @@ cases = sa.Table(
     sa.Column("request_key", sa.String(300), nullable=False, unique=True),
     # SHA-256 of the submission, so a reused request id with a different request is detected.
     sa.Column("request_fingerprint", sa.String(64), nullable=False),
+    # The caller that submitted it (e.g. the portal): it may read the case.
+    sa.Column("submitted_by", sa.String(64), nullable=False),
     sa.Column("case_type", sa.String(64), nullable=False),
     sa.Column("applicant_subject_id", sa.String(64), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
@@ -35,7 +37,8 @@ cases = sa.Table(
     sa.Index("ix_cases_applicant", "applicant_subject_id", "submitted_at"),
     sa.Index("ix_cases_listing", "submitted_at", "case_id"),
     sa.Index("ix_cases_due", "next_attempt_at"),
-    sa.Index("ix_cases_deadline", "deadline_breached", "deadline_date"),
+    # Undecided cases by deadline, for the deadline timer (decided ones are not scanned).
+    sa.Index("ix_cases_open_deadline", "state", "deadline_breached", "deadline_date"),
 )
 
 # The claims of each proof a case pulled, as rules read them (typed JSON, govmesh.typed_values).
@@ -60,6 +63,27 @@ review_tasks = sa.Table(
     sa.Column("document", sa.LargeBinary(), nullable=False),
     sa.Index("ix_review_tasks_queue", "department_code", "state", "created_at", "task_id"),
     sa.Index("ix_review_tasks_case", "case_id"),
+)
+
+# Every version of every case type ever loaded, so a case is decided by the version it was
+# submitted under even after its file changed (or while api and workers run different versions).
+case_type_versions = sa.Table(
+    "case_type_versions",
+    metadata,
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(16), primary_key=True),
+    sa.Column("source", sa.LargeBinary(), nullable=False),
+    sa.Column("first_loaded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# What open cases hold: "<parameter>=<value>" (e.g. a property unit being sold), one case each.
+case_holds = sa.Table(
+    "case_holds",
+    metadata,
+    sa.Column("resource", sa.String(400), primary_key=True),
+    sa.Column("case_id", sa.String(36), nullable=False),
+    sa.Column("held_since", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_case_holds_case", "case_id"),
 )
 
 outbox, inbox = messaging_tables(metadata)

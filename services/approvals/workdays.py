@@ -16,8 +16,8 @@ Decisions a reader should know:
   the end of that day.
 * N = 0 (decided on the spot, 当场办结) gives the submission date when it is a working day and
   otherwise the next working day: a deadline is always a working day.
-* Time zone. Dates are Asia/Shanghai dates. China has kept UTC+8 all year since 1992, so a fixed
-  offset is exact and needs no tz database (the same choice as identity's ``today_in_shanghai``).
+* Time zone. Dates are Asia/Shanghai dates (govmesh.clock.shanghai_date, which every service
+  uses for the province's calendar day).
 * Years the calendar does not know. chinese-calendar raises NotImplementedError outside the years
   whose arrangements it ships (2004-2026 in 1.11.0; the State Council publishes each year's
   arrangements late in the year before, and a new release of the package follows). For such
@@ -37,6 +37,8 @@ from typing import Final
 
 import chinese_calendar
 
+from govmesh.clock import SHANGHAI, shanghai_date
+
 __all__ = [
     "SHANGHAI",
     "add_working_days",
@@ -47,8 +49,6 @@ __all__ = [
     "working_days_between",
 ]
 
-#: Asia/Shanghai: UTC+8 with no daylight saving time since 1992.
-SHANGHAI: Final = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
 
 _ONE_DAY: Final = datetime.timedelta(days=1)
 
@@ -80,16 +80,6 @@ def is_working_day(day: datetime.date) -> bool:
     if calendar_known(day.year):
         return bool(chinese_calendar.is_workday(day))
     return day.weekday() < 5
-
-
-def shanghai_date(moment: datetime.datetime) -> datetime.date:
-    """The Asia/Shanghai calendar date of an aware instant. A naive datetime is refused: storage
-    is UTC and the edges are Asia/Shanghai, so a naive value could be either."""
-    if not isinstance(moment, datetime.datetime):
-        raise TypeError("moment must be an aware datetime.datetime")
-    if moment.utcoffset() is None:
-        raise ValueError("moment must be timezone-aware (a naive datetime could be UTC or Asia/Shanghai)")
-    return moment.astimezone(SHANGHAI).date()
 
 
 def add_working_days(start: datetime.datetime, days: int) -> datetime.date:

@@ -101,7 +101,9 @@ def _build(settings: Settings, db: Database) -> tuple[ApprovalsApp, ServiceCrede
     issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
     credentials = ServiceCredentials(issuer, "approvals")
     proof_types, departments = _records_catalogue(settings, credentials)
-    return app.build(db, proof_types, departments, on_events=metrics.count), credentials
+    approvals = app.build(db, proof_types, departments, on_events=metrics.count)
+    metrics.prime(approvals.case_types.values())
+    return approvals, credentials
 
 
 class Worker:

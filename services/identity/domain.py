@@ -72,7 +72,6 @@ __all__ = [
     "mask",
     "normalize",
     "subject_pseudonym",
-    "today_in_shanghai",
     "validate_identifier",
 ]
 
@@ -87,7 +86,6 @@ _DIGITS = "0123456789"
 _USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _NATIONAL_REGION = "100000"
 _NATIONAL_REGION_NAME = "全国"
-_SHANGHAI = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
 
 
 class IdentifierKind(enum.Enum):
@@ -225,11 +223,6 @@ _ORG_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
 # Public functions
 
 
-def today_in_shanghai() -> datetime.date:
-    """Today's date in Asia/Shanghai (UTC+8 all year), the ``today`` that validation expects."""
-    return datetime.datetime.now(_SHANGHAI).date()
-
-
 def normalize(raw: str) -> str:
     """Return ``raw`` in canonical form.
 
@@ -246,7 +239,7 @@ def normalize(raw: str) -> str:
 def validate_identifier(raw: str, today: datetime.date) -> Validation:
     """Validate a resident identity number or a unified social credit code.
 
-    ``today`` is the current date in Asia/Shanghai (see :func:`today_in_shanghai`); it is a
+    ``today`` is the current date in Asia/Shanghai (govmesh.clock.shanghai_date); it is a
     parameter so that callers and tests decide what "future" means.  An invalid identifier is an
     answer (``valid`` False, every problem listed), not an exception: :class:`MalformedRequest`
     is raised only when ``raw`` is longer than ``MAX_RAW_LENGTH`` or empty after normalisation.

@@ -321,7 +321,8 @@ PROOF_TYPES: Final[tuple[ProofTypeSpec, ...]] = (
         name_en="Property title",
         description=(
             "The real estate titles the subject holds (or the one named by property_unit): unit code, region, "
-            "area in square centimetres, date acquired and whether the subject is the sole holder."
+            "city (prefecture-level code), area in square centimetres, date acquired and whether the subject "
+            "is the sole holder."
         ),
         department_codes=("natural_resources",),
         issuing_department_code="natural_resources",
@@ -724,7 +725,8 @@ def _cycles_window_start(
 
 
 def _criminal_record(src: _Sources, params: Mapping[str, str], as_of: datetime.date) -> dict[str, Value]:
-    records = src.of("criminal_record")
+    # A judgment that takes effect after as_of is not yet a record on as_of.
+    records = [r for r in src.of("criminal_record") if (_date(r.fields, "judgment_date") or as_of) <= as_of]
     categories: list[Value] = [c for c in sorted({_text(r.fields, "offence_category") for r in records}) if c]
     return {"has_record": bool(records), "categories": categories}
 
@@ -738,9 +740,12 @@ def _property_title(src: _Sources, params: Mapping[str, str], as_of: datetime.da
         if not unit or (wanted and unit != wanted) or unit in titles or acquired is None:
             continue
         holders = record.fields.get("holders")
+        region = _text(record.fields, "region_code")
         titles[unit] = {
             "property_unit": unit,
-            "region_code": _text(record.fields, "region_code"),
+            "region_code": region,
+            # The prefecture-level city the unit lies in, whose purchase rules apply to it.
+            "city_code": region[:4] + "00" if len(region) == 6 else "",
             "area_cm2": _int(record.fields, "area_cm2") or 0,
             "acquired_on": acquired,
             "sole_holder": isinstance(holders, list) and len(holders) == 1,

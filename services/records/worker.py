@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import eventlet
 from google.protobuf import json_format
 from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
 from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
-from govmesh.errors import ServiceError
+from govmesh.errors import ServiceError, Unavailable
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
 from govmesh.worker import (
@@ -36,6 +37,7 @@ INGEST_EXCHANGE = "records.ingest"
 GET_PROOF = "govmesh.records.v1.RecordsService/GetProof"
 PUBLISH_RECORDS = "govmesh.records.v1.RecordsService/PublishRecords"
 LIST_PROOF_TYPES = "govmesh.records.v1.RecordsService/ListProofTypes"
+IDENTITY_TIMEOUT_SECONDS = 5
 LIST_DEPARTMENTS = "govmesh.records.v1.RecordsService/ListDepartments"
 
 
@@ -48,10 +50,14 @@ class IdentityOverNameko:
         self.credentials = credentials
 
     def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
+        reply = getattr(self.proxy, method).call_async(authorization=self.credentials.authorization(), **kwargs)
         try:
-            answer: dict[str, Any] | None = getattr(self.proxy, method)(
-                authorization=self.credentials.authorization(), **kwargs
-            )
+            # nameko's RPC waits for ever: an identity that went away mid-call must not hold this
+            # worker (and its shutdown) hostage.
+            with eventlet.Timeout(IDENTITY_TIMEOUT_SECONDS):
+                answer: dict[str, Any] | None = reply.result()
+        except eventlet.Timeout:
+            raise Unavailable(f"identity did not answer within {IDENTITY_TIMEOUT_SECONDS} s") from None
         except RemoteError as error:
             if error.exc_type == "RpcServiceError" and str(error.value).startswith("INVALID_ARGUMENT"):
                 raise InvalidSubject(str(error.value).removeprefix("INVALID_ARGUMENT: identifier: ")) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import signal
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -93,6 +94,24 @@ def publish(env: ServiceEnv, records: list[records_pb2.DepartmentRecord]) -> Non
         iter([records_pb2.PublishRecordsRequest(records=records)]), metadata=metadata, timeout=120
     )
     assert answer.rejected == 0, answer.rejections
+
+
+def accesses(env: ServiceEnv, subject_id: str) -> list[records_pb2.AccessEntry]:
+    """Every entry of a subject's data tracker in records (all pages)."""
+    stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+    entries: list[records_pb2.AccessEntry] = []
+    token = ""
+    while True:
+        page = stub.ListAccesses(
+            records_pb2.ListAccessesRequest(subject_id=subject_id, page_size=500, page_token=token),
+            metadata=metadata,
+            timeout=10,
+        )
+        entries.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            return entries
 
 
 class Mesh:
@@ -187,21 +206,20 @@ def test_each_case_type_decides_each_applicant(mesh: Mesh, scenario: Scenario) -
     assert case.deadline_date > case.submitted_at.ToDatetime().date().isoformat()
 
     # Records' audit trail names this case as the purpose of every proof it drew.
-    records = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(mesh.env.target_of("records")))
-    accesses = records.ListAccesses(
-        records_pb2.ListAccessesRequest(subject_id=case.applicant_subject_id, page_size=500),
-        metadata=mesh.approvals.metadata,
-        timeout=10,
-    ).entries
-    for_case = {a.proof_id for a in accesses if a.purpose.case_id == case_id}
+    tracker = accesses(mesh.env, case.applicant_subject_id)
+    for_case = {a.proof_id for a in tracker if a.purpose.case_id == case_id}
     applicant_proofs = {p.proof_id for p in case.proofs if p.subject_id == case.applicant_subject_id}
     assert applicant_proofs and applicant_proofs <= for_case
-    assert all(a.caller_id == "approvals" for a in accesses if a.purpose.case_id == case_id)
+    assert all(a.caller_id == "approvals" for a in tracker if a.purpose.case_id == case_id)
 
 
 def test_bad_submissions_name_the_field_and_store_nothing(mesh: Mesh) -> None:
     approvals = mesh.approvals
     good = next(s for s in SCENARIOS if s.case_type == "second_hand_housing_transfer" and not s.failing_rules)
+    guide = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
+    licence = next(s for s in SCENARIOS if s.case_type == "business_licence_change" and not s.failing_rules)
+    employer = "parameters.employer_identifier"
+    mesh.case_of(good)  # every scenario's subjects are registered (their records published)
     before = approvals.stub.ListCases(pb.ListCasesRequest(page_size=500), metadata=approvals.metadata).cases
     attempts = [
         ("no_such_case_type", good.applicant, good.parameters, "case_type"),
@@ -225,12 +243,19 @@ def test_bad_submissions_name_the_field_and_store_nothing(mesh: Mesh) -> None:
             {**good.parameters, "seller_identifier": good.applicant},
             "parameters.seller_identifier",
         ),
+        # An ID number where a price goes: it would be stored and shown as a number.
+        (good.case_type, good.applicant, {**good.parameters, "price_fen": good.applicant}, "parameters.price_fen"),
+        # A resident where the employer (an enterprise) goes: records could never issue its proof.
+        (guide.case_type, guide.applicant, {**guide.parameters, "employer_identifier": good.applicant}, employer),
+        # The applicant of an enterprise case type is an enterprise.
+        (licence.case_type, good.applicant, licence.parameters, "applicant_identifier"),
     ]
     for case_type, applicant, parameters, field in attempts:
         with pytest.raises(grpc.RpcError) as refused:
             approvals.submit(case_type, applicant, parameters)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, refused.value.details())
         assert refused.value.details().startswith(f"{field}:"), refused.value.details()
+        assert applicant not in refused.value.details()
     after = approvals.stub.ListCases(pb.ListCasesRequest(page_size=500), metadata=approvals.metadata).cases
     assert len(after) == len(before)
 
@@ -339,28 +364,40 @@ def lone_mesh(database_url: str, tmp_path: Path) -> Iterator[ServiceEnv]:
         assert_no_raw_identifiers(env.all_output(), "the mesh's output")
 
 
-def test_a_worker_killed_mid_case_and_duplicate_events_leave_one_decision(lone_mesh: ServiceEnv) -> None:
-    env = lone_mesh
+def started(env: ServiceEnv, case_type: str) -> tuple[ServiceEnv, str, Scenario]:
+    """The mesh started, with the records of the qualifying applicant of ``case_type``."""
     amqp: str = env.amqp  # type: ignore[attr-defined]
     start_mesh(env, amqp)
-    scenario = next(s for s in SCENARIOS if s.case_type == "ride_hailing_driver_permit" and not s.failing_rules)
+    scenario = next(s for s in SCENARIOS if s.case_type == case_type and not s.failing_rules)
     publish(env, list(scenario.records))
+    return env, amqp, scenario
+
+
+def test_a_worker_killed_mid_case_and_duplicate_events_leave_one_decision(lone_mesh: ServiceEnv) -> None:
+    env, amqp, scenario = started(lone_mesh, "ride_hailing_driver_permit")
+    env.process("worker", "approvals")  # two workers share the queue and both run the timer
     decided = Integrator(amqp, "approvals.events", "case_decided")
     submitted = Integrator(amqp, "approvals.events", "case_submitted")
     approvals = Approvals(env)
     worker = next(p for p in env.processes if p.args == ["worker", "approvals"])
+    case_ids: list[str] = []
+
+    def submit_all() -> None:
+        for _ in range(40):
+            case_ids.append(approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case.case_id)
+
+    submitter = threading.Thread(target=submit_all)
     try:
-        case_ids = [
-            approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case.case_id
-            for _ in range(30)
-        ]
-        worker.stop(signal.SIGKILL)
+        submitter.start()
+        wait_for(lambda: len(case_ids) >= 10)
+        worker.stop(signal.SIGKILL)  # mid-flight: cases are being submitted and worked on
         env.process("worker", "approvals")
+        submitter.join(60)
         # Every submission event again, as a broker or a publisher retry could deliver it.
-        for method, properties, body in submitted.receive(30):
-            Integrator(amqp, "approvals.events").channel.basic_publish(
-                "approvals.events", method.routing_key, body, properties
-            )
+        again = Integrator(amqp, "approvals.events")
+        for method, properties, body in submitted.receive(40):
+            again.channel.basic_publish("approvals.events", method.routing_key, body, properties)
+        again.close()
         cases = [approvals.wait_final(case_id, timeout=60) for case_id in case_ids]
         assert all(c.state == pb.CASE_STATE_APPROVED for c in cases)
         # Delivery is at least once (a relay killed between publishing and marking publishes
@@ -368,28 +405,20 @@ def test_a_worker_killed_mid_case_and_duplicate_events_leave_one_decision(lone_m
         events = {properties.headers["ce-id"]: json.loads(body) for _, properties, body in decided.drain(quiet=3)}
         ids = [event["caseId"] for event in events.values()]
         assert sorted(ids) == sorted(case_ids), "one case_decided per case"
-        records = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
-        accesses = records.ListAccesses(
-            records_pb2.ListAccessesRequest(subject_id=cases[0].applicant_subject_id, page_size=500),
-            metadata=approvals.metadata,
-            timeout=10,
-        ).entries
+        tracker = accesses(env, cases[0].applicant_subject_id)
         for case in cases:
-            issued = {(a.proof_type, a.proof_id) for a in accesses if a.purpose.case_id == case.case_id}
+            issued = {(a.proof_type, a.proof_id) for a in tracker if a.purpose.case_id == case.case_id}
             # One proof per proof step, however often it was asked for.
             assert len(issued) == len({a[0] for a in issued}) == 4, issued
             assert {p.proof_id for p in case.proofs} == {a[1] for a in issued}
     finally:
+        submitter.join(60)
         decided.close()
         submitted.close()
 
 
 def test_a_department_that_does_not_answer_is_retried_then_escalated(lone_mesh: ServiceEnv) -> None:
-    env = lone_mesh
-    amqp: str = env.amqp  # type: ignore[attr-defined]
-    start_mesh(env, amqp)
-    scenario = next(s for s in SCENARIOS if s.case_type == "business_licence_change" and not s.failing_rules)
-    publish(env, list(scenario.records))
+    env, amqp, scenario = started(lone_mesh, "business_licence_change")
     escalated = Integrator(amqp, "approvals.events", "case_escalated")
     try:
         records_worker = next(p for p in env.processes if p.args == ["worker", "records"])
@@ -411,11 +440,7 @@ def test_a_department_that_does_not_answer_is_retried_then_escalated(lone_mesh: 
 
 
 def test_a_case_past_its_deadline_raises_deadline_breached(lone_mesh: ServiceEnv) -> None:
-    env = lone_mesh
-    amqp: str = env.amqp  # type: ignore[attr-defined]
-    start_mesh(env, amqp)
-    scenario = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
-    publish(env, list(scenario.records))
+    env, amqp, scenario = started(lone_mesh, "tour_guide_licence")
     breached = Integrator(amqp, "approvals.events", "deadline_breached")
     try:
         approvals = Approvals(env)
@@ -456,3 +481,32 @@ def test_a_malformed_case_type_file_stops_start_up_naming_file_and_line(lone_mes
         result = govmesh(kind, "approvals", env=broken)
         assert result.returncode == 2, result.stderr[-2000:]
         assert f"business_licence_change.yaml:{index + 1}:" in result.stderr, result.stderr[-2000:]
+
+
+def test_an_open_case_holds_its_property_unit_until_it_is_cancelled(lone_mesh: ServiceEnv) -> None:
+    env, _, scenario = started(lone_mesh, "second_hand_housing_transfer")
+    # Records' worker away: the first case cannot progress, so it stays open and holds the unit.
+    records_worker = next(p for p in env.processes if p.args == ["worker", "records"])
+    records_worker.stop()
+    approvals = Approvals(env)
+    first = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+    with pytest.raises(grpc.RpcError) as refused:
+        approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details().startswith("parameters.property_unit:")
+    assert first.case_id in refused.value.details()
+
+    cancelled = approvals.stub.CancelCase(
+        pb.CancelCaseRequest(case_id=first.case_id, reason="买卖双方解除合同"), metadata=approvals.metadata, timeout=10
+    ).case
+    released = [s for s in cancelled.steps if s.step_id == "compensation:hold:property_unit"]
+    assert [s.state for s in released] == [pb.CASE_STEP_STATE_COMPENSATED]
+    assert scenario.parameters["property_unit"] in released[0].message_en
+
+    env.process("worker", "records")
+    second = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters)
+    assert second.created
+    assert approvals.wait_final(second.case.case_id, timeout=60).state == pb.CASE_STATE_APPROVED
+    # Decided, it holds nothing: the unit may be transferred again (by its new owner, in life).
+    third = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters)
+    assert third.created

@@ -109,6 +109,7 @@ def test_second_hand_housing_transfer(case_types: dict[str, CaseTypeSpec]) -> No
         ("price_fen", ParameterType.MONEY_FEN, True),
         ("city", ParameterType.STRING, True),
         ("mortgage_consent", ParameterType.BOOLEAN, False),
+        ("co_owners_consent", ParameterType.BOOLEAN, False),
     ]
     assert [(p.proof_type, p.department_code, p.subject) for p in spec.proofs] == [
         ("property_title", "natural_resources", "seller_identifier"),
@@ -118,6 +119,8 @@ def test_second_hand_housing_transfer(case_types: dict[str, CaseTypeSpec]) -> No
     ]
     assert [(r.rule_id, r.department_code) for r in spec.rules] == [
         ("seller_holds_title", "natural_resources"),
+        ("co_owners_agree", "natural_resources"),
+        ("unit_in_city", "natural_resources"),
         ("no_seizure", "natural_resources"),
         ("mortgage_cleared_or_consented", "natural_resources"),
         ("buyer_eligible", "housing"),
@@ -125,6 +128,7 @@ def test_second_hand_housing_transfer(case_types: dict[str, CaseTypeSpec]) -> No
     ]
     assert spec.sign_off_department_codes == ("taxation", "natural_resources", "housing")
     assert spec.deadline_working_days == 9
+    assert spec.holds == ("property_unit",)  # one transfer of a unit at a time
     parameters = validate_parameters(
         spec, {"seller_identifier": SELLER, "property_unit": ZHUJI_UNIT, "price_fen": "150000000", "city": "330600"}
     )
@@ -517,6 +521,22 @@ MALFORMED = [
     ("merge-key", "  - id: licence_held\n", "  - id: licence_held\n    <<: {x: 1}\n", "<<:", "merge keys"),
     ("reserved-parameter-name", "  - name: city\n", "  - name: applicant\n", "name: applicant", "reserved"),
     (
+        "holds-unknown",
+        "deadline_working_days: 5",
+        "deadline_working_days: 5\nholds: [town]",
+        "holds:",
+        "not a parameter",
+    ),
+    ("holds-optional", "deadline_working_days: 5", "deadline_working_days: 5\nholds: [consent]", "holds:", "required"),
+    (
+        "holds-identifier",
+        "deadline_working_days: 5",
+        "deadline_working_days: 5\nholds: [other_party]",
+        "holds:",
+        "identifier",
+    ),
+    ("holds-twice", "deadline_working_days: 5", "deadline_working_days: 5\nholds: [city, city]", "holds:", "twice"),
+    (
         "bad-pattern",
         "    description_en: city\n",
         "    description_en: city\n    pattern: '[0-9'\n",
@@ -658,6 +678,7 @@ def test_validate_parameters_normalizes_and_applies_defaults(case_types: dict[st
         "price_fen": "150000000",
         "city": "330600",
         "mortgage_consent": "false",
+        "co_owners_consent": "false",
     }
     result = validate_parameters(
         spec, housing_given(price_fen=" 000150000000 ", mortgage_consent="TRUE", seller_identifier=f" {SELLER} ")
@@ -754,3 +775,15 @@ def test_typed_values() -> None:
     assert ParameterSpec("s", ParameterType.STRING, True, "", "").typed_value(" x ") == "x"
     with pytest.raises(ValueError):
         ParameterSpec("m", ParameterType.MONEY_FEN, True, "", "").typed_value("-1")
+
+
+@pytest.mark.parametrize("value", ["330106198507154313", "330106850715431"], ids=["18-digit", "legacy-15-digit"])
+def test_a_number_parameter_refuses_an_identity_number(case_types: dict[str, CaseTypeSpec], value: str) -> None:
+    # An ID number is all digits: taken as a price it would be stored and shown unmasked.
+    spec = case_types["second_hand_housing_transfer"]
+    with pytest.raises(ParameterError) as refused:
+        validate_parameters(spec, housing_given(price_fen=value))
+    assert (
+        str(refused.value) == "parameters.price_fen: must not be an identity number (identifier parameters take those)"
+    )
+    assert value not in str(refused.value)

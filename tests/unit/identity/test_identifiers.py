@@ -394,13 +394,6 @@ def test_today_must_be_a_date_not_a_datetime() -> None:
         validate_identifier(resident("330106", "19900307", 123), datetime.datetime(2025, 1, 1))
 
 
-def test_today_in_shanghai_is_utc_plus_8() -> None:
-    before = datetime.datetime.now(datetime.UTC)
-    today = domain.today_in_shanghai()
-    after = datetime.datetime.now(datetime.UTC)
-    assert today in {(t + datetime.timedelta(hours=8)).date() for t in (before, after)}
-
-
 def test_several_resident_problems_are_all_reported() -> None:
     v = check(resident("999999", "19900230", 123, check="0"))
     assert v.kind is IdentifierKind.RESIDENT

@@ -8,6 +8,7 @@ first checked against the catalogue, so the proofs and the catalogue cannot drif
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import re
@@ -293,6 +294,7 @@ REALISTIC: dict[str, tuple[list[StoredRecord], dict[str, str], dict[str, Value]]
                 {
                     "property_unit": ZHUJI_UNIT,
                     "region_code": "330681",
+                    "city_code": "330600",
                     "area_cm2": 895_000,
                     "acquired_on": D(2015, 4, 2),
                     "sole_holder": False,
@@ -670,6 +672,13 @@ def test_criminal_record_categories_without_details() -> None:
     assert claims("criminal_record", [sealed])["has_record"] is False
     wrong = conviction("fraud", superseded=True)
     assert claims("criminal_record", [wrong, conviction("property")])["categories"] == ["property"]
+
+
+def test_a_judgment_after_the_as_of_date_is_not_yet_a_record() -> None:
+    # Recorded in advance (in force from before as_of) but taking effect after it.
+    later = dataclasses.replace(conviction("violent", D(2019, 8, 1)), effective_from=D(2019, 7, 1))
+    assert claims("criminal_record", [later])["has_record"] is False
+    assert claims("criminal_record", [later], as_of=D(2019, 8, 1))["categories"] == ["violent"]
 
 
 # --------------------------------------------------------------------------------------------

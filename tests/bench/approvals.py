@@ -1,0 +1,150 @@
+"""Approvals: how long a case whose checks are all automatic takes from submission to decision,
+in the whole mesh (identity, records and approvals, api and worker each, SQLite, RabbitMQ),
+beside a bare baseline measured in the same run.
+
+    .venv/bin/python -m tests.bench.approvals [--cases N] [--burst N]
+
+1. One case at a time: SubmitCase, then WatchCase until it is decided, for the ride-hailing
+   permit (4 proofs, 2 departments' rules, 1 sign-off) and the housing transfer (4 proofs, 3
+   departments' rules, 3 sign-offs). Reported: the time the client waited, and the case's own
+   decision_duration (submitted_at to decided_at, as the service records it).
+   Baseline: the same four proofs pulled by hand, one GetProof after another over records' gRPC
+   api, which is the least a caller would wait to have the data in hand, with nothing decided.
+2. A burst: N cases submitted at once; the time until the last is decided, and cases per second.
+Figures vary with the machine; read them side by side, never as absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from govmesh import clock
+from govmesh.approvals.v1 import approvals_pb2 as pb
+from govmesh.approvals.v1 import approvals_pb2_grpc
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from tests.approvals_scenarios import Scenario, scenarios
+from tests.bench.identity import report
+from tests.conftest import ServiceEnv, virtual_host
+from tests.service.test_approvals import publish, start_mesh
+
+FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
+
+
+def qualifying(case_type: str) -> Scenario:
+    return next(s for s in scenarios(clock.shanghai_date()) if s.case_type == case_type and not s.failing_rules)
+
+
+class Client:
+    def __init__(self, env: ServiceEnv) -> None:
+        self.approvals = approvals_pb2_grpc.ApprovalsServiceStub(grpc.insecure_channel(env.target_of("approvals")))
+        self.records = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
+        self.metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+
+    def submit(self, scenario: Scenario) -> pb.Case:
+        request = pb.SubmitCaseRequest(
+            case_type=scenario.case_type,
+            applicant_identifier=scenario.applicant,
+            parameters=scenario.parameters,
+            request_id=str(uuid.uuid4()),
+        )
+        return self.approvals.SubmitCase(request, metadata=self.metadata, timeout=30).case
+
+    def decided(self, case_id: str) -> pb.Case:
+        stream = self.approvals.WatchCase(pb.WatchCaseRequest(case_id=case_id), metadata=self.metadata, timeout=120)
+        last = pb.Case()
+        for message in stream:
+            last = message.case
+        assert last.state in FINAL, last
+        return last
+
+    def pull_by_hand(self, scenario: Scenario, case_type: pb.CaseType) -> None:
+        """The case type's proofs, one GetProof after another, as a caller would without approvals."""
+        for proof in case_type.proofs:
+            identifier = scenario.applicant if proof.subject == "applicant" else scenario.parameters[proof.subject]
+            parameters = {k: scenario.parameters.get(v.strip("{}"), v) for k, v in proof.parameters.items()}
+            self.records.GetProof(
+                records_pb2.GetProofRequest(
+                    identifier=identifier,
+                    proof_type=proof.proof_type,
+                    purpose=records_pb2.Purpose(case_id="bench-baseline"),
+                    parameters=parameters,
+                ),
+                metadata=self.metadata,
+                timeout=30,
+            )
+
+
+def bench_one_at_a_time(client: Client, cases: int) -> None:
+    types = {
+        t.code: t
+        for t in client.approvals.ListCaseTypes(pb.ListCaseTypesRequest(), metadata=client.metadata).case_types
+    }
+    print(f"one case at a time, {cases} cases per case type")
+    for case_type in ("ride_hailing_driver_permit", "second_hand_housing_transfer"):
+        scenario = qualifying(case_type)
+        for _ in range(5):  # warm up
+            client.decided(client.submit(scenario).case_id)
+            client.pull_by_hand(scenario, types[case_type])
+        baseline = []
+        for _ in range(cases):
+            started = time.perf_counter()
+            client.pull_by_hand(scenario, types[case_type])
+            baseline.append(time.perf_counter() - started)
+        waited, recorded = [], []
+        for _ in range(cases):
+            started = time.perf_counter()
+            case = client.decided(client.submit(scenario).case_id)
+            waited.append(time.perf_counter() - started)
+            assert case.state == pb.CASE_STATE_APPROVED, case.decision.message_en
+            recorded.append(case.decision_duration.ToTimedelta().total_seconds())
+        print(f" {case_type}")
+        report("baseline: its 4 proofs by hand (records gRPC)", baseline)
+        report("submit -> decided, as the client waited", waited)
+        report("submit -> decided, decision_duration", recorded)
+
+
+def bench_burst(client: Client, burst: int) -> None:
+    scenario = qualifying("ride_hailing_driver_permit")
+    print(f"a burst of {burst} ride-hailing cases submitted at once (8 client threads)")
+    started = time.perf_counter()
+    with futures.ThreadPoolExecutor(8) as pool:
+        submitted = list(pool.map(lambda _: client.submit(scenario).case_id, range(burst)))
+        cases = list(pool.map(client.decided, submitted))
+    elapsed = time.perf_counter() - started
+    assert all(c.state == pb.CASE_STATE_APPROVED for c in cases)
+    durations = sorted(c.decision_duration.ToTimedelta().total_seconds() for c in cases)
+    print(
+        f"  all decided in {elapsed:.2f} s: {burst / elapsed:.0f} cases/s; decision_duration "
+        f"p50 {durations[len(durations) // 2] * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--burst", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp:
+        env = ServiceEnv(
+            "approvals", f"sqlite:///{Path(tmp) / 'service.db'}", Path(tmp), amqp, others=("identity", "records")
+        )
+        env.env |= {"OTEL_TRACES_EXPORTER": "none", "LOG_LEVEL": "WARNING"}
+        try:
+            start_mesh(env, amqp)
+            publish(env, [r for s in scenarios(clock.shanghai_date()) for r in s.records])
+            client = Client(env)
+            bench_one_at_a_time(client, args.cases)
+            bench_burst(client, args.burst)
+        finally:
+            env.stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Approvals' saga against its real database (SQLite and PostgreSQL), with records and identity
+stood in for: these are outside the service under test, and standing in for them lets each test
+make records slow, refuse, answer twice at once, or let a proof expire, and move the clock.
+
+The stand-in for records derives each proof's claims with records' own code from the scenario's
+department records (tests/approvals_scenarios.py), and like records returns the same proof to a
+repeated request id."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from govmesh import typed_values
+from govmesh.approvals.v1 import approvals_pb2 as pb
+from govmesh.auth import Caller
+from govmesh.db import Database, service_database
+from govmesh.errors import InvalidArgument, PermissionDenied
+from govmesh.identity.v1 import identity_pb2
+from govmesh.privacy import mask_identifiers
+from govmesh.records.v1 import records_pb2
+from services.approvals import app as approvals_app
+from services.approvals import store
+from services.approvals.app import ApprovalsApp, Party, ProofNotIssued
+from services.identity import domain
+from services.records import described, proofs
+from tests.approvals_scenarios import Scenario, scenarios
+from tests.unit.approvals.test_scenarios import accepted
+
+START = datetime.datetime(2026, 3, 2, 1, 0, tzinfo=datetime.UTC)  # a Monday, 09:00 in Hangzhou
+PORTAL = Caller("demo-portal", "portal", frozenset({"*"}))
+OTHER_PORTAL = Caller("city-app", "another app", frozenset({"govmesh.approvals.v1.ApprovalsService/*"}))
+
+
+def subject_of(identifier: str) -> str:
+    return "sub_" + hashlib.sha256(identifier.encode()).hexdigest()[:52]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+class Identity:
+    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        validation = domain.validate_identifier(identifier, START.date())
+        if not validation.valid or validation.kind is None:
+            raise InvalidArgument(field, "INVALID_IDENTIFIER", "not a valid identifier")
+        kind = (
+            identity_pb2.SUBJECT_KIND_RESIDENT
+            if validation.kind is domain.IdentifierKind.RESIDENT
+            else identity_pb2.SUBJECT_KIND_ENTERPRISE
+        )
+        return Party(subject_of(validation.normalized), mask_identifiers(validation.normalized), kind)
+
+
+class Records:
+    """Issues proofs from the scenarios' records; ``failures`` are answered first, in order."""
+
+    def __init__(self, clock: Clock, scenario_list: Sequence[Scenario]) -> None:
+        self.clock = clock
+        self.stored: defaultdict[str, list[proofs.StoredRecord]] = defaultdict(list)
+        for scenario in scenario_list:
+            for record in scenario.records:
+                self.stored[subject_of(record.subject_identifier)].append(accepted(record, START.date()))
+        self.issued: dict[str, records_pb2.Proof] = {}
+        self.failures: list[ProofNotIssued] = []
+        self.validity: dict[str, datetime.timedelta] = {}
+        self.requests: list[str] = []
+        self.lock = threading.Lock()
+
+    def get_proofs(self, requests: Sequence[records_pb2.GetProofRequest]) -> list[records_pb2.Proof | ProofNotIssued]:
+        return [self._one(request) for request in requests]
+
+    def _one(self, request: records_pb2.GetProofRequest) -> records_pb2.Proof | ProofNotIssued:
+        with self.lock:
+            self.requests.append(request.request_id)
+            if self.failures:
+                return self.failures.pop(0)
+            if request.request_id in self.issued:
+                return self.issued[request.request_id]
+            spec = proofs.proof_type(request.proof_type)
+            assert spec is not None and request.purpose.case_id
+            parameters = proofs.resolve_parameters(spec, dict(request.parameters))
+            sources = [
+                r
+                for r in self.stored[request.subject_id]
+                if (r.department_code, r.record_type) in spec.source_record_types
+            ]
+            now = self.clock()
+            proof = records_pb2.Proof(
+                proof_id=str(uuid.uuid4()),
+                subject_id=request.subject_id,
+                proof_type=spec.code,
+                issuing_department_code=spec.issuing_department_code,
+                claims=typed_values.fields_to_proto(proofs.derive_claims(spec, sources, parameters, now.date())),
+            )
+            proof.issued_at.FromDatetime(now)
+            proof.valid_until.FromDatetime(now + self.validity.get(spec.code, spec.validity))
+            self.issued[request.request_id] = proof
+            return proof
+
+
+SCENARIOS = scenarios(START.date())
+
+
+def scenario(case_type: str, name: str = "qualifies") -> Scenario:
+    return next(s for s in SCENARIOS if s.case_type == case_type and s.name == name)
+
+
+class Saga:
+    def __init__(self, db: Database, case_types_dir: Path | None = None) -> None:
+        self.clock = Clock()
+        self.records = Records(self.clock, SCENARIOS)
+        self.db = db
+        self.approvals = self.process(case_types_dir)
+
+    def process(self, case_types_dir: Path | None = None) -> ApprovalsApp:
+        """What one api or worker process builds at start (from the case type files then)."""
+        with pytest.MonkeyPatch.context() as patch:
+            if case_types_dir is not None:
+                patch.setenv("APPROVALS_CASE_TYPES_DIR", str(case_types_dir))
+            built = approvals_app.build(self.db, described.proof_types(), described.departments())
+        built.clock = self.clock
+        return built
+
+    def submit(self, s: Scenario, caller: Caller = PORTAL, approvals: ApprovalsApp | None = None) -> pb.Case:
+        request = pb.SubmitCaseRequest(
+            case_type=s.case_type,
+            applicant_identifier=s.applicant,
+            parameters=s.parameters,
+            request_id=str(uuid.uuid4()),
+        )
+        return (approvals or self.approvals).submit(request, caller, Identity())[0]
+
+    def events(self, routing_key: str, case_id: str) -> list[str]:
+        """The event ids of one kind the outbox holds for a case."""
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(store.outbox.c.event_id, store.outbox.c.body).where(store.outbox.c.routing_key == routing_key)
+            ).all()
+        return [row.event_id for row in rows if case_id in row.body]
+
+
+@pytest.fixture
+def saga(database_url: str) -> Iterator[Saga]:
+    db = service_database("approvals", database_url)
+    db.migrate()
+    yield Saga(db)
+    db.dispose()
+
+
+def test_many_drives_of_one_case_at_once_decide_it_once(saga: Saga) -> None:
+    case = saga.submit(scenario("second_hand_housing_transfer"))
+    with futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: saga.approvals.advance(case.case_id, saga.records), range(8)))
+    decided = saga.approvals.get(case.case_id)
+    assert decided.state == pb.CASE_STATE_APPROVED
+    assert len(saga.events("case_decided", case.case_id)) == 1
+    proof_steps = [s for s in decided.steps if s.kind == pb.CASE_STEP_KIND_PROOF]
+    # Each step counted once, and one proof per step however many drives asked for it.
+    assert [s.attempts for s in proof_steps] == [1, 1, 1, 1]
+    assert len({p.proof_id for p in decided.proofs}) == len(decided.proofs) == 4
+    assert len(set(saga.records.requests)) == 4
+    assert [len(saga.events("case_step_completed", case.case_id))] == [
+        len([s for s in decided.steps if s.state != pb.CASE_STEP_STATE_PENDING])
+    ]
+
+
+def test_a_department_that_does_not_answer_is_retried_escalated_once_then_recovers(saga: Saga) -> None:
+    saga.records.failures = [ProofNotIssued("records did not answer within 5 s", retryable=True)] * 4
+    case = saga.submit(scenario("business_licence_change"))
+    for attempt in range(1, 5):
+        stuck = saga.approvals.advance(case.case_id, saga.records)
+        step = stuck.steps[0]
+        assert step.attempts == attempt and "did not answer" in step.message_en
+        expected = pb.CASE_STEP_STATE_PENDING if attempt < 3 else pb.CASE_STEP_STATE_ESCALATED
+        assert step.state == expected
+        # Backoff doubles: 2, 4, 8, 16 s after the attempt.
+        with saga.db.read() as session:
+            due = session.execute(
+                sa.select(store.cases.c.next_attempt_at).where(store.cases.c.case_id == case.case_id)
+            ).scalar_one()
+        assert due.replace(tzinfo=datetime.UTC) == saga.clock.now + datetime.timedelta(seconds=2**attempt)
+        saga.clock.now += datetime.timedelta(seconds=2**attempt)
+        assert saga.approvals.claim_due_cases() == [case.case_id]
+    assert len(saga.events("case_escalated", case.case_id)) == 1
+    assert saga.approvals.advance(case.case_id, saga.records).state == pb.CASE_STATE_APPROVED
+
+
+def test_a_refusal_is_escalated_at_once_and_asked_again_only_hourly(saga: Saga) -> None:
+    saga.records.failures = [ProofNotIssued("records PERMISSION_DENIED: approvals may not read", retryable=False)]
+    case = saga.submit(scenario("business_licence_change"))
+    step = saga.approvals.advance(case.case_id, saga.records).steps[0]
+    assert (step.state, step.attempts) == (pb.CASE_STEP_STATE_ESCALATED, 1)
+    assert len(saga.events("case_escalated", case.case_id)) == 1
+    saga.clock.now += datetime.timedelta(minutes=59)
+    assert saga.approvals.claim_due_cases() == []
+    saga.clock.now += datetime.timedelta(minutes=1)
+    assert saga.approvals.claim_due_cases() == [case.case_id]
+    # Fixed (the policy granted the right): the next drive decides the case.
+    assert saga.approvals.advance(case.case_id, saga.records).state == pb.CASE_STATE_APPROVED
+
+
+def test_a_proof_that_expired_while_the_case_waited_is_drawn_afresh(saga: Saga) -> None:
+    # Encumbrances are valid a week; the deed tax proof does not come for eight days.
+    saga.records.validity["property_encumbrances"] = datetime.timedelta(days=7)
+    case = saga.submit(scenario("second_hand_housing_transfer"))
+    saga.records.failures = [ProofNotIssued("records did not answer", retryable=True)]
+    waiting = saga.approvals.advance(case.case_id, saga.records)
+    assert waiting.state == pb.CASE_STATE_IN_PROGRESS
+    first = next(s.proof_id for s in waiting.steps if s.proof_type == "property_encumbrances")
+    saga.clock.now += datetime.timedelta(days=8)
+    renewing = saga.approvals.advance(case.case_id, saga.records)
+    step = next(s for s in renewing.steps if s.proof_type == "property_encumbrances")
+    assert renewing.state == pb.CASE_STATE_IN_PROGRESS and step.state == pb.CASE_STEP_STATE_PENDING
+    assert "expired" in step.message_en
+    decided = saga.approvals.advance(case.case_id, saga.records)
+    assert decided.state == pb.CASE_STATE_APPROVED
+    fresh = next(s.proof_id for s in decided.steps if s.proof_type == "property_encumbrances")
+    assert fresh != first
+    assert f"{case.case_id}/proof:property_encumbrances:seller_identifier/1" in saga.records.requests
+    assert fresh in {p.proof_id for p in decided.proofs} and first in {p.proof_id for p in decided.proofs}
+
+
+def test_a_case_is_decided_by_the_version_it_was_submitted_under(saga: Saga, tmp_path: Path) -> None:
+    case = saga.submit(scenario("second_hand_housing_transfer", "co_owners_agree"))
+    # The file changes before a worker gets to the case: the co-owner rule is dropped.
+    changed = tmp_path / "case_types"
+    changed.mkdir()
+    for source in (Path(approvals_app.case_types_dir())).glob("*.yaml"):
+        text = source.read_text()
+        if source.stem == "second_hand_housing_transfer":
+            start = text.index("  - id: co_owners_agree")
+            text = text[:start] + text[text.index("  # Purchase rules are the city's where the unit lies") :]
+        (changed / source.name).write_text(text)
+    newer = saga.process(changed)
+    assert newer.case_types["second_hand_housing_transfer"].version != case.case_type_version
+    decided = newer.advance(case.case_id, saga.records)
+    assert decided.case_type_version == case.case_type_version
+    assert decided.state == pb.CASE_STATE_REJECTED
+    assert list(decided.decision.failing_rule_ids) == ["co_owners_agree"]
+    # New cases are decided by the new version.
+    later = saga.submit(scenario("second_hand_housing_transfer", "co_owners_agree"), approvals=newer)
+    assert newer.advance(later.case_id, saga.records).state == pb.CASE_STATE_APPROVED
+
+
+def test_parties_must_be_the_kind_their_proofs_are_about(saga: Saga) -> None:
+    guide = scenario("tour_guide_licence")
+    resident = scenario("ride_hailing_driver_permit").applicant
+    with pytest.raises(InvalidArgument) as refused:
+        saga.submit(
+            Scenario(
+                guide.case_type,
+                "x",
+                guide.applicant,
+                {**guide.parameters, "employer_identifier": resident},
+                (),
+                frozenset(),
+            )
+        )
+    assert str(refused.value) == "parameters.employer_identifier: must be an enterprise's unified social credit code"
+
+
+def test_only_the_submitter_and_deciding_departments_read_a_case(saga: Saga) -> None:
+    case = saga.submit(scenario("ride_hailing_driver_permit"), caller=OTHER_PORTAL)
+    assert saga.approvals.read(case.case_id, OTHER_PORTAL).case_id == case.case_id
+    transport = Caller("transport", "transport", frozenset())
+    assert saga.approvals.read(case.case_id, transport).case_id == case.case_id  # it signs off
+    education = Caller("education", "education", frozenset())  # only contributes a proof
+    with pytest.raises(PermissionDenied):
+        saga.approvals.read(case.case_id, education)
+    listed = saga.approvals.list_cases(pb.ListCasesRequest(), None, education)
+    assert list(listed.cases) == []
+    with pytest.raises(PermissionDenied):
+        saga.approvals.cancel(pb.CancelCaseRequest(case_id=case.case_id), transport)
+    for bad in ("", "x" * 37):
+        with pytest.raises(InvalidArgument) as refused:
+            saga.approvals.read(bad, PORTAL)
+        assert str(refused.value).startswith("case_id:")
+
+
+def test_a_deadline_in_a_year_without_official_arrangements_is_provisional(saga: Saga) -> None:
+    s = scenario("ride_hailing_driver_permit")
+    assert not saga.submit(s).deadline_provisional  # 20 working days from March 2026
+    saga.clock.now = datetime.datetime(2026, 12, 14, 1, 0, tzinfo=datetime.UTC)
+    late = saga.submit(s)
+    assert late.deadline_provisional and late.deadline_date.startswith("2027-")
