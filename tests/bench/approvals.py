@@ -2,7 +2,7 @@
 in the whole mesh (identity, records and approvals, api and worker each, SQLite, RabbitMQ),
 beside a bare baseline measured in the same run.
 
-    .venv/bin/python -m tests.bench.approvals [--cases N] [--burst N]
+    .venv/bin/python -m tests.bench.approvals [--cases N] [--burst N] [--database sqlite|postgresql]
 
 1. One case at a time: SubmitCase, then WatchCase until it is decided, for the ride-hailing
    permit (4 proofs, 2 departments' rules, 1 sign-off) and the housing transfer (4 proofs, 3
@@ -31,7 +31,7 @@ from govmesh.approvals.v1 import approvals_pb2_grpc
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.approvals_scenarios import Scenario, scenarios
 from tests.bench.identity import report
-from tests.conftest import ServiceEnv, virtual_host
+from tests.conftest import PostgresDatabases, ServiceEnv, virtual_host
 from tests.service.test_approvals import publish, start_mesh
 
 FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
@@ -130,11 +130,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
+    databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp:
-        env = ServiceEnv(
-            "approvals", f"sqlite:///{Path(tmp) / 'service.db'}", Path(tmp), amqp, others=("identity", "records")
-        )
+        url = f"sqlite:///{Path(tmp) / 'service.db'}" if args.database == "sqlite" else databases.create()
+        print(f"on {args.database}")
+        env = ServiceEnv("approvals", url, Path(tmp), amqp, others=("identity", "records"))
         env.env |= {"OTEL_TRACES_EXPORTER": "none", "LOG_LEVEL": "WARNING"}
         try:
             start_mesh(env, amqp)
@@ -144,6 +146,7 @@ def main() -> None:
             bench_burst(client, args.burst)
         finally:
             env.stop_all()
+            databases.drop_all()
 
 
 if __name__ == "__main__":
