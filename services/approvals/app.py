@@ -470,6 +470,7 @@ class ApprovalsApp:
                         document=case.SerializeToString(),
                     )
                 )
+                self._keep_revision(session, case, now)
                 for resource in holds.values():
                     session.execute(
                         store.case_holds.insert().values(resource=resource, case_id=case.case_id, held_since=now)
@@ -620,27 +621,25 @@ class ApprovalsApp:
             response.next_page_token = _encode_token(_utc(last.submitted_at), last.case_id)
         return response
 
-    def revision(self, case_id: str) -> int | None:
-        with self.db.read() as session:
-            revision: int | None = session.execute(
-                sa.select(store.cases.c.revision).where(store.cases.c.case_id == case_id)
-            ).scalar_one_or_none()
-        return revision
-
     def watch(self, case_id: str, caller: Caller, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
-        """The case now, then after every change, until it is final or ``active()`` is false.
-        Changes come from other processes (the workers), so the revision is polled: one indexed
-        read per interval per watcher."""
+        """The case now, then every later revision in order, until it is final or ``active()``
+        is false. Changes come from other processes (the workers), so new revisions are polled:
+        one indexed read per interval per watcher."""
         case = self.read(case_id, caller)
         yield case
         seen = case.revision
         while case.state not in FINAL and active():
             time.sleep(poll)
-            if self.revision(case_id) == seen:
-                continue
-            case = self.get(case_id)
-            seen = case.revision
-            yield case
+            with self.db.read() as session:
+                rows = session.execute(
+                    sa.select(store.case_revisions.c.revision, store.case_revisions.c.document)
+                    .where(store.case_revisions.c.case_id == case_id, store.case_revisions.c.revision > seen)
+                    .order_by(store.case_revisions.c.revision)
+                ).all()
+            for row in rows:
+                case = pb.Case.FromString(row.document)
+                seen = row.revision
+                yield case
 
     # ----------------------------------------------------------------------------------------
     # Changing a case
@@ -671,6 +670,7 @@ class ApprovalsApp:
             elif draft.reschedule:
                 values["next_attempt_at"] = draft.next_attempt_at
             session.execute(store.cases.update().where(store.cases.c.case_id == case_id).values(**values))
+            self._keep_revision(session, case, draft.now)
             if case.state in FINAL:
                 # A final case holds nothing (a cancelled one released its holds as compensation),
                 # and the claims its rules read are not kept: the evidence stays in the case.
@@ -681,6 +681,14 @@ class ApprovalsApp:
         if draft.events:
             self.on_events([event for event, _ in draft.events])
         return case
+
+    @staticmethod
+    def _keep_revision(session: Session, case: pb.Case, at: datetime.datetime) -> None:
+        session.execute(
+            store.case_revisions.insert().values(
+                case_id=case.case_id, revision=case.revision, changed_at=at, document=case.SerializeToString()
+            )
+        )
 
     def _subjects(self, case_id: str) -> dict[str, str]:
         with self.db.read() as session:

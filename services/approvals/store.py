@@ -41,6 +41,17 @@ cases = sa.Table(
     sa.Index("ix_cases_open_deadline", "state", "deadline_breached", "deadline_date"),
 )
 
+# Every revision of every case, as GetCase showed it then: WatchCase streams each change in order
+# (none skipped, however fast they come), and the case's history stays accountable.
+case_revisions = sa.Table(
+    "case_revisions",
+    metadata,
+    sa.Column("case_id", sa.String(36), primary_key=True),
+    sa.Column("revision", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("document", sa.LargeBinary(), nullable=False),
+)
+
 # The claims of each proof a case pulled, as rules read them (typed JSON, govmesh.typed_values).
 case_claims = sa.Table(
     "case_claims",
