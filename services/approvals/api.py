@@ -123,6 +123,7 @@ def build(settings: Settings, db: Database) -> ApiDefinition:
     credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
     proof_types, departments = records_catalogue(load_settings("records").grpc_target, credentials)
     approvals = app.build(db, proof_types, departments, on_events=metrics.count)
+    app.check_rights(approvals.case_types, policy)
     metrics.prime(approvals.case_types.values())
     identity = IdentityClient(load_settings("identity").grpc_target, credentials)
     servicer = ApprovalsServicer(approvals, PartiesOverGrpc(identity))

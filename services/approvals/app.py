@@ -30,7 +30,7 @@ from govmesh import clock as govmesh_clock
 from govmesh import config, typed_values
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import events_pb2
-from govmesh.auth import Caller
+from govmesh.auth import Caller, Policy
 from govmesh.db import Database
 from govmesh.errors import (
     AlreadyExists,
@@ -1417,6 +1417,23 @@ def case_type_to_proto(spec: CaseTypeSpec) -> pb.CaseType:
         deadline_working_days=spec.deadline_working_days,
         held_parameters=list(spec.holds),
     )
+
+
+def check_rights(case_types: Mapping[str, CaseTypeSpec], policy: Policy) -> None:
+    """Every proof a case type needs must be one approvals may pull for a case: otherwise its
+    cases could never be decided, and each attempt would be a refusal on a citizen's trail."""
+    caller = policy.callers.get("approvals")
+    missing = sorted(
+        f"{spec.code} needs {proof.proof_type}"
+        for spec in case_types.values()
+        for proof in spec.proofs
+        if caller is None or not caller.may_read_proof(proof.proof_type, "case_id", "")
+    )
+    if missing:
+        raise StartupError(
+            "the rights policy does not let approvals pull these proofs for cases (give the caller "
+            f"'approvals' proofs: {{<type>: [case]}}): {'; '.join(missing)}"
+        )
 
 
 def saga_settings() -> SagaSettings:

@@ -98,10 +98,11 @@ def _records_catalogue(
 
 
 def _build(settings: Settings, db: Database) -> tuple[ApprovalsApp, ServiceCredentials]:
-    issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
-    credentials = ServiceCredentials(issuer, "approvals")
+    policy = Policy.load(settings.policy_path)
+    credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
     proof_types, departments = _records_catalogue(settings, credentials)
     approvals = app.build(db, proof_types, departments, on_events=metrics.count)
+    app.check_rights(approvals.case_types, policy)
     metrics.prime(approvals.case_types.values())
     return approvals, credentials
 

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 
 from govmesh import typed_values
 from govmesh.approvals.v1 import approvals_pb2 as pb
-from govmesh.auth import Caller
+from govmesh.auth import Caller, Policy
 from govmesh.db import Database, service_database
-from govmesh.errors import InvalidArgument, PermissionDenied
+from govmesh.errors import InvalidArgument, PermissionDenied, StartupError
 from govmesh.identity.v1 import identity_pb2
 from govmesh.privacy import mask_identifiers
 from govmesh.records.v1 import records_pb2
@@ -298,3 +298,20 @@ def test_a_deadline_in_a_year_without_official_arrangements_is_provisional(saga:
     saga.clock.now = datetime.datetime(2026, 12, 14, 1, 0, tzinfo=datetime.UTC)
     late = saga.submit(s)
     assert late.deadline_provisional and late.deadline_date.startswith("2027-")
+
+
+def test_start_up_refuses_case_types_whose_proofs_approvals_may_not_pull(saga: Saga) -> None:
+    proofs_granted = tuple(
+        (proof_type, frozenset({"case"}))
+        for proof_type in {p.proof_type for spec in saga.approvals.case_types.values() for p in spec.proofs}
+        if proof_type != "traffic_safety"
+    )
+    approvals = Caller("approvals", "approvals", frozenset(), proofs=proofs_granted)
+    policy = Policy("test", 3600, {"approvals": approvals})
+    with pytest.raises(StartupError) as refused:
+        approvals_app.check_rights(saga.approvals.case_types, policy)
+    assert "ride_hailing_driver_permit needs traffic_safety" in str(refused.value)
+    full = Caller(
+        "approvals", "approvals", frozenset(), proofs=(*proofs_granted, ("traffic_safety", frozenset({"case"})))
+    )
+    approvals_app.check_rights(saga.approvals.case_types, Policy("test", 3600, {"approvals": full}))
