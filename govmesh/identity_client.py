@@ -8,8 +8,9 @@ from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
 from govmesh.auth import ServiceCredentials
-from govmesh.errors import Unavailable
+from govmesh.errors import InvalidArgument, Unavailable
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
+from govmesh.parties import Party
 
 
 class IdentifierRefused(Exception):
@@ -56,3 +57,20 @@ class IdentityClient:
 
     def close(self) -> None:
         self.channel.close()
+
+
+class PartiesOverGrpc:
+    """Identity as the Parties of a use case (govmesh.parties): identity's refusal of an
+    identifier becomes INVALID_ARGUMENT naming the request's field."""
+
+    def __init__(self, identity: IdentityClient) -> None:
+        self.identity = identity
+
+    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        try:
+            subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
+        except IdentifierRefused as exc:
+            raise InvalidArgument(field, "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
+        if subject is None:
+            return None
+        return Party(subject.subject_id, subject.masked_identifier, subject.kind)

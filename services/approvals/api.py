@@ -16,29 +16,15 @@ from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
 from govmesh.config import load as load_settings
 from govmesh.db import Database
-from govmesh.errors import InvalidArgument, StartupError, Unavailable
+from govmesh.errors import StartupError, Unavailable
 from govmesh.grpcserver import ApiDefinition, current_caller
-from govmesh.identity_client import IdentifierRefused, IdentityClient
+from govmesh.identity_client import IdentityClient, PartiesOverGrpc
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from services.approvals import app, metrics
-from services.approvals.app import ApprovalsApp, Party
+from services.approvals.app import ApprovalsApp
 
 #: Each watcher holds one of the server's threads while its case is open.
 MAX_WATCHERS = 8
-
-
-class PartiesOverGrpc:
-    def __init__(self, identity: IdentityClient) -> None:
-        self.identity = identity
-
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
-        try:
-            subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
-        except IdentifierRefused as exc:
-            raise InvalidArgument(field, "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
-        if subject is None:
-            return None
-        return Party(subject.subject_id, subject.masked_identifier, subject.kind)
 
 
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):

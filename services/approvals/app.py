@@ -9,8 +9,6 @@ pulled with a request id per case step, so records returns the same proof to eve
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hashlib
 import json
@@ -27,7 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
-from govmesh import config, typed_values
+from govmesh import config, paging, texts, typed_values
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import events_pb2
 from govmesh.auth import Caller, Policy
@@ -43,7 +41,7 @@ from govmesh.errors import (
 from govmesh.identity.v1 import identity_pb2
 from govmesh.outbox import Outbox
 from govmesh.parameters import ParameterError
-from govmesh.privacy import contains_identifier
+from govmesh.parties import Parties, Party
 from govmesh.records.v1 import records_pb2
 from services.approvals import rules, store, workdays
 from services.approvals.casetypes import (
@@ -60,8 +58,6 @@ from services.approvals.casetypes import (
 
 MAX_TEXT = 200
 MAX_NOTE = 1000
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 FINAL = frozenset({pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED})
 OPEN_STEP = frozenset(
     {pb.CASE_STEP_STATE_PENDING, pb.CASE_STEP_STATE_RUNNING, pb.CASE_STEP_STATE_WAITING, pb.CASE_STEP_STATE_ESCALATED}
@@ -91,22 +87,6 @@ class SagaSettings:
     def retry_delay(self, attempts: int) -> datetime.timedelta:
         delay: datetime.timedelta = min(self.retry_cap, self.retry_base * (2 ** max(0, attempts - 1)))
         return delay
-
-
-@dataclass(frozen=True)
-class Party:
-    """A subject as identity knows it."""
-
-    subject_id: str
-    masked_identifier: str
-    kind: identity_pb2.SubjectKind.ValueType
-
-
-class Parties(Protocol):
-    """Identity, as the api reaches it. resolve() returns None for an unknown subject and raises
-    InvalidArgument (naming ``field``) for an identifier identity refuses."""
-
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None: ...
 
 
 class ProofNotIssued(Exception):
@@ -139,34 +119,6 @@ def _stamp(moment: datetime.datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
-
-
-def _utc(moment: datetime.datetime) -> datetime.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
-
-
-def text_problem(value: str, max_length: int) -> str | None:
-    """Why free text may not be kept (it goes into the case, events and logs), or None."""
-    if len(value) > max_length:
-        return f"is longer than {max_length} characters"
-    if any((ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0 for c in value):
-        return "must not contain control characters"
-    if contains_identifier(value):
-        return "must not contain an identity number or credit code"
-    return None
-
-
-def _checked_id(value: str, name: str) -> str:
-    if not value:
-        raise InvalidArgument(name, "MISSING", "is required")
-    return _checked_text(value, name, 36)
-
-
-def _checked_text(value: str, name: str, max_length: int) -> str:
-    problem = text_problem(value, max_length)
-    if problem:
-        raise InvalidArgument(name, "INVALID", problem)
-    return value
 
 
 @dataclass
@@ -382,7 +334,7 @@ class ApprovalsApp:
             raise InvalidArgument(
                 "request_id", "MISSING", "is required (e.g. a UUID), so a retried submission is not a second case"
             )
-        _checked_text(request_id, "request_id", MAX_TEXT)
+        texts.checked_text(request_id, "request_id", MAX_TEXT)
         try:
             parameters = validate_parameters(spec, dict(request.parameters))
         except ParameterError as exc:
@@ -507,7 +459,7 @@ class ApprovalsApp:
         if which == "applicant_identifier":
             party = parties.resolve("applicant_identifier", identifier=request.applicant_identifier)
         elif which == "applicant_subject_id":
-            _checked_text(request.applicant_subject_id, "applicant_subject_id", 64)
+            texts.checked_text(request.applicant_subject_id, "applicant_subject_id", 64)
             party = parties.resolve("applicant_subject_id", subject_id=request.applicant_subject_id)
         else:
             raise InvalidArgument("applicant", "MISSING", "give applicant_identifier or applicant_subject_id")
@@ -553,7 +505,7 @@ class ApprovalsApp:
     # Reading
 
     def get(self, case_id: str) -> pb.Case:
-        _checked_id(case_id, "case_id")
+        texts.checked_text(case_id, "case_id", 36, required=True)
         with self.db.read() as session:
             document = session.execute(
                 sa.select(store.cases.c.document).where(store.cases.c.case_id == case_id)
@@ -591,7 +543,7 @@ class ApprovalsApp:
         self, request: pb.ListCasesRequest, applicant_subject_id: str | None, caller: Caller
     ) -> pb.ListCasesResponse:
         """Cases the caller submitted (every case for the all-rights portal)."""
-        size = _page_size(request.page_size)
+        size = paging.page_size(request.page_size)
         table = store.cases
         query = sa.select(table.c.submitted_at, table.c.case_id, table.c.document)
         if "*" not in caller.rights:
@@ -608,7 +560,7 @@ class ApprovalsApp:
                 raise InvalidArgument("states", "UNKNOWN", f"{unknown[0]} is not a case state")
             query = query.where(table.c.state.in_([STATE_NAMES[s] for s in request.states]))
         if request.page_token:
-            at, last_id = _decode_token(request.page_token)
+            at, last_id = paging.decode_token(request.page_token)
             query = query.where(
                 sa.or_(table.c.submitted_at < at, sa.and_(table.c.submitted_at == at, table.c.case_id < last_id))
             )
@@ -618,7 +570,7 @@ class ApprovalsApp:
         response = pb.ListCasesResponse(cases=[pb.Case.FromString(row.document) for row in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = _encode_token(_utc(last.submitted_at), last.case_id)
+            response.next_page_token = paging.encode_token(paging.as_utc(last.submitted_at), last.case_id)
         return response
 
     def watch(self, case_id: str, caller: Caller, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
@@ -1166,7 +1118,7 @@ class ApprovalsApp:
         department = request.department_code
         if not department:
             raise InvalidArgument("department_code", "MISSING", "is required")
-        _checked_text(department, "department_code", 64)
+        texts.checked_text(department, "department_code", 64)
         self._check_department(caller, department)
         states = list(request.states) or [pb.REVIEW_TASK_STATE_OPEN]
         names = []
@@ -1174,13 +1126,13 @@ class ApprovalsApp:
             if state not in TASK_STATE_NAMES:
                 raise InvalidArgument("states", "UNKNOWN", f"{state} is not a review task state")
             names.append(TASK_STATE_NAMES[state])
-        size = _page_size(request.page_size)
+        size = paging.page_size(request.page_size)
         table = store.review_tasks
         query = sa.select(table.c.created_at, table.c.task_id, table.c.document).where(
             table.c.department_code == department, table.c.state.in_(names)
         )
         if request.page_token:
-            at, last_id = _decode_token(request.page_token)
+            at, last_id = paging.decode_token(request.page_token)
             query = query.where(
                 sa.or_(table.c.created_at > at, sa.and_(table.c.created_at == at, table.c.task_id > last_id))
             )
@@ -1190,17 +1142,17 @@ class ApprovalsApp:
         response = pb.ListReviewTasksResponse(tasks=[pb.ReviewTask.FromString(r.document) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = _encode_token(_utc(last.created_at), last.task_id)
+            response.next_page_token = paging.encode_token(paging.as_utc(last.created_at), last.task_id)
         return response
 
     def complete_review_task(
         self, request: pb.CompleteReviewTaskRequest, caller: Caller
     ) -> tuple[pb.ReviewTask, pb.Case]:
-        _checked_id(request.task_id, "task_id")
+        texts.checked_text(request.task_id, "task_id", 36, required=True)
         if request.decision not in (pb.REVIEW_DECISION_APPROVE, pb.REVIEW_DECISION_REJECT):
             raise InvalidArgument("decision", "MISSING", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_REJECT")
         note = request.note.strip()
-        _checked_text(note, "note", MAX_NOTE)
+        texts.checked_text(note, "note", MAX_NOTE, multiline=True)
         if request.decision == pb.REVIEW_DECISION_REJECT and not note:
             raise InvalidArgument("note", "MISSING", "is required when rejecting: the applicant is told why")
         with self.db.read() as session:
@@ -1258,9 +1210,9 @@ class ApprovalsApp:
 
     def cancel(self, request: pb.CancelCaseRequest, caller: Caller) -> tuple[pb.Case, bool]:
         """The case, and whether this call cancelled it (False: it was cancelled before)."""
-        _checked_id(request.case_id, "case_id")
+        texts.checked_text(request.case_id, "case_id", 36, required=True)
         reason = request.reason.strip()
-        _checked_text(reason, "reason", MAX_TEXT)
+        texts.checked_text(reason, "reason", MAX_TEXT)
         cancelled_now = False
 
         def change(session: Session, draft: Draft) -> bool:
@@ -1349,24 +1301,6 @@ TASK_STATE_NAMES = {
     pb.REVIEW_TASK_STATE_COMPLETED: "completed",
     pb.REVIEW_TASK_STATE_CANCELLED: "cancelled",
 }
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size", "NEGATIVE", "must not be negative")
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
-
-
-def _encode_token(at: datetime.datetime, key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), key]).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime.datetime, str]:
-    try:
-        at, key = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return _utc(datetime.datetime.fromisoformat(at)), str(key)
-    except (ValueError, TypeError, binascii.Error):
-        raise InvalidArgument("page_token", "INVALID", "is not a token this service gave") from None
 
 
 PARAMETER_TYPES = {kind: pb.ParameterType.Value(f"PARAMETER_TYPE_{kind.name}") for kind in ParameterType}

@@ -27,6 +27,7 @@ from govmesh.db import Database
 from govmesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import events_pb2, records_pb2
+from govmesh.texts import text_problem
 from services.records import audit, catalogue, proofs, signing, store
 from services.records.subjects import KIND_TO_PROTO, InvalidSubject, SubjectRef, Subjects
 
@@ -93,19 +94,6 @@ class Refused(Exception):
 
 def _utc(when: datetime.datetime) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
-
-
-def text_problem(value: str, max_length: int) -> str | None:
-    """Why a free-text value may not be stored, or None. It goes into the database, the audit
-    trail, signed proofs and events: no control characters (PostgreSQL refuses NUL), no
-    identifier, and a bounded length."""
-    if len(value) > max_length:
-        return f"at most {max_length} characters"
-    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
-        return "must not contain control characters"
-    if catalogue.contains_raw_identifier(value):
-        return "must not contain an identity number or credit code"
-    return None
 
 
 class Duplicate:

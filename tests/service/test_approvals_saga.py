@@ -26,11 +26,12 @@ from govmesh.auth import Caller, Policy
 from govmesh.db import Database, service_database
 from govmesh.errors import InvalidArgument, PermissionDenied, StartupError
 from govmesh.identity.v1 import identity_pb2
+from govmesh.parties import Party
 from govmesh.privacy import mask_identifiers
 from govmesh.records.v1 import records_pb2
 from services.approvals import app as approvals_app
 from services.approvals import store
-from services.approvals.app import ApprovalsApp, Party, ProofNotIssued
+from services.approvals.app import ApprovalsApp, ProofNotIssued
 from services.identity import domain
 from services.records import described, proofs
 from tests.approvals_scenarios import Scenario, scenarios

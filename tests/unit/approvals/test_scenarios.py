@@ -15,6 +15,7 @@ import pytest
 from govmesh import typed_values as values
 from govmesh.clock import shanghai_date
 from govmesh.records.v1 import records_pb2
+from govmesh.texts import text_problem
 from services.approvals.casetypes import CaseTypeSpec, validate_parameters
 from services.approvals.rules import APPLICANT, RuleResult, Value, evaluate
 from services.identity.domain import validate_identifier
@@ -49,7 +50,7 @@ def accepted(record: records_pb2.DepartmentRecord, today: datetime.date) -> proo
     assert identity.normalized == record.subject_identifier, what
     assert identity.kind is not None and SubjectKind(identity.kind.value) in spec.subject_kinds, what
     for text in (record.source_reference, record.supersedes_source_reference):
-        assert records_app.text_problem(text, records_app.MAX_TEXT) is None, what
+        assert text_problem(text, records_app.MAX_TEXT) is None, what
     assert record.source_reference and record.source_reference == record.source_reference.strip(), what
     effective_from = datetime.date.fromisoformat(record.effective_from)
     effective_to = datetime.date.fromisoformat(record.effective_to) if record.effective_to else None
