@@ -175,6 +175,10 @@ class ConfirmingPublisher:
         self._published = 0
         self._confirmed = 0
         self._nacked = False
+        self._returned = False
+
+    def _on_return(self, *args: object) -> None:
+        self._returned = True
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._confirmed = max(self._confirmed, delivery_tag) if multiple else self._confirmed + 1
@@ -196,6 +200,7 @@ class ConfirmingPublisher:
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
         self._channel = channel
         self._published = self._confirmed = 0
         return channel
@@ -229,6 +234,29 @@ class ConfirmingPublisher:
         if self._nacked:
             self.close()
             raise BrokerUnavailable("RabbitMQ refused (nacked) a message of the batch")
+
+    def publish_mandatory(self, exchange: str, routing_key: str, message: amqp.Message) -> None:
+        """One message to another service's inbound exchange (declared here, durable topic, as its
+        consumer declares it), returning once the broker confirmed it. Mandatory: a message no
+        queue takes yet (the consumer never started) raises BrokerUnavailable like an outage,
+        instead of vanishing."""
+        try:
+            channel = self._ensure_channel()
+            assert self._connection is not None
+            channel.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+            self._nacked = self._returned = False
+            channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=True)
+            self._published += 1
+            while self._confirmed < self._published and not self._nacked:
+                self._connection.drain_events(timeout=self._confirm_timeout)
+        except (TimeoutError, OSError, amqp.exceptions.AMQPError) as exc:
+            self.close()
+            raise BrokerUnavailable(f"publish to {exchange} failed: {exc!r}") from exc
+        if self._nacked:
+            self.close()
+            raise BrokerUnavailable(f"RabbitMQ refused (nacked) the message on {exchange}")
+        if self._returned:
+            raise BrokerUnavailable(f"no queue takes {exchange} {routing_key} yet")
 
     def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

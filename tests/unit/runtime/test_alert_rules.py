@@ -27,11 +27,18 @@ def exported_names() -> set[str]:
     """Every series name the runtime's and the services' metrics produce, whether or not they
     have samples yet."""
     import services.approvals.metrics
+    import services.health.metrics
     import services.identity.api
     import services.records.metrics
 
     names = set()
-    modules = (govmesh.metrics, services.identity.api, services.records.metrics, services.approvals.metrics)
+    modules = (
+        govmesh.metrics,
+        services.identity.api,
+        services.records.metrics,
+        services.approvals.metrics,
+        services.health.metrics,
+    )
     for metric in [value for module in modules for value in module.__dict__.values()]:
         if hasattr(metric, "describe") and not isinstance(metric, type):
             for family in metric.describe():
