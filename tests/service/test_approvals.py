@@ -406,7 +406,17 @@ def test_a_worker_killed_mid_case_and_duplicate_events_leave_one_decision(lone_m
         assert all(c.state == pb.CASE_STATE_APPROVED for c in cases)
         # Delivery is at least once (a relay killed between publishing and marking publishes
         # again), with a stable ce-id to dedupe on: one decision per case, however delivered.
-        events = {properties.headers["ce-id"]: json.loads(body) for _, properties, body in decided.drain(quiet=3)}
+        # The relay may be backing off after the kill: wait for every case's event, then a while
+        # longer for any second decision.
+        events: dict[str, dict[str, object]] = {}
+
+        def every_case_decided() -> bool:
+            for _, properties, body in decided.receive(1, timeout=0.2):
+                events[properties.headers["ce-id"]] = json.loads(body)
+            return {e["caseId"] for e in events.values()} >= set(case_ids)
+
+        wait_for(every_case_decided, timeout=90)
+        events |= {properties.headers["ce-id"]: json.loads(body) for _, properties, body in decided.drain(quiet=3)}
         ids = [event["caseId"] for event in events.values()]
         assert sorted(ids) == sorted(case_ids), "one case_decided per case"
         tracker = accesses(env, cases[0].applicant_subject_id)
