@@ -346,6 +346,14 @@ class HealthApp:
     # Visits and charges
 
     def open_visit(self, request: pb.OpenVisitRequest, caller: Caller, parties: Parties) -> pb.OpenVisitResponse:
+        try:
+            return self._open_visit(request, caller, parties)
+        except sa.exc.IntegrityError:
+            # The request id is checked under the patient's account lock; only a visit opened at
+            # the same moment for another patient with the same request id gets here.
+            raise AlreadyExists("request_id: was already used to open a different visit") from None
+
+    def _open_visit(self, request: pb.OpenVisitRequest, caller: Caller, parties: Parties) -> pb.OpenVisitResponse:
         hospital_id = texts.checked_text(request.hospital_id, "hospital_id", MAX_ID, required=True)
         kind = _from_pb(credit.VisitKind, pb.VisitKind, "VISIT_KIND_", request.kind)
         if kind is None:
@@ -725,6 +733,14 @@ class HealthApp:
         return response
 
     def pay_bill(self, request: pb.PayBillRequest) -> pb.PayBillResponse:
+        try:
+            return self._pay_bill(request)
+        except sa.exc.IntegrityError:
+            # The request id is checked under the bill's account lock; only a payment of another
+            # account's bill at the same moment with the same request id gets here.
+            raise AlreadyExists("request_id: was already used for a different payment") from None
+
+    def _pay_bill(self, request: pb.PayBillRequest) -> pb.PayBillResponse:
         bill_id = texts.checked_text(request.bill_id, "bill_id", MAX_ID, required=True)
         amount = request.amount_fen
         if amount <= 0:

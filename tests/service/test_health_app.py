@@ -679,3 +679,24 @@ def test_a_second_default_closes_the_account(health: Health) -> None:
     health.pay(bill.bill_id, 10 * YUAN)
     health.expect("bill_settled")
     assert health.account(account.account_id).status == pb.ACCOUNT_STATUS_CLOSED
+
+
+def test_one_request_id_on_two_patients_bills_at_once_is_one_payment_and_a_clear_refusal(health: Health) -> None:
+    # Each bill is locked under its own account, so only the unique key sees the clash.
+    _, first = health.billed(XU_WEI, 100 * YUAN)
+    _, second = health.billed(LUO_FANG, 100 * YUAN)
+    barrier = threading.Barrier(2)
+
+    def pay(bill_id: str) -> str:
+        barrier.wait()
+        try:
+            health.pay(bill_id, 10 * YUAN, request_id="shared-request")
+        except AlreadyExists as exc:
+            assert exc.message.startswith("request_id:")
+            return "refused"
+        return "paid"
+
+    for _ in range(5):
+        with futures.ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(pay, [first.bill_id, second.bill_id]))
+        assert sorted(outcomes) in (["paid", "refused"], ["refused", "refused"])
