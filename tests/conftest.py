@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,9 +29,18 @@ POSTGRES_URL = os.environ.get("GOVMESH_TEST_POSTGRES_URL", "postgresql+psycopg:/
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no one listens on, below the kernel's ephemeral range: a port from bind(0) is an
+    ephemeral one, which an outgoing connection (to PostgreSQL, RabbitMQ, another service) may
+    take between this check and the service binding it."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    while True:
+        port = random.randint(10000, low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @contextlib.contextmanager
