@@ -8,6 +8,8 @@ import datetime
 import os
 import zoneinfo
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 _cache: tuple[float, float] = (-1.0, 0.0)  # (file mtime, offset seconds)
 
 
@@ -44,3 +46,15 @@ def shanghai_date(moment: datetime.datetime | None = None) -> datetime.date:
     if moment.utcoffset() is None:
         raise ValueError("moment must be timezone-aware (a naive datetime could be UTC or Asia/Shanghai)")
     return moment.astimezone(SHANGHAI).date()
+
+
+def as_utc(moment: datetime.datetime) -> datetime.datetime:
+    """An aware datetime; SQLite gives stored times back naive, and they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def timestamp(moment: datetime.datetime) -> Timestamp:
+    """``moment`` as the contracts' google.protobuf.Timestamp."""
+    stamp = Timestamp()
+    stamp.FromDatetime(as_utc(moment))
+    return stamp

@@ -9,15 +9,11 @@ import datetime
 import json
 from typing import Final
 
+from govmesh import clock
 from govmesh.errors import InvalidArgument
 
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 500
-
-
-def as_utc(moment: datetime.datetime) -> datetime.datetime:
-    """An aware datetime; SQLite gives stored times back naive, and they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def page_size(requested: int, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
@@ -27,13 +23,13 @@ def page_size(requested: int, default: int = DEFAULT_PAGE, maximum: int = MAX_PA
 
 
 def encode_token(at: datetime.datetime, key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([as_utc(at).isoformat(), key]).encode()).decode()
+    return base64.urlsafe_b64encode(json.dumps([clock.as_utc(at).isoformat(), key]).encode()).decode()
 
 
 def decode_token(token: str) -> tuple[datetime.datetime, str]:
     """The (time, id) a token holds; INVALID_ARGUMENT naming page_token for anything else."""
     try:
         at, key = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return as_utc(datetime.datetime.fromisoformat(at)), str(key)
+        return clock.as_utc(datetime.datetime.fromisoformat(at)), str(key)
     except (ValueError, TypeError, binascii.Error):
         raise InvalidArgument("page_token", "INVALID", "is not a token this service gave") from None

@@ -17,6 +17,7 @@ from contextvars import Token
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import eventlet
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from kombu.entity import Exchange as KombuExchange
@@ -68,6 +69,14 @@ class Application(DependencyProvider):  # type: ignore[misc]
 
     def get_dependency(self, worker_ctx: Any) -> Any:
         return self.app
+
+
+def rpc_result(reply: Any, seconds: float) -> Any:
+    """The answer to a nameko RPC started with ``call_async``, waiting at most ``seconds``.
+    nameko waits for ever: a service that went away mid-call must not hold its caller (and the
+    caller's shutdown) hostage. TimeoutError when no answer came in time."""
+    with eventlet.Timeout(max(0.0, seconds), TimeoutError(f"no answer within {seconds:g} s")):
+        return reply.result()
 
 
 class RpcServiceError(Exception):

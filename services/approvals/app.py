@@ -21,7 +21,6 @@ from typing import Protocol
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
@@ -29,6 +28,7 @@ from govmesh import config, paging, texts, typed_values
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import events_pb2
 from govmesh.auth import Caller, Policy
+from govmesh.clock import as_utc, timestamp
 from govmesh.db import Database
 from govmesh.errors import (
     AlreadyExists,
@@ -115,12 +115,6 @@ class Department:
     name_en: str
 
 
-def _stamp(moment: datetime.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 @dataclass
 class Draft:
     """A case being changed inside one transaction: the events to publish with it, and when the
@@ -139,7 +133,13 @@ class Draft:
     def transition(self, to_state: pb.CaseState.ValueType, actor: str, reason: str) -> None:
         case = self.case
         case.transitions.append(
-            pb.CaseTransition(from_state=case.state, to_state=to_state, at=_stamp(self.now), actor=actor, reason=reason)
+            pb.CaseTransition(
+                from_state=case.state,
+                to_state=to_state,
+                at=timestamp(self.now),
+                actor=actor,
+                reason=reason,
+            )
         )
         case.state = to_state
 
@@ -156,7 +156,7 @@ class Draft:
                     department_code=step.department_code,
                     attempts=step.attempts,
                     reason=reason,
-                    escalated_at=_stamp(self.now),
+                    escalated_at=timestamp(self.now),
                 ),
                 self.case.applicant_subject_id,
             )
@@ -167,12 +167,12 @@ class Draft:
         step.kind = pb.CASE_STEP_KIND_COMPENSATION
         step.state = pb.CASE_STEP_STATE_COMPENSATED
         step.attempts = 1
-        step.started_at.CopyFrom(_stamp(self.now))
+        step.started_at.CopyFrom(timestamp(self.now))
         self.case.steps.append(step)
         self.step_ended(self.case.steps[-1])
 
     def step_ended(self, step: pb.CaseStep) -> None:
-        step.completed_at.CopyFrom(_stamp(self.now))
+        step.completed_at.CopyFrom(timestamp(self.now))
         self.events.append(
             (
                 events_pb2.CaseStepCompleted(
@@ -375,18 +375,18 @@ class ApprovalsApp:
             parameters=shown,
             state=pb.CASE_STATE_SUBMITTED,
             steps=plan_steps(spec),
-            submitted_at=_stamp(now),
+            submitted_at=timestamp(now),
             deadline_date=deadline.isoformat(),
             deadline_working_days=spec.deadline_working_days,
             deadline_provisional=not workdays.calendar_covers(govmesh_clock.shanghai_date(now), deadline),
             revision=1,
-            updated_at=_stamp(now),
+            updated_at=timestamp(now),
         )
         case.transitions.append(
             pb.CaseTransition(
                 from_state=pb.CASE_STATE_UNSPECIFIED,
                 to_state=pb.CASE_STATE_SUBMITTED,
-                at=_stamp(now),
+                at=timestamp(now),
                 actor=caller.caller_id,
                 reason="submitted",
             )
@@ -570,7 +570,7 @@ class ApprovalsApp:
         response = pb.ListCasesResponse(cases=[pb.Case.FromString(row.document) for row in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = paging.encode_token(paging.as_utc(last.submitted_at), last.case_id)
+            response.next_page_token = paging.encode_token(as_utc(last.submitted_at), last.case_id)
         return response
 
     def watch(self, case_id: str, caller: Caller, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
@@ -610,7 +610,7 @@ class ApprovalsApp:
                 return draft.case
             case = draft.case
             case.revision += 1
-            case.updated_at.CopyFrom(_stamp(draft.now))
+            case.updated_at.CopyFrom(timestamp(draft.now))
             values: dict[str, object] = {
                 "state": STATE_NAMES[case.state],
                 "revision": case.revision,
@@ -688,7 +688,7 @@ class ApprovalsApp:
                 if step.state != pb.CASE_STEP_STATE_ESCALATED:
                     step.state = pb.CASE_STEP_STATE_RUNNING
                 if not step.HasField("started_at"):
-                    step.started_at.CopyFrom(_stamp(draft.now))
+                    step.started_at.CopyFrom(timestamp(draft.now))
         # If this worker dies while pulling, the timer drives the case again.
         draft.due(draft.now + self.saga.stall_after)
         return True
@@ -710,13 +710,14 @@ class ApprovalsApp:
         ]
         answers = source.get_proofs(requests)
         results = dict(zip((proof_step_id(p) for p in wanted), zip(wanted, answers, strict=True), strict=True))
-        return self._change(case.case_id, lambda session, draft: self._record_proofs(session, draft, results))
+        return self._change(case.case_id, lambda session, draft: self._record_proofs(session, draft, results, subjects))
 
     def _record_proofs(
         self,
         session: Session,
         draft: Draft,
         results: Mapping[str, tuple[RequiredProof, records_pb2.Proof | ProofNotIssued]],
+        subjects: Mapping[str, str],
     ) -> bool:
         case = draft.case
         if case.state in FINAL:
@@ -733,9 +734,7 @@ class ApprovalsApp:
                 failures += 1
                 self._proof_failed(draft, step, answer)
                 continue
-            if answer.proof_type != required.proof_type or answer.subject_id != self._subject_of(
-                session, case, required
-            ):
+            if answer.proof_type != required.proof_type or answer.subject_id != subjects[required.subject]:
                 failures += 1
                 self._proof_failed(draft, step, ProofNotIssued("records answered with another proof", retryable=False))
                 continue
@@ -773,13 +772,6 @@ class ApprovalsApp:
             delay = self.saga.refusal_retry if refused else self.saga.retry_delay(attempts)
             draft.due(draft.now + delay)
         return True
-
-    def _subject_of(self, session: Session, case: pb.Case, required: RequiredProof) -> str:
-        text = session.execute(
-            sa.select(store.cases.c.subjects).where(store.cases.c.case_id == case.case_id)
-        ).scalar_one()
-        subject: str = json.loads(text)[required.subject]
-        return subject
 
     def _proof_failed(self, draft: Draft, step: pb.CaseStep, failure: ProofNotIssued) -> None:
         reason = failure.reason[:MAX_TEXT]
@@ -848,7 +840,7 @@ class ApprovalsApp:
                     ],
                     message_zh=result.message_zh,
                     message_en=result.message_en,
-                    evaluated_at=_stamp(draft.now),
+                    evaluated_at=timestamp(draft.now),
                 )
             )
         for step in case.steps:
@@ -857,7 +849,7 @@ class ApprovalsApp:
             mine = [r for r in results if r.department_code == step.department_code]
             bad = [r for r in mine if not r.passed]
             step.attempts += 1
-            step.started_at.CopyFrom(_stamp(draft.now))
+            step.started_at.CopyFrom(timestamp(draft.now))
             step.state = pb.CASE_STEP_STATE_FAILED if bad else pb.CASE_STEP_STATE_SUCCEEDED
             step.message_zh = f"{len(mine)} 条规则中 {len(bad)} 条未通过" if bad else f"{len(mine)} 条规则全部通过"
             step.message_en = f"{len(bad)} of {len(mine)} rules failed" if bad else f"all {len(mine)} rules passed"
@@ -869,7 +861,7 @@ class ApprovalsApp:
             if step.kind != pb.CASE_STEP_KIND_SIGN_OFF:
                 continue
             step.attempts += 1
-            step.started_at.CopyFrom(_stamp(draft.now))
+            step.started_at.CopyFrom(timestamp(draft.now))
             step.state = pb.CASE_STEP_STATE_SUCCEEDED
             step.message_zh = f"{self._department_name(step.department_code, 'zh')}已依据其规则全部通过予以签章确认"
             step.message_en = f"Signed off by {self._department_name(step.department_code, 'en')}: all its rules passed"
@@ -936,7 +928,7 @@ class ApprovalsApp:
             applicant_masked_identifier=case.applicant_masked_identifier,
             instructions_zh=review.instructions_zh,
             instructions_en=review.instructions_en,
-            created_at=_stamp(draft.now),
+            created_at=timestamp(draft.now),
             deadline_date=case.deadline_date,
         )
         session.execute(
@@ -952,7 +944,7 @@ class ApprovalsApp:
         step.state = pb.CASE_STEP_STATE_WAITING
         step.review_task_id = task.task_id
         step.attempts += 1
-        step.started_at.CopyFrom(_stamp(draft.now))
+        step.started_at.CopyFrom(timestamp(draft.now))
         department = review.department_code
         step.message_zh = f"等待{self._department_name(department, 'zh')}工作人员审核"
         step.message_en = f"Waiting for an official of {self._department_name(department, 'en')}"
@@ -989,7 +981,7 @@ class ApprovalsApp:
             outcome=pb.DECISION_OUTCOME_APPROVED if approved else pb.DECISION_OUTCOME_REJECTED,
             decided_by=pb.DECISION_MAKER_HUMAN_REVIEW if official else pb.DECISION_MAKER_AUTOMATIC,
             official_id=official,
-            decided_at=_stamp(draft.now),
+            decided_at=timestamp(draft.now),
             failing_rule_ids=[r.rule_id for r in failed],
             message_zh=zh,
             message_en=en,
@@ -1039,6 +1031,13 @@ class ApprovalsApp:
         timers do not all drive the same case."""
         now = self.clock()
         table = store.cases
+        # Most ticks find nothing: look first, so an idle timer never takes the write lock.
+        with self.db.read() as session:
+            if (
+                session.execute(sa.select(table.c.case_id).where(table.c.next_attempt_at <= now).limit(1)).first()
+                is None
+            ):
+                return []
         with self.db.transaction() as session:
             due = list(
                 session.execute(
@@ -1092,7 +1091,7 @@ class ApprovalsApp:
                         deadline_date=case.deadline_date,
                         deadline_working_days=case.deadline_working_days,
                         submitted_at=case.submitted_at,
-                        detected_at=_stamp(draft.now),
+                        detected_at=timestamp(draft.now),
                     ),
                     case.applicant_subject_id,
                 )
@@ -1142,7 +1141,7 @@ class ApprovalsApp:
         response = pb.ListReviewTasksResponse(tasks=[pb.ReviewTask.FromString(r.document) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = paging.encode_token(paging.as_utc(last.created_at), last.task_id)
+            response.next_page_token = paging.encode_token(as_utc(last.created_at), last.task_id)
         return response
 
     def complete_review_task(
@@ -1180,7 +1179,7 @@ class ApprovalsApp:
             task.decision = request.decision
             task.note = note
             task.official_id = caller.caller_id
-            task.completed_at.CopyFrom(_stamp(draft.now))
+            task.completed_at.CopyFrom(timestamp(draft.now))
             session.execute(
                 store.review_tasks.update()
                 .where(store.review_tasks.c.task_id == task.task_id)
@@ -1235,7 +1234,7 @@ class ApprovalsApp:
                         previous_state=case.state,
                         reason=reason,
                         cancelled_by=caller.caller_id,
-                        cancelled_at=_stamp(draft.now),
+                        cancelled_at=timestamp(draft.now),
                     ),
                     case.applicant_subject_id,
                 )
@@ -1279,7 +1278,7 @@ class ApprovalsApp:
         for row in rows:
             task = pb.ReviewTask.FromString(row.document)
             task.state = pb.REVIEW_TASK_STATE_CANCELLED
-            task.completed_at.CopyFrom(_stamp(draft.now))
+            task.completed_at.CopyFrom(timestamp(draft.now))
             session.execute(
                 store.review_tasks.update()
                 .where(store.review_tasks.c.task_id == row.task_id)

@@ -25,11 +25,14 @@ from govmesh.db import Database
 from govmesh.errors import StartupError
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
-from govmesh.worker import Application, CurrentEvent, OutboxRelayRunner, event_handler, parse_event
+from govmesh.worker import Application, CurrentEvent, OutboxRelayRunner, event_handler, parse_event, rpc_result
 from services.approvals import app, metrics, store
 from services.approvals.app import ApprovalsApp, ProofNotIssued
 
 log = logging.getLogger(__name__)
+
+#: Read once: the proxy changes per worker, the setting does not.
+PROOF_TIMEOUT_SECONDS = config.env_seconds("APPROVALS_PROOF_TIMEOUT_SECONDS", 5)
 
 #: records' refusals worth retrying; any other is a rights or configuration problem.
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN")
@@ -62,9 +65,8 @@ class RecordsOverRpc:
         if isinstance(reply, ProofNotIssued):
             return reply
         try:
-            with eventlet.Timeout(max(0.0, deadline - time.monotonic())):
-                answer = reply.result()
-        except eventlet.Timeout:
+            answer = rpc_result(reply, deadline - time.monotonic())
+        except TimeoutError:
             return ProofNotIssued(f"records did not answer within {self.timeout:g} s", retryable=True)
         except RemoteError as error:
             if error.exc_type != "RpcServiceError":
@@ -116,8 +118,7 @@ class Worker:
     event = CurrentEvent()
 
     def _records(self) -> RecordsOverRpc:
-        timeout = config.env_seconds("APPROVALS_PROOF_TIMEOUT_SECONDS", 5)
-        return RecordsOverRpc(self.records, self.parts[1], timeout)
+        return RecordsOverRpc(self.records, self.parts[1], PROOF_TIMEOUT_SECONDS)
 
     @event_handler("approvals", "case_submitted")  # type: ignore[untyped-decorator]
     def on_case_submitted(self, body: Any) -> None:

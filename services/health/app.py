@@ -48,12 +48,12 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
 from govmesh import paging, texts
 from govmesh.auth import Caller
+from govmesh.clock import as_utc, timestamp
 from govmesh.db import Database
 from govmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from govmesh.health.v1 import events_pb2
@@ -121,14 +121,8 @@ def _category_pb(category: str) -> pb.ChargeCategory.ValueType:
     return pb.ChargeCategory.Value(f"CHARGE_CATEGORY_{insurance.ChargeCategory(category).name}")
 
 
-def _stamp(moment: datetime.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(paging.as_utc(moment))
-    return stamp
-
-
 def _opt(moment: datetime.datetime | None) -> datetime.datetime | None:
-    return None if moment is None else paging.as_utc(moment)
+    return None if moment is None else as_utc(moment)
 
 
 def _bill_domain(row: Any) -> billing.Bill:
@@ -138,10 +132,10 @@ def _bill_domain(row: Any) -> billing.Bill:
         total_fen=row.total_fen,
         insurance_fen=row.insurance_fen,
         self_pay_fen=row.self_pay_fen,
-        issued_at=paging.as_utc(row.issued_at),
-        reminder_at=paging.as_utc(row.reminder_at),
-        due_at=paging.as_utc(row.due_at),
-        grace_until=paging.as_utc(row.grace_until),
+        issued_at=as_utc(row.issued_at),
+        reminder_at=as_utc(row.reminder_at),
+        due_at=as_utc(row.due_at),
+        grace_until=as_utc(row.grace_until),
         state=billing.BillState(row.state),
         paid_fen=row.paid_fen,
         payments=row.payments,
@@ -302,21 +296,23 @@ class HealthApp:
             if active
             else 0,
             outstanding_fen=row.outstanding_fen,
-            enrolled_at=_stamp(row.enrolled_at),
-            updated_at=_stamp(row.updated_at),
+            enrolled_at=timestamp(row.enrolled_at),
+            updated_at=timestamp(row.updated_at),
         )
         if row.no_credit_reason is not None:
             account.no_credit_reason = pb.NoCreditReason.Value(
                 f"NO_CREDIT_REASON_{credit.NoCreditReason(row.no_credit_reason).name}"
             )
         if row.suspended_at is not None:
-            account.suspended_at.CopyFrom(_stamp(row.suspended_at))
+            account.suspended_at.CopyFrom(timestamp(row.suspended_at))
         for record in history:
             entry = pb.DefaultRecord(
-                bill_id=record.bill_id, amount_fen=record.amount_fen, defaulted_at=_stamp(record.defaulted_at)
+                bill_id=record.bill_id,
+                amount_fen=record.amount_fen,
+                defaulted_at=timestamp(record.defaulted_at),
             )
             if record.repaid_at is not None:
-                entry.repaid_at.CopyFrom(_stamp(record.repaid_at))
+                entry.repaid_at.CopyFrom(timestamp(record.repaid_at))
             account.defaults.append(entry)
         return account
 
@@ -423,7 +419,7 @@ class HealthApp:
             amount_fen=row.amount_fen,
             insurance_fen=row.insurance_fen,
             self_pay_fen=row.self_pay_fen,
-            added_at=_stamp(row.added_at),
+            added_at=timestamp(row.added_at),
         )
 
     def _visit_proto(self, session: Session, visit_id: str) -> pb.Visit:
@@ -439,11 +435,11 @@ class HealthApp:
             total_fen=row.total_fen,
             insurance_fen=row.insurance_fen,
             self_pay_fen=row.self_pay_fen,
-            opened_at=_stamp(row.opened_at),
+            opened_at=timestamp(row.opened_at),
             bill_id=row.bill_id or "",
         )
         if row.closed_at is not None:
-            visit.closed_at.CopyFrom(_stamp(row.closed_at))
+            visit.closed_at.CopyFrom(timestamp(row.closed_at))
         return visit
 
     def _visit_account(self, visit_id: str) -> str:
@@ -649,7 +645,7 @@ class HealthApp:
             bill_id=row.bill_id,
             amount_fen=row.amount_fen,
             request_id=row.request_id,
-            paid_at=_stamp(row.paid_at),
+            paid_at=timestamp(row.paid_at),
         )
 
     def _bill_proto(self, session: Session, bill_id: str, row: Any = None) -> pb.Bill:
@@ -684,14 +680,14 @@ class HealthApp:
             paid_fen=row.paid_fen,
             outstanding_fen=row.self_pay_fen - row.paid_fen,
             payments=[self._payment_proto(p) for p in payments],
-            issued_at=_stamp(row.issued_at),
-            due_at=_stamp(row.due_at),
-            grace_until=_stamp(row.grace_until),
+            issued_at=timestamp(row.issued_at),
+            due_at=timestamp(row.due_at),
+            grace_until=timestamp(row.grace_until),
         )
         if row.defaulted_at is not None:
-            bill.defaulted_at.CopyFrom(_stamp(row.defaulted_at))
+            bill.defaulted_at.CopyFrom(timestamp(row.defaulted_at))
         if row.settled_at is not None:
-            bill.settled_at.CopyFrom(_stamp(row.settled_at))
+            bill.settled_at.CopyFrom(timestamp(row.settled_at))
         return bill
 
     def get_bill(self, request: pb.GetBillRequest) -> pb.GetBillResponse:
@@ -729,7 +725,7 @@ class HealthApp:
             response = pb.ListBillsResponse(bills=[self._bill_proto(session, r.bill_id, r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
-            response.next_page_token = paging.encode_token(paging.as_utc(last.issued_at), last.bill_id)
+            response.next_page_token = paging.encode_token(as_utc(last.issued_at), last.bill_id)
         return response
 
     def pay_bill(self, request: pb.PayBillRequest) -> pb.PayBillResponse:
@@ -846,7 +842,7 @@ class HealthApp:
     def _reassess(self, session: Session, account: Any, now: datetime.datetime) -> Any:
         """The account after its history of defaults changed: status and limits per credit.py."""
         history = [
-            credit.DefaultRecord(r.bill_id, r.amount_fen, paging.as_utc(r.defaulted_at), _opt(r.repaid_at))
+            credit.DefaultRecord(r.bill_id, r.amount_fen, as_utc(r.defaulted_at), _opt(r.repaid_at))
             for r in session.execute(sa.select(store.defaults).where(store.defaults.c.account_id == account.account_id))
         ]
         assessment = credit.assess_values(
@@ -893,16 +889,16 @@ class HealthApp:
                     hospital_id=bill.hospital_id,
                     self_pay_fen=bill.self_pay_fen,
                     outstanding_fen=transition.outstanding_fen,
-                    due_at=_stamp(bill.due_at),
-                    reminded_at=_stamp(transition.at),
+                    due_at=timestamp(bill.due_at),
+                    reminded_at=timestamp(transition.at),
                 )
             elif transition.event is billing.BillEvent.OVERDUE:
                 event = events_pb2.BillOverdue(
                     **common,
                     hospital_id=bill.hospital_id,
                     outstanding_fen=transition.outstanding_fen,
-                    due_at=_stamp(bill.due_at),
-                    grace_until=_stamp(bill.grace_until),
+                    due_at=timestamp(bill.due_at),
+                    grace_until=timestamp(bill.grace_until),
                 )
             elif transition.event is billing.BillEvent.DEFAULTED:
                 session.execute(
@@ -922,8 +918,8 @@ class HealthApp:
                     **common,
                     hospital_id=bill.hospital_id,
                     outstanding_fen=transition.outstanding_fen,
-                    due_at=_stamp(bill.due_at),
-                    defaulted_at=_stamp(transition.at),
+                    due_at=timestamp(bill.due_at),
+                    defaulted_at=timestamp(transition.at),
                     account_status=_status_pb(account.status),
                     tier=_tier_pb(account.tier),
                     outpatient_limit_fen=account.outpatient_limit_fen,
@@ -937,8 +933,8 @@ class HealthApp:
                     insurance_fen=bill.insurance_fen,
                     self_pay_fen=bill.self_pay_fen,
                     payments=bill.payments,
-                    due_at=_stamp(bill.due_at),
-                    settled_at=_stamp(transition.at),
+                    due_at=timestamp(bill.due_at),
+                    settled_at=timestamp(transition.at),
                     previous_state=_bill_state_pb(transition.previous_state),
                 )
             elif transition.event is billing.BillEvent.CREDIT_RESTORED:
@@ -962,7 +958,7 @@ class HealthApp:
                         outpatient_limit_fen=account.outpatient_limit_fen,
                         inpatient_limit_fen=account.inpatient_limit_fen,
                         defaults=defaults,
-                        restored_at=_stamp(transition.at),
+                        restored_at=timestamp(transition.at),
                     )
             if event is not None:
                 events.append((event, account.subject_id))
@@ -1035,7 +1031,7 @@ class HealthApp:
         defaulted_fen = 0 if defaulted is None else int(defaulted.self_pay) - int(defaulted.paid)
         settled = by_state.get(billing.BillState.SETTLED.value)
         return pb.GetStatsResponse(
-            as_of=_stamp(now),
+            as_of=timestamp(now),
             enrolled_accounts=sum(by_status.values()),
             active_accounts=by_status.get(credit.AccountStatus.ACTIVE.value, 0),
             suspended_accounts=by_status.get(credit.AccountStatus.SUSPENDED.value, 0),
@@ -1089,7 +1085,7 @@ class HealthApp:
                 kind=ledger.TransactionKind(p.kind),
                 bill_id=p.bill_id,
                 request_id=p.request_id,
-                posted_at=paging.as_utc(p.posted_at),
+                posted_at=as_utc(p.posted_at),
                 entries=lines.get(p.posting_id, []),
             )
             for p in postings
@@ -1121,5 +1117,5 @@ class HealthApp:
             ],
             first_unbalanced_posting_id=verification.first_unbalanced_posting_id,
             message="; ".join(problems) if problems else verification.message,
-            checked_at=_stamp(now),
+            checked_at=timestamp(now),
         )

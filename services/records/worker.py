@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import eventlet
 from google.protobuf import json_format
 from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
@@ -25,6 +24,7 @@ from govmesh.worker import (
     RpcAuthorizer,
     RpcServiceError,
     queue_handler,
+    rpc_result,
 )
 from services.records import app, described, store
 from services.records.app import RecordsApp
@@ -52,11 +52,8 @@ class IdentityOverNameko:
     def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
         reply = getattr(self.proxy, method).call_async(authorization=self.credentials.authorization(), **kwargs)
         try:
-            # nameko's RPC waits for ever: an identity that went away mid-call must not hold this
-            # worker (and its shutdown) hostage.
-            with eventlet.Timeout(IDENTITY_TIMEOUT_SECONDS):
-                answer: dict[str, Any] | None = reply.result()
-        except eventlet.Timeout:
+            answer: dict[str, Any] | None = rpc_result(reply, IDENTITY_TIMEOUT_SECONDS)
+        except TimeoutError:
             raise Unavailable(f"identity did not answer within {IDENTITY_TIMEOUT_SECONDS} s") from None
         except RemoteError as error:
             if error.exc_type == "RpcServiceError" and str(error.value).startswith("INVALID_ARGUMENT"):

@@ -9,7 +9,6 @@ repeated request id."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import threading
 import uuid
 from collections import defaultdict
@@ -35,23 +34,12 @@ from services.approvals.app import ApprovalsApp, ProofNotIssued
 from services.identity import domain
 from services.records import described, proofs
 from tests.approvals_scenarios import Scenario, scenarios
+from tests.standins import Clock, subject_of
 from tests.unit.approvals.test_scenarios import accepted
 
 START = datetime.datetime(2026, 3, 2, 1, 0, tzinfo=datetime.UTC)  # a Monday, 09:00 in Hangzhou
 PORTAL = Caller("demo-portal", "portal", frozenset({"*"}))
 OTHER_PORTAL = Caller("city-app", "another app", frozenset({"govmesh.approvals.v1.ApprovalsService/*"}))
-
-
-def subject_of(identifier: str) -> str:
-    return "sub_" + hashlib.sha256(identifier.encode()).hexdigest()[:52]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
 
 
 class Identity:
@@ -123,7 +111,7 @@ def scenario(case_type: str, name: str = "qualifies") -> Scenario:
 
 class Saga:
     def __init__(self, db: Database, case_types_dir: Path | None = None) -> None:
-        self.clock = Clock()
+        self.clock = Clock(START)
         self.records = Records(self.clock, SCENARIOS)
         self.db = db
         self.approvals = self.process(case_types_dir)
