@@ -28,6 +28,10 @@ environment (defaults in brackets):
   <SERVICE>_GRPC_TARGET       where other services call it [127.0.0.1:<SERVICE>_GRPC_PORT]
   <SERVICE>_API_METRICS_PORT  Prometheus port of the api process [9101..9105]
   <SERVICE>_WORKER_METRICS_PORT  Prometheus port of the worker process [9111..9115]
+  CROWD_INGEST_METRICS_PORT   Prometheus port of crowd's ingest process [9125]
+  CROWD_INGEST_SHARDS         shard queues of the readings stream, fixed per deployment [8]
+  CROWD_INGEST_COUNT, CROWD_INGEST_INDEX  ingest processes and this one's index: it consumes
+                              its share of the shards first, the rest as standby [1, 0]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
@@ -86,6 +90,8 @@ class Settings:
     grpc_port: int
     api_metrics_port: int
     worker_metrics_port: int
+    # Only crowd has an ingest process (the high-rate readings consumer).
+    ingest_metrics_port: int
     policy_path: Path
     key_dir: Path
     traces_exporter: str
@@ -120,6 +126,7 @@ def load(service: str) -> Settings:
         grpc_port=_port(f"{prefix}_GRPC_PORT", 50051 + index),
         api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", 9101 + index),
         worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", 9111 + index),
+        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", 9121 + index),
         policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
         key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
         traces_exporter=_env("OTEL_TRACES_EXPORTER", "none").lower(),

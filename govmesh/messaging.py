@@ -141,9 +141,11 @@ def declare_consumer_queue(
     queue: str,
     bindings: Sequence[tuple[str, str]],
     delivery_limit: int = DELIVERY_LIMIT,
+    extra_arguments: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """A quorum queue owned by `service`, bound as given, whose poison messages go to
     `<queue>.dead-letter` after `delivery_limit` redeliveries instead of looping forever.
+    `extra_arguments` adds queue arguments (e.g. x-single-active-consumer).
     Returns the queue's arguments (a re-declaration must repeat them exactly)."""
     dlx = dead_letter_exchange(service)
     dead_letters = f"{queue}.dead-letter"
@@ -155,6 +157,7 @@ def declare_consumer_queue(
         "x-delivery-limit": delivery_limit,
         "x-dead-letter-exchange": dlx,
         "x-dead-letter-routing-key": queue,
+        **(extra_arguments or {}),
     }
     channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
     for exchange, routing_key in bindings:

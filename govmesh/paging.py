@@ -33,3 +33,19 @@ def decode_token(token: str) -> tuple[datetime.datetime, str]:
         return clock.as_utc(datetime.datetime.fromisoformat(at)), str(key)
     except (ValueError, TypeError, binascii.Error):
         raise InvalidArgument("page_token", "INVALID", "is not a token this service gave") from None
+
+
+def encode_key_token(key: str) -> str:
+    """A token for listings ordered by a key alone (e.g. zones by zone id)."""
+    return base64.urlsafe_b64encode(json.dumps(["key", key]).encode()).decode()
+
+
+def decode_key_token(token: str) -> str:
+    """The key an :func:`encode_key_token` token holds; INVALID_ARGUMENT naming page_token otherwise."""
+    try:
+        kind, key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if kind != "key" or not isinstance(key, str):
+            raise ValueError(kind)
+        return key
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidArgument("page_token", "INVALID", "is not a token this service gave") from None

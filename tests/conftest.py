@@ -195,7 +195,12 @@ class ServiceEnv:
         }
         for name in (service, *others):
             prefix = name.upper()
-            ports = {"grpc": free_port(), "api_metrics": free_port(), "worker_metrics": free_port()}
+            ports = {
+                "grpc": free_port(),
+                "api_metrics": free_port(),
+                "worker_metrics": free_port(),
+                "ingest_metrics": free_port(),
+            }
             self.ports[name] = ports
             url = (
                 database_url.replace("service.db", f"{name}.db") if database_url.startswith("sqlite") else database_url
@@ -205,6 +210,7 @@ class ServiceEnv:
                 f"{prefix}_GRPC_PORT": str(ports["grpc"]),
                 f"{prefix}_API_METRICS_PORT": str(ports["api_metrics"]),
                 f"{prefix}_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+                f"{prefix}_INGEST_METRICS_PORT": str(ports["ingest_metrics"]),
             }
         self.processes: list[Process] = []
 

@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
-from govmesh import config, paging, texts, typed_values
+from govmesh import config, paging, texts, typed_values, workdays
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import events_pb2
 from govmesh.auth import Caller, Policy
@@ -43,7 +43,7 @@ from govmesh.outbox import Outbox
 from govmesh.parameters import ParameterError
 from govmesh.parties import Parties, Party
 from govmesh.records.v1 import records_pb2
-from services.approvals import rules, store, workdays
+from services.approvals import rules, store
 from services.approvals.casetypes import (
     ApplicantKind,
     CaseTypeError,

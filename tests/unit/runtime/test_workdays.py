@@ -1,4 +1,4 @@
-"""Working-day deadlines (services/approvals/workdays.py) across the official holidays.
+"""Working-day deadlines (govmesh/workdays.py) across the official holidays.
 
 The expected dates are written out by hand from the State Council's arrangements, not computed
 with chinese-calendar, so the tests check the counting rule and the package's data together:
@@ -20,7 +20,7 @@ import datetime
 
 import pytest
 
-from services.approvals.workdays import (
+from govmesh.workdays import (
     SHANGHAI,
     add_working_days,
     calendar_covers,

@@ -1,0 +1,186 @@
+"""Crowd's gRPC servicer: translates between the contract and the use cases (services/crowd/app.py).
+
+ReportReadings applies each message of the stream in its own transaction (a large message in
+chunks), so a stream cut half-way keeps what it delivered and a client resending it gets the
+rest applied and the rest reported as duplicates. WatchZones polls the zones' versions (the
+ingest and worker processes change zones, not this one) and sends what changed: level and
+sensor changes at once, occupancy at most once per min_interval per zone."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import grpc
+
+from govmesh.config import Settings
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.crowd.v1 import crowd_pb2_grpc
+from govmesh.db import Database
+from govmesh.errors import InvalidArgument, NotFound, Unavailable
+from govmesh.grpcserver import ApiDefinition
+from services.crowd import metrics
+from services.crowd.app import MAX_REJECTIONS_DETAILED, CrowdApp, reading_from_pb, rejection_pb
+from services.crowd.occupancy import Outcome, RejectedReading
+
+#: Streams one api process serves at once (each holds a server thread).
+MAX_WATCHERS: Final = 8
+#: How often a watcher looks for changes.
+POLL_SECONDS: Final = 0.2
+#: Readings applied per transaction when a client sends a very large message.
+CHUNK: Final = 1000
+DEFAULT_MIN_INTERVAL: Final = datetime.timedelta(seconds=1)
+MAX_MIN_INTERVAL: Final = datetime.timedelta(hours=1)
+
+
+@dataclass
+class _Sent:
+    version: int
+    status: pb.ZoneStatus
+    at: float
+    pending: bool = False
+
+
+class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
+    def __init__(self, crowd: CrowdApp) -> None:
+        self.crowd = crowd
+        self.watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+
+    def UpsertZone(self, request: pb.UpsertZoneRequest, context: grpc.ServicerContext) -> pb.UpsertZoneResponse:
+        return self.crowd.upsert_zone(request)
+
+    def ListZones(self, request: pb.ListZonesRequest, context: grpc.ServicerContext) -> pb.ListZonesResponse:
+        return self.crowd.list_zones(request)
+
+    def ReportReadings(
+        self, request_iterator: Iterator[pb.ReportReadingsRequest], context: grpc.ServicerContext
+    ) -> pb.ReportReadingsResponse:
+        response = pb.ReportReadingsResponse()
+        for message in request_iterator:
+            for first in range(0, len(message.readings), CHUNK):
+                chunk = message.readings[first : first + CHUNK]
+                base = response.received
+                report = self.crowd.ingest([reading_from_pb(r) for r in chunk])
+                late = report.count(Outcome.LATE)
+                accepted = report.count(Outcome.ACCEPTED) + late
+                duplicates = report.count(Outcome.DUPLICATE)
+                rejected = report.rejected
+                response.received += len(chunk)
+                response.accepted += accepted
+                response.late += late
+                response.duplicates += duplicates
+                response.rejected += len(rejected)
+                for index, refusal in rejected:
+                    if len(response.rejections) < MAX_REJECTIONS_DETAILED:
+                        response.rejections.append(_rejection_pb(base + index, chunk[index], refusal))
+                metrics.count_readings(
+                    "grpc", accepted, late, duplicates, [r.reason.name.lower() for _, r in rejected]
+                )
+        return response
+
+    def GetZoneStatus(
+        self, request: pb.GetZoneStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetZoneStatusResponse:
+        return self.crowd.get_zone_status(request)
+
+    def WatchZones(
+        self, request: pb.WatchZonesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchZonesResponse]:
+        min_interval = DEFAULT_MIN_INTERVAL
+        if request.HasField("min_interval"):
+            min_interval = request.min_interval.ToTimedelta()
+            if not datetime.timedelta(0) <= min_interval <= MAX_MIN_INTERVAL:
+                raise InvalidArgument("min_interval", "OUT_OF_RANGE", "must be between 0 and 1 hour")
+        zone_ids = list(dict.fromkeys(request.zone_ids)) or None
+        if zone_ids is not None:
+            known = self.crowd.versions(zone_ids)
+            for index, zone_id in enumerate(request.zone_ids):
+                if zone_id not in known:
+                    raise NotFound(
+                        f"zone_ids[{index}]: no zone {zone_id!r}", field=f"zone_ids[{index}]", reason="UNKNOWN_ZONE"
+                    )
+        if not self.watchers.acquire(blocking=False):
+            raise Unavailable(f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll")
+        try:
+            yield from self._watch(zone_ids, min_interval.total_seconds(), context)
+        finally:
+            self.watchers.release()
+
+    def _watch(
+        self, zone_ids: list[str] | None, min_interval: float, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchZonesResponse]:
+        sent: dict[str, _Sent] = {}
+        versions: dict[str, int] = {}
+        first = True
+        while context.is_active():
+            if not first:
+                time.sleep(POLL_SECONDS)
+                versions = self.crowd.versions(zone_ids)
+                wanted = [
+                    z for z, v in versions.items() if z not in sent or sent[z].version != v or sent[z].pending
+                ]
+                if not wanted:
+                    continue
+            statuses = self.crowd.statuses(None if first else wanted)
+            if first and zone_ids is not None:
+                statuses = {z: s for z, s in statuses.items() if z in zone_ids}
+            first = False
+            now = time.monotonic()
+            for zone_id in sorted(statuses):
+                version, status = statuses[zone_id]
+                kind = _update_kind(sent.get(zone_id), status)
+                previous = sent.get(zone_id)
+                if kind == pb.ZONE_UPDATE_KIND_OCCUPANCY and previous and now - previous.at < min_interval:
+                    previous.version, previous.pending = version, True
+                    continue
+                sent[zone_id] = _Sent(version, status, now)
+                if kind is not None:
+                    yield pb.WatchZonesResponse(kind=kind, status=status)
+
+    def GetZoneHistory(
+        self, request: pb.GetZoneHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.GetZoneHistoryResponse:
+        return self.crowd.get_zone_history(request)
+
+    def Forecast(self, request: pb.ForecastRequest, context: grpc.ServicerContext) -> pb.ForecastResponse:
+        return self.crowd.forecast(request)
+
+
+def _update_kind(previous: _Sent | None, status: pb.ZoneStatus) -> pb.ZoneUpdateKind.ValueType | None:
+    """Why this status is worth sending (None: nothing a watcher sees has changed)."""
+    if previous is None:
+        return pb.ZONE_UPDATE_KIND_SNAPSHOT
+    before = previous.status
+    if before.level != status.level:
+        return pb.ZONE_UPDATE_KIND_LEVEL
+    if (before.sensors_healthy, before.sensors_total) != (status.sensors_healthy, status.sensors_total):
+        return pb.ZONE_UPDATE_KIND_SENSORS
+    if before.occupancy != status.occupancy:
+        return pb.ZONE_UPDATE_KIND_OCCUPANCY
+    return None
+
+
+def _rejection_pb(index: int, reading: pb.SensorReading, refusal: RejectedReading) -> pb.ReadingRejection:
+    return pb.ReadingRejection(
+        index=index,
+        zone_id=reading.zone_id,
+        sensor_id=reading.sensor_id,
+        sequence=reading.sequence,
+        reason=rejection_pb(refusal.reason),
+        message=refusal.message,
+    )
+
+
+def build(settings: Settings, db: Database) -> ApiDefinition:
+    crowd = CrowdApp(db, on_events=metrics.count)
+    metrics.prime("grpc")
+    servicer = CrowdServicer(crowd)
+    return ApiDefinition(
+        service="crowd",
+        full_name=pb.DESCRIPTOR.services_by_name["CrowdService"].full_name,
+        add_servicer=lambda server: crowd_pb2_grpc.add_CrowdServiceServicer_to_server(servicer, server),
+    )

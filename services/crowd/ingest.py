@@ -1,0 +1,278 @@
+"""Crowd's ingest process: sensor readings from the broker, in batches, in per-zone order.
+
+A province has thousands of sensors; a framework that spawns a worker per message (nameko) caps
+near a few thousand messages a second. This process is a plain AMQP consumer (py-amqp, as the
+outbox publisher) that gathers up to BATCH messages or BATCH_WAIT seconds, applies them in one
+transaction (CrowdApp.ingest) and acknowledges them with one multiple ack after the commit. A crash
+between commit and ack redelivers the batch, which finds every reading already seen (same sensor
+and sequence): no second effect.
+
+Per-zone order when scaled out: publishers send to the topic exchange `crowd.readings` with the
+zone id as routing key (the contract). It is bound to a consistent-hash exchange
+(`crowd.readings.shards`, RabbitMQ's rabbitmq_consistent_hash_exchange plugin) that spreads zones
+over SHARDS quorum queues `crowd.readings.shard.<n>` by the hash of the zone id, so one zone's
+readings always land in one queue, in order. Each shard queue has a single active consumer
+(x-single-active-consumer): however many ingest processes run, one consumes a shard at a time,
+in order, and another takes over when it goes. Every process subscribes to every shard; a
+process first subscribes to its own share (shard % CROWD_INGEST_COUNT == CROWD_INGEST_INDEX,
+e.g. a StatefulSet's ordinal) and to the others STANDBY_DELAY later, so N processes split the
+shards between them and each is the others' standby. The shard count is fixed per deployment:
+changing it moves zones between queues (drain first).
+
+A message that is not a SensorReading is refused like a bad reading (counted, logged, acked:
+it never loops). If the database is away the batch is retried, unacknowledged, until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import amqp
+import sqlalchemy as sa
+from google.protobuf import json_format
+
+from govmesh import metrics as govmesh_metrics
+from govmesh.config import ConfigError, Settings
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.db import Database, service_database
+from govmesh.errors import StartupError
+from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue
+from services.crowd import metrics
+from services.crowd.app import CrowdApp, reading_from_pb
+from services.crowd.occupancy import Outcome, Reading, RejectedReading, Rejection
+
+log = logging.getLogger(__name__)
+
+READINGS_EXCHANGE: Final = "crowd.readings"
+SHARDS_EXCHANGE: Final = "crowd.readings.shards"
+#: Messages applied per transaction at most, and how long a partial batch waits.
+BATCH: Final = 500
+BATCH_WAIT: Final = 0.05
+#: Unacknowledged messages the broker may send ahead (two batches in flight).
+PREFETCH: Final = 2 * BATCH
+DEFAULT_SHARDS: Final = 8
+STANDBY_DELAY: Final = 5.0
+
+
+def shard_queue(shard: int) -> str:
+    return f"{READINGS_EXCHANGE}.shard.{shard}"
+
+
+@dataclass(frozen=True)
+class Sharding:
+    shards: int
+    index: int
+    count: int
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> Sharding:
+        def number(name: str, default: int, low: int, high: int) -> int:
+            raw = environ.get(name, "").strip() or str(default)
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise ConfigError(f"{name}: {raw!r} is not a whole number from {low} to {high}")
+            return int(raw)
+
+        shards = number("CROWD_INGEST_SHARDS", DEFAULT_SHARDS, 1, 256)
+        count = number("CROWD_INGEST_COUNT", 1, 1, 256)
+        index = number("CROWD_INGEST_INDEX", 0, 0, count - 1)
+        return cls(shards, index, count)
+
+    def own(self) -> list[int]:
+        return [s for s in range(self.shards) if s % self.count == self.index]
+
+    def standby(self) -> list[int]:
+        return [s for s in range(self.shards) if s % self.count != self.index]
+
+
+def declare_topology(channel: amqp.Channel, shards: int) -> None:
+    """The readings exchanges and shard queues (idempotent; every ingest process declares them).
+    StartupError when the broker lacks the consistent-hash exchange type."""
+    channel.exchange_declare(READINGS_EXCHANGE, "topic", durable=True, auto_delete=False)
+    try:
+        channel.exchange_declare(SHARDS_EXCHANGE, "x-consistent-hash", durable=True, auto_delete=False)
+    except amqp.exceptions.AMQPError as exc:
+        raise StartupError(
+            f"the broker cannot declare {SHARDS_EXCHANGE} of type x-consistent-hash ({exc}): enable its plugin "
+            "with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (scripts/ensure-broker does it "
+            "for a local broker)"
+        ) from None
+    channel.exchange_bind(destination=SHARDS_EXCHANGE, source=READINGS_EXCHANGE, routing_key="#")
+    for shard in range(shards):
+        # The binding key of a consistent-hash exchange is the queue's weight.
+        declare_consumer_queue(
+            channel,
+            "crowd",
+            shard_queue(shard),
+            [(SHARDS_EXCHANGE, "1")],
+            extra_arguments={"x-single-active-consumer": True},
+        )
+
+
+def parse_message(body: bytes | str, routing_key: str) -> Reading | RejectedReading:
+    """A broker message's reading: the contract's SensorReading in proto3 JSON. An empty zone_id
+    is the routing key's (the contract routes by zone id)."""
+    try:
+        message = json_format.Parse(body, pb.SensorReading())
+    except (json_format.ParseError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return RejectedReading(
+            Rejection.MISSING_FIELD, f"the message body is not a SensorReading in proto3 JSON: {detail}"
+        )
+    if not message.zone_id:
+        message.zone_id = routing_key
+    return reading_from_pb(message)
+
+
+@dataclass
+class _Pending:
+    messages: list[amqp.Message] = field(default_factory=list)
+    since: float = 0.0
+
+
+class ReadingsConsumer:
+    """Consumes the shard queues until stop(); see the module docstring."""
+
+    def __init__(self, settings: Settings, db: Database, sharding: Sharding) -> None:
+        self.settings = settings
+        self.crowd = CrowdApp(db, on_events=metrics.count)
+        self.sharding = sharding
+        self._stop = threading.Event()
+        self._pending = _Pending()
+        self._channel: amqp.Channel | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                backoff = 0.5
+            except (BrokerUnavailable, OSError, amqp.exceptions.ConnectionError) as exc:
+                log.warning("readings consumer: broker unavailable, reconnecting in %.1f s: %s", backoff, exc)
+                self._pending = _Pending()  # unacknowledged: the broker delivers them again
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _consume(self) -> None:
+        connection = connect(self.settings.amqp_uri, "govmesh-crowd-ingest")
+        try:
+            channel = connection.channel()
+            self._channel = channel
+            declare_topology(channel, self.sharding.shards)
+            channel.basic_qos(0, PREFETCH, False)
+            for shard in self.sharding.own():
+                self._subscribe(channel, shard)
+            log.info(
+                "consuming readings",
+                extra={"shards": self.sharding.own(), "standby_in_seconds": STANDBY_DELAY},
+            )
+            standby_at = time.monotonic() + (STANDBY_DELAY if self.sharding.count > 1 else 0.0)
+            standby = self.sharding.standby()
+            while not self._stop.is_set():
+                if standby and time.monotonic() >= standby_at:
+                    for shard in standby:
+                        self._subscribe(channel, shard)
+                    log.info("standing by for the other shards", extra={"shards": standby})
+                    standby = []
+                try:
+                    connection.drain_events(timeout=BATCH_WAIT if self._pending.messages else 0.5)
+                except TimeoutError:
+                    pass
+                pending = self._pending
+                if pending.messages and (
+                    len(pending.messages) >= BATCH or time.monotonic() - pending.since >= BATCH_WAIT
+                ):
+                    self._flush(channel)
+            if self._pending.messages:
+                self._flush(channel)
+        finally:
+            self._channel = None
+            try:
+                connection.close()
+            except (OSError, amqp.exceptions.AMQPError):
+                pass
+
+    def _subscribe(self, channel: amqp.Channel, shard: int) -> None:
+        channel.basic_consume(shard_queue(shard), callback=self._on_message, no_ack=False)
+
+    def _on_message(self, message: amqp.Message) -> None:
+        if not self._pending.messages:
+            self._pending.since = time.monotonic()
+        self._pending.messages.append(message)
+
+    def _flush(self, channel: amqp.Channel) -> None:
+        messages, self._pending = self._pending.messages, _Pending()
+        parsed = [parse_message(m.body, m.delivery_info.get("routing_key", "")) for m in messages]
+        readings = [p for p in parsed if isinstance(p, Reading)]
+        unreadable = [p for p in parsed if isinstance(p, RejectedReading)]
+        report = self._apply(readings)
+        refusals = [r for _, r in report.rejected] + unreadable
+        for refusal in refusals:
+            log.warning("reading refused: %s", refusal.message, extra={"reason": refusal.reason.name})
+        late = report.count(Outcome.LATE)
+        metrics.count_readings(
+            "broker",
+            report.count(Outcome.ACCEPTED) + late,
+            late,
+            report.count(Outcome.DUPLICATE),
+            [r.reason.name.lower() for r in refusals],
+        )
+        channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+
+    def _apply(self, readings: list[Reading]) -> Any:
+        pause = 0.5
+        while True:
+            try:
+                return self.crowd.ingest(readings)
+            except sa.exc.OperationalError as exc:
+                # Unacknowledged meanwhile: nothing is lost, and nothing is applied twice.
+                log.warning("readings consumer: database unavailable, retrying in %.1f s: %s", pause, exc)
+                if self._stop.wait(pause):
+                    raise
+                pause = min(pause * 2, 30.0)
+
+
+def run(settings: Settings) -> None:
+    """Run the readings consumer until SIGTERM or Ctrl-C."""
+    import os
+
+    sharding = Sharding.from_environment(dict(os.environ))
+    db = service_database(settings.service, settings.database_url)
+    metrics.prime("broker")
+    govmesh_metrics.serve(settings.bind_host, settings.ingest_metrics_port)
+    consumer = ReadingsConsumer(settings, db, sharding)
+    # The topology is checked before anything else, so a broker without the plugin stops the
+    # process at once with the fix in its message.
+    try:
+        connection = connect(settings.amqp_uri, "govmesh-crowd-ingest-topology")
+    except BrokerUnavailable as exc:
+        log.warning("broker not reachable yet (the consumer keeps trying): %s", exc)
+    else:
+        try:
+            declare_topology(connection.channel(), sharding.shards)
+        finally:
+            try:
+                connection.close()
+            except (OSError, amqp.exceptions.AMQPError):
+                pass
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("stopping (signal %d): finishing the batch in hand", signum)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("ingest starting", extra={"amqp": settings.amqp_uri.rsplit("@", 1)[-1], "shards": sharding.shards})
+    try:
+        consumer.run()
+    finally:
+        db.dispose()
+    log.info("ingest stopped")
+

@@ -1,0 +1,769 @@
+"""`govmesh crowd simulate`: a year of the Hubin music fountain's sensors, replayed through the real mesh.
+
+The simulator is a client like the zone's sensor gateway: it creates a zone of its own, publishes
+every reading of :mod:`services.crowd.demand`'s model to the broker exchange ``crowd.readings``
+(where the crowd worker takes them), waits until the crowd service has applied them, and prints
+the service's history of the window beside the model's truth and the seed's figures: barriers up
+365 days a year under the old fixed policy, 36 days with live counts and a three-level response.
+
+Decisions a reader should know:
+
+* Its own zone. Readings of a past year must not land in a live zone's history, so every run
+  creates ``sim_<zone>_<YYYYMMDDHHMMSS>`` (Asia/Shanghai wall clock at the start) with the
+  configuration of ``--zone`` if the service has that zone (ListZones), else the built-in West
+  Lake fountain configuration (:func:`builtin_zone`: capacity 20,000, the server's default
+  levels, hysteresis and minimum dwell, sensors silent after 15 minutes (three missed readings;
+  the server's default of 5 minutes would flag a sensor at its first missed reading), the
+  fountain's schedule), and UpsertZone's it. The zone stays afterwards, for GetZoneHistory and
+  the big screen; sensor ids are prefixed with the zone id, so runs never share a sensor.
+* Event time. The window is ``--days`` days ending yesterday (or from ``--start``), at most 400
+  (GetZoneHistory's limit) and never reaching today: the service decides by the readings' own
+  observed times, so a past year replays as fast as ingestion allows, and no clock offset is
+  needed (unlike the health simulator).
+* Publishing. One message per reading, the body the SensorReading's canonical proto3 JSON
+  (lowerCamelCase names, int64 as strings, as json_format writes it and docs/events.asyncapi.yaml
+  documents it; :func:`encode` writes the same bytes as json_format without its cost, which a
+  unit test checks), routing key the zone id, persistent, content type application/json,
+  mandatory. The exchange is declared passively: the crowd worker owns it, and a missing
+  exchange or a reading no queue takes means the worker has not run, said plainly. Publisher
+  confirms are asynchronous on one pika SelectConnection with up to :data:`IN_FLIGHT` messages
+  unconfirmed: a BlockingConnection's confirm_delivery waits for every message's confirm. Measured
+  against the bare broker of the development machine (RabbitMQ on the same 2-core host, one
+  durable queue and no consumer, persistent messages of a reading's size): blocking confirms
+  2,400/s; asynchronous confirms with 100 in flight 9,600/s, 1,000 14,300/s, 2,000
+  13,600-15,800/s, 5,000 15,800/s; two or four connections no better (the queue is the limit);
+  an authorization header on every message would cut it to 9,600/s, so there is none. With the
+  model generating and encoding on the way, 60 days (172,875 readings) went at 10,000-13,000/s
+  for 1,000-5,000 in flight, so a year (about 1.05 million readings) publishes in 80-105 s when
+  nothing else runs. With the crowd api, ingest and worker on the same host, a year of 2019
+  published at 8,500/s (124 s) and was applied 4 min 40 s after the start.
+* Waiting. The service has applied everything when every sensor's last observation (GetZoneStatus)
+  has reached the time of that sensor's last reading sent (re-sends aside) and the zone's
+  updated_at that of the last reading. The sensors are what counts: updated_at is the machine
+  time of the last application, which a past window passes at once. If nothing moves for
+  ``stall_seconds`` the run fails and says which sensors lag.
+* Figures. Barrier days: the old fixed policy (every day of the window), a fixed calendar policy
+  (the official calendar's days off: weekends and public holidays, not the adjusted working
+  weekends; weekends only for years chinese-calendar does not know), the live response (the
+  service's GetZoneHistory), and the days the model's true peak reached the zone's level II
+  threshold. Rejections and duplicates are counted by the service, not answered over the broker:
+  the report gives what the simulator sent (re-sends, late readings, readings withheld by silent
+  sensors).
+* Exit codes: 0 done; 2 bad arguments, or the mesh (crowd api, broker, crowd worker) not
+  reachable, with one paragraph saying what to start; 1 anything else (the service did not keep
+  up, refused a call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import grpc
+import pika
+import pika.exceptions
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from tqdm import tqdm
+
+from govmesh import clock
+from govmesh.auth import Policy, PolicyError, TokenIssuer
+from govmesh.config import Settings
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.crowd.v1 import crowd_pb2_grpc
+from services.crowd import demand
+from services.crowd.zones import SensorKind
+
+CALLER: Final = "demo-portal"
+EXCHANGE: Final = "crowd.readings"
+#: Unconfirmed messages in flight (see the module docstring for the measurements).
+IN_FLIGHT: Final = 2_000
+#: GetZoneHistory's longest window.
+MAX_DAYS: Final = 400
+#: The seed's figures: barrier days a year before and after live counts (Hangzhou, 2019).
+SEED_BEFORE: Final = 365
+SEED_AFTER: Final = 36
+DEFAULT_LEVEL_II_BP: Final = 8_000
+#: The built-in zone's sensors read every 5 minutes: silent after three missed readings.
+SILENCE_AFTER_MINUTES: Final = 15
+ZONE_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_KIND: Final = {
+    SensorKind.GATE_COUNTER: "SENSOR_KIND_GATE_COUNTER",
+    SensorKind.CAMERA: "SENSOR_KIND_CAMERA",
+    SensorKind.PHONE_SIGNAL: "SENSOR_KIND_PHONE_SIGNAL",
+}
+_LEVELS: Final = (
+    (pb.RESPONSE_LEVEL_NONE, "无 none"),
+    (pb.RESPONSE_LEVEL_III, "三级 III"),
+    (pb.RESPONSE_LEVEL_II, "二级 II"),
+    (pb.RESPONSE_LEVEL_I, "一级 I"),
+)
+
+
+class ArgumentError(ValueError):
+    """A bad command-line argument; the message names it."""
+
+
+class MeshUnreachable(RuntimeError):
+    """A part of the mesh the simulation needs is not running; the message says which."""
+
+
+# -- arguments and the window ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """Calendar days ``start`` to ``last`` (inclusive), Asia/Shanghai."""
+
+    start: datetime.date
+    days: int
+
+    @property
+    def last(self) -> datetime.date:
+        return self.start + datetime.timedelta(days=self.days - 1)
+
+    @property
+    def start_time(self) -> datetime.datetime:
+        """Local midnight at the start, in UTC (GetZoneHistory's inclusive start)."""
+        return _midnight(self.start)
+
+    @property
+    def end_time(self) -> datetime.datetime:
+        """Local midnight after the last day, in UTC (GetZoneHistory's exclusive end)."""
+        return _midnight(self.last + datetime.timedelta(days=1))
+
+    def dates(self) -> list[datetime.date]:
+        return [self.start + datetime.timedelta(days=n) for n in range(self.days)]
+
+
+def _midnight(date: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(date, datetime.time(0), tzinfo=demand.SHANGHAI).astimezone(datetime.UTC)
+
+
+def parse_date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ArgumentError(f"--start: {text!r} is not a date YYYY-MM-DD") from None
+
+
+def compute_window(today: datetime.date, days: int, start: datetime.date | None) -> Window:
+    """The window of ``days`` days from ``start``, by default ending yesterday (``today`` is the
+    Asia/Shanghai date now); it must end by yesterday and be at most :data:`MAX_DAYS` long."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ArgumentError(f"--days: must be between 1 and {MAX_DAYS} (GetZoneHistory's longest window), got {days}")
+    yesterday = today - datetime.timedelta(days=1)
+    window = Window(yesterday - datetime.timedelta(days=days - 1) if start is None else start, days)
+    if window.last > yesterday:
+        raise ArgumentError(
+            f"--start/--days: the window would end on {window.last}, but it must end by yesterday ({yesterday}): "
+            "the service refuses readings observed in the future and a day must be over to be counted"
+        )
+    return window
+
+
+def check_arguments(args: argparse.Namespace, today: datetime.date) -> Window:
+    """The window of the command's arguments, or ArgumentError naming the bad one."""
+    if not ZONE_PATTERN.fullmatch(args.zone):
+        raise ArgumentError(f"--zone: {args.zone!r} is not a zone id (lower_snake_case, at most 40 characters)")
+    start = None if args.start is None else parse_date(args.start)
+    return compute_window(today, args.days, start)
+
+
+def simulation_zone_id(zone: str, started: datetime.datetime) -> str:
+    """``sim_<zone>_<YYYYMMDDHHMMSS>``, the wall-clock time in Asia/Shanghai."""
+    if started.utcoffset() is None:
+        raise ValueError("started: must be timezone-aware")
+    return f"sim_{zone}_{started.astimezone(demand.SHANGHAI):%Y%m%d%H%M%S}"
+
+
+# -- the figures ----------------------------------------------------------------------------------------
+
+
+def calendar_policy_days(window: Window) -> int:
+    """Days a fixed calendar policy keeps barriers up: the official days off of the window."""
+    return sum(demand.calendar_day(date).rest for date in window.dates())
+
+
+def reaches(peak: int, capacity: int, threshold_bp: int) -> bool:
+    """Whether ``peak`` people reach ``threshold_bp`` of ``capacity`` (integer: at the threshold
+    counts, one person below does not)."""
+    return peak * 10_000 >= threshold_bp * capacity
+
+
+def level_ii_threshold(zone: pb.Zone) -> int:
+    """The zone's level II threshold in basis points (the server's default when levels are empty)."""
+    for rule in zone.levels:
+        if rule.level == pb.RESPONSE_LEVEL_II:
+            return int(rule.threshold_bp)
+    return DEFAULT_LEVEL_II_BP
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the simulator sent."""
+
+    readings: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    withheld: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything the report prints, so that it can be printed from given numbers."""
+
+    zone_id: str
+    name_zh: str
+    name_en: str
+    source: str  # where the configuration came from
+    capacity: int
+    level_ii_bp: int
+    window: Window
+    seed: int
+    sent: Sent
+    calendar_policy_days: int
+    live_barrier_days: Sequence[str]  # ISO dates, from the service's history
+    true_days: Sequence[str]  # ISO dates the model's true peak reached level II
+    time_at_level: Mapping[int, datetime.timedelta]  # by pb.ResponseLevel
+    peak: int
+    peak_load_bp: int
+    peak_level: int
+    peak_at: datetime.datetime | None
+    true_peak: int
+    true_peak_at: datetime.datetime
+    unknown_years: Sequence[int] = ()
+
+
+def report(f: Figures) -> str:
+    live, true = set(f.live_barrier_days), set(f.true_days)
+    rate = f.sent.readings / f.sent.seconds if f.sent.seconds > 0 else 0.0
+    levels = "  ".join(
+        f"{label} {_hours(f.time_at_level.get(level, datetime.timedelta()))}" for level, label in _LEVELS
+    )
+    peak = (
+        f"{f.peak:,} ({_percent(f.peak_load_bp)}, {_level_name(f.peak_level)}) at {_local(f.peak_at)}"
+        if f.peak_at is not None
+        else "none recorded"
+    )
+    lines = [
+        f"{f.name_zh} {f.name_en}: zone {f.zone_id} ({f.source}), capacity {f.capacity:,}, "
+        f"level II at {_percent(f.level_ii_bp)} ({f.capacity * f.level_ii_bp // 10_000:,} people)",
+        f"窗口 window                {f.window.start} .. {f.window.last} ({f.window.days} days, Asia/Shanghai), "
+        f"seed {f.seed}",
+        f"读数 readings sent         {f.sent.readings:,} in {f.sent.seconds:.0f} s ({rate:,.0f}/s): "
+        f"{f.sent.duplicates:,} re-sent (duplicates), {f.sent.out_of_order:,} out of order; "
+        f"{f.sent.withheld:,} never sent (silent sensors)",
+        "拒收/重复 rejected/dupl.    counted by the crowd service (its worker's metrics); the broker does not answer",
+        "护栏天数 barrier days (days with BARRIERS_UP, a level II measure):",
+        f"  常年固定 fixed, all year         {f.window.days:>4}",
+        f"  按日历 weekends and holidays     {f.calendar_policy_days:>4}",
+        f"  实时响应 live response           {len(live):>4}   (the crowd service's history of this run)",
+        f"  模型真值 true peak ≥ level II    {len(true):>4}   (the model: {len(live & true)} of them with "
+        f"barriers, {len(true - live)} missed; barriers on {len(live - true)} days below it)",
+        f"  种子 the seed (Hangzhou, 2019)   {SEED_BEFORE} -> {SEED_AFTER}",
+        f"各级时长 time at level      {levels}",
+        f"峰值 peak                  {peak}; the model's true peak {f.true_peak:,} at {_local(f.true_peak_at)}",
+    ]
+    if f.unknown_years:
+        years = ", ".join(str(y) for y in f.unknown_years)
+        lines.append(
+            f"注 note                    chinese-calendar knows no holidays for {years}: weekends only, "
+            "so holiday crowds and the calendar policy are underestimated there"
+        )
+    return "\n".join(lines)
+
+
+def _percent(bp: int) -> str:
+    return f"{bp // 100}.{bp % 100:02d}%"
+
+
+def _hours(span: datetime.timedelta) -> str:
+    minutes = int(span.total_seconds()) // 60
+    return f"{minutes // 60:,} h {minutes % 60:02d} min"
+
+
+def _local(moment: datetime.datetime | None) -> str:
+    return "-" if moment is None else f"{moment.astimezone(demand.SHANGHAI):%Y-%m-%d %H:%M}"
+
+
+def _level_name(level: int) -> str:
+    return next((name for value, name in _LEVELS if value == level), "unspecified")
+
+
+# -- the zone -------------------------------------------------------------------------------------------
+
+
+def builtin_zone(zone_id: str, window: Window) -> pb.Zone:
+    """The West Lake music fountain's configuration (levels empty: the server's defaults)."""
+    zone = pb.Zone(
+        zone_id=zone_id,
+        name_zh=demand.NAME_ZH,
+        name_en=demand.NAME_EN,
+        capacity=demand.CAPACITY,
+        silence_after=Duration(seconds=SILENCE_AFTER_MINUTES * 60),
+    )
+    for entry in demand.fountain_schedule(window.start, window.last):
+        zone.schedule.append(
+            pb.ScheduleEntry(
+                name=entry.name,
+                start_time=f"{entry.start_time:%H:%M}",
+                duration=Duration(seconds=int(entry.duration.total_seconds())),
+                iso_weekdays=sorted(entry.iso_weekdays),
+                valid_from=entry.valid_from.isoformat() if entry.valid_from else "",
+                valid_to=entry.valid_to.isoformat() if entry.valid_to else "",
+            )
+        )
+    return zone
+
+
+def copied_zone(source: pb.Zone, zone_id: str) -> pb.Zone:
+    """``source``'s configuration under ``zone_id`` (the server sets the times)."""
+    zone = pb.Zone()
+    zone.CopyFrom(source)
+    zone.zone_id = zone_id
+    zone.name_zh = f"{source.name_zh}（模拟）"
+    zone.name_en = f"{source.name_en} (simulation)"
+    zone.ClearField("created_at")
+    zone.ClearField("updated_at")
+    return zone
+
+
+# -- the readings on the wire ---------------------------------------------------------------------------
+
+
+def to_proto(reading: demand.Reading) -> pb.SensorReading:
+    message = pb.SensorReading(
+        zone_id=reading.zone_id,
+        sensor_id=reading.sensor_id,
+        sensor_kind=pb.SensorKind.Value(_KIND[reading.kind]),
+        sequence=reading.sequence,
+    )
+    message.observed_at.FromDatetime(reading.observed_at)
+    if reading.delta is not None:
+        message.delta = reading.delta
+    else:
+        message.absolute_count = reading.absolute_count or 0
+    return message
+
+
+def canonical_json(reading: demand.Reading) -> bytes:
+    """The body as json_format writes it (compact): the reference :func:`encode` must match."""
+    return json.dumps(json_format.MessageToDict(to_proto(reading)), separators=(",", ":")).encode()
+
+
+def encode(reading: demand.Reading) -> bytes:
+    """The body, byte for byte :func:`canonical_json`, at a tenth of its cost (a year is a million
+    messages). Times with fractions of a second take the reference path."""
+    at = reading.observed_at
+    if at.microsecond or at.utcoffset() != datetime.timedelta(0):
+        return canonical_json(reading)
+    value = f'"delta":"{reading.delta}"' if reading.delta is not None else f'"absoluteCount":"{reading.absolute_count}"'
+    return (
+        f'{{"zoneId":{_quoted(reading.zone_id)},"sensorId":{_quoted(reading.sensor_id)},'
+        f'"sensorKind":"{_KIND[reading.kind]}","sequence":"{reading.sequence}",'
+        f'"observedAt":"{at:%Y-%m-%dT%H:%M:%S}Z",{value}}}'
+    ).encode()
+
+
+_quoted: Callable[[str], str] = json.dumps
+
+
+# -- publishing -----------------------------------------------------------------------------------------
+
+
+class Publisher:
+    """Publishes (routing key, body) pairs to ``exchange`` with publisher confirms, up to
+    ``in_flight`` unconfirmed, on one SelectConnection whose loop runs inside :meth:`publish`.
+    Raises MeshUnreachable when the broker, the exchange or a queue for the messages is missing,
+    and RuntimeError when the broker refuses (nacks) a message or stops answering."""
+
+    def __init__(self, uri: str, exchange: str = EXCHANGE, in_flight: int = IN_FLIGHT, timeout: float = 30.0) -> None:
+        self.exchange = exchange
+        self.in_flight = in_flight
+        self.timeout = timeout
+        self.properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._unconfirmed: dict[int, None] = {}  # delivery tags, in publishing order
+        self._next_tag = 1
+        self._error: Exception | None = None
+        self._channel: Any = None
+        self._ready = False
+        self._closing = False
+        self._watching = False
+        self._progress_at = time.monotonic()
+        parameters = pika.URLParameters(uri)
+        parameters.connection_attempts = 1
+        parameters.socket_timeout = 5
+        parameters.blocked_connection_timeout = timeout
+        self._where = f"{parameters.host}:{parameters.port}"
+        self._connection = pika.SelectConnection(
+            parameters,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed,
+        )
+        self._run()
+        if not self._ready:
+            self._fail_if_error()
+            raise MeshUnreachable(f"the broker at {self._where} did not open a channel within {timeout:.0f} s")
+
+    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Publishes ``messages`` and returns once the broker has confirmed every one."""
+        self._pending.extend(messages)
+        self._pump()
+        if self._pending or self._unconfirmed:
+            self._run()
+        self._fail_if_error()
+        if self._pending or self._unconfirmed:
+            raise RuntimeError(f"the broker confirmed nothing for {self.timeout:.0f} s ({len(self._unconfirmed)} open)")
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._closing = True
+            self._connection.close()
+            self._run()
+
+    # The loop runs until a callback stops it; one watchdog, ticking while the loop runs, stops it
+    # when nothing has happened for timeout seconds.
+    def _run(self) -> None:
+        self._progress_at = time.monotonic()
+        if not self._watching:
+            self._watching = True
+            self._connection.ioloop.call_later(1.0, self._watchdog)
+        self._connection.ioloop.start()
+
+    def _stop(self) -> None:
+        self._connection.ioloop.stop()
+
+    def _watchdog(self) -> None:
+        if time.monotonic() - self._progress_at > self.timeout:
+            self._stop()
+        else:
+            self._connection.ioloop.call_later(1.0, self._watchdog)
+
+    def _fail_if_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _on_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel)
+
+    def _on_open_error(self, connection: Any, error: Exception) -> None:
+        detail = str(error) or type(error).__name__
+        self._error = MeshUnreachable(f"cannot connect to the broker (RabbitMQ) at {self._where}: {detail}")
+        self._stop()
+
+    def _on_closed(self, connection: Any, reason: Exception) -> None:
+        if not self._closing and self._error is None:
+            self._error = MeshUnreachable(f"the broker at {self._where} closed the connection: {reason}")
+        self._stop()
+
+    def _on_channel(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.exchange_declare(self.exchange, passive=True, callback=self._on_exchange)
+
+    def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
+        if self._closing:
+            return
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == 404:
+            self._error = MeshUnreachable(
+                f"the broker has no exchange {self.exchange}: the crowd worker declares it when it starts"
+            )
+        elif self._error is None:
+            self._error = MeshUnreachable(f"the broker closed the publishing channel: {reason}")
+        self._stop()
+
+    def _on_exchange(self, frame: Any) -> None:
+        self._channel.add_on_return_callback(self._on_return)
+        self._channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirming)
+
+    def _on_confirming(self, frame: Any) -> None:
+        self._ready = True
+        self._stop()
+
+    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        if self._error is None:
+            self._error = MeshUnreachable(
+                f"no queue takes readings on {self.exchange} with routing key {method.routing_key!r}: the crowd "
+                "worker binds its queue when it starts"
+            )
+
+    def _on_confirm(self, frame: Any) -> None:
+        self._progress_at = time.monotonic()
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack) and self._error is None:
+            self._error = RuntimeError(f"the broker refused (nacked) readings on {self.exchange}")
+        if method.multiple:
+            for tag in [t for t in self._unconfirmed if t <= method.delivery_tag]:
+                del self._unconfirmed[tag]
+        else:
+            self._unconfirmed.pop(method.delivery_tag, None)
+        if self._error is not None:
+            self._stop()
+            return
+        self._pump()
+        if not self._pending and not self._unconfirmed:
+            self._stop()
+
+    def _pump(self) -> None:
+        publish = self._channel.basic_publish
+        while self._pending and len(self._unconfirmed) < self.in_flight:
+            routing_key, body = self._pending.popleft()
+            publish(self.exchange, routing_key, body, self.properties, mandatory=True)
+            self._unconfirmed[self._next_tag] = None
+            self._next_tag += 1
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+
+class Mesh:
+    """The crowd service's gRPC api, as ``caller``."""
+
+    def __init__(self, channel: grpc.Channel, token: str) -> None:
+        self.stub = crowd_pb2_grpc.CrowdServiceStub(channel)
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def find_zone(self, zone_id: str) -> pb.Zone | None:
+        token = ""
+        while True:
+            page = self.stub.ListZones(
+                pb.ListZonesRequest(page_size=1000, page_token=token), metadata=self.metadata, timeout=30
+            )
+            for zone in page.zones:
+                if zone.zone_id == zone_id:
+                    return zone
+            token = page.next_page_token
+            if not token:
+                return None
+
+    def upsert(self, zone: pb.Zone) -> pb.Zone:
+        response = self.stub.UpsertZone(pb.UpsertZoneRequest(zone=zone), metadata=self.metadata, timeout=30)
+        return response.zone
+
+    def status(self, zone_id: str) -> pb.ZoneStatus:
+        response = self.stub.GetZoneStatus(pb.GetZoneStatusRequest(zone_id=zone_id), metadata=self.metadata, timeout=30)
+        return response.status
+
+    def history(self, zone_id: str, window: Window) -> pb.GetZoneHistoryResponse:
+        request = pb.GetZoneHistoryRequest(
+            zone_id=zone_id, start_time=clock.timestamp(window.start_time), end_time=clock.timestamp(window.end_time)
+        )
+        response: pb.GetZoneHistoryResponse = self.stub.GetZoneHistory(request, metadata=self.metadata, timeout=120)
+        return response
+
+
+def _time(stamp: Timestamp) -> datetime.datetime:
+    return stamp.ToDatetime(datetime.UTC)
+
+
+class StatusSource(Protocol):
+    def status(self, zone_id: str) -> pb.ZoneStatus: ...
+
+
+def wait_applied(
+    mesh: StatusSource,
+    zone_id: str,
+    expected: Mapping[str, datetime.datetime],
+    window: Window,
+    stall_seconds: float,
+    progress: bool,
+    poll_seconds: float = 1.0,
+) -> None:
+    """Returns once the service has applied every sensor's last reading sent (``expected``: its
+    observation time per sensor); TimeoutError when nothing moves for ``stall_seconds``."""
+    last = max(expected.values())
+    bar = tqdm(total=window.days, unit="day", disable=not progress, desc="applying", file=sys.stderr)
+    seen: object = None
+    moved_at = time.monotonic()
+    try:
+        while True:
+            status = mesh.status(zone_id)
+            reached = {s.sensor_id: _time(s.last_observed_at) for s in status.sensors if s.HasField("last_observed_at")}
+            updated = _time(status.updated_at) if status.HasField("updated_at") else None
+            lagging = sorted(s for s, at in expected.items() if s not in reached or reached[s] < at)
+            behind = min((reached.get(s, window.start_time) for s in lagging), default=last)
+            bar.n = min(window.days, max(0, (behind - window.start_time) // datetime.timedelta(days=1)))
+            bar.refresh()
+            if not lagging and updated is not None and updated >= last:
+                bar.n = window.days
+                bar.refresh()
+                return
+            state = (updated, tuple(sorted(reached.items())))
+            if state != seen:
+                seen, moved_at = state, time.monotonic()
+            elif time.monotonic() - moved_at > stall_seconds:
+                names = ", ".join(f"{s} (at {_local(reached.get(s))})" for s in lagging[:4])
+                raise TimeoutError(
+                    f"the crowd service applied nothing for {stall_seconds:.0f} s and has not caught up: "
+                    f"{len(lagging)} sensors lag, e.g. {names}; the last reading sent was observed at "
+                    f"{_local(last)}. Is the crowd worker running, or did it reject readings (its log says why)?"
+                )
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()
+
+
+def run(
+    settings: Settings,
+    zone: str,
+    window: Window,
+    seed: int,
+    progress: bool = True,
+    stall_seconds: float = 120.0,
+    faults: demand.Faults = demand.DEFAULT_FAULTS,
+) -> str:
+    """Runs the simulation and returns the report."""
+    started = datetime.datetime.now(datetime.UTC)
+    zone_id = simulation_zone_id(zone, started)
+    issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
+    token = issuer.issue(CALLER)
+    with grpc.insecure_channel(settings.grpc_target) as channel:
+        mesh = Mesh(channel, token)
+        source = mesh.find_zone(zone)
+        if source is not None:
+            config, origin = copied_zone(source, zone_id), f"configuration copied from {zone}"
+        else:
+            config, origin = builtin_zone(zone_id, window), f"built-in configuration, no zone {zone} in the service"
+        created = mesh.upsert(config)
+        publisher = Publisher(settings.amqp_uri)
+        sent = Sent()
+        expected: dict[str, datetime.datetime] = {}
+        true_days: list[str] = []
+        true_peak, true_peak_at = -1, window.start_time
+        threshold = level_ii_threshold(created)
+        began = time.monotonic()
+        bar = tqdm(total=window.days, unit="day", disable=not progress, desc="publishing", file=sys.stderr)
+        try:
+            for day in demand.simulate(window.start, window.days, seed, zone_id, faults):
+                resent = set(day.resent)
+                for index, reading in enumerate(day.readings):
+                    if index not in resent:
+                        expected[reading.sensor_id] = reading.observed_at
+                publisher.publish((zone_id, encode(reading)) for reading in day.readings)
+                sent = Sent(
+                    sent.readings + len(day.readings),
+                    sent.duplicates + day.faults.duplicates,
+                    sent.out_of_order + day.faults.out_of_order,
+                    sent.withheld + day.faults.withheld,
+                    time.monotonic() - began,
+                )
+                if reaches(day.truth.peak, created.capacity, threshold):
+                    true_days.append(day.date.isoformat())
+                if day.truth.peak > true_peak:
+                    true_peak, true_peak_at = day.truth.peak, day.truth.peak_at
+                bar.update(1)
+                bar.set_postfix(readings=f"{sent.readings:,}", per_s=f"{sent.readings / max(sent.seconds, 1e-9):,.0f}")
+        finally:
+            bar.close()
+            publisher.close()
+        wait_applied(mesh, zone_id, expected, window, stall_seconds, progress)
+        history = mesh.history(zone_id, window)
+    figures = Figures(
+        zone_id=zone_id,
+        name_zh=created.name_zh,
+        name_en=created.name_en,
+        source=origin,
+        capacity=created.capacity,
+        level_ii_bp=threshold,
+        window=window,
+        seed=seed,
+        sent=sent,
+        calendar_policy_days=calendar_policy_days(window),
+        live_barrier_days=list(history.barrier_days),
+        true_days=true_days,
+        time_at_level={d.level: d.duration.ToTimedelta() for d in history.time_at_level},
+        peak=history.peak.occupancy,
+        peak_load_bp=history.peak.load_bp,
+        peak_level=history.peak.level,
+        peak_at=_time(history.peak.at) if history.peak.HasField("at") else None,
+        true_peak=true_peak,
+        true_peak_at=true_peak_at,
+        unknown_years=sorted({d.year for d in window.dates() if not demand.calendar_day(d).calendar_known}),
+    )
+    return report(figures)
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    # pika narrates connection failures on its loggers; the message below says it once, plainly.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    try:
+        window = check_arguments(args, clock.shanghai_date())
+    except ArgumentError as exc:
+        print(f"govmesh crowd simulate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(run(settings, args.zone, window, args.seed, progress=not args.quiet))
+    except PolicyError as exc:
+        print(
+            f"govmesh crowd simulate: the policy does not let {CALLER} call the crowd service: {exc}", file=sys.stderr
+        )
+        return 2
+    except MeshUnreachable as exc:
+        print(
+            f"govmesh crowd simulate: {exc}. The simulation needs the running mesh: the crowd api (gRPC at "
+            f"{settings.grpc_target}), RabbitMQ and the crowd worker; start them with `make run` in another "
+            "terminal and try again.",
+            file=sys.stderr,
+        )
+        return 2
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        print(f"govmesh crowd simulate: the crowd service answered {code.name}: {error.details()}", file=sys.stderr)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(
+                f"The crowd api at {settings.grpc_target} is not reachable: is the mesh running? Start it with "
+                "`make run` in another terminal.",
+                file=sys.stderr,
+            )
+            return 2
+        return 1
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"govmesh crowd simulate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("govmesh crowd simulate: interrupted; the simulation's zone keeps what was applied", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = [
+    "CALLER",
+    "EXCHANGE",
+    "IN_FLIGHT",
+    "MAX_DAYS",
+    "ArgumentError",
+    "Figures",
+    "MeshUnreachable",
+    "Publisher",
+    "Sent",
+    "Window",
+    "builtin_zone",
+    "calendar_policy_days",
+    "canonical_json",
+    "check_arguments",
+    "compute_window",
+    "copied_zone",
+    "encode",
+    "level_ii_threshold",
+    "main",
+    "reaches",
+    "report",
+    "run",
+    "simulation_zone_id",
+    "to_proto",
+    "wait_applied",
+]

@@ -1,0 +1,496 @@
+"""Crowd through its public interfaces: the api, the worker and the ingest process(es) as real
+processes, readings over gRPC (ReportReadings) and over the broker (crowd.readings), events as an
+integrator receives them, on SQLite and on PostgreSQL.
+
+Readings carry their own observation times and the zone decides by them (event time), so a surge
+that took an evening is fed in seconds as readings observed over the last hour or so."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import pika
+import pytest
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
+from tests.conftest import Integrator, ServiceEnv, consumers, free_port, virtual_host, wait_for
+from tests.people import wait_serving
+
+OPERATOR = "city_brain"
+SENSORS = "crowd_sensors"
+UTC = datetime.UTC
+
+
+class Crowd:
+    """A client of the crowd service as a caller of the policy."""
+
+    def __init__(self, env: ServiceEnv, caller: str = OPERATOR) -> None:
+        self.channel = grpc.insecure_channel(env.target_of("crowd"))
+        self.stub = crowd_pb2_grpc.CrowdServiceStub(self.channel)
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {env.token(caller)}"),)
+
+    def upsert(self, zone: pb.Zone) -> pb.UpsertZoneResponse:
+        return self.stub.UpsertZone(pb.UpsertZoneRequest(zone=zone), metadata=self.metadata, timeout=10)
+
+    def status(self, zone_id: str) -> pb.ZoneStatus:
+        return self.stub.GetZoneStatus(
+            pb.GetZoneStatusRequest(zone_id=zone_id), metadata=self.metadata, timeout=10
+        ).status
+
+    def report(self, batches: Sequence[Sequence[pb.SensorReading]]) -> pb.ReportReadingsResponse:
+        requests = (pb.ReportReadingsRequest(readings=list(batch)) for batch in batches)
+        return self.stub.ReportReadings(requests, metadata=self.metadata, timeout=30)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def duration(seconds: float) -> Duration:
+    value = Duration()
+    value.FromTimedelta(datetime.timedelta(seconds=seconds))
+    return value
+
+
+def zone(zone_id: str, capacity: int = 1000, **fields: object) -> pb.Zone:
+    defaults: dict[str, object] = {
+        "name_zh": f"测试区{zone_id}",
+        "name_en": f"Test zone {zone_id}",
+        "capacity": capacity,
+        "silence_after": duration(600),
+        "min_dwell": duration(60),
+        "hysteresis_bp": 500,
+    }
+    return pb.Zone(zone_id=zone_id, **(defaults | fields))  # type: ignore[arg-type]
+
+
+def reading(
+    zone_id: str,
+    sensor_id: str,
+    sequence: int,
+    at: datetime.datetime,
+    *,
+    delta: int | None = None,
+    count: int | None = None,
+    kind: pb.SensorKind.ValueType | None = None,
+) -> pb.SensorReading:
+    message = pb.SensorReading(zone_id=zone_id, sensor_id=sensor_id, sequence=sequence)
+    if kind is None:
+        kind = pb.SENSOR_KIND_GATE_COUNTER if delta is not None else pb.SENSOR_KIND_CAMERA
+    message.sensor_kind = kind
+    message.observed_at.FromDatetime(at)
+    if delta is not None:
+        message.delta = delta
+    if count is not None:
+        message.absolute_count = count
+    return message
+
+
+class Publisher:
+    """A sensor gateway publishing readings on the broker as the contract says: exchange
+    crowd.readings, routing key = zone id, proto3 JSON, persistent, confirmed."""
+
+    def __init__(self, amqp_uri: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+
+    def publish(self, readings: Sequence[pb.SensorReading]) -> None:
+        for message in readings:
+            self.channel.basic_publish(
+                "crowd.readings",
+                message.zone_id,
+                json_format.MessageToJson(message, indent=None),
+                pika.BasicProperties(content_type="application/json", delivery_mode=2),
+                mandatory=True,
+            )
+
+    def publish_raw(self, routing_key: str, body: bytes) -> None:
+        self.channel.basic_publish("crowd.readings", routing_key, body, pika.BasicProperties(delivery_mode=2))
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def start_crowd(env: ServiceEnv, amqp: str, ingest: int = 1) -> list[int]:
+    """Starts crowd's api, worker and `ingest` ingest processes; returns their metrics ports."""
+    env.migrate("crowd")
+    env.process("api", "crowd")
+    env.process("worker", "crowd")
+    ports = []
+    for index in range(ingest):
+        port = env.ports["crowd"]["ingest_metrics"] if index == 0 else free_port()
+        ports.append(port)
+        env.env.update(
+            {
+                "CROWD_INGEST_COUNT": str(ingest),
+                "CROWD_INGEST_INDEX": str(index),
+                "CROWD_INGEST_METRICS_PORT": str(port),
+            }
+        )
+        env.process("ingest", "crowd")
+    wait_for(lambda: consumers(amqp, "crowd.readings.shard.0") > 0, timeout=60)
+    wait_serving(env.target_of("crowd"), "govmesh.crowd.v1.CrowdService", timeout=60)
+    return ports
+
+
+@pytest.fixture
+def mesh(database_url: str, tmp_path: Path) -> Iterator[tuple[ServiceEnv, str]]:
+    with virtual_host() as amqp:
+        env = ServiceEnv("crowd", database_url, tmp_path, amqp)
+        try:
+            start_crowd(env, amqp)
+            yield env, amqp
+        finally:
+            env.stop_all()
+
+
+def level_events(integrator: Integrator, count: int, timeout: float = 30) -> list[events_pb2.LevelChanged]:
+    deliveries = integrator.receive(count, timeout=timeout)
+    return [json_format.Parse(body, events_pb2.LevelChanged()) for _, _, body in deliveries]
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    series = f"{name}{{{labels}}}" if labels else name
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")]
+    assert values, f"no {series} in the metrics"
+    return values[0]
+
+
+def test_readings_over_grpc_are_deduplicated_ordered_and_refused_with_reasons(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        created = crowd.upsert(zone("gate_test", capacity=1000))
+        assert created.created
+        assert [lvl.threshold_bp for lvl in created.zone.levels] == [6000, 8000, 10000], "the default levels"
+        assert pb.MEASURE_BARRIERS_UP in created.zone.levels[1].measures
+        assert not crowd.upsert(zone("gate_test", capacity=1000)).created, "a second upsert replaces"
+
+        now = datetime.datetime.now(UTC)
+        t = [now - datetime.timedelta(minutes=30) + datetime.timedelta(seconds=10 * i) for i in range(20)]
+        first = [reading("gate_test", "g1", seq, t[seq], delta=5) for seq in (1, 2, 4)]  # 3 is late
+        second = [
+            reading("gate_test", "g1", 2, t[2], delta=5),  # duplicate
+            reading("gate_test", "g2", 1, t[4], delta=-2),
+            reading("gate_test", "g1", 3, t[3], delta=5),  # late, fills the gap
+            reading("gate_test", "g1", 5, t[5], delta=0),
+            reading("gate_test", "nowhere", 1, t[5], delta=1),  # sensor fine, zone below is unknown
+            reading("gate_test", "cam", 1, t[5], count=-1),  # negative count
+            reading("gate_test", "g3", 1, t[5], delta=1001),  # more than the zone holds
+            reading("gate_test", "g4", 1, now + datetime.timedelta(hours=1), delta=1),  # future
+            pb.SensorReading(zone_id="gate_test", sensor_id="g5", sequence=1),  # no kind, time, value
+        ]
+        second[4].zone_id = "no_such_zone"
+        response = sensors.report([first, second])
+        assert (response.received, response.accepted, response.late, response.duplicates, response.rejected) == (
+            12,
+            6,
+            1,
+            1,
+            5,
+        )
+        reasons = {r.index: r.reason for r in response.rejections}
+        assert reasons == {
+            7: pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
+            8: pb.READING_REJECTION_REASON_NEGATIVE_COUNT,
+            9: pb.READING_REJECTION_REASON_ABSURD_VALUE,
+            10: pb.READING_REJECTION_REASON_FUTURE_TIME,
+            11: pb.READING_REJECTION_REASON_MISSING_FIELD,
+        }
+        assert all(r.message for r in response.rejections), "every refusal says why"
+
+        status = crowd.status("gate_test")
+        assert status.occupancy == 5 * 4 - 2, "each delta applied once, the late one too"
+        assert (status.sensors_total, status.sensors_healthy) == (2, 2), "refused readings create no sensor"
+        assert {s.sensor_id: s.last_sequence for s in status.sensors} == {"g1": 5, "g2": 1}
+        assert status.level == pb.RESPONSE_LEVEL_NONE
+
+        again = sensors.report([first, second])
+        assert (again.accepted, again.duplicates, again.rejected) == (0, 7, 5), "a resent stream changes nothing"
+        assert crowd.status("gate_test").occupancy == 18
+        assert metric(env.api_metrics_port, "govmesh_crowd_readings_rejected_total", 'reason="negative_count"') == 2
+    finally:
+        crowd.close()
+        sensors.close()
+
+
+def test_bad_zones_are_refused_naming_the_field_and_rights_are_enforced(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        bad = zone("Bad Zone", capacity=0)
+        with pytest.raises(grpc.RpcError) as refused:
+            crowd.upsert(bad)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details().startswith("zone.zone_id"), refused.value.details()
+        assert "zone.capacity" in refused.value.details(), "every problem is named at once"
+        levels = [
+            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_III, threshold_bp=8000, measures=[pb.MEASURE_ANNOUNCE]),
+            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_II, threshold_bp=7000, measures=[pb.MEASURE_BARRIERS_UP]),
+            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_I, threshold_bp=10000, measures=[pb.MEASURE_ENTRY_CLOSED]),
+        ]
+        with pytest.raises(grpc.RpcError) as refused:
+            crowd.upsert(zone("levels_wrong", levels=levels))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "zone.levels[1].threshold_bp" in refused.value.details()
+        listed = crowd.stub.ListZones(pb.ListZonesRequest(), metadata=crowd.metadata, timeout=10)
+        assert list(listed.zones) == [], "nothing was stored"
+
+        with pytest.raises(grpc.RpcError) as denied:
+            sensors.upsert(zone("sensor_made"))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as missing:
+            crowd.status("no_such_zone")
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+        for index in range(3):
+            crowd.upsert(zone(f"zone_{index}"))
+        first = crowd.stub.ListZones(pb.ListZonesRequest(page_size=2), metadata=crowd.metadata, timeout=10)
+        rest = crowd.stub.ListZones(
+            pb.ListZonesRequest(page_size=2, page_token=first.next_page_token), metadata=crowd.metadata, timeout=10
+        )
+        assert [z.zone_id for z in first.zones] + [z.zone_id for z in rest.zones] == ["zone_0", "zone_1", "zone_2"]
+        assert rest.next_page_token == ""
+    finally:
+        crowd.close()
+        sensors.close()
+
+
+def surge(
+    zone_id: str, start: datetime.datetime, profile: Sequence[int], step: datetime.timedelta
+) -> list[pb.SensorReading]:
+    """Gate readings (two gates, entries and exits) that take the zone through `profile`, one
+    occupancy per step, each reading observed at its step."""
+    readings: list[pb.SensorReading] = []
+    occupancy = 0
+    for index, target in enumerate(profile):
+        change = target - occupancy
+        half = change // 2
+        at = start + index * step
+        readings.append(reading(zone_id, "east_gate", index + 1, at, delta=half))
+        readings.append(reading(zone_id, "west_gate", index + 1, at, delta=change - half))
+        occupancy = target
+    return readings
+
+
+def test_a_surge_raises_three_two_one_and_lowers_back_with_one_event_per_change(
+    mesh: tuple[ServiceEnv, str],
+) -> None:
+    env, amqp = mesh
+    crowd = Crowd(env)
+    events = Integrator(amqp, "crowd.events", "level_changed")
+    publisher = Publisher(amqp)
+    try:
+        crowd.upsert(zone("hubin", capacity=10_000, min_dwell=duration(300)))
+        # An evening at the fountain, one step a minute over the last ~2 hours: the crowd builds to
+        # 105% at the show, wobbles around each threshold (no flapping), then disperses.
+        profile = (
+            [1000, 3000, 5000, 5990, 6000, 5800, 6100, 7000, 7990, 8000, 7600, 8100, 9000, 9990, 10000]
+            + [10500] * 5
+            + [9600, 9400, 8000, 7600, 7400, 7000, 6000, 5600, 5400, 5000]
+            + [5000] * 10
+            + [3000, 1000, 500]
+        )
+        start = datetime.datetime.now(UTC) - datetime.timedelta(minutes=len(profile) + 5)
+        publisher.publish(surge("hubin", start, profile, datetime.timedelta(minutes=1)))
+        changes = level_events(events, 6)
+        assert [
+            (pb.ResponseLevel.Name(c.previous_level)[15:], pb.ResponseLevel.Name(c.level)[15:]) for c in changes
+        ] == [
+            ("NONE", "III"),
+            ("III", "II"),
+            ("II", "I"),
+            ("I", "II"),
+            ("II", "III"),
+            ("III", "NONE"),
+        ]
+        up_loads = [c.load_bp for c in changes[:3]]
+        assert up_loads == [6000, 8000, 10000], "each level is entered exactly at its threshold"
+        assert pb.MEASURE_BARRIERS_UP in changes[1].measures_to_take
+        assert pb.MEASURE_ENTRY_CLOSED in changes[2].measures_to_take
+        assert pb.MEASURE_ENTRY_CLOSED in changes[3].measures_to_lift
+        assert pb.MEASURE_BARRIERS_UP in changes[4].measures_to_lift
+        for change in changes:
+            assert change.zone_name_zh == "测试区hubin"
+            assert change.HasField("triggered_by_observed_at") and change.HasField("changed_at")
+        # Down moves waited for the 5-minute dwell and the 5% hysteresis band.
+        observed = [c.triggered_by_observed_at.ToDatetime(UTC) for c in changes]
+        assert observed[3] - observed[2] >= datetime.timedelta(minutes=5)
+        assert changes[3].load_bp < 9500 and changes[4].load_bp < 7500 and changes[5].load_bp < 5500
+        assert events.drain(quiet=2) == [], "one event per change, nothing more"
+
+        status = crowd.status("hubin")
+        assert status.level == pb.RESPONSE_LEVEL_NONE and status.occupancy == 500
+        assert list(status.active_measures) == []
+    finally:
+        events.close()
+        publisher.close()
+        crowd.close()
+
+
+def test_watchers_see_a_snapshot_then_each_level_change(mesh: tuple[ServiceEnv, str]) -> None:
+    env, amqp = mesh
+    crowd = Crowd(env)
+    publisher = Publisher(amqp)
+    crowd.upsert(zone("lake", capacity=100))
+    crowd.upsert(zone("other", capacity=100))
+    received: list[pb.WatchZonesResponse] = []
+    stream = crowd.stub.WatchZones(
+        pb.WatchZonesRequest(zone_ids=["lake"], min_interval=duration(0)), metadata=crowd.metadata, timeout=60
+    )
+
+    def watch() -> None:
+        try:
+            for update in stream:
+                received.append(update)
+        except grpc.RpcError:
+            pass
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(received) >= 1, timeout=15)
+        assert received[0].kind == pb.ZONE_UPDATE_KIND_SNAPSHOT and received[0].status.zone_id == "lake"
+        start = datetime.datetime.now(UTC) - datetime.timedelta(minutes=5)
+        publisher.publish(surge("lake", start, [30, 65], datetime.timedelta(seconds=30)))
+        wait_for(lambda: any(u.kind == pb.ZONE_UPDATE_KIND_LEVEL for u in received), timeout=15)
+        level_update = next(u for u in received if u.kind == pb.ZONE_UPDATE_KIND_LEVEL)
+        assert level_update.status.level == pb.RESPONSE_LEVEL_III and level_update.status.occupancy == 65
+        publisher.publish(surge("other", start, [90], datetime.timedelta(seconds=30)))
+        time.sleep(1.5)
+        assert all(u.status.zone_id == "lake" for u in received), "only the zones asked for"
+    finally:
+        stream.cancel()
+        thread.join(5)
+        publisher.close()
+        crowd.close()
+
+
+def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(mesh: tuple[ServiceEnv, str]) -> None:
+    env, amqp = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    silent = Integrator(amqp, "crowd.events", "sensor_silent")
+    try:
+        crowd.upsert(zone("square", capacity=1000, silence_after=duration(60)))
+        now = datetime.datetime.now(UTC)
+        sensors.report(
+            [
+                [
+                    reading("square", "camera_north", 1, now, count=400, kind=pb.SENSOR_KIND_CAMERA),
+                    reading("square", "phone", 1, now, count=100, kind=pb.SENSOR_KIND_PHONE_SIGNAL),
+                ]
+            ]
+        )
+        # Camera weight 2, phone weight 1: (2*400 + 100) / 3 = 300.
+        assert crowd.status("square").occupancy == 300
+        env.travel(datetime.timedelta(seconds=61))
+        keep_phone = now + datetime.timedelta(seconds=61)
+        sensors.report([[reading("square", "phone", 2, keep_phone, count=100, kind=pb.SENSOR_KIND_PHONE_SIGNAL)]])
+        deliveries = silent.receive(1, timeout=15)
+        assert len(deliveries) == 1
+        event = json_format.Parse(deliveries[0][2], events_pb2.SensorSilent())
+        assert (event.sensor_id, event.sensors_healthy, event.sensors_total) == ("camera_north", 1, 2)
+        status = crowd.status("square")
+        assert {s.sensor_id: s.state for s in status.sensors} == {
+            "camera_north": pb.SENSOR_STATE_SILENT,
+            "phone": pb.SENSOR_STATE_HEALTHY,
+        }
+        env.travel(datetime.timedelta(seconds=61))
+        sensors.report(
+            [
+                [
+                    reading(
+                        "square",
+                        "phone",
+                        3,
+                        keep_phone + datetime.timedelta(seconds=61),
+                        count=100,
+                        kind=pb.SENSOR_KIND_PHONE_SIGNAL,
+                    )
+                ]
+            ]
+        )
+        wait_for(lambda: crowd.status("square").occupancy == 100, timeout=15)
+        assert silent.drain(quiet=2) == [], "one event per silence"
+    finally:
+        silent.close()
+        crowd.close()
+        sensors.close()
+
+
+@pytest.mark.timeout(300)
+def test_two_ingest_processes_keep_every_zone_exact(database_url: str, tmp_path: Path) -> None:
+    with virtual_host() as amqp:
+        env = ServiceEnv("crowd", database_url, tmp_path, amqp)
+        try:
+            ports = start_crowd(env, amqp, ingest=2)
+            # Both take their share before any reading is sent; each stands by for the other's.
+            ingest = [p for p in env.processes if p.args[0] == "ingest"]
+            for process in ingest:
+                process.wait_for_log("standing by for the other shards", timeout=30)
+            crowd = Crowd(env)
+            zone_ids = [f"zone_{i}" for i in range(8)]
+            for zone_id in zone_ids:
+                crowd.upsert(zone(zone_id, capacity=100_000))
+            rng = random.Random(7)
+            start = datetime.datetime.now(UTC) - datetime.timedelta(hours=2)
+            truth = dict.fromkeys(zone_ids, 0)
+            streams: list[list[pb.SensorReading]] = [[] for _ in range(4)]
+            for zone_id in zone_ids:
+                for gate in range(4):
+                    for seq in range(1, 251):
+                        delta = rng.randint(-3, 6)
+                        truth[zone_id] += delta
+                        message = reading(
+                            zone_id, f"gate_{gate}", seq, start + datetime.timedelta(seconds=seq), delta=delta
+                        )
+                        stream = streams[rng.randrange(4)]
+                        stream.append(message)
+                        if rng.random() < 0.1:
+                            streams[rng.randrange(4)].append(message)  # a gateway's resend
+            for stream in streams:
+                rng.shuffle(stream[: len(stream) // 3])  # some arrive out of order
+            threads = [threading.Thread(target=_publish_all, args=(amqp, stream)) for stream in streams]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            wait_for(lambda: all(crowd.status(z).occupancy == truth[z] for z in zone_ids), timeout=120)
+            time.sleep(1)
+            assert {z: crowd.status(z).occupancy for z in zone_ids} == truth
+            assert '"shards": [0, 2, 4, 6]' in ingest[0].logs()
+            assert '"shards": [1, 3, 5, 7]' in ingest[1].logs()
+            applied = [
+                metric(port, "govmesh_crowd_readings_total", 'outcome="accepted",path="broker"')
+                + metric(port, "govmesh_crowd_readings_total", 'outcome="late",path="broker"')
+                for port in ports
+            ]
+            assert all(count > 0 for count in applied), f"both processes applied readings: {applied}"
+            assert sum(applied) == 8 * 4 * 250, "every distinct reading applied exactly once"
+            crowd.close()
+        finally:
+            env.stop_all()
+
+
+def _publish_all(amqp: str, readings: Sequence[pb.SensorReading]) -> None:
+    publisher = Publisher(amqp)
+    try:
+        publisher.publish(readings)
+    finally:
+        publisher.close()
