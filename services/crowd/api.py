@@ -77,9 +77,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                 for index, refusal in rejected:
                     if len(response.rejections) < MAX_REJECTIONS_DETAILED:
                         response.rejections.append(_rejection_pb(base + index, chunk[index], refusal))
-                metrics.count_readings(
-                    "grpc", accepted, late, duplicates, [r.reason.name.lower() for _, r in rejected]
-                )
+                metrics.count_readings("grpc", accepted, late, duplicates, [r.reason.name.lower() for _, r in rejected])
         return response
 
     def GetZoneStatus(
@@ -120,9 +118,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             if not first:
                 time.sleep(POLL_SECONDS)
                 versions = self.crowd.versions(zone_ids)
-                wanted = [
-                    z for z, v in versions.items() if z not in sent or sent[z].version != v or sent[z].pending
-                ]
+                wanted = [z for z, v in versions.items() if z not in sent or sent[z].version != v or sent[z].pending]
                 if not wanted:
                     continue
             statuses = self.crowd.statuses(None if first else wanted)

@@ -293,8 +293,13 @@ class _Zone:
     level: LevelState
     version: int
     readings_applied: int
+    # Sensors that have a row already (the others are inserted when stored).
+    stored_sensors: set[str] = dataclasses.field(default_factory=set)
     dirty_sensors: set[str] = dataclasses.field(default_factory=set)
     changed: bool = False
+    # When a held down-move may happen (levels.LevelDecision.held_until): until then, a reading
+    # that leaves the occupancy as it was cannot change the level.
+    held_until: datetime.datetime | None = None
 
 
 @dataclasses.dataclass
@@ -451,6 +456,7 @@ class CrowdApp:
                 level=LevelState(Level[row.level], as_utc(row.level_since)),
                 version=int(row.version),
                 readings_applied=int(row.readings_applied),
+                stored_sensors=set(sensors[row.zone_id]),
             )
         return loaded
 
@@ -493,13 +499,7 @@ class CrowdApp:
         if not zone.dirty_sensors:
             return
         ids = sorted(zone.dirty_sensors)
-        existing = set(
-            session.execute(
-                sa.select(store.sensors.c.sensor_id).where(
-                    store.sensors.c.zone_id == zone.config.zone_id, store.sensors.c.sensor_id.in_(ids)
-                )
-            ).scalars()
-        )
+        existing = zone.stored_sensors
         new_rows = [
             {
                 "zone_id": zone.config.zone_id,
@@ -512,6 +512,7 @@ class CrowdApp:
         ]
         if new_rows:
             session.execute(store.sensors.insert(), new_rows)
+            existing.update(row["sensor_id"] for row in new_rows)
         updates = [
             {"z": zone.config.zone_id, "s": sensor_id, "state": _sensor_json(live.sensors[sensor_id])}
             for sensor_id in ids
@@ -546,6 +547,7 @@ class CrowdApp:
             zone.level = LevelState(Level.NONE, at)
         load = levels.load_bp(live.occupancy, config.capacity)
         decision = levels.decide(config, zone.level, load, at)
+        zone.held_until = decision.held_until
         if not decision.changed:
             return
         previous = zone.level.level
@@ -620,10 +622,13 @@ class CrowdApp:
                 zone.dirty_sensors.add(reading.sensor_id)
                 applied[reading.zone_id] += 1
                 zone_now = occupancy.zone_now(zone.live, now)
+                silenced = False
                 if zone_now > next_silence[reading.zone_id]:
-                    self._silences(zone, now, events)
+                    silenced = self._silences(zone, now, events)
                     next_silence[reading.zone_id] = _next_silence(zone)
-                self._decide(zone, now, reading.observed_at, changes, events)
+                held = zone.held_until is not None and zone_now >= zone.held_until
+                if result.occupancy_changed or silenced or held:
+                    self._decide(zone, now, reading.observed_at, changes, events)
                 _sample(buckets, reading.zone_id, zone_now, zone.live.occupancy)
             for zone_id, zone in loaded.items():
                 if zone.changed:
@@ -799,9 +804,7 @@ class CrowdApp:
                 ).all()
             ]
             buckets = self._buckets(session, config.zone_id, start - history.BUCKET, end)
-        summary = history.summarise(
-            config, changes, Level[before] if before else Level.NONE, buckets, start, end
-        )
+        summary = history.summarise(config, changes, Level[before] if before else Level.NONE, buckets, start, end)
         return pb.GetZoneHistoryResponse(
             zone_id=summary.zone_id,
             start_time=timestamp(summary.start),

@@ -85,7 +85,6 @@ Decisions a reader should know:
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import datetime
 import enum
 from collections.abc import Iterable
@@ -553,9 +552,14 @@ class Estimate:
         return sum(s.weight for s in self.sources)
 
 
-def _sources(config: ZoneConfig, live: ZoneLive, now: datetime.datetime) -> list[Source]:
-    # O(sensors) and unordered: the sums below do not depend on the order.
-    sources: list[Source] = []
+#: (kind, sensor ids, estimate, freshness, weight): a Source without the object, for the hot path.
+_SourceTuple = tuple[SensorKind, tuple[str, ...], int, int, int]
+
+
+def _sources(config: ZoneConfig, live: ZoneLive, now: datetime.datetime) -> list[_SourceTuple]:
+    # O(sensors) and unordered: the sums below do not depend on the order. Plain tuples, because
+    # ingestion fuses after every reading.
+    sources: list[_SourceTuple] = []
     gate_ids: list[str] = []
     gate_freshness = FRESH
     for state in live.sensors.values():
@@ -564,21 +568,19 @@ def _sources(config: ZoneConfig, live: ZoneLive, now: datetime.datetime) -> list
             gate_ids.append(state.sensor_id)
             gate_freshness = min(gate_freshness, fresh)
         else:
-            sources.append(Source(state.kind, (state.sensor_id,), state.value, fresh, KIND_WEIGHTS[state.kind] * fresh))
+            sources.append((state.kind, (state.sensor_id,), state.value, fresh, KIND_WEIGHTS[state.kind] * fresh))
     if gate_ids:
         weight = KIND_WEIGHTS[SensorKind.GATE_COUNTER] * gate_freshness
-        sources.append(
-            Source(SensorKind.GATE_COUNTER, tuple(gate_ids), max(0, live.gate_total), gate_freshness, weight)
-        )
+        sources.append((SensorKind.GATE_COUNTER, tuple(gate_ids), max(0, live.gate_total), gate_freshness, weight))
     return sources
 
 
-def _fused(sources: list[Source]) -> int | None:
+def _fused(sources: list[_SourceTuple]) -> int | None:
     """Round half up of sum(w x e) / sum(w); None when blind (every weight 0)."""
-    total_weight = sum(s.weight for s in sources)
+    total_weight = sum(s[4] for s in sources)
     if total_weight == 0:
         return None
-    weighted = sum(s.weight * s.estimate for s in sources)
+    weighted = sum(s[4] * s[2] for s in sources)
     # floor((2a + b) / 2b) for the non-negative a = weighted, b = total_weight.
     return (2 * weighted + total_weight) // (2 * total_weight)
 
@@ -589,7 +591,7 @@ def fuse(config: ZoneConfig, live: ZoneLive, wall_now: datetime.datetime) -> Est
     sources = _sources(config, live, now)
     occupancy = _fused(sources)
     ordered = sorted(
-        (dataclasses.replace(s, sensor_ids=tuple(sorted(s.sensor_ids))) for s in sources),
+        (Source(kind, tuple(sorted(ids)), estimate, fresh, weight) for kind, ids, estimate, fresh, weight in sources),
         key=lambda s: (-KIND_WEIGHTS[s.kind], s.sensor_ids),
     )
     return Estimate(occupancy or 0, occupancy is None, now, tuple(ordered))

@@ -280,6 +280,9 @@ def is_int(value: object) -> TypeGuard[int]:
 def aware_utc(name: str, value: object) -> datetime.datetime:
     """``value``, an aware datetime, in UTC. TypeError when it is not a datetime, ValueError when
     it is naive (it could be UTC or Asia/Shanghai); both name ``name``."""
+    # Already UTC: the common case, checked first because ingestion calls this per reading.
+    if type(value) is datetime.datetime and value.tzinfo is datetime.UTC:
+        return value
     if not isinstance(value, datetime.datetime):
         raise TypeError(f"{name} must be an aware datetime.datetime, not {type(value).__name__}")
     if value.utcoffset() is None:

@@ -20,7 +20,9 @@ import pika
 import pytest
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from govmesh.clock import SHANGHAI
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
 from tests.conftest import Integrator, ServiceEnv, consumers, free_port, virtual_host, wait_for
@@ -494,3 +496,155 @@ def _publish_all(amqp: str, readings: Sequence[pb.SensorReading]) -> None:
         publisher.publish(readings)
     finally:
         publisher.close()
+
+
+def test_a_held_down_move_is_made_by_the_timer_once_the_dwell_has_passed(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        crowd.upsert(zone("pier", capacity=100, min_dwell=duration(3)))
+        now = datetime.datetime.now(UTC)
+        sensors.report([[reading("pier", "gate", 1, now, delta=70), reading("pier", "gate", 2, now, delta=-40)]])
+        status = crowd.status("pier")
+        assert (status.occupancy, status.level) == (30, pb.RESPONSE_LEVEL_III), "held: the dwell has not passed"
+        wait_for(lambda: crowd.status("pier").level == pb.RESPONSE_LEVEL_NONE, timeout=15)
+        lowered = crowd.status("pier").level_since.ToDatetime(UTC)
+        assert lowered - status.level_since.ToDatetime(UTC) >= datetime.timedelta(seconds=3)
+    finally:
+        crowd.close()
+        sensors.close()
+
+
+def test_history_and_forecast_over_grpc(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        show = pb.ScheduleEntry(name="音乐喷泉", start_time="19:00", duration=duration(900))
+        crowd.upsert(zone("fountain", capacity=1000, min_dwell=duration(600), schedule=[show]))
+        # Three evenings replayed, 5-minute steps (Asia/Shanghai days): the second one's show
+        # draws a crowd past 80% for half an hour, the others stay below 60%.
+        today = datetime.datetime.now(UTC).astimezone(SHANGHAI).date()
+        first_day = today - datetime.timedelta(days=3)
+        start = datetime.datetime.combine(first_day, datetime.time(0), tzinfo=SHANGHAI).astimezone(UTC)
+        step = datetime.timedelta(minutes=5)
+        profile = []
+        for day in range(3):
+            for index in range(288):
+                minute = index * 5
+                evening = 18 * 60 + 30 <= minute < 19 * 60 + 30
+                profile.append((850 if day == 1 else 500) if evening else 200)
+        readings = surge("fountain", start, profile, step)
+        response = sensors.report([readings[i : i + 500] for i in range(0, len(readings), 500)])
+        assert response.accepted == len(readings) and response.rejected == 0
+
+        history = crowd.stub.GetZoneHistory(
+            pb.GetZoneHistoryRequest(zone_id="fountain", start_time=_ts(start), end_time=_ts(start + 3 * 288 * step)),
+            metadata=crowd.metadata,
+            timeout=30,
+        )
+        second = (first_day + datetime.timedelta(days=1)).isoformat()
+        assert list(history.barrier_days) == [second] and history.barrier_day_count == 1
+        assert [d.date for d in history.days] == [
+            (first_day + datetime.timedelta(days=i)).isoformat() for i in range(3)
+        ]
+        assert sum(d.duration.ToTimedelta().total_seconds() for d in history.time_at_level) == 3 * 86400
+        assert history.peak.occupancy == 850 and history.peak.level == pb.RESPONSE_LEVEL_II
+        assert history.level_changes == 2, "the second evening: NONE -> II, then II -> NONE; the others: none"
+        assert [d.max_level for d in history.days] == [
+            pb.RESPONSE_LEVEL_NONE,
+            pb.RESPONSE_LEVEL_II,
+            pb.RESPONSE_LEVEL_NONE,
+        ]
+
+        forecast = crowd.stub.Forecast(
+            pb.ForecastRequest(zone_id="fountain", horizon_minutes=120, step_minutes=10),
+            metadata=crowd.metadata,
+            timeout=30,
+        )
+        assert len(forecast.points) == 12
+        times = [p.at.ToDatetime(UTC) for p in forecast.points]
+        assert times == sorted(times) and times[1] - times[0] == datetime.timedelta(minutes=10)
+        assert all(p.low_occupancy <= p.expected_occupancy <= p.high_occupancy for p in forecast.points)
+        assert forecast.peak.expected_occupancy == max(p.expected_occupancy for p in forecast.points)
+
+        for request, field in [
+            (pb.ForecastRequest(zone_id="fountain", horizon_minutes=0), "horizon_minutes"),
+            (pb.ForecastRequest(zone_id="fountain", horizon_minutes=60, step_minutes=90), "step_minutes"),
+        ]:
+            with pytest.raises(grpc.RpcError) as refused:
+                crowd.stub.Forecast(request, metadata=crowd.metadata, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith(field), refused.value.details()
+        with pytest.raises(grpc.RpcError) as refused:
+            crowd.stub.GetZoneHistory(
+                pb.GetZoneHistoryRequest(
+                    zone_id="fountain", start_time=_ts(start), end_time=_ts(start + datetime.timedelta(days=401))
+                ),
+                metadata=crowd.metadata,
+                timeout=10,
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        crowd.close()
+        sensors.close()
+
+
+def _ts(moment: datetime.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def test_a_message_that_is_not_a_reading_is_refused_counted_and_never_redelivered(
+    mesh: tuple[ServiceEnv, str],
+) -> None:
+    env, amqp = mesh
+    crowd = Crowd(env)
+    publisher = Publisher(amqp)
+    try:
+        crowd.upsert(zone("quay", capacity=100))
+        publisher.publish_raw("quay", b"{not json")
+        publisher.publish_raw("quay", b'{"zoneId": "quay", "colour": "red"}')
+        publisher.publish([reading("quay", "gate", 1, datetime.datetime.now(UTC), delta=12)])
+        wait_for(lambda: crowd.status("quay").occupancy == 12, timeout=15)
+        port = env.ports["crowd"]["ingest_metrics"]
+        wait_for(
+            lambda: metric(port, "govmesh_crowd_readings_rejected_total", 'reason="missing_field"') == 2, timeout=10
+        )
+        time.sleep(1)
+        assert metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"') == 2, "not redelivered"
+        assert consumers(amqp, "crowd.readings.shard.0") >= 0
+    finally:
+        publisher.close()
+        crowd.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_standby_ingest_process_takes_over_the_shards_of_one_that_died(database_url: str, tmp_path: Path) -> None:
+    with virtual_host() as amqp:
+        env = ServiceEnv("crowd", database_url, tmp_path, amqp)
+        try:
+            start_crowd(env, amqp, ingest=2)
+            ingest = [p for p in env.processes if p.args[0] == "ingest"]
+            for process in ingest:
+                process.wait_for_log("standing by for the other shards", timeout=30)
+            crowd = Crowd(env)
+            zone_ids = [f"zone_{i}" for i in range(8)]
+            for zone_id in zone_ids:
+                crowd.upsert(zone(zone_id, capacity=100_000))
+            ingest[0].stop(sig=9)  # killed: no goodbye, its unacknowledged messages go back
+            now = datetime.datetime.now(UTC) - datetime.timedelta(minutes=10)
+            _publish_all(
+                amqp,
+                [
+                    reading(z, "gate", s, now + datetime.timedelta(seconds=s), delta=1)
+                    for z in zone_ids
+                    for s in range(1, 51)
+                ],
+            )
+            wait_for(lambda: all(crowd.status(z).occupancy == 50 for z in zone_ids), timeout=60)
+            crowd.close()
+        finally:
+            env.stop_all()

@@ -1,0 +1,112 @@
+"""The ingest process's pure parts: reading a broker message (the fast path must read exactly what
+protobuf's proto3 JSON parser reads, and leave everything else to it) and the shard settings."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+
+import pytest
+from google.protobuf import json_format
+
+from govmesh.config import ConfigError
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from services.crowd.app import reading_from_pb
+from services.crowd.ingest import Sharding, parse_message
+from services.crowd.occupancy import Reading, RejectedReading, Rejection
+
+KINDS = [pb.SENSOR_KIND_UNSPECIFIED, pb.SENSOR_KIND_GATE_COUNTER, pb.SENSOR_KIND_CAMERA, pb.SENSOR_KIND_PHONE_SIGNAL]
+
+
+def random_reading(rng: random.Random) -> pb.SensorReading:
+    message = pb.SensorReading()
+    if rng.random() < 0.9:
+        message.zone_id = rng.choice(["hubin", "xihu_north", "a" * 60])
+    if rng.random() < 0.95:
+        message.sensor_id = rng.choice(["gate-1", "相机-东", "x"])
+    message.sensor_kind = rng.choice(KINDS)
+    message.sequence = rng.choice([0, 1, 7, 2**53, -3, 2**62])
+    if rng.random() < 0.9:
+        at = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.UTC) + datetime.timedelta(
+            microseconds=rng.randrange(10**12)
+        )
+        message.observed_at.FromDatetime(at)
+        if rng.random() < 0.2:
+            message.observed_at.nanos = rng.randrange(10**9)  # beyond microseconds: the slow path
+    arm = rng.random()
+    if arm < 0.45:
+        message.delta = rng.randint(-5000, 5000)
+    elif arm < 0.9:
+        message.absolute_count = rng.randint(-5, 50_000)
+    return message
+
+
+def bodies(message: pb.SensorReading, rng: random.Random) -> list[str]:
+    """The same reading as different clients may write it in proto3 JSON."""
+    camel = json_format.MessageToJson(message, indent=None)
+    snake = json_format.MessageToJson(message, indent=None, preserving_proto_field_name=True)
+    numeric = json.loads(camel)
+    for key in ("sequence", "delta", "absoluteCount"):
+        if key in numeric:
+            numeric[key] = int(numeric[key])  # int64 as a JSON number, also valid
+    if "sensorKind" in numeric and rng.random() < 0.5:
+        numeric["sensorKind"] = pb.SensorKind.Value(numeric["sensorKind"])  # the enum by number
+    return [camel, snake, json.dumps(numeric, ensure_ascii=False)]
+
+
+def test_the_fast_path_reads_exactly_what_protobuf_reads() -> None:
+    rng = random.Random(34)
+    for _ in range(2000):
+        message = random_reading(rng)
+        for body in bodies(message, rng):
+            expected_message = json_format.Parse(body, pb.SensorReading())
+            if not expected_message.zone_id:
+                expected_message.zone_id = "routed"
+            assert parse_message(body, "routed") == reading_from_pb(expected_message), body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"zoneId": "hubin", "colour": "red"}',
+        b'{"zoneId": "hubin", "delta": "1", "absoluteCount": "2"}',
+        b'{"zoneId": "hubin", "sequence": "one"}',
+        b'{"zoneId": "hubin", "sensorKind": "SENSOR_KIND_RADAR"}',
+        b'{"zoneId": "hubin", "observedAt": "yesterday"}',
+        b'{"zoneId": 7}',
+        b"\xff\xfe",
+    ],
+)
+def test_a_body_that_is_not_a_reading_is_refused_with_the_parsers_reason(body: bytes) -> None:
+    refused = parse_message(body, "hubin")
+    assert isinstance(refused, RejectedReading)
+    assert refused.reason is Rejection.MISSING_FIELD
+    assert refused.message.startswith("the message body is not a SensorReading in proto3 JSON: ")
+    assert len(refused.message) < 300
+
+
+def test_an_empty_zone_id_is_the_routing_keys_and_other_offsets_are_read_by_protobuf() -> None:
+    parsed = parse_message(b'{"sensorId": "g", "observedAt": "2026-11-27T20:00:00+08:00", "delta": "2"}', "hubin")
+    assert isinstance(parsed, Reading)
+    assert parsed.zone_id == "hubin"
+    assert parsed.observed_at == datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.UTC)
+    assert parsed.delta == 2 and parsed.absolute_count is None and parsed.kind is None
+
+
+def test_shards_are_split_between_ingest_processes_and_bad_settings_are_named() -> None:
+    assert Sharding.from_environment({}).own() == list(range(8))
+    first = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "0"})
+    second = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "1"})
+    third = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "2"})
+    assert sorted(first.own() + second.own() + third.own()) == list(range(8)), "every shard has one owner"
+    assert first.standby() == [1, 2, 4, 5, 7]
+    for environ, name in [
+        ({"CROWD_INGEST_SHARDS": "0"}, "CROWD_INGEST_SHARDS"),
+        ({"CROWD_INGEST_COUNT": "2", "CROWD_INGEST_INDEX": "2"}, "CROWD_INGEST_INDEX"),
+        ({"CROWD_INGEST_COUNT": "two"}, "CROWD_INGEST_COUNT"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            Sharding.from_environment(environ)
