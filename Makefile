@@ -63,7 +63,8 @@ run: $(STAMPS)/generated
 	@echo "==> applying database migrations"
 	@$(BIN)/govmesh migrate
 	@echo "==> starting the mesh (Ctrl-C stops every process)"
-	@echo "    gRPC identity 127.0.0.1:50051, records :50052; metrics api :9101-9102, worker :9111-9112"
+	@echo "    gRPC identity 127.0.0.1:50051, records :50052, approvals :50053, health :50054, crowd :50055"
+	@echo "    metrics api :9101-9105, worker :9111-9115, crowd ingest :9125"
 	@echo "    a token for grpcurl: $(BIN)/govmesh dev-token demo-portal"
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start
 
