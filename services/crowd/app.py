@@ -44,6 +44,7 @@ from govmesh.clock import as_utc, timestamp
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 from govmesh.db import Database
+from govmesh.enums import from_proto
 from govmesh.errors import InvalidArgument, NotFound
 from govmesh.outbox import Outbox
 from govmesh.paging import decode_key_token, encode_key_token, page_size
@@ -78,14 +79,6 @@ def kind_pb(kind: SensorKind) -> pb.SensorKind.ValueType:
     return pb.SensorKind.Value(f"SENSOR_KIND_{kind.name}")
 
 
-def _from_pb(domain_enum: Any, enum_type: Any, prefix: str, value: int) -> Any:
-    try:
-        name = enum_type.Name(value)
-    except ValueError:
-        return None
-    return domain_enum.__members__.get(name.removeprefix(prefix))
-
-
 def reading_from_pb(message: pb.SensorReading) -> Reading:
     """The contract's reading as the domain reads it: unset fields are None, and occupancy's
     validation names them."""
@@ -93,7 +86,7 @@ def reading_from_pb(message: pb.SensorReading) -> Reading:
     return Reading(
         zone_id=message.zone_id,
         sensor_id=message.sensor_id,
-        kind=_from_pb(SensorKind, pb.SensorKind, "SENSOR_KIND_", message.sensor_kind),
+        kind=from_proto(SensorKind, pb.SensorKind, "SENSOR_KIND_", message.sensor_kind),
         sequence=message.sequence,
         observed_at=message.observed_at.ToDatetime(datetime.UTC) if message.HasField("observed_at") else None,
         delta=message.delta if value == "delta" else None,
@@ -219,9 +212,9 @@ def config_from_pb(zone: pb.Zone) -> ZoneConfig:
             zone.capacity,
             levels=[
                 (
-                    _from_pb(Level, pb.ResponseLevel, "RESPONSE_LEVEL_", rule.level),
+                    from_proto(Level, pb.ResponseLevel, "RESPONSE_LEVEL_", rule.level),
                     rule.threshold_bp,
-                    tuple(_from_pb(Measure, pb.Measure, "MEASURE_", m) for m in rule.measures),
+                    tuple(from_proto(Measure, pb.Measure, "MEASURE_", m) for m in rule.measures),
                 )
                 for rule in zone.levels
             ],

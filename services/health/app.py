@@ -55,6 +55,7 @@ from govmesh import paging, texts
 from govmesh.auth import Caller
 from govmesh.clock import as_utc, timestamp
 from govmesh.db import Database
+from govmesh.enums import from_proto
 from govmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from govmesh.health.v1 import events_pb2
 from govmesh.health.v1 import medical_credit_pb2 as pb
@@ -90,14 +91,6 @@ class EnrolmentProofs(Protocol):
 
 # ------------------------------------------------------------------------------------------------
 # Enum mappings: the domain enums' names are the contract's without the prefix.
-
-
-def _from_pb(domain_enum: Any, enum_type: Any, prefix: str, value: int) -> Any:
-    try:
-        name = enum_type.Name(value)
-    except ValueError:
-        return None
-    return domain_enum.__members__.get(name.removeprefix(prefix))
 
 
 def _status_pb(status: str) -> pb.AccountStatus.ValueType:
@@ -351,7 +344,7 @@ class HealthApp:
 
     def _open_visit(self, request: pb.OpenVisitRequest, caller: Caller, parties: Parties) -> pb.OpenVisitResponse:
         hospital_id = texts.checked_text(request.hospital_id, "hospital_id", MAX_ID, required=True)
-        kind = _from_pb(credit.VisitKind, pb.VisitKind, "VISIT_KIND_", request.kind)
+        kind = from_proto(credit.VisitKind, pb.VisitKind, "VISIT_KIND_", request.kind)
         if kind is None:
             raise InvalidArgument("kind", "UNSPECIFIED", "must be VISIT_KIND_OUTPATIENT or VISIT_KIND_INPATIENT")
         request_id = texts.checked_text(request.request_id.strip(), "request_id", MAX_REQUEST_ID, required=True)
@@ -455,9 +448,10 @@ class HealthApp:
     def add_charge(self, request: pb.AddChargeRequest) -> pb.AddChargeResponse:
         texts.checked_text(request.visit_id, "visit_id", MAX_ID, required=True)
         item = texts.checked_text(request.item.strip(), "item", MAX_ITEM, required=True)
-        category = _from_pb(insurance.ChargeCategory, pb.ChargeCategory, "CHARGE_CATEGORY_", request.category)
+        category = from_proto(insurance.ChargeCategory, pb.ChargeCategory, "CHARGE_CATEGORY_", request.category)
         amount = request.amount_fen
         insurance.validate_charge(category, amount, policy=self.insurance_policy)
+        assert category is not None  # validate_charge refused a missing category, naming the field
         request_id = texts.checked_text(request.request_id.strip(), "request_id", MAX_REQUEST_ID, required=True)
         account_id = self._visit_account(request.visit_id)
         now = self.clock()
@@ -709,7 +703,7 @@ class HealthApp:
         if request.states:
             names = []
             for state in request.states:
-                member = _from_pb(billing.BillState, pb.BillState, "BILL_STATE_", state)
+                member = from_proto(billing.BillState, pb.BillState, "BILL_STATE_", state)
                 if member is None:
                     raise InvalidArgument("states", "UNKNOWN", f"{state} is not a bill state")
                 names.append(member.value)
