@@ -152,12 +152,13 @@ def declare_consumer_queue(
     channel.exchange_declare(dlx, "topic", durable=True, auto_delete=False)
     channel.queue_declare(dead_letters, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(dead_letters, dlx, routing_key=queue)
+    # The extra arguments first: they may add to the dead-lettering, never replace it.
     arguments: dict[str, object] = {
+        **(extra_arguments or {}),
         "x-queue-type": "quorum",
         "x-delivery-limit": delivery_limit,
         "x-dead-letter-exchange": dlx,
         "x-dead-letter-routing-key": queue,
-        **(extra_arguments or {}),
     }
     channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
     for exchange, routing_key in bindings:

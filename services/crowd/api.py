@@ -24,7 +24,7 @@ from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound, Unavailable
 from govmesh.grpcserver import ApiDefinition
 from services.crowd import metrics
-from services.crowd.app import MAX_REJECTIONS_DETAILED, CrowdApp, reading_from_pb, rejection_pb
+from services.crowd.app import MAX_REJECTIONS_DETAILED, CrowdApp, reading_from_pb, rejection_pb, timedelta_of
 from services.crowd.occupancy import Outcome, RejectedReading
 
 #: Streams one api process serves at once (each holds a server thread).
@@ -35,6 +35,8 @@ POLL_SECONDS: Final = 0.2
 CHUNK: Final = 1000
 DEFAULT_MIN_INTERVAL: Final = datetime.timedelta(seconds=1)
 MAX_MIN_INTERVAL: Final = datetime.timedelta(hours=1)
+#: Zones one stream may name (a big screen shows a district, not the province).
+MAX_WATCHED_ZONES: Final = 1000
 
 
 @dataclass
@@ -90,16 +92,21 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
     ) -> Iterator[pb.WatchZonesResponse]:
         min_interval = DEFAULT_MIN_INTERVAL
         if request.HasField("min_interval"):
-            min_interval = request.min_interval.ToTimedelta()
+            min_interval = timedelta_of(request.min_interval, "min_interval")
             if not datetime.timedelta(0) <= min_interval <= MAX_MIN_INTERVAL:
                 raise InvalidArgument("min_interval", "OUT_OF_RANGE", "must be between 0 and 1 hour")
+        if len(request.zone_ids) > MAX_WATCHED_ZONES:
+            raise InvalidArgument(
+                "zone_ids", "TOO_MANY", f"at most {MAX_WATCHED_ZONES} zones per stream (empty: every zone)"
+            )
         zone_ids = list(dict.fromkeys(request.zone_ids)) or None
         if zone_ids is not None:
             known = self.crowd.versions(zone_ids)
             for index, zone_id in enumerate(request.zone_ids):
                 if zone_id not in known:
+                    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
                     raise NotFound(
-                        f"zone_ids[{index}]: no zone {zone_id!r}", field=f"zone_ids[{index}]", reason="UNKNOWN_ZONE"
+                        f"zone_ids[{index}]: no zone {shown!r}", field=f"zone_ids[{index}]", reason="UNKNOWN_ZONE"
                     )
         if not self.watchers.acquire(blocking=False):
             raise Unavailable(f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -37,6 +38,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
@@ -54,6 +56,8 @@ from services.crowd import history, levels, occupancy, store, zones
 from services.crowd.levels import LevelState
 from services.crowd.occupancy import Outcome, Reading, RejectedReading, SensorState, ZoneLive
 from services.crowd.zones import Level, Measure, SensorKind, ZoneConfig
+
+log = logging.getLogger(__name__)
 
 #: Refusals detailed in a ReportReadings response (every one is counted).
 MAX_REJECTIONS_DETAILED: Final = 1000
@@ -79,16 +83,25 @@ def kind_pb(kind: SensorKind) -> pb.SensorKind.ValueType:
     return pb.SensorKind.Value(f"SENSOR_KIND_{kind.name}")
 
 
-def reading_from_pb(message: pb.SensorReading) -> Reading:
+def reading_from_pb(message: pb.SensorReading) -> Reading | RejectedReading:
     """The contract's reading as the domain reads it: unset fields are None, and occupancy's
-    validation names them."""
+    validation names them. A time no calendar holds is refused here, naming observed_at."""
     value = message.WhichOneof("value")
+    observed_at = None
+    if message.HasField("observed_at"):
+        try:
+            observed_at = message.observed_at.ToDatetime(datetime.UTC)
+        except (ValueError, OverflowError):
+            return RejectedReading(
+                occupancy.Rejection.ABSURD_VALUE,
+                f"observed_at ({message.observed_at.seconds} s, {message.observed_at.nanos} ns) is not a time",
+            )
     return Reading(
         zone_id=message.zone_id,
         sensor_id=message.sensor_id,
         kind=from_proto(SensorKind, pb.SensorKind, "SENSOR_KIND_", message.sensor_kind),
         sequence=message.sequence,
-        observed_at=message.observed_at.ToDatetime(datetime.UTC) if message.HasField("observed_at") else None,
+        observed_at=observed_at,
         delta=message.delta if value == "delta" else None,
         absolute_count=message.absolute_count if value == "absolute_count" else None,
     )
@@ -100,6 +113,30 @@ def rejection_pb(reason: occupancy.Rejection) -> pb.ReadingRejectionReason.Value
 
 # ------------------------------------------------------------------------------------------------
 # Zones as stored
+
+
+#: Times a request may name (history windows): the system's data lies well inside them.
+EARLIEST_TIME: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+LATEST_TIME: Final = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+
+
+def timedelta_of(duration: Duration, field: str) -> datetime.timedelta:
+    """A request's Duration, or INVALID_ARGUMENT naming the field when no timedelta can hold it."""
+    try:
+        return duration.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "OUT_OF_RANGE", f"{duration.seconds} s is not a usable duration") from None
+
+
+def datetime_of(stamp: Timestamp, field: str) -> datetime.datetime:
+    """A request's Timestamp, or INVALID_ARGUMENT naming the field outside 2000-2100."""
+    try:
+        moment = stamp.ToDatetime(datetime.UTC)
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise InvalidArgument(field, "OUT_OF_RANGE", "must be a time between 2000 and 2100")
+    return moment
 
 
 def _duration_us(delta: datetime.timedelta) -> int:
@@ -219,18 +256,18 @@ def config_from_pb(zone: pb.Zone) -> ZoneConfig:
                 for rule in zone.levels
             ],
             hysteresis_bp=zone.hysteresis_bp,
-            min_dwell=zone.min_dwell.ToTimedelta(),
-            silence_after=zone.silence_after.ToTimedelta(),
+            min_dwell=timedelta_of(zone.min_dwell, "zone.min_dwell"),
+            silence_after=timedelta_of(zone.silence_after, "zone.silence_after"),
             schedule=[
                 zones.RawScheduleEntry(
                     entry.name,
                     entry.start_time,
-                    entry.duration.ToTimedelta(),
+                    timedelta_of(entry.duration, f"zone.schedule[{index}].duration"),
                     tuple(entry.iso_weekdays),
                     entry.valid_from or None,
                     entry.valid_to or None,
                 )
-                for entry in zone.schedule
+                for index, entry in enumerate(zone.schedule)
             ],
         )
     except zones.ZoneProblem as problem:
@@ -286,6 +323,8 @@ class _Zone:
     level: LevelState
     version: int
     readings_applied: int
+    # The occupancy as stored (the estimate may have aged since).
+    stored_occupancy: int = 0
     # Sensors that have a row already (the others are inserted when stored).
     stored_sensors: set[str] = dataclasses.field(default_factory=set)
     dirty_sensors: set[str] = dataclasses.field(default_factory=set)
@@ -348,6 +387,13 @@ class CrowdApp:
         if not request.HasField("zone"):
             raise InvalidArgument("zone", "REQUIRED", "is required")
         config = config_from_pb(request.zone)
+        try:
+            return self._upsert(config)
+        except sa.exc.IntegrityError:
+            # Another call created the zone at the same moment: this one is now an update.
+            return self._upsert(config)
+
+    def _upsert(self, config: ZoneConfig) -> pb.UpsertZoneResponse:
         now = self.clock()
         values = _config_values(config)
         with self.db.transaction() as session:
@@ -396,7 +442,10 @@ class CrowdApp:
         size = page_size(request.page_size, default=100, maximum=1000)
         query = sa.select(store.zones).order_by(store.zones.c.zone_id).limit(size + 1)
         if request.page_token:
-            query = query.where(store.zones.c.zone_id > decode_key_token(request.page_token))
+            after = decode_key_token(request.page_token)
+            if not zones.is_zone_id(after):
+                raise InvalidArgument("page_token", "INVALID", "is not a token this service gave")
+            query = query.where(store.zones.c.zone_id > after)
         with self.db.read() as session:
             rows = session.execute(query).all()
         page = rows[:size]
@@ -406,19 +455,31 @@ class CrowdApp:
         )
 
     def _configs(self, session: Session, zone_ids: Iterable[str]) -> dict[str, ZoneConfig]:
-        rows = session.execute(sa.select(store.zones).where(store.zones.c.zone_id.in_(sorted(set(zone_ids))))).all()
+        ids = sorted({z for z in zone_ids if zones.is_zone_id(z)})
+        rows = session.execute(sa.select(store.zones).where(store.zones.c.zone_id.in_(ids))).all() if ids else []
         return {row.zone_id: _config_from_row(row) for row in rows}
 
     def _require_config(self, session: Session, zone_id: str) -> ZoneConfig:
         if not zone_id:
             raise InvalidArgument("zone_id", "REQUIRED", "is required")
-        config = self._configs(session, [zone_id]).get(zone_id)
+        config = self._configs(session, [zone_id]).get(zone_id) if zones.is_zone_id(zone_id) else None
         if config is None:
-            raise NotFound(f"zone_id: no zone {zone_id!r}", field="zone_id", reason="UNKNOWN_ZONE")
+            raise NotFound(f"zone_id: no zone {_shown(zone_id)}", field="zone_id", reason="UNKNOWN_ZONE")
         return config
 
     # --------------------------------------------------------------------------------------------
     # Loading and storing a zone's live state
+
+    def _lock_live(self, session: Session, zone_ids: Iterable[str]) -> None:
+        """The live rows of these zones, locked in zone id order (no two transactions deadlock)."""
+        ids = sorted(set(zone_ids))
+        if ids:
+            session.execute(
+                sa.select(store.live.c.zone_id)
+                .where(store.live.c.zone_id.in_(ids))
+                .order_by(store.live.c.zone_id)
+                .with_for_update()
+            ).all()
 
     def _load(
         self, session: Session, configs: dict[str, ZoneConfig], wall_now: datetime.datetime, lock: bool
@@ -450,6 +511,7 @@ class CrowdApp:
                 version=int(row.version),
                 readings_applied=int(row.readings_applied),
                 stored_sensors=set(sensors[row.zone_id]),
+                stored_occupancy=int(row.occupancy),
             )
         return loaded
 
@@ -483,7 +545,8 @@ class CrowdApp:
                 level_since=zone.level.since,
                 watermark=live.watermark,
                 watermark_wall=live.watermark_wall,
-                updated_at=wall_now,
+                # The contract's "when the last reading was applied": a timer pass is not one.
+                **({"updated_at": wall_now} if applied else {}),
                 review_at=self._review_at(zone, wall_now),
                 version=zone.version + 1,
                 readings_applied=zone.readings_applied + applied,
@@ -527,9 +590,9 @@ class CrowdApp:
         changes: list[dict[str, object]],
         events: list[tuple[Message, str]],
     ) -> None:
-        """Decide the zone's level at its clock's now; a change is recorded and announced."""
-        if zone.live.blind:
-            return
+        """Decide the zone's level at its clock's now; a change is recorded and announced. A blind
+        zone (no fresh evidence) never goes down, and goes up on the highest count its sensors last
+        gave: safety first both ways."""
         config, live = zone.config, zone.live
         at = occupancy.zone_now(live, wall_now)
         if at < zone.level.since:
@@ -538,8 +601,15 @@ class CrowdApp:
             # A zone fed readings from before it was configured (a replay, a backfill) had no
             # level then either: it has been at NONE since its first reading.
             zone.level = LevelState(Level.NONE, at)
-        load = levels.load_bp(live.occupancy, config.capacity)
-        decision = levels.decide(config, zone.level, load, at)
+        if live.blind:
+            load = levels.load_bp(occupancy.highest_last_count(live), config.capacity)
+            rising = levels.level_for_load(config, load)
+            if rising <= zone.level.level:
+                return
+            decision = levels.LevelDecision(LevelState(rising, at), zone.level)
+        else:
+            load = levels.load_bp(live.occupancy, config.capacity)
+            decision = levels.decide(config, zone.level, load, at)
         zone.held_until = decision.held_until
         if not decision.changed:
             return
@@ -586,19 +656,28 @@ class CrowdApp:
     # --------------------------------------------------------------------------------------------
     # Readings
 
-    def ingest(self, readings: Sequence[Reading], wall_now: datetime.datetime | None = None) -> IngestReport:
-        """Apply a batch of readings in one transaction (module docstring)."""
+    def ingest(
+        self, readings: Sequence[Reading | RejectedReading], wall_now: datetime.datetime | None = None
+    ) -> IngestReport:
+        """Apply a batch of readings in one transaction (module docstring). A reading its transport
+        could not read arrives as its refusal and keeps its place in the outcomes."""
         now = self.clock() if wall_now is None else wall_now
         outcomes: list[Outcome | RejectedReading] = []
         events: list[tuple[Message, str]] = []
+        zone_ids = {r.zone_id for r in readings if isinstance(r, Reading) and zones.is_zone_id(r.zone_id)}
         with self.db.transaction() as session:
-            configs = self._configs(session, {r.zone_id for r in readings if r.zone_id})
-            loaded = self._load(session, configs, now, lock=True)
+            # Locked before the configurations are read, so an UpsertZone that commits meanwhile
+            # is seen whole (its new thresholds decide these readings).
+            self._lock_live(session, zone_ids)
+            loaded = self._load(session, self._configs(session, zone_ids), now, lock=False)
             changes: list[dict[str, object]] = []
             buckets: dict[tuple[str, datetime.datetime], _Bucket] = {}
             applied: dict[str, int] = defaultdict(int)
             next_silence: dict[str, datetime.datetime] = {z: _next_silence(zone) for z, zone in loaded.items()}
             for reading in readings:
+                if isinstance(reading, RejectedReading):
+                    outcomes.append(reading)
+                    continue
                 zone = loaded.get(reading.zone_id)
                 if zone is None:
                     outcomes.append(occupancy.unknown_zone(reading.zone_id))
@@ -620,7 +699,8 @@ class CrowdApp:
                     silenced = self._silences(zone, now, events)
                     next_silence[reading.zone_id] = _next_silence(zone)
                 held = zone.held_until is not None and zone_now >= zone.held_until
-                if result.occupancy_changed or silenced or held:
+                # A blind zone's estimate stays 0 while its last counts rise: it is decided anyway.
+                if result.occupancy_changed or silenced or held or zone.live.blind:
                     self._decide(zone, now, reading.observed_at, changes, events)
                 _sample(buckets, reading.zone_id, zone_now, zone.live.occupancy)
             for zone_id, zone in loaded.items():
@@ -701,31 +781,41 @@ class CrowdApp:
             )
         queued = 0
         for zone_id in due:
-            events: list[tuple[Message, str]] = []
-            with self.db.transaction() as session:
-                configs = self._configs(session, [zone_id])
-                zone = self._load(session, configs, now, lock=True).get(zone_id)
-                if zone is None:
-                    continue
-                ticked = occupancy.tick(zone.config, zone.live, now)
-                for silence in ticked.silences:
-                    zone.dirty_sensors.add(silence.sensor_id)
-                    events.append((_silent_pb(silence), zone_id))
-                changes: list[dict[str, object]] = []
-                self._decide(zone, now, None, changes, events)
-                self._store(session, zone, now, 0)
-                if changes:
-                    session.execute(store.level_changes.insert(), changes)
-                if ticked.occupancy_changed:
-                    buckets: dict[tuple[str, datetime.datetime], _Bucket] = {}
-                    _sample(buckets, zone_id, occupancy.zone_now(zone.live, now), zone.live.occupancy)
-                    self._store_buckets(session, buckets)
-                if events:
-                    self.outbox.add_many(session, events)
-            if events:
-                self.on_events([event for event, _ in events])
-            queued += len(events)
+            try:
+                queued += self._run_zone_timer(zone_id, self.clock() if wall_now is None else wall_now)
+            except sa.exc.OperationalError:
+                raise  # the database is away: the whole pass waits for it
+            except Exception:
+                # One zone that cannot be decided must not starve the others: logged with its
+                # trace, and the next pass tries it again.
+                log.exception("zone timer failed", extra={"zone": zone_id})
         return queued
+
+    def _run_zone_timer(self, zone_id: str, now: datetime.datetime) -> int:
+        events: list[tuple[Message, str]] = []
+        with self.db.transaction() as session:
+            self._lock_live(session, [zone_id])
+            zone = self._load(session, self._configs(session, [zone_id]), now, lock=False).get(zone_id)
+            if zone is None:
+                return 0
+            for silence in occupancy.tick(zone.config, zone.live, now).silences:
+                zone.dirty_sensors.add(silence.sensor_id)
+                events.append((_silent_pb(silence), zone_id))
+            changes: list[dict[str, object]] = []
+            self._decide(zone, now, None, changes, events)
+            self._store(session, zone, now, 0)
+            if changes:
+                session.execute(store.level_changes.insert(), changes)
+            if zone.live.occupancy != zone.stored_occupancy:
+                # The estimate aged (a silent sensor's weight fell): history records it too.
+                buckets: dict[tuple[str, datetime.datetime], _Bucket] = {}
+                _sample(buckets, zone_id, occupancy.zone_now(zone.live, now), zone.live.occupancy)
+                self._store_buckets(session, buckets)
+            if events:
+                self.outbox.add_many(session, events)
+        if events:
+            self.on_events([event for event, _ in events])
+        return len(events)
 
     # --------------------------------------------------------------------------------------------
     # Status, history, forecast
@@ -735,7 +825,7 @@ class CrowdApp:
         with self.db.read() as session:
             query = sa.select(store.zones)
             if zone_ids is not None:
-                query = query.where(store.zones.c.zone_id.in_(sorted(set(zone_ids))))
+                query = query.where(store.zones.c.zone_id.in_(sorted({z for z in zone_ids if zones.is_zone_id(z)})))
             configs = {row.zone_id: _config_from_row(row) for row in session.execute(query).all()}
             loaded = self._load(session, configs, self.clock(), lock=False)
             updated = {
@@ -755,7 +845,7 @@ class CrowdApp:
         """Each zone's version, cheaply: what WatchZones polls."""
         query = sa.select(store.live.c.zone_id, store.live.c.version)
         if zone_ids is not None:
-            query = query.where(store.live.c.zone_id.in_(sorted(set(zone_ids))))
+            query = query.where(store.live.c.zone_id.in_(sorted({z for z in zone_ids if zones.is_zone_id(z)})))
         with self.db.read() as session:
             return {row.zone_id: int(row.version) for row in session.execute(query).all()}
 
@@ -764,7 +854,7 @@ class CrowdApp:
             raise InvalidArgument("zone_id", "REQUIRED", "is required")
         found = self.statuses([request.zone_id]).get(request.zone_id)
         if found is None:
-            raise NotFound(f"zone_id: no zone {request.zone_id!r}", field="zone_id", reason="UNKNOWN_ZONE")
+            raise NotFound(f"zone_id: no zone {_shown(request.zone_id)}", field="zone_id", reason="UNKNOWN_ZONE")
         return pb.GetZoneStatusResponse(status=found[1])
 
     def get_zone_history(self, request: pb.GetZoneHistoryRequest) -> pb.GetZoneHistoryResponse:
@@ -773,7 +863,7 @@ class CrowdApp:
                 raise InvalidArgument(name, "REQUIRED", "is required")
         try:
             start, end = history.check_window(
-                request.start_time.ToDatetime(datetime.UTC), request.end_time.ToDatetime(datetime.UTC)
+                datetime_of(request.start_time, "start_time"), datetime_of(request.end_time, "end_time")
             )
         except ValueError as exc:
             field = "end_time" if "end_time" in str(exc) else "start_time"
@@ -961,3 +1051,8 @@ def _point_pb(point: forecasting.ForecastPoint) -> pb.ForecastPoint:
         expected_level=level_pb(point.expected_level),
         scheduled_event=point.scheduled_event,
     )
+
+
+def _shown(value: str) -> str:
+    """An id as an error message quotes it: a caller's megabyte of text is not echoed back."""
+    return repr(value if len(value) <= 64 else value[:64] + "...")

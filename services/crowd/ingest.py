@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -45,7 +46,7 @@ from govmesh.db import Database, service_database
 from govmesh.errors import StartupError
 from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue
 from services.crowd import metrics
-from services.crowd.app import CrowdApp, reading_from_pb
+from services.crowd.app import CrowdApp, IngestReport, reading_from_pb
 from services.crowd.occupancy import Outcome, Reading, RejectedReading, Rejection
 from services.crowd.zones import SensorKind
 
@@ -105,6 +106,7 @@ def declare_topology(channel: amqp.Channel, shards: int) -> None:
             "for a local broker)"
         ) from None
     channel.exchange_bind(destination=SHARDS_EXCHANGE, source=READINGS_EXCHANGE, routing_key="#")
+    _refuse_fewer_shards(channel.connection, shards)
     for shard in range(shards):
         # The binding key of a consistent-hash exchange is the queue's weight.
         declare_consumer_queue(
@@ -127,6 +129,11 @@ _KINDS: Final = {f"SENSOR_KIND_{kind.name}": kind for kind in SensorKind} | {
 _UNSPECIFIED_KIND: Final = ("SENSOR_KIND_UNSPECIFIED", 0)
 
 
+#: The time form the fast path reads itself: RFC 3339 in UTC, at most microseconds.
+_RFC3339_UTC: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+_INT64: Final = range(-(2**63), 2**63)
+
+
 class _Irregular(Exception):
     """A body the fast path leaves to protobuf's own parser (which accepts or explains it)."""
 
@@ -136,10 +143,14 @@ def _int64(value: object) -> int:
     if isinstance(value, bool):
         raise _Irregular
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    raise _Irregular
+        number = value
+    elif isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii():
+        number = int(value)
+    else:
+        raise _Irregular
+    if number not in _INT64:
+        raise _Irregular
+    return number
 
 
 def _fast_reading(data: dict[str, Any], routing_key: str) -> Reading:
@@ -162,7 +173,7 @@ def _fast_reading(data: dict[str, Any], routing_key: str) -> Reading:
     observed = fields.get("observed_at")
     observed_at = None
     if observed is not None:
-        if not isinstance(observed, str) or not observed.endswith("Z") or "T" not in observed:
+        if not isinstance(observed, str) or _RFC3339_UTC.fullmatch(observed) is None:
             raise _Irregular
         try:
             observed_at = datetime.datetime.fromisoformat(observed)
@@ -178,6 +189,22 @@ def _fast_reading(data: dict[str, Any], routing_key: str) -> Reading:
         observed_at=observed_at,
         delta=_int64(fields["delta"]) if "delta" in fields else None,
         absolute_count=_int64(fields["absolute_count"]) if "absolute_count" in fields else None,
+    )
+
+
+def _refuse_fewer_shards(connection: amqp.Connection, shards: int) -> None:
+    """A shard queue beyond the count means the deployment had more shards: that queue is still
+    bound, so its zones' readings would wait there with nobody consuming them."""
+    probe = connection.channel()
+    try:
+        probe.queue_declare(shard_queue(shards), passive=True)
+    except amqp.exceptions.NotFound:
+        return  # the usual case (the broker closed the probe channel)
+    probe.close()
+    raise StartupError(
+        f"the queue {shard_queue(shards)} exists, so this deployment ran with more than CROWD_INGEST_SHARDS={shards} "
+        "shards and readings are still routed there: set CROWD_INGEST_SHARDS back, or drain those queues and "
+        "delete them before running with fewer"
     )
 
 
@@ -285,23 +312,39 @@ class ReadingsConsumer:
     def _flush(self, channel: amqp.Channel) -> None:
         messages, self._pending = self._pending.messages, _Pending()
         parsed = [parse_message(m.body, m.delivery_info.get("routing_key", "")) for m in messages]
-        readings = [p for p in parsed if isinstance(p, Reading)]
-        unreadable = [p for p in parsed if isinstance(p, RejectedReading)]
-        report = self._apply(readings)
-        refusals = [r for _, r in report.rejected] + unreadable
+        try:
+            reports = [self._apply(parsed)]
+        except _Stopping:
+            return  # unacknowledged: the broker delivers them again, to whoever consumes next
+        except Exception:
+            # A bug, or input the database refuses: one message must not take the batch, the
+            # process or the shard with it. Each message alone, then; the one that still fails
+            # is parked in the shard's dead-letter queue.
+            log.exception("a batch of %d readings failed; applying them one by one", len(messages))
+            reports = []
+            for message, reading in zip(messages, parsed, strict=True):
+                try:
+                    reports.append(self._apply([reading]))
+                except _Stopping:
+                    return
+                except Exception:
+                    body = str(message.body)[:300]
+                    log.exception("reading dead-lettered: it cannot be applied", extra={"body": body})
+                    channel.basic_reject(message.delivery_tag, requeue=False)
+        refusals = [r for report in reports for _, r in report.rejected]
         for refusal in refusals:
             log.warning("reading refused: %s", refusal.message, extra={"reason": refusal.reason.name})
-        late = report.count(Outcome.LATE)
+        late = sum(report.count(Outcome.LATE) for report in reports)
         metrics.count_readings(
             "broker",
-            report.count(Outcome.ACCEPTED) + late,
+            sum(report.count(Outcome.ACCEPTED) for report in reports) + late,
             late,
-            report.count(Outcome.DUPLICATE),
+            sum(report.count(Outcome.DUPLICATE) for report in reports),
             [r.reason.name.lower() for r in refusals],
         )
         channel.basic_ack(messages[-1].delivery_tag, multiple=True)
 
-    def _apply(self, readings: list[Reading]) -> Any:
+    def _apply(self, readings: list[Reading | RejectedReading]) -> IngestReport:
         pause = 0.5
         while True:
             try:
@@ -310,8 +353,12 @@ class ReadingsConsumer:
                 # Unacknowledged meanwhile: nothing is lost, and nothing is applied twice.
                 log.warning("readings consumer: database unavailable, retrying in %.1f s: %s", pause, exc)
                 if self._stop.wait(pause):
-                    raise
+                    raise _Stopping from None
                 pause = min(pause * 2, 30.0)
+
+
+class _Stopping(Exception):
+    """Asked to stop while waiting for the database: the batch in hand is left unacknowledged."""
 
 
 def run(settings: Settings) -> None:

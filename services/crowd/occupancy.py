@@ -95,6 +95,7 @@ from services.crowd.zones import SensorKind, ZoneConfig, aware_utc, is_int
 
 __all__ = [
     "ABSURD_COUNT_FACTOR",
+    "EARLIEST_OBSERVATION",
     "FRESH",
     "FUTURE_SKEW",
     "KIND_WEIGHTS",
@@ -118,6 +119,7 @@ __all__ = [
     "detect_silence",
     "freshness",
     "fuse",
+    "highest_last_count",
     "missing_from_json",
     "missing_to_json",
     "recompute",
@@ -135,6 +137,9 @@ FUTURE_SKEW: Final = datetime.timedelta(minutes=5)
 #: A reading observed more than this long before the zone clock is TOO_OLD: a day covers a
 #: sensor that buffered through a network outage; anything older would rewrite settled history.
 MAX_LATENESS: Final = datetime.timedelta(hours=24)
+#: No sensor of this system observed anything before this: an earlier time is a sensor's unset
+#: clock (e.g. a zero time), not a replay, and would also set a new zone's clock to year 1.
+EARLIEST_OBSERVATION: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 #: An absolute count above this many times the zone's capacity is ABSURD_VALUE (an overfull zone
 #: is what the service exists to see, so the bound is generous).
 ABSURD_COUNT_FACTOR: Final = 10
@@ -231,7 +236,8 @@ def unknown_zone(zone_id: str) -> RejectedReading:
     """The rejection of a reading whose zone_id names no zone (the caller looks zones up)."""
     if not zone_id:
         return RejectedReading(Rejection.UNKNOWN_ZONE, "zone_id is not set: a reading must name its zone")
-    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {zone_id!r} names no zone")
+    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
+    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {shown!r} names no zone")
 
 
 # --- live state ----------------------------------------------------------------------------------
@@ -367,6 +373,15 @@ def zone_now(live: ZoneLive, wall_now: datetime.datetime) -> datetime.datetime:
     return live.watermark + max(datetime.timedelta(0), wall - live.watermark_wall)
 
 
+def highest_last_count(live: ZoneLive) -> int:
+    """The most people any source last reported: the gates' sum or a camera's or phone estimate's
+    last count, however old. What a blind zone may still rise on: with no fresh evidence, the
+    safe reading of old evidence is the highest."""
+    counts = [max(0, live.gate_total)] if any(s.kind is SensorKind.GATE_COUNTER for s in live.sensors.values()) else []
+    counts += [s.value for s in live.sensors.values() if s.kind is not SensorKind.GATE_COUNTER]
+    return max(counts, default=0)
+
+
 def sensors_total(live: ZoneLive) -> int:
     return len(live.sensors)
 
@@ -457,6 +472,12 @@ def validate(
         return _reject(
             Rejection.ABSURD_VALUE,
             f"delta {reading.delta} moves more people than the zone's capacity of {capacity} in one reading",
+        )
+    if observed < EARLIEST_OBSERVATION:
+        return _reject(
+            Rejection.TOO_OLD,
+            f"observed_at {observed.isoformat()} is before {EARLIEST_OBSERVATION.date().isoformat()}: the sensor's "
+            "clock is unset or wrong",
         )
     if observed > wall + FUTURE_SKEW:
         return _reject(

@@ -108,6 +108,7 @@ __all__ = [
     "build_zone",
     "format_local_time",
     "is_int",
+    "is_zone_id",
     "local_instant",
     "measures_in_force",
     "parse_local_time",
@@ -290,6 +291,12 @@ def aware_utc(name: str, value: object) -> datetime.datetime:
     return value.astimezone(datetime.UTC)
 
 
+def is_zone_id(value: str) -> bool:
+    """Whether ``value`` has the form of a zone id (lower_snake_case, 2 to 63 characters); a value
+    that has not cannot name a zone, and is refused before any lookup."""
+    return _ZONE_ID.fullmatch(value) is not None
+
+
 def local_instant(day: datetime.date, time: datetime.time) -> datetime.datetime:
     """The aware UTC instant of the Asia/Shanghai wall-clock ``time`` on the local ``day``."""
     return datetime.datetime.combine(day, time, tzinfo=SHANGHAI).astimezone(datetime.UTC)
@@ -335,6 +342,8 @@ def _check_name(problems: list[FieldProblem], field: str, value: object, *, requ
         problems.append(FieldProblem(field, "is required"))
     elif len(value) > MAX_NAME_CHARS:
         problems.append(FieldProblem(field, f"must be at most {MAX_NAME_CHARS} characters (got {len(value)})"))
+    elif not value.isprintable():
+        problems.append(FieldProblem(field, "must not contain control characters"))
     return value
 
 
@@ -571,7 +580,7 @@ def build_zone(
     empty levels and for missing or zero hysteresis, dwell and silence). Raises
     :class:`ZoneProblem` listing every problem found, with the contract's field paths."""
     problems: list[FieldProblem] = []
-    if not isinstance(zone_id, str) or _ZONE_ID.fullmatch(zone_id) is None:
+    if not isinstance(zone_id, str) or not is_zone_id(zone_id):
         problems.append(
             FieldProblem(
                 "zone.zone_id",

@@ -684,3 +684,106 @@ def test_a_standby_ingest_process_takes_over_the_shards_of_one_that_died(databas
             crowd.close()
         finally:
             env.stop_all()
+
+
+def test_absurd_requests_are_refused_naming_the_field_never_internal(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        crowd.upsert(zone("absurd", capacity=100))
+
+        def refused(call: object, *args: object) -> grpc.RpcError:
+            with pytest.raises(grpc.RpcError) as error:
+                call(*args)  # type: ignore[operator]
+            return error.value
+
+        huge = Duration(seconds=2**62)
+        for field, bad in [
+            ("zone.min_dwell", zone("absurd", min_dwell=huge)),
+            ("zone.silence_after", zone("absurd", silence_after=huge)),
+            ("zone.name_zh", zone("absurd", name_zh="湖滨\x00喷泉")),
+        ]:
+            error = refused(crowd.upsert, bad)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field), (
+                field,
+                error.details(),
+            )
+        for request, field in [
+            (
+                pb.GetZoneHistoryRequest(
+                    zone_id="absurd",
+                    start_time=Timestamp(seconds=-62135596800),
+                    end_time=_ts(datetime.datetime.now(UTC)),
+                ),
+                "start_time",
+            ),
+            (
+                pb.GetZoneHistoryRequest(
+                    zone_id="absurd",
+                    start_time=_ts(datetime.datetime.now(UTC)),
+                    end_time=Timestamp(seconds=253402300799),
+                ),
+                "end_time",
+            ),
+        ]:
+            error = refused(crowd.stub.GetZoneHistory, request, None, crowd.metadata, None, 10)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field)
+        for zone_id in ["no\x00zone", "x" * 100_000]:
+            error = refused(crowd.status, zone_id)
+            assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 200
+        stream = crowd.stub.WatchZones(
+            pb.WatchZonesRequest(zone_ids=["absurd"], min_interval=huge), metadata=crowd.metadata, timeout=10
+        )
+        error = refused(next, stream)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("min_interval")
+
+        now = datetime.datetime.now(UTC)
+        year_one = reading("absurd", "gate", 1, now, delta=5)
+        year_one.observed_at.seconds = -62135596800  # 0001-01-01, a sensor's zero time
+        beyond = reading("absurd", "gate", 2, now, delta=5)
+        beyond.observed_at.seconds = 2**62
+        nul = reading("no\x00zone", "gate", 1, now, delta=5)
+        good = reading("absurd", "gate", 3, now, delta=7)
+        response = sensors.report([[year_one, beyond, nul, good]])
+        assert (response.accepted, response.rejected) == (1, 3), "a bad reading does not fail the stream"
+        assert [r.reason for r in response.rejections] == [
+            pb.READING_REJECTION_REASON_TOO_OLD,
+            pb.READING_REJECTION_REASON_ABSURD_VALUE,
+            pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
+        ]
+        assert crowd.status("absurd").occupancy == 7
+    finally:
+        crowd.close()
+        sensors.close()
+
+
+def test_a_blind_zone_holds_its_level_and_still_rises_on_the_last_counts(mesh: tuple[ServiceEnv, str]) -> None:
+    env, _ = mesh
+    crowd = Crowd(env)
+    sensors = Crowd(env, SENSORS)
+    try:
+        crowd.upsert(zone("lakeshore", capacity=100, silence_after=duration(10)))
+        # The east gate died an hour ago; the west gate keeps counting arrivals, a minute apart:
+        # with one gate silent the gates' sum is no evidence (the zone is blind), yet arrivals keep
+        # raising what the sensors last counted.
+        hour_ago = datetime.datetime.now(UTC) - datetime.timedelta(hours=1)
+
+        def west(first: int, last: int) -> list[pb.SensorReading]:
+            return [
+                reading("lakeshore", "west", s, hour_ago + datetime.timedelta(minutes=s), delta=10)
+                for s in range(first, last + 1)
+            ]
+
+        sensors.report([[reading("lakeshore", "east", 1, hour_ago, delta=20)], west(1, 4)])
+        status = crowd.status("lakeshore")
+        assert (status.sensors_healthy, status.sensors_total) == (1, 2)
+        assert (status.occupancy, status.level) == (0, pb.RESPONSE_LEVEL_III), "blind, and risen on 60 counted"
+        sensors.report([west(5, 9)])
+        assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "110 counted: level I"
+        leaving = reading("lakeshore", "west", 10, hour_ago + datetime.timedelta(minutes=40), delta=-100)
+        sensors.report([[leaving]])
+        assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "blind: never lowered on no evidence"
+    finally:
+        crowd.close()
+        sensors.close()

@@ -646,3 +646,35 @@ def test_shuffled_camera_readings_keep_the_count_of_the_highest_sequence(seed: i
     for reading in stream:
         apply(CONFIG, live, reading, T0 + 201 * SECOND)
     assert live.sensors["cam-1"].value == readings[-1].absolute_count == live.occupancy
+
+
+def test_a_time_before_2000_is_an_unset_clock_not_a_replay() -> None:
+    from services.crowd.occupancy import EARLIEST_OBSERVATION
+
+    config = CONFIG
+    live = ZoneLive()
+    wall = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.UTC)
+    before = Reading(
+        "hubin", "g1", SensorKind.GATE_COUNTER, 1, EARLIEST_OBSERVATION - datetime.timedelta(microseconds=1), delta=1
+    )
+    refused = apply(config, live, before, wall)
+    assert refused.rejection is not None and refused.rejection.reason is Rejection.TOO_OLD
+    assert live.watermark is None, "a refused reading does not set the zone's clock"
+    at = Reading("hubin", "g1", SensorKind.GATE_COUNTER, 1, EARLIEST_OBSERVATION, delta=1)
+    assert apply(config, live, at, wall).outcome is Outcome.ACCEPTED
+
+
+def test_the_highest_last_count_is_what_a_blind_zone_may_rise_on() -> None:
+    from services.crowd.occupancy import highest_last_count
+
+    config = CONFIG
+    live = ZoneLive()
+    wall = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.UTC)
+    assert highest_last_count(live) == 0
+    apply(config, live, Reading("hubin", "g1", SensorKind.GATE_COUNTER, 1, wall, delta=300), wall)
+    apply(config, live, Reading("hubin", "g2", SensorKind.GATE_COUNTER, 1, wall, delta=-500), wall)
+    assert highest_last_count(live) == 0, "a negative gate sum counts as nobody"
+    apply(config, live, Reading("hubin", "cam", SensorKind.CAMERA, 1, wall, absolute_count=120), wall)
+    assert highest_last_count(live) == 120
+    apply(config, live, Reading("hubin", "g1", SensorKind.GATE_COUNTER, 2, wall, delta=900), wall)
+    assert highest_last_count(live) == 700

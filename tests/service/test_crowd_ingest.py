@@ -1,0 +1,83 @@
+"""The ingest consumer when applying a batch fails for a reason other than the database being away
+(a bug, or input the database refuses): the failure is injected into the real consumer, on a
+real broker and database, and the batch's good readings must still be applied once, the one
+message that fails parked in its shard's dead-letter queue, and the consumer must keep going."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pika
+import pytest
+
+from govmesh import config
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.db import service_database
+from services.crowd.app import CrowdApp, IngestReport
+from services.crowd.ingest import ReadingsConsumer, Sharding, shard_queue
+from services.crowd.occupancy import Reading, RejectedReading
+from tests.conftest import consumers, virtual_host, wait_for
+from tests.service.test_crowd import Publisher, reading
+
+BOMB = "bomb"
+
+
+def test_a_reading_that_cannot_be_applied_is_dead_lettered_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with virtual_host() as amqp:
+        monkeypatch.setenv("AMQP_URI", amqp)
+        monkeypatch.setenv("CROWD_DATABASE_URL", database_url)
+        settings = config.load("crowd")
+        db = service_database("crowd", database_url)
+        db.migrate()
+        crowd = CrowdApp(db)
+        crowd.upsert_zone(pb.UpsertZoneRequest(zone=pb.Zone(zone_id="quay", name_zh="码头", capacity=1000)))
+        consumer = ReadingsConsumer(settings, db, Sharding(shards=1, index=0, count=1))
+        real_ingest = consumer.crowd.ingest
+
+        def failing(readings: Sequence[Reading | RejectedReading]) -> IngestReport:
+            if any(isinstance(r, Reading) and r.sensor_id == BOMB for r in readings):
+                raise RuntimeError("injected: this reading breaks the code that applies it")
+            return real_ingest(readings)
+
+        consumer.crowd.ingest = failing  # type: ignore[method-assign]
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        wait_for(lambda: consumers(amqp, shard_queue(0)) > 0, timeout=20)
+        publisher = Publisher(amqp)
+        try:
+            now = datetime.datetime.now(datetime.UTC)
+            publisher.publish(
+                [
+                    reading("quay", "gate", 1, now, delta=4),
+                    reading("quay", BOMB, 1, now, delta=100),
+                    reading("quay", "gate", 2, now, delta=3),
+                ]
+            )
+            wait_for(lambda: _occupancy(crowd) == 7, timeout=20)
+            wait_for(lambda: _queue_length(amqp, shard_queue(0) + ".dead-letter") == 1, timeout=20)
+            publisher.publish([reading("quay", "gate", 3, now, delta=1)])
+            wait_for(lambda: _occupancy(crowd) == 8, timeout=20)
+            assert thread.is_alive(), "the consumer keeps going"
+            assert _queue_length(amqp, shard_queue(0)) == 0, "nothing left unacknowledged to loop"
+        finally:
+            publisher.close()
+            consumer.stop()
+            thread.join(10)
+            db.dispose()
+
+
+def _occupancy(crowd: CrowdApp) -> int:
+    return crowd.get_zone_status(pb.GetZoneStatusRequest(zone_id="quay")).status.occupancy
+
+
+def _queue_length(amqp: str, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
