@@ -93,6 +93,7 @@ bench: install
 	@scripts/ensure-broker
 	@$(BIN)/python -m tests.bench.identity
 	@$(BIN)/python -m tests.bench.approvals
+	@$(BIN)/python -m tests.bench.crowd
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock
