@@ -108,8 +108,10 @@ class RpcAuthorizer(DependencyProvider):  # type: ignore[misc]
 class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]
     """Runs the service's outbox relay in a managed green thread for the container's life."""
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, idle_interval: float = 0.1) -> None:
         self.outbox = outbox
+        # How often an idle relay looks for new events: the longest an event waits after commit.
+        self.idle_interval = idle_interval
 
     def setup(self) -> None:
         settings: Settings = self.container.config[SETTINGS_KEY]
@@ -123,7 +125,7 @@ class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]
         except BrokerUnavailable as exc:
             log.warning("cannot declare exchanges yet (the relay keeps trying): %s", exc)
         self.relay.watch_backlog()
-        self.container.spawn_managed_thread(self.relay.run)
+        self.container.spawn_managed_thread(lambda: self.relay.run(idle_interval=self.idle_interval))
 
     def stop(self) -> None:
         self.relay.stop()

@@ -323,8 +323,9 @@ class _Zone:
     level: LevelState
     version: int
     readings_applied: int
-    # The occupancy as stored (the estimate may have aged since).
+    # The occupancy as stored (the estimate may have aged since), and when a reading was last applied.
     stored_occupancy: int = 0
+    updated_at: datetime.datetime | None = None
     # Sensors that have a row already (the others are inserted when stored).
     stored_sensors: set[str] = dataclasses.field(default_factory=set)
     dirty_sensors: set[str] = dataclasses.field(default_factory=set)
@@ -379,6 +380,7 @@ class CrowdApp:
         # Told of every event after it committed (the metrics count them).
         self.on_events = on_events
         self.outbox = Outbox("crowd", store.outbox, store.inbox)
+        self._config_cache: dict[str, tuple[int, ZoneConfig]] = {}
 
     # --------------------------------------------------------------------------------------------
     # Zones
@@ -457,7 +459,15 @@ class CrowdApp:
     def _configs(self, session: Session, zone_ids: Iterable[str]) -> dict[str, ZoneConfig]:
         ids = sorted({z for z in zone_ids if zones.is_zone_id(z)})
         rows = session.execute(sa.select(store.zones).where(store.zones.c.zone_id.in_(ids))).all() if ids else []
-        return {row.zone_id: _config_from_row(row) for row in rows}
+        return {row.zone_id: self._config(row) for row in rows}
+
+    def _config(self, row: Any) -> ZoneConfig:
+        """The zone's configuration, validated once per version (ingestion reads it per batch)."""
+        cached = self._config_cache.get(row.zone_id)
+        if cached is None or cached[0] != row.version:
+            cached = (int(row.version), _config_from_row(row))
+            self._config_cache[row.zone_id] = cached
+        return cached[1]
 
     def _require_config(self, session: Session, zone_id: str) -> ZoneConfig:
         if not zone_id:
@@ -512,6 +522,7 @@ class CrowdApp:
                 readings_applied=int(row.readings_applied),
                 stored_sensors=set(sensors[row.zone_id]),
                 stored_occupancy=int(row.occupancy),
+                updated_at=as_utc(row.updated_at),
             )
         return loaded
 
@@ -533,47 +544,65 @@ class CrowdApp:
         # Event time to wall time: the zone clock runs at the wall clock's pace from here.
         return wall_now + max(datetime.timedelta(0), min(due) - now)
 
-    def _store(self, session: Session, zone: _Zone, wall_now: datetime.datetime, applied: int) -> None:
-        live = zone.live
+    def _store(self, session: Session, stored: Sequence[tuple[_Zone, int]], wall_now: datetime.datetime) -> None:
+        """Write back zones changed by one unit of work, each with the readings it applied: one
+        statement per table for the whole batch (per-zone statements cost more than the readings)."""
+        if not stored:
+            return
         session.execute(
             store.live.update()
-            .where(store.live.c.zone_id == zone.config.zone_id)
+            .where(store.live.c.zone_id == sa.bindparam("z"))
             .values(
-                occupancy=live.occupancy,
-                gate_total=live.gate_total,
-                level=zone.level.level.name,
-                level_since=zone.level.since,
-                watermark=live.watermark,
-                watermark_wall=live.watermark_wall,
-                # The contract's "when the last reading was applied": a timer pass is not one.
-                **({"updated_at": wall_now} if applied else {}),
-                review_at=self._review_at(zone, wall_now),
-                version=zone.version + 1,
-                readings_applied=zone.readings_applied + applied,
-            )
+                {
+                    column: sa.bindparam(column)
+                    for column in (
+                        "occupancy",
+                        "gate_total",
+                        "level",
+                        "level_since",
+                        "watermark",
+                        "watermark_wall",
+                        "updated_at",
+                        "review_at",
+                        "version",
+                        "readings_applied",
+                    )
+                }
+            ),
+            [
+                {
+                    "z": zone.config.zone_id,
+                    "occupancy": zone.live.occupancy,
+                    "gate_total": zone.live.gate_total,
+                    "level": zone.level.level.name,
+                    "level_since": zone.level.since,
+                    "watermark": zone.live.watermark,
+                    "watermark_wall": zone.live.watermark_wall,
+                    # The contract's "when the last reading was applied": a timer pass is not one.
+                    "updated_at": wall_now if applied else zone.updated_at,
+                    "review_at": self._review_at(zone, wall_now),
+                    "version": zone.version + 1,
+                    "readings_applied": zone.readings_applied + applied,
+                }
+                for zone, applied in stored
+            ],
         )
-        if not zone.dirty_sensors:
-            return
-        ids = sorted(zone.dirty_sensors)
-        existing = zone.stored_sensors
-        new_rows = [
-            {
-                "zone_id": zone.config.zone_id,
-                "sensor_id": sensor_id,
-                "kind": live.sensors[sensor_id].kind.value,
-                "state": _sensor_json(live.sensors[sensor_id]),
-            }
-            for sensor_id in ids
-            if sensor_id not in existing
-        ]
-        if new_rows:
-            session.execute(store.sensors.insert(), new_rows)
-            existing.update(row["sensor_id"] for row in new_rows)
-        updates = [
-            {"z": zone.config.zone_id, "s": sensor_id, "state": _sensor_json(live.sensors[sensor_id])}
-            for sensor_id in ids
-            if sensor_id in existing
-        ]
+        inserts: list[dict[str, object]] = []
+        updates: list[dict[str, object]] = []
+        for zone, _ in stored:
+            for sensor_id in sorted(zone.dirty_sensors):
+                state = _sensor_json(zone.live.sensors[sensor_id])
+                if sensor_id in zone.stored_sensors:
+                    updates.append({"z": zone.config.zone_id, "s": sensor_id, "state": state})
+                else:
+                    kind = zone.live.sensors[sensor_id].kind.value
+                    inserts.append(
+                        {"zone_id": zone.config.zone_id, "sensor_id": sensor_id, "kind": kind, "state": state}
+                    )
+            zone.stored_sensors.update(zone.dirty_sensors)
+            zone.dirty_sensors.clear()
+        if inserts:
+            session.execute(store.sensors.insert(), inserts)
         if updates:
             session.execute(
                 store.sensors.update()
@@ -703,9 +732,7 @@ class CrowdApp:
                 if result.occupancy_changed or silenced or held or zone.live.blind:
                     self._decide(zone, now, reading.observed_at, changes, events)
                 _sample(buckets, reading.zone_id, zone_now, zone.live.occupancy)
-            for zone_id, zone in loaded.items():
-                if zone.changed:
-                    self._store(session, zone, now, applied[zone_id])
+            self._store(session, [(zone, applied[z]) for z, zone in loaded.items() if zone.changed], now)
             if changes:
                 session.execute(store.level_changes.insert(), changes)
             self._store_buckets(session, buckets)
@@ -722,15 +749,15 @@ class CrowdApp:
     def _store_buckets(self, session: Session, buckets: dict[tuple[str, datetime.datetime], _Bucket]) -> None:
         if not buckets:
             return
-        by_zone: dict[str, list[datetime.datetime]] = defaultdict(list)
-        for zone_id, start in buckets:
-            by_zone[zone_id].append(start)
-        existing: dict[tuple[str, datetime.datetime], Any] = {}
-        for zone_id, starts in by_zone.items():
+        # One query for the batch: its zones' rows at its bucket starts (a superset, matched below).
+        zone_ids = sorted({zone_id for zone_id, _ in buckets})
+        starts = sorted({start for _, start in buckets})
+        existing: dict[tuple[str, datetime.datetime], Any] = {
+            (row.zone_id, as_utc(row.start)): row
             for row in session.execute(
-                sa.select(store.buckets).where(store.buckets.c.zone_id == zone_id, store.buckets.c.start.in_(starts))
-            ).all():
-                existing[(row.zone_id, as_utc(row.start))] = row
+                sa.select(store.buckets).where(store.buckets.c.zone_id.in_(zone_ids), store.buckets.c.start.in_(starts))
+            ).all()
+        }
         inserts, updates = [], []
         for (zone_id, start), bucket in buckets.items():
             old = existing.get((zone_id, start))
@@ -803,7 +830,7 @@ class CrowdApp:
                 events.append((_silent_pb(silence), zone_id))
             changes: list[dict[str, object]] = []
             self._decide(zone, now, None, changes, events)
-            self._store(session, zone, now, 0)
+            self._store(session, [(zone, 0)], now)
             if changes:
                 session.execute(store.level_changes.insert(), changes)
             if zone.live.occupancy != zone.stored_occupancy:
@@ -826,7 +853,7 @@ class CrowdApp:
             query = sa.select(store.zones)
             if zone_ids is not None:
                 query = query.where(store.zones.c.zone_id.in_(sorted({z for z in zone_ids if zones.is_zone_id(z)})))
-            configs = {row.zone_id: _config_from_row(row) for row in session.execute(query).all()}
+            configs = {row.zone_id: self._config(row) for row in session.execute(query).all()}
             loaded = self._load(session, configs, self.clock(), lock=False)
             updated = {
                 row.zone_id: as_utc(row.updated_at)

@@ -2,7 +2,8 @@
 
 A province has thousands of sensors; a framework that spawns a worker per message (nameko) caps
 near a few thousand messages a second. This process is a plain AMQP consumer (py-amqp, as the
-outbox publisher) that gathers up to BATCH messages or BATCH_WAIT seconds, applies them in one
+outbox publisher) that gathers up to BATCH messages, until none arrives for QUIET or the first has
+waited BATCH_WAIT (a lone reading is decided at once, a stream in full batches), applies them in one
 transaction (CrowdApp.ingest) and acknowledges them with one multiple ack after the commit. A crash
 between commit and ack redelivers the batch, which finds every reading already seen (same sensor
 and sequence): no second effect.
@@ -57,6 +58,8 @@ SHARDS_EXCHANGE: Final = "crowd.readings.shards"
 #: Messages applied per transaction at most, and how long a partial batch waits.
 BATCH: Final = 500
 BATCH_WAIT: Final = 0.05
+#: No message for this long: the queue is empty for now, so the batch in hand is applied.
+QUIET: Final = 0.002
 #: Unacknowledged messages the broker may send ahead (two batches in flight).
 PREFETCH: Final = 2 * BATCH
 DEFAULT_SHARDS: Final = 8
@@ -268,7 +271,9 @@ class ReadingsConsumer:
             channel = connection.channel()
             self._channel = channel
             declare_topology(channel, self.sharding.shards)
-            channel.basic_qos(0, PREFETCH, False)
+            # Per consumer (quorum queues have no channel-wide prefetch): a share of PREFETCH each,
+            # so a process active on every shard has at most PREFETCH messages in flight.
+            channel.basic_qos(0, max(1, PREFETCH // self.sharding.shards), False)
             for shard in self.sharding.own():
                 self._subscribe(channel, shard)
             log.info(
@@ -283,13 +288,16 @@ class ReadingsConsumer:
                         self._subscribe(channel, shard)
                     log.info("standing by for the other shards", extra={"shards": standby})
                     standby = []
+                idle = False
                 try:
-                    connection.drain_events(timeout=BATCH_WAIT if self._pending.messages else 0.5)
+                    connection.drain_events(timeout=QUIET if self._pending.messages else 0.5)
                 except TimeoutError:
-                    pass
+                    idle = True
                 pending = self._pending
+                # A batch is applied when it is full, when nothing more is arriving (so a lone
+                # reading is decided at once), or when it has waited BATCH_WAIT under a trickle.
                 if pending.messages and (
-                    len(pending.messages) >= BATCH or time.monotonic() - pending.since >= BATCH_WAIT
+                    idle or len(pending.messages) >= BATCH or time.monotonic() - pending.since >= BATCH_WAIT
                 ):
                     self._flush(channel)
             if self._pending.messages:
@@ -310,12 +318,20 @@ class ReadingsConsumer:
         self._pending.messages.append(message)
 
     def _flush(self, channel: amqp.Channel) -> None:
-        messages, self._pending = self._pending.messages, _Pending()
+        while self._pending.messages:
+            messages = self._pending.messages[:BATCH]
+            rest = self._pending.messages[BATCH:]
+            self._pending = _Pending(rest, time.monotonic())
+            if not self._flush_batch(channel, messages):
+                return
+
+    def _flush_batch(self, channel: amqp.Channel, messages: list[amqp.Message]) -> bool:
+        """Apply and acknowledge one batch; False when stopping left it unacknowledged."""
         parsed = [parse_message(m.body, m.delivery_info.get("routing_key", "")) for m in messages]
         try:
             reports = [self._apply(parsed)]
         except _Stopping:
-            return  # unacknowledged: the broker delivers them again, to whoever consumes next
+            return False  # unacknowledged: the broker delivers them again, to whoever consumes next
         except Exception:
             # A bug, or input the database refuses: one message must not take the batch, the
             # process or the shard with it. Each message alone, then; the one that still fails
@@ -326,7 +342,7 @@ class ReadingsConsumer:
                 try:
                     reports.append(self._apply([reading]))
                 except _Stopping:
-                    return
+                    return False
                 except Exception:
                     body = str(message.body)[:300]
                     log.exception("reading dead-lettered: it cannot be applied", extra={"body": body})
@@ -343,6 +359,7 @@ class ReadingsConsumer:
             [r.reason.name.lower() for r in refusals],
         )
         channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+        return True
 
     def _apply(self, readings: list[Reading | RejectedReading]) -> IngestReport:
         pause = 0.5

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge, Histogram
 
+from govmesh import clock
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 
@@ -78,8 +79,9 @@ def count(events: Sequence[Message]) -> None:
             level = pb.ResponseLevel.Name(event.level).removeprefix("RESPONSE_LEVEL_")
             LEVEL_CHANGES.labels(event.zone_id, level).inc()
             if event.HasField("triggered_by_observed_at"):
+                # Counted after the commit: the transaction and its lock waits are in the figure.
                 observed = event.triggered_by_observed_at.ToDatetime(datetime.UTC)
-                latency = (event.changed_at.ToDatetime(datetime.UTC) - observed).total_seconds()
+                latency = (clock.now() - observed).total_seconds()
                 # A replayed day (readings from the past applied now) is not a live decision.
                 if latency < REPLAY_SECONDS:
                     DECISION_LATENCY.observe(max(0.0, latency))
