@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 MAX_REJECTIONS_DETAILED: Final = 1000
 #: While a silent sensor's estimate ages out, the timer re-fuses the zone this often.
 AGEING_STEP: Final = datetime.timedelta(seconds=10)
+#: How often the worker's outbox relay looks for new events when idle: level_changed is what starts
+#: barriers and metro skips, so it leaves within 20 ms of its commit (an indexed look at the outbox
+#: 50 times a second is cheap next to that).
+EVENT_RELAY_INTERVAL: Final = 0.02
 #: The zones one timer pass looks at.
 TIMER_BATCH: Final = 200
 

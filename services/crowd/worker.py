@@ -16,7 +16,7 @@ from govmesh.db import Database
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner
 from services.crowd import metrics, store
-from services.crowd.app import CrowdApp
+from services.crowd.app import EVENT_RELAY_INTERVAL, CrowdApp
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ class Worker:
     name = "crowd"
 
     parts: Parts = Application(_build)
-    # level_changed is what starts barriers and metro skips: it leaves within 20 ms of its commit
-    # (an indexed look at the outbox 50 times a second is cheap next to that).
-    outbox_relay = OutboxRelayRunner(Outbox("crowd", store.outbox, store.inbox), idle_interval=0.02)
+    outbox_relay = OutboxRelayRunner(Outbox("crowd", store.outbox, store.inbox), idle_interval=EVENT_RELAY_INTERVAL)
 
     @timer(interval=1)  # type: ignore[untyped-decorator]
     def run_timers(self) -> None:

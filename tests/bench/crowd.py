@@ -22,7 +22,7 @@ RabbitMQ), beside bare baselines measured in the same run on the same broker.
    (not timed) and, after a random pause (so samples do not lock to the relay's poll), again:
    K times. Split by the event's own stamps into the service's figure (changed_at -
    triggered_by_observed_at; changed_at is the wall clock as the reading's batch begins: the
-   broker hop in, the ingest's partial-batch wait, any batch ahead) and the rest (changed_at to
+   broker hop in, the ingest's wait for more readings, any batch ahead) and the rest (changed_at to
    receipt: the batch's transaction, the outbox relay's poll, publication, the hop out). Idle,
    then with RATE readings a second of 20 other zones flowing (published by another process),
    for at most LOAD_BUDGET seconds, reporting whether ingestion kept up. Both with the 2 ingest
@@ -59,8 +59,8 @@ from google.protobuf import json_format
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
-from services.crowd.app import reading_from_pb
-from services.crowd.ingest import READINGS_EXCHANGE, parse_message
+from services.crowd.app import EVENT_RELAY_INTERVAL, reading_from_pb
+from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
 from tests.conftest import PostgresDatabases, Process, ServiceEnv, free_port, virtual_host
 from tests.service.test_crowd import Crowd, duration, reading, start_crowd, zone
 
@@ -68,10 +68,8 @@ UTC = datetime.UTC
 GATES = 4
 CAPACITY = 10_000
 LATENCY_ZONE = "latency"
-#: The outbox relay's idle poll (govmesh/outbox.py, OutboxRelay.run idle_interval) and the ingest's
-#: partial-batch wait (services/crowd/ingest.py BATCH_WAIT), quoted in the notes.
-RELAY_IDLE_INTERVAL = 0.1
-BATCH_WAIT = 0.05
+#: The crowd worker's outbox relay poll and the ingest's partial-batch waits, quoted in the notes.
+RELAY_IDLE_INTERVAL = EVENT_RELAY_INTERVAL
 #: Seconds of samples under load at most: if ingestion falls behind, each sample waits longer.
 LOAD_BUDGET = 40.0
 
@@ -557,12 +555,12 @@ def bench_latency(crowd: Crowd, amqp_uri: str, ports: list[int], samples: int, l
         if feeder.is_alive():
             feeder.join(30)
         probe.close()
-    relay, batch_wait = RELAY_IDLE_INTERVAL * 1000, BATCH_WAIT * 1000
+    relay, quiet, batch_wait = RELAY_IDLE_INTERVAL * 1000, QUIET * 1000, BATCH_WAIT * 1000
     print(
         "  notes: changed_at is the wall clock as the reading's batch begins (CrowdApp.ingest), so the service's\n"
-        f"  figure is the hop in, the ingest's partial-batch wait (a lone reading waits it all: {batch_wait:.0f} ms)\n"
-        "  and any batch ahead of it; the rest is its batch's transaction, the outbox relay's poll (every\n"
-        f"  {relay:.0f} ms when idle: 0 to {relay:.0f} ms, {relay / 2:.0f} on average) and the hop out."
+        f"  figure is the hop in, the ingest's wait for more (a lone reading: {quiet:.0f} ms; under a trickle at most\n"
+        f"  {batch_wait:.0f} ms) and any batch ahead of it; the rest is its batch's transaction, the outbox relay's\n"
+        f"  poll (every {relay:.0f} ms when idle: 0 to {relay:.0f} ms, {relay / 2:.0f} on average) and the hop out."
     )
 
 
