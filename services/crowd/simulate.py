@@ -265,7 +265,7 @@ def report(f: Figures) -> str:
         f"读数 readings sent         {f.sent.readings:,} in {f.sent.seconds:.0f} s ({rate:,.0f}/s): "
         f"{f.sent.duplicates:,} re-sent (duplicates), {f.sent.out_of_order:,} out of order; "
         f"{f.sent.withheld:,} never sent (silent sensors)",
-        "拒收/重复 rejected/dupl.    counted by the crowd service (its worker's metrics); the broker does not answer",
+        "拒收/重复 rejected/dupl.    counted by the crowd service (govmesh_crowd_readings_total, ingest process)",
         "护栏天数 barrier days (days with BARRIERS_UP, a level II measure):",
         f"  常年固定 fixed, all year         {f.window.days:>4}",
         f"  按日历 weekends and holidays     {f.calendar_policy_days:>4}",

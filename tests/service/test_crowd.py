@@ -178,6 +178,29 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             env.stop_all()
 
 
+@pytest.fixture
+def crowd(mesh: tuple[ServiceEnv, str]) -> Iterator[Crowd]:
+    """The city brain's operators, who configure and watch zones."""
+    client = Crowd(mesh[0])
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sensors(mesh: tuple[ServiceEnv, str]) -> Iterator[Crowd]:
+    """The sensor gateway, which may only report readings."""
+    client = Crowd(mesh[0], SENSORS)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def publisher(mesh: tuple[ServiceEnv, str]) -> Iterator[Publisher]:
+    client = Publisher(mesh[1])
+    yield client
+    client.close()
+
+
 def level_events(
     integrator: Integrator, zone_id: str, count: int, timeout: float = 30
 ) -> list[events_pb2.LevelChanged]:
@@ -201,105 +224,94 @@ def metric(port: int, name: str, labels: str = "") -> float:
     return values[0]
 
 
-def test_readings_over_grpc_are_deduplicated_ordered_and_refused_with_reasons(mesh: tuple[ServiceEnv, str]) -> None:
+def test_readings_over_grpc_are_deduplicated_ordered_and_refused_with_reasons(
+    mesh: tuple[ServiceEnv, str], crowd: Crowd, sensors: Crowd
+) -> None:
     env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        created = crowd.upsert(zone("gate_test", capacity=1000))
-        assert created.created
-        assert [lvl.threshold_bp for lvl in created.zone.levels] == [6000, 8000, 10000], "the default levels"
-        assert pb.MEASURE_BARRIERS_UP in created.zone.levels[1].measures
-        assert not crowd.upsert(zone("gate_test", capacity=1000)).created, "a second upsert replaces"
+    created = crowd.upsert(zone("gate_test", capacity=1000))
+    assert created.created
+    assert [lvl.threshold_bp for lvl in created.zone.levels] == [6000, 8000, 10000], "the default levels"
+    assert pb.MEASURE_BARRIERS_UP in created.zone.levels[1].measures
+    assert not crowd.upsert(zone("gate_test", capacity=1000)).created, "a second upsert replaces"
 
-        now = datetime.datetime.now(UTC)
-        t = [now - datetime.timedelta(minutes=30) + datetime.timedelta(seconds=10 * i) for i in range(20)]
-        first = [reading("gate_test", "g1", seq, t[seq], delta=5) for seq in (1, 2, 4)]  # 3 is late
-        second = [
-            reading("gate_test", "g1", 2, t[2], delta=5),  # duplicate
-            reading("gate_test", "g2", 1, t[4], delta=-2),
-            reading("gate_test", "g1", 3, t[3], delta=5),  # late, fills the gap
-            reading("gate_test", "g1", 5, t[5], delta=0),
-            reading("gate_test", "nowhere", 1, t[5], delta=1),  # sensor fine, zone below is unknown
-            reading("gate_test", "cam", 1, t[5], count=-1),  # negative count
-            reading("gate_test", "g3", 1, t[5], delta=1001),  # more than the zone holds
-            reading("gate_test", "g4", 1, now + datetime.timedelta(hours=1), delta=1),  # future
-            pb.SensorReading(zone_id="gate_test", sensor_id="g5", sequence=1),  # no kind, time, value
-        ]
-        second[4].zone_id = "no_such_zone"
-        response = sensors.report([first, second])
-        assert (response.received, response.accepted, response.late, response.duplicates, response.rejected) == (
-            12,
-            6,
-            1,
-            1,
-            5,
-        )
-        reasons = {r.index: r.reason for r in response.rejections}
-        assert reasons == {
-            7: pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
-            8: pb.READING_REJECTION_REASON_NEGATIVE_COUNT,
-            9: pb.READING_REJECTION_REASON_ABSURD_VALUE,
-            10: pb.READING_REJECTION_REASON_FUTURE_TIME,
-            11: pb.READING_REJECTION_REASON_MISSING_FIELD,
-        }
-        assert all(r.message for r in response.rejections), "every refusal says why"
+    now = datetime.datetime.now(UTC)
+    t = [now - datetime.timedelta(minutes=30) + datetime.timedelta(seconds=10 * i) for i in range(20)]
+    first = [reading("gate_test", "g1", seq, t[seq], delta=5) for seq in (1, 2, 4)]  # 3 is late
+    second = [
+        reading("gate_test", "g1", 2, t[2], delta=5),  # duplicate
+        reading("gate_test", "g2", 1, t[4], delta=-2),
+        reading("gate_test", "g1", 3, t[3], delta=5),  # late, fills the gap
+        reading("gate_test", "g1", 5, t[5], delta=0),
+        reading("gate_test", "nowhere", 1, t[5], delta=1),  # sensor fine, zone below is unknown
+        reading("gate_test", "cam", 1, t[5], count=-1),  # negative count
+        reading("gate_test", "g3", 1, t[5], delta=1001),  # more than the zone holds
+        reading("gate_test", "g4", 1, now + datetime.timedelta(hours=1), delta=1),  # future
+        pb.SensorReading(zone_id="gate_test", sensor_id="g5", sequence=1),  # no kind, time, value
+    ]
+    second[4].zone_id = "no_such_zone"
+    response = sensors.report([first, second])
+    assert (response.received, response.accepted, response.late, response.duplicates, response.rejected) == (
+        12,
+        6,
+        1,
+        1,
+        5,
+    )
+    reasons = {r.index: r.reason for r in response.rejections}
+    assert reasons == {
+        7: pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
+        8: pb.READING_REJECTION_REASON_NEGATIVE_COUNT,
+        9: pb.READING_REJECTION_REASON_ABSURD_VALUE,
+        10: pb.READING_REJECTION_REASON_FUTURE_TIME,
+        11: pb.READING_REJECTION_REASON_MISSING_FIELD,
+    }
+    assert all(r.message for r in response.rejections), "every refusal says why"
 
-        status = crowd.status("gate_test")
-        assert status.occupancy == 5 * 4 - 2, "each delta applied once, the late one too"
-        assert (status.sensors_total, status.sensors_healthy) == (2, 2), "refused readings create no sensor"
-        assert {s.sensor_id: s.last_sequence for s in status.sensors} == {"g1": 5, "g2": 1}
-        assert status.level == pb.RESPONSE_LEVEL_NONE
+    status = crowd.status("gate_test")
+    assert status.occupancy == 5 * 4 - 2, "each delta applied once, the late one too"
+    assert (status.sensors_total, status.sensors_healthy) == (2, 2), "refused readings create no sensor"
+    assert {s.sensor_id: s.last_sequence for s in status.sensors} == {"g1": 5, "g2": 1}
+    assert status.level == pb.RESPONSE_LEVEL_NONE
 
-        again = sensors.report([first, second])
-        assert (again.accepted, again.duplicates, again.rejected) == (0, 7, 5), "a resent stream changes nothing"
-        assert crowd.status("gate_test").occupancy == 18
-        assert metric(env.api_metrics_port, "govmesh_crowd_readings_rejected_total", 'reason="negative_count"') >= 2
-    finally:
-        crowd.close()
-        sensors.close()
+    again = sensors.report([first, second])
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 7, 5), "a resent stream changes nothing"
+    assert crowd.status("gate_test").occupancy == 18
+    assert metric(env.api_metrics_port, "govmesh_crowd_readings_rejected_total", 'reason="negative_count"') >= 2
 
 
-def test_bad_zones_are_refused_naming_the_field_and_rights_are_enforced(mesh: tuple[ServiceEnv, str]) -> None:
-    env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        bad = zone("Bad Zone", capacity=0)
-        with pytest.raises(grpc.RpcError) as refused:
-            crowd.upsert(bad)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert refused.value.details().startswith("zone.zone_id"), refused.value.details()
-        assert "zone.capacity" in refused.value.details(), "every problem is named at once"
-        levels = [
-            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_III, threshold_bp=8000, measures=[pb.MEASURE_ANNOUNCE]),
-            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_II, threshold_bp=7000, measures=[pb.MEASURE_BARRIERS_UP]),
-            pb.ZoneLevel(level=pb.RESPONSE_LEVEL_I, threshold_bp=10000, measures=[pb.MEASURE_ENTRY_CLOSED]),
-        ]
-        with pytest.raises(grpc.RpcError) as refused:
-            crowd.upsert(zone("levels_wrong", levels=levels))
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "zone.levels[1].threshold_bp" in refused.value.details()
-        assert not {"Bad Zone", "levels_wrong"} & set(all_zone_ids(crowd)), "nothing was stored"
+def test_bad_zones_are_refused_naming_the_field_and_rights_are_enforced(crowd: Crowd, sensors: Crowd) -> None:
+    bad = zone("Bad Zone", capacity=0)
+    with pytest.raises(grpc.RpcError) as refused:
+        crowd.upsert(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("zone.zone_id"), refused.value.details()
+    assert "zone.capacity" in refused.value.details(), "every problem is named at once"
+    levels = [
+        pb.ZoneLevel(level=pb.RESPONSE_LEVEL_III, threshold_bp=8000, measures=[pb.MEASURE_ANNOUNCE]),
+        pb.ZoneLevel(level=pb.RESPONSE_LEVEL_II, threshold_bp=7000, measures=[pb.MEASURE_BARRIERS_UP]),
+        pb.ZoneLevel(level=pb.RESPONSE_LEVEL_I, threshold_bp=10000, measures=[pb.MEASURE_ENTRY_CLOSED]),
+    ]
+    with pytest.raises(grpc.RpcError) as refused:
+        crowd.upsert(zone("levels_wrong", levels=levels))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "zone.levels[1].threshold_bp" in refused.value.details()
+    assert not {"Bad Zone", "levels_wrong"} & set(all_zone_ids(crowd)), "nothing was stored"
 
-        with pytest.raises(grpc.RpcError) as denied:
-            sensors.upsert(zone("sensor_made"))
-        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.RpcError) as missing:
-            crowd.status("no_such_zone")
-        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as denied:
+        sensors.upsert(zone("sensor_made"))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as missing:
+        crowd.status("no_such_zone")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
-        for index in range(3):
-            crowd.upsert(zone(f"listed_{index}"))
-        listed = all_zone_ids(crowd, page_size=2)
-        assert listed == sorted(listed) and len(listed) == len(set(listed)), "each zone once, by zone id"
-        assert [z for z in listed if z.startswith("listed_")] == ["listed_0", "listed_1", "listed_2"]
-        with pytest.raises(grpc.RpcError) as bad_token:
-            crowd.stub.ListZones(pb.ListZonesRequest(page_token="nonsense"), metadata=crowd.metadata, timeout=10)
-        assert bad_token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        crowd.close()
-        sensors.close()
+    for index in range(3):
+        crowd.upsert(zone(f"listed_{index}"))
+    listed = all_zone_ids(crowd, page_size=2)
+    assert listed == sorted(listed) and len(listed) == len(set(listed)), "each zone once, by zone id"
+    assert [z for z in listed if z.startswith("listed_")] == ["listed_0", "listed_1", "listed_2"]
+    with pytest.raises(grpc.RpcError) as bad_token:
+        crowd.stub.ListZones(pb.ListZonesRequest(page_token="nonsense"), metadata=crowd.metadata, timeout=10)
+    assert bad_token.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def surge(
@@ -320,12 +332,10 @@ def surge(
 
 
 def test_a_surge_raises_three_two_one_and_lowers_back_with_one_event_per_change(
-    mesh: tuple[ServiceEnv, str],
+    mesh: tuple[ServiceEnv, str], crowd: Crowd, publisher: Publisher
 ) -> None:
-    env, amqp = mesh
-    crowd = Crowd(env)
+    _, amqp = mesh
     events = Integrator(amqp, "crowd.events", "level_changed")
-    publisher = Publisher(amqp)
     try:
         crowd.upsert(zone("hubin", capacity=10_000, min_dwell=duration(300)))
         # An evening at the fountain, one step a minute over the last ~2 hours: the crowd builds to
@@ -371,14 +381,9 @@ def test_a_surge_raises_three_two_one_and_lowers_back_with_one_event_per_change(
         assert list(status.active_measures) == []
     finally:
         events.close()
-        publisher.close()
-        crowd.close()
 
 
-def test_watchers_see_a_snapshot_then_each_level_change(mesh: tuple[ServiceEnv, str]) -> None:
-    env, amqp = mesh
-    crowd = Crowd(env)
-    publisher = Publisher(amqp)
+def test_watchers_see_a_snapshot_then_each_level_change(crowd: Crowd, publisher: Publisher) -> None:
     crowd.upsert(zone("lake", capacity=100))
     crowd.upsert(zone("other", capacity=100))
     received: list[pb.WatchZonesResponse] = []
@@ -409,14 +414,12 @@ def test_watchers_see_a_snapshot_then_each_level_change(mesh: tuple[ServiceEnv, 
     finally:
         stream.cancel()
         thread.join(5)
-        publisher.close()
-        crowd.close()
 
 
-def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(mesh: tuple[ServiceEnv, str]) -> None:
+def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(
+    mesh: tuple[ServiceEnv, str], crowd: Crowd, sensors: Crowd
+) -> None:
     env, amqp = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
     silent = Integrator(amqp, "crowd.events", "sensor_silent")
     try:
         crowd.upsert(zone("square", capacity=1000, silence_after=duration(60)))
@@ -463,8 +466,6 @@ def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(mesh: tuple[S
         assert [e for e in later if e.zone_id == "square"] == [], "one event per silence"
     finally:
         silent.close()
-        crowd.close()
-        sensors.close()
 
 
 @pytest.mark.timeout(300)
@@ -529,97 +530,81 @@ def _publish_all(amqp: str, readings: Sequence[pb.SensorReading]) -> None:
         publisher.close()
 
 
-def test_a_held_down_move_is_made_by_the_timer_once_the_dwell_has_passed(mesh: tuple[ServiceEnv, str]) -> None:
-    env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        crowd.upsert(zone("pier", capacity=100, min_dwell=duration(3)))
-        now = datetime.datetime.now(UTC)
-        sensors.report([[reading("pier", "gate", 1, now, delta=70), reading("pier", "gate", 2, now, delta=-40)]])
-        status = crowd.status("pier")
-        assert (status.occupancy, status.level) == (30, pb.RESPONSE_LEVEL_III), "held: the dwell has not passed"
-        wait_for(lambda: crowd.status("pier").level == pb.RESPONSE_LEVEL_NONE, timeout=15)
-        lowered = crowd.status("pier").level_since.ToDatetime(UTC)
-        assert lowered - status.level_since.ToDatetime(UTC) >= datetime.timedelta(seconds=3)
-    finally:
-        crowd.close()
-        sensors.close()
+def test_a_held_down_move_is_made_by_the_timer_once_the_dwell_has_passed(crowd: Crowd, sensors: Crowd) -> None:
+    crowd.upsert(zone("pier", capacity=100, min_dwell=duration(3)))
+    now = datetime.datetime.now(UTC)
+    sensors.report([[reading("pier", "gate", 1, now, delta=70), reading("pier", "gate", 2, now, delta=-40)]])
+    status = crowd.status("pier")
+    assert (status.occupancy, status.level) == (30, pb.RESPONSE_LEVEL_III), "held: the dwell has not passed"
+    wait_for(lambda: crowd.status("pier").level == pb.RESPONSE_LEVEL_NONE, timeout=15)
+    lowered = crowd.status("pier").level_since.ToDatetime(UTC)
+    assert lowered - status.level_since.ToDatetime(UTC) >= datetime.timedelta(seconds=3)
 
 
-def test_history_and_forecast_over_grpc(mesh: tuple[ServiceEnv, str]) -> None:
-    env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        show = pb.ScheduleEntry(name="音乐喷泉", start_time="19:00", duration=duration(900))
-        crowd.upsert(zone("fountain", capacity=1000, min_dwell=duration(600), schedule=[show]))
-        # Three evenings replayed, 5-minute steps (Asia/Shanghai days): the second one's show
-        # draws a crowd past 80% for half an hour, the others stay below 60%.
-        today = datetime.datetime.now(UTC).astimezone(SHANGHAI).date()
-        first_day = today - datetime.timedelta(days=3)
-        start = datetime.datetime.combine(first_day, datetime.time(0), tzinfo=SHANGHAI).astimezone(UTC)
-        step = datetime.timedelta(minutes=5)
-        profile = []
-        for day in range(3):
-            for index in range(288):
-                minute = index * 5
-                evening = 18 * 60 + 30 <= minute < 19 * 60 + 30
-                profile.append((850 if day == 1 else 500) if evening else 200)
-        readings = surge("fountain", start, profile, step)
-        response = sensors.report([readings[i : i + 500] for i in range(0, len(readings), 500)])
-        assert response.accepted == len(readings) and response.rejected == 0
+def test_history_and_forecast_over_grpc(crowd: Crowd, sensors: Crowd) -> None:
+    show = pb.ScheduleEntry(name="音乐喷泉", start_time="19:00", duration=duration(900))
+    crowd.upsert(zone("fountain", capacity=1000, min_dwell=duration(600), schedule=[show]))
+    # Three evenings replayed, 5-minute steps (Asia/Shanghai days): the second one's show
+    # draws a crowd past 80% for half an hour, the others stay below 60%.
+    today = datetime.datetime.now(UTC).astimezone(SHANGHAI).date()
+    first_day = today - datetime.timedelta(days=3)
+    start = datetime.datetime.combine(first_day, datetime.time(0), tzinfo=SHANGHAI).astimezone(UTC)
+    step = datetime.timedelta(minutes=5)
+    profile = []
+    for day in range(3):
+        for index in range(288):
+            minute = index * 5
+            evening = 18 * 60 + 30 <= minute < 19 * 60 + 30
+            profile.append((850 if day == 1 else 500) if evening else 200)
+    readings = surge("fountain", start, profile, step)
+    response = sensors.report([readings[i : i + 500] for i in range(0, len(readings), 500)])
+    assert response.accepted == len(readings) and response.rejected == 0
 
-        history = crowd.stub.GetZoneHistory(
-            pb.GetZoneHistoryRequest(zone_id="fountain", start_time=_ts(start), end_time=_ts(start + 3 * 288 * step)),
-            metadata=crowd.metadata,
-            timeout=30,
-        )
-        second = (first_day + datetime.timedelta(days=1)).isoformat()
-        assert list(history.barrier_days) == [second] and history.barrier_day_count == 1
-        assert [d.date for d in history.days] == [
-            (first_day + datetime.timedelta(days=i)).isoformat() for i in range(3)
-        ]
-        assert sum(d.duration.ToTimedelta().total_seconds() for d in history.time_at_level) == 3 * 86400
-        assert history.peak.occupancy == 850 and history.peak.level == pb.RESPONSE_LEVEL_II
-        assert history.level_changes == 2, "the second evening: NONE -> II, then II -> NONE; the others: none"
-        assert [d.max_level for d in history.days] == [
-            pb.RESPONSE_LEVEL_NONE,
-            pb.RESPONSE_LEVEL_II,
-            pb.RESPONSE_LEVEL_NONE,
-        ]
+    history = crowd.stub.GetZoneHistory(
+        pb.GetZoneHistoryRequest(zone_id="fountain", start_time=_ts(start), end_time=_ts(start + 3 * 288 * step)),
+        metadata=crowd.metadata,
+        timeout=30,
+    )
+    second = (first_day + datetime.timedelta(days=1)).isoformat()
+    assert list(history.barrier_days) == [second] and history.barrier_day_count == 1
+    assert [d.date for d in history.days] == [(first_day + datetime.timedelta(days=i)).isoformat() for i in range(3)]
+    assert sum(d.duration.ToTimedelta().total_seconds() for d in history.time_at_level) == 3 * 86400
+    assert history.peak.occupancy == 850 and history.peak.level == pb.RESPONSE_LEVEL_II
+    assert history.level_changes == 2, "the second evening: NONE -> II, then II -> NONE; the others: none"
+    assert [d.max_level for d in history.days] == [
+        pb.RESPONSE_LEVEL_NONE,
+        pb.RESPONSE_LEVEL_II,
+        pb.RESPONSE_LEVEL_NONE,
+    ]
 
-        forecast = crowd.stub.Forecast(
-            pb.ForecastRequest(zone_id="fountain", horizon_minutes=120, step_minutes=10),
-            metadata=crowd.metadata,
-            timeout=30,
-        )
-        assert len(forecast.points) == 12
-        times = [p.at.ToDatetime(UTC) for p in forecast.points]
-        assert times == sorted(times) and times[1] - times[0] == datetime.timedelta(minutes=10)
-        assert all(p.low_occupancy <= p.expected_occupancy <= p.high_occupancy for p in forecast.points)
-        assert forecast.peak.expected_occupancy == max(p.expected_occupancy for p in forecast.points)
+    forecast = crowd.stub.Forecast(
+        pb.ForecastRequest(zone_id="fountain", horizon_minutes=120, step_minutes=10),
+        metadata=crowd.metadata,
+        timeout=30,
+    )
+    assert len(forecast.points) == 12
+    times = [p.at.ToDatetime(UTC) for p in forecast.points]
+    assert times == sorted(times) and times[1] - times[0] == datetime.timedelta(minutes=10)
+    assert all(p.low_occupancy <= p.expected_occupancy <= p.high_occupancy for p in forecast.points)
+    assert forecast.peak.expected_occupancy == max(p.expected_occupancy for p in forecast.points)
 
-        for request, field in [
-            (pb.ForecastRequest(zone_id="fountain", horizon_minutes=0), "horizon_minutes"),
-            (pb.ForecastRequest(zone_id="fountain", horizon_minutes=60, step_minutes=90), "step_minutes"),
-        ]:
-            with pytest.raises(grpc.RpcError) as refused:
-                crowd.stub.Forecast(request, metadata=crowd.metadata, timeout=10)
-            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert refused.value.details().startswith(field), refused.value.details()
+    for request, field in [
+        (pb.ForecastRequest(zone_id="fountain", horizon_minutes=0), "horizon_minutes"),
+        (pb.ForecastRequest(zone_id="fountain", horizon_minutes=60, step_minutes=90), "step_minutes"),
+    ]:
         with pytest.raises(grpc.RpcError) as refused:
-            crowd.stub.GetZoneHistory(
-                pb.GetZoneHistoryRequest(
-                    zone_id="fountain", start_time=_ts(start), end_time=_ts(start + datetime.timedelta(days=401))
-                ),
-                metadata=crowd.metadata,
-                timeout=10,
-            )
+            crowd.stub.Forecast(request, metadata=crowd.metadata, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        crowd.close()
-        sensors.close()
+        assert refused.value.details().startswith(field), refused.value.details()
+    with pytest.raises(grpc.RpcError) as refused:
+        crowd.stub.GetZoneHistory(
+            pb.GetZoneHistoryRequest(
+                zone_id="fountain", start_time=_ts(start), end_time=_ts(start + datetime.timedelta(days=401))
+            ),
+            metadata=crowd.metadata,
+            timeout=10,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _ts(moment: datetime.datetime) -> Timestamp:
@@ -629,32 +614,24 @@ def _ts(moment: datetime.datetime) -> Timestamp:
 
 
 def test_a_message_that_is_not_a_reading_is_refused_counted_and_never_redelivered(
-    mesh: tuple[ServiceEnv, str],
+    mesh: tuple[ServiceEnv, str], crowd: Crowd, publisher: Publisher
 ) -> None:
-    env, amqp = mesh
-    crowd = Crowd(env)
-    publisher = Publisher(amqp)
-    try:
-        crowd.upsert(zone("quay", capacity=100))
-        port = env.ports["crowd"]["ingest_metrics"]
-        refused_before = metric(port, "govmesh_crowd_readings_rejected_total", 'reason="missing_field"')
-        rejected_before = metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"')
-        publisher.publish_raw("quay", b"{not json")
-        publisher.publish_raw("quay", b'{"zoneId": "quay", "colour": "red"}')
-        publisher.publish([reading("quay", "gate", 1, datetime.datetime.now(UTC), delta=12)])
-        wait_for(lambda: crowd.status("quay").occupancy == 12, timeout=15)
-        wait_for(
-            lambda: (
-                metric(port, "govmesh_crowd_readings_rejected_total", 'reason="missing_field"') == refused_before + 2
-            ),
-            timeout=10,
-        )
-        time.sleep(1)
-        rejected = metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"') - rejected_before
-        assert rejected == 2, "counted once each, never redelivered"
-    finally:
-        publisher.close()
-        crowd.close()
+    env, _ = mesh
+    crowd.upsert(zone("quay", capacity=100))
+    port = env.ports["crowd"]["ingest_metrics"]
+    refused_before = metric(port, "govmesh_crowd_readings_rejected_total", 'reason="missing_field"')
+    rejected_before = metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"')
+    publisher.publish_raw("quay", b"{not json")
+    publisher.publish_raw("quay", b'{"zoneId": "quay", "colour": "red"}')
+    publisher.publish([reading("quay", "gate", 1, datetime.datetime.now(UTC), delta=12)])
+    wait_for(lambda: crowd.status("quay").occupancy == 12, timeout=15)
+    wait_for(
+        lambda: metric(port, "govmesh_crowd_readings_rejected_total", 'reason="missing_field"') == refused_before + 2,
+        timeout=10,
+    )
+    time.sleep(1)
+    rejected = metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"') - rejected_before
+    assert rejected == 2, "counted once each, never redelivered"
 
 
 @pytest.mark.timeout(300)
@@ -686,104 +663,90 @@ def test_a_standby_ingest_process_takes_over_the_shards_of_one_that_died(databas
             env.stop_all()
 
 
-def test_absurd_requests_are_refused_naming_the_field_never_internal(mesh: tuple[ServiceEnv, str]) -> None:
-    env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        crowd.upsert(zone("absurd", capacity=100))
+def test_absurd_requests_are_refused_naming_the_field_never_internal(crowd: Crowd, sensors: Crowd) -> None:
+    crowd.upsert(zone("absurd", capacity=100))
 
-        def refused(call: object, *args: object) -> grpc.RpcError:
-            with pytest.raises(grpc.RpcError) as error:
-                call(*args)  # type: ignore[operator]
-            return error.value
+    def refused(call: object, *args: object) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as error:
+            call(*args)  # type: ignore[operator]
+        return error.value
 
-        huge = Duration(seconds=2**62)
-        for field, bad in [
-            ("zone.min_dwell", zone("absurd", min_dwell=huge)),
-            ("zone.silence_after", zone("absurd", silence_after=huge)),
-            ("zone.name_zh", zone("absurd", name_zh="湖滨\x00喷泉")),
-        ]:
-            error = refused(crowd.upsert, bad)
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field), (
-                field,
-                error.details(),
-            )
-        for request, field in [
-            (
-                pb.GetZoneHistoryRequest(
-                    zone_id="absurd",
-                    start_time=Timestamp(seconds=-62135596800),
-                    end_time=_ts(datetime.datetime.now(UTC)),
-                ),
-                "start_time",
-            ),
-            (
-                pb.GetZoneHistoryRequest(
-                    zone_id="absurd",
-                    start_time=_ts(datetime.datetime.now(UTC)),
-                    end_time=Timestamp(seconds=253402300799),
-                ),
-                "end_time",
-            ),
-        ]:
-            error = refused(crowd.stub.GetZoneHistory, request, None, crowd.metadata, None, 10)
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field)
-        for zone_id in ["no\x00zone", "x" * 100_000]:
-            error = refused(crowd.status, zone_id)
-            assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 200
-        stream = crowd.stub.WatchZones(
-            pb.WatchZonesRequest(zone_ids=["absurd"], min_interval=huge), metadata=crowd.metadata, timeout=10
+    huge = Duration(seconds=2**62)
+    for field, bad in [
+        ("zone.min_dwell", zone("absurd", min_dwell=huge)),
+        ("zone.silence_after", zone("absurd", silence_after=huge)),
+        ("zone.name_zh", zone("absurd", name_zh="湖滨\x00喷泉")),
+    ]:
+        error = refused(crowd.upsert, bad)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field), (
+            field,
+            error.details(),
         )
-        error = refused(next, stream)
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("min_interval")
+    for request, field in [
+        (
+            pb.GetZoneHistoryRequest(
+                zone_id="absurd",
+                start_time=Timestamp(seconds=-62135596800),
+                end_time=_ts(datetime.datetime.now(UTC)),
+            ),
+            "start_time",
+        ),
+        (
+            pb.GetZoneHistoryRequest(
+                zone_id="absurd",
+                start_time=_ts(datetime.datetime.now(UTC)),
+                end_time=Timestamp(seconds=253402300799),
+            ),
+            "end_time",
+        ),
+    ]:
+        error = refused(crowd.stub.GetZoneHistory, request, None, crowd.metadata, None, 10)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith(field)
+    for zone_id in ["no\x00zone", "x" * 100_000]:
+        error = refused(crowd.status, zone_id)
+        assert error.code() == grpc.StatusCode.NOT_FOUND and len(error.details()) < 200
+    stream = crowd.stub.WatchZones(
+        pb.WatchZonesRequest(zone_ids=["absurd"], min_interval=huge), metadata=crowd.metadata, timeout=10
+    )
+    error = refused(next, stream)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("min_interval")
 
-        now = datetime.datetime.now(UTC)
-        year_one = reading("absurd", "gate", 1, now, delta=5)
-        year_one.observed_at.seconds = -62135596800  # 0001-01-01, a sensor's zero time
-        beyond = reading("absurd", "gate", 2, now, delta=5)
-        beyond.observed_at.seconds = 2**62
-        nul = reading("no\x00zone", "gate", 1, now, delta=5)
-        good = reading("absurd", "gate", 3, now, delta=7)
-        response = sensors.report([[year_one, beyond, nul, good]])
-        assert (response.accepted, response.rejected) == (1, 3), "a bad reading does not fail the stream"
-        assert [r.reason for r in response.rejections] == [
-            pb.READING_REJECTION_REASON_TOO_OLD,
-            pb.READING_REJECTION_REASON_ABSURD_VALUE,
-            pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
+    now = datetime.datetime.now(UTC)
+    year_one = reading("absurd", "gate", 1, now, delta=5)
+    year_one.observed_at.seconds = -62135596800  # 0001-01-01, a sensor's zero time
+    beyond = reading("absurd", "gate", 2, now, delta=5)
+    beyond.observed_at.seconds = 2**62
+    nul = reading("no\x00zone", "gate", 1, now, delta=5)
+    good = reading("absurd", "gate", 3, now, delta=7)
+    response = sensors.report([[year_one, beyond, nul, good]])
+    assert (response.accepted, response.rejected) == (1, 3), "a bad reading does not fail the stream"
+    assert [r.reason for r in response.rejections] == [
+        pb.READING_REJECTION_REASON_TOO_OLD,
+        pb.READING_REJECTION_REASON_ABSURD_VALUE,
+        pb.READING_REJECTION_REASON_UNKNOWN_ZONE,
+    ]
+    assert crowd.status("absurd").occupancy == 7
+
+
+def test_a_blind_zone_holds_its_level_and_still_rises_on_the_last_counts(crowd: Crowd, sensors: Crowd) -> None:
+    crowd.upsert(zone("lakeshore", capacity=100, silence_after=duration(10)))
+    # The east gate died an hour ago; the west gate keeps counting arrivals, a minute apart:
+    # with one gate silent the gates' sum is no evidence (the zone is blind), yet arrivals keep
+    # raising what the sensors last counted.
+    hour_ago = datetime.datetime.now(UTC) - datetime.timedelta(hours=1)
+
+    def west(first: int, last: int) -> list[pb.SensorReading]:
+        return [
+            reading("lakeshore", "west", s, hour_ago + datetime.timedelta(minutes=s), delta=10)
+            for s in range(first, last + 1)
         ]
-        assert crowd.status("absurd").occupancy == 7
-    finally:
-        crowd.close()
-        sensors.close()
 
-
-def test_a_blind_zone_holds_its_level_and_still_rises_on_the_last_counts(mesh: tuple[ServiceEnv, str]) -> None:
-    env, _ = mesh
-    crowd = Crowd(env)
-    sensors = Crowd(env, SENSORS)
-    try:
-        crowd.upsert(zone("lakeshore", capacity=100, silence_after=duration(10)))
-        # The east gate died an hour ago; the west gate keeps counting arrivals, a minute apart:
-        # with one gate silent the gates' sum is no evidence (the zone is blind), yet arrivals keep
-        # raising what the sensors last counted.
-        hour_ago = datetime.datetime.now(UTC) - datetime.timedelta(hours=1)
-
-        def west(first: int, last: int) -> list[pb.SensorReading]:
-            return [
-                reading("lakeshore", "west", s, hour_ago + datetime.timedelta(minutes=s), delta=10)
-                for s in range(first, last + 1)
-            ]
-
-        sensors.report([[reading("lakeshore", "east", 1, hour_ago, delta=20)], west(1, 4)])
-        status = crowd.status("lakeshore")
-        assert (status.sensors_healthy, status.sensors_total) == (1, 2)
-        assert (status.occupancy, status.level) == (0, pb.RESPONSE_LEVEL_III), "blind, and risen on 60 counted"
-        sensors.report([west(5, 9)])
-        assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "110 counted: level I"
-        leaving = reading("lakeshore", "west", 10, hour_ago + datetime.timedelta(minutes=40), delta=-100)
-        sensors.report([[leaving]])
-        assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "blind: never lowered on no evidence"
-    finally:
-        crowd.close()
-        sensors.close()
+    sensors.report([[reading("lakeshore", "east", 1, hour_ago, delta=20)], west(1, 4)])
+    status = crowd.status("lakeshore")
+    assert (status.sensors_healthy, status.sensors_total) == (1, 2)
+    assert (status.occupancy, status.level) == (0, pb.RESPONSE_LEVEL_III), "blind, and risen on 60 counted"
+    sensors.report([west(5, 9)])
+    assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "110 counted: level I"
+    leaving = reading("lakeshore", "west", 10, hour_ago + datetime.timedelta(minutes=40), delta=-100)
+    sensors.report([[leaving]])
+    assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "blind: never lowered on no evidence"
