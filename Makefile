@@ -87,7 +87,7 @@ lint: install
 test: lint
 	@scripts/ensure-broker
 	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL)"
-	@$(BIN)/pytest -p no:cacheprovider
+	@$(BIN)/pytest -p no:cacheprovider --durations=15
 
 bench: install
 	@scripts/ensure-broker
