@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -285,6 +286,12 @@ def identity_env(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[S
     yield env
     env.stop_all()
     assert_no_raw_identifiers(env.all_output(), "identity processes' output")
+
+
+def metrics_text(port: int) -> str:
+    """What a process's /metrics serves (Prometheus text format)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 15) -> None:

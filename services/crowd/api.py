@@ -128,9 +128,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                 wanted = [z for z, v in versions.items() if z not in sent or sent[z].version != v or sent[z].pending]
                 if not wanted:
                     continue
-            statuses = self.crowd.statuses(None if first else wanted)
-            if first and zone_ids is not None:
-                statuses = {z: s for z, s in statuses.items() if z in zone_ids}
+            statuses = self.crowd.statuses(zone_ids if first else wanted)
             first = False
             now = time.monotonic()
             for zone_id in sorted(statuses):

@@ -357,12 +357,9 @@ def _bucket_start(at: datetime.datetime) -> datetime.datetime:
 
 @dataclasses.dataclass
 class IngestReport:
-    """What one batch did, reading by reading (outcomes[i] is the i-th reading's), and the events
-    it queued."""
+    """What one batch did, reading by reading (outcomes[i] is the i-th reading's)."""
 
     outcomes: list[Outcome | RejectedReading]
-    events: list[Message]
-    level_changes: list[events_pb2.LevelChanged]
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for o in self.outcomes if o is outcome)
@@ -461,7 +458,7 @@ class CrowdApp:
         )
 
     def _configs(self, session: Session, zone_ids: Iterable[str]) -> dict[str, ZoneConfig]:
-        ids = sorted({z for z in zone_ids if zones.is_zone_id(z)})
+        ids = _zone_ids(zone_ids)
         rows = session.execute(sa.select(store.zones).where(store.zones.c.zone_id.in_(ids))).all() if ids else []
         return {row.zone_id: self._config(row) for row in rows}
 
@@ -495,16 +492,14 @@ class CrowdApp:
                 .with_for_update()
             ).all()
 
-    def _load(
-        self, session: Session, configs: dict[str, ZoneConfig], wall_now: datetime.datetime, lock: bool
-    ) -> dict[str, _Zone]:
+    def _load(self, session: Session, configs: dict[str, ZoneConfig], wall_now: datetime.datetime) -> dict[str, _Zone]:
+        """The zones' live state (writers lock the rows first, with _lock_live)."""
         ids = sorted(configs)
         if not ids:
             return {}
-        query = sa.select(store.live).where(store.live.c.zone_id.in_(ids)).order_by(store.live.c.zone_id)
-        if lock:
-            query = query.with_for_update()
-        live_rows = session.execute(query).all()
+        live_rows = session.execute(
+            sa.select(store.live).where(store.live.c.zone_id.in_(ids)).order_by(store.live.c.zone_id)
+        ).all()
         sensors: dict[str, dict[str, SensorState]] = defaultdict(dict)
         for row in session.execute(sa.select(store.sensors).where(store.sensors.c.zone_id.in_(ids))).all():
             sensors[row.zone_id][row.sensor_id] = _sensor_from_row(row)
@@ -702,7 +697,7 @@ class CrowdApp:
             # Locked before the configurations are read, so an UpsertZone that commits meanwhile
             # is seen whole (its new thresholds decide these readings).
             self._lock_live(session, zone_ids)
-            loaded = self._load(session, self._configs(session, zone_ids), now, lock=False)
+            loaded = self._load(session, self._configs(session, zone_ids), now)
             changes: list[dict[str, object]] = []
             buckets: dict[tuple[str, datetime.datetime], _Bucket] = {}
             applied: dict[str, int] = defaultdict(int)
@@ -744,11 +739,7 @@ class CrowdApp:
                 self.outbox.add_many(session, events)
         if events:
             self.on_events([event for event, _ in events])
-        return IngestReport(
-            outcomes=outcomes,
-            events=[event for event, _ in events],
-            level_changes=[e for e, _ in events if isinstance(e, events_pb2.LevelChanged)],
-        )
+        return IngestReport(outcomes=outcomes)
 
     def _store_buckets(self, session: Session, buckets: dict[tuple[str, datetime.datetime], _Bucket]) -> None:
         if not buckets:
@@ -826,7 +817,7 @@ class CrowdApp:
         events: list[tuple[Message, str]] = []
         with self.db.transaction() as session:
             self._lock_live(session, [zone_id])
-            zone = self._load(session, self._configs(session, [zone_id]), now, lock=False).get(zone_id)
+            zone = self._load(session, self._configs(session, [zone_id]), now).get(zone_id)
             if zone is None:
                 return 0
             for silence in occupancy.tick(zone.config, zone.live, now).silences:
@@ -856,19 +847,11 @@ class CrowdApp:
         with self.db.read() as session:
             query = sa.select(store.zones)
             if zone_ids is not None:
-                query = query.where(store.zones.c.zone_id.in_(sorted({z for z in zone_ids if zones.is_zone_id(z)})))
+                query = query.where(store.zones.c.zone_id.in_(_zone_ids(zone_ids)))
             configs = {row.zone_id: self._config(row) for row in session.execute(query).all()}
-            loaded = self._load(session, configs, self.clock(), lock=False)
-            updated = {
-                row.zone_id: as_utc(row.updated_at)
-                for row in session.execute(
-                    sa.select(store.live.c.zone_id, store.live.c.updated_at).where(
-                        store.live.c.zone_id.in_(sorted(configs))
-                    )
-                ).all()
-            }
+            loaded = self._load(session, configs, self.clock())
         return {
-            zone_id: (zone.version, _status_pb(zone, updated[zone_id] if zone.readings_applied else None))
+            zone_id: (zone.version, _status_pb(zone, zone.updated_at if zone.readings_applied else None))
             for zone_id, zone in loaded.items()
         }
 
@@ -876,7 +859,7 @@ class CrowdApp:
         """Each zone's version, cheaply: what WatchZones polls."""
         query = sa.select(store.live.c.zone_id, store.live.c.version)
         if zone_ids is not None:
-            query = query.where(store.live.c.zone_id.in_(sorted({z for z in zone_ids if zones.is_zone_id(z)})))
+            query = query.where(store.live.c.zone_id.in_(_zone_ids(zone_ids)))
         with self.db.read() as session:
             return {row.zone_id: int(row.version) for row in session.execute(query).all()}
 
@@ -964,7 +947,7 @@ class CrowdApp:
         wall_now = self.clock()
         with self.db.read() as session:
             config = self._require_config(session, request.zone_id)
-            zone = self._load(session, {config.zone_id: config}, wall_now, lock=False)[config.zone_id]
+            zone = self._load(session, {config.zone_id: config}, wall_now)[config.zone_id]
             now = occupancy.zone_now(zone.live, wall_now)
             buckets = self._buckets(
                 session, config.zone_id, now - datetime.timedelta(days=forecasting.LOOKBACK_DAYS + 2), now
@@ -1087,3 +1070,8 @@ def _point_pb(point: forecasting.ForecastPoint) -> pb.ForecastPoint:
 def _shown(value: str) -> str:
     """An id as an error message quotes it: a caller's megabyte of text is not echoed back."""
     return repr(value if len(value) <= 64 else value[:64] + "...")
+
+
+def _zone_ids(values: Iterable[str]) -> list[str]:
+    """The ids that can name a zone, sorted, once each: anything else is looked up nowhere."""
+    return sorted({value for value in values if zones.is_zone_id(value)})

@@ -379,7 +379,9 @@ class _Stopping(Exception):
 
 
 def run(settings: Settings) -> None:
-    """Run the readings consumer until SIGTERM or Ctrl-C."""
+    """Run the readings consumer until SIGTERM or Ctrl-C. The consumer declares the topology as
+    it connects, so a broker without the consistent-hash plugin stops the process at once with
+    the fix in the StartupError; a broker not answering yet is waited for."""
     import os
 
     sharding = Sharding.from_environment(dict(os.environ))
@@ -387,20 +389,6 @@ def run(settings: Settings) -> None:
     metrics.prime("broker")
     govmesh_metrics.serve(settings.bind_host, settings.ingest_metrics_port)
     consumer = ReadingsConsumer(settings, db, sharding)
-    # The topology is checked before anything else, so a broker without the plugin stops the
-    # process at once with the fix in its message.
-    try:
-        connection = connect(settings.amqp_uri, "govmesh-crowd-ingest-topology")
-    except BrokerUnavailable as exc:
-        log.warning("broker not reachable yet (the consumer keeps trying): %s", exc)
-    else:
-        try:
-            declare_topology(connection.channel(), sharding.shards)
-        finally:
-            try:
-                connection.close()
-            except (OSError, amqp.exceptions.AMQPError):
-                pass
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping (signal %d): finishing the batch in hand", signum)

@@ -45,7 +45,6 @@ import re
 import statistics
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
@@ -61,7 +60,7 @@ from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
 from services.crowd.app import EVENT_RELAY_INTERVAL, reading_from_pb
 from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
-from tests.conftest import PostgresDatabases, Process, ServiceEnv, free_port, virtual_host
+from tests.conftest import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host
 from tests.service.test_crowd import Crowd, duration, reading, start_crowd, zone
 
 UTC = datetime.UTC
@@ -236,8 +235,7 @@ def ingest_counters(port: int) -> dict[str, float] | None:
     """The ingest process's readings by outcome, and batch_sum / batch_count; None while it does
     not answer yet."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = metrics_text(port)
     except OSError:
         return None
     counters = {outcome: float(value) for outcome, value in _READINGS.findall(text)}

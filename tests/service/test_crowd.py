@@ -11,7 +11,6 @@ import datetime
 import random
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from govmesh.clock import SHANGHAI
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
-from tests.conftest import Integrator, ServiceEnv, consumers, free_port, virtual_host, wait_for
+from tests.conftest import Integrator, ServiceEnv, consumers, free_port, metrics_text, virtual_host, wait_for
 from tests.people import wait_serving
 
 OPERATOR = "city_brain"
@@ -216,8 +215,7 @@ def level_events(
 
 
 def metric(port: int, name: str, labels: str = "") -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = metrics_text(port)
     series = f"{name}{{{labels}}}" if labels else name
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")]
     assert values, f"no {series} in the metrics"

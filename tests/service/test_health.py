@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.conftest import (
     ServiceEnv,
     assert_no_raw_identifiers,
     consumers,
+    metrics_text,
     virtual_host,
     wait_for,
 )
@@ -199,10 +199,6 @@ def accesses(env: ServiceEnv, subject_id: str) -> list[records_pb2.AccessEntry]:
         records_pb2.ListAccessesRequest(subject_id=subject_id, page_size=500), metadata=metadata, timeout=10
     )
     return list(page.entries)
-
-
-def metrics_text(port: int) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import datetime
 import itertools
 import re
 import threading
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -49,6 +48,7 @@ from tests.conftest import (
     PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
+    metrics_text,
     virtual_host,
     wait_for,
 )
@@ -541,7 +541,7 @@ def test_a_redelivered_bill_defaulted_event_leaves_one_default_record_in_records
 def ingested(env: ServiceEnv, outcome: str) -> float:
     """Records' worker's count of department records taken from the broker with ``outcome``."""
     port = env.ports["records"]["worker_metrics"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = metrics_text(port)
     found = re.search(
         rf'^govmesh_records_ingested_total\{{channel="broker",outcome="{outcome}"\}} (\S+)$', text, re.MULTILINE
     )

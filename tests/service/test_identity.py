@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import urllib.request
 import uuid
 
 import grpc
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests import people
-from tests.conftest import ServiceEnv, call_nameko_rpc, consumers, wait_for
+from tests.conftest import ServiceEnv, call_nameko_rpc, consumers, metrics_text, wait_for
 from tests.people import (
     ENTERPRISE,
     LEGACY_15,
@@ -241,21 +240,16 @@ def test_sigterm_drains_and_exits_cleanly(running: ServiceEnv) -> None:
     assert '"stopped"' in api.logs()
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
-
-
 def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
     client = Client(running)
     client.register(ZHUJI_RESIDENT)
     with pytest.raises(grpc.RpcError):
         client.resolve(identifier=XU_WEI)
-    metrics = scrape(running.api_metrics_port)
+    metrics = metrics_text(running.api_metrics_port)
     assert 'govmesh_grpc_requests_total{code="OK",method="RegisterSubject",service="identity"} 1.0' in metrics
     assert 'govmesh_grpc_requests_total{code="NOT_FOUND",method="ResolveSubject",service="identity"} 1.0' in metrics
     assert 'govmesh_identity_registrations_total{created="true",kind="resident"} 1.0' in metrics
-    worker_metrics = scrape(running.worker_metrics_port)
+    worker_metrics = metrics_text(running.worker_metrics_port)
     assert 'govmesh_outbox_backlog{service="identity"}' in worker_metrics
 
 
@@ -272,7 +266,7 @@ def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, 
     events = integrator.receive(len(RAW_IDS) - 1)  # the legacy number and its 18-digit form are one subject
     assert len(events) == len(RAW_IDS) - 1
     time.sleep(0.5)  # let the console exporter flush the last spans
-    output = running.all_output() + scrape(running.api_metrics_port) + scrape(running.worker_metrics_port)
+    output = running.all_output() + metrics_text(running.api_metrics_port) + metrics_text(running.worker_metrics_port)
     output += "".join(body.decode() + json.dumps(props.headers) for _, props, body in events)
     assert '"trace_id"' in running.all_output()  # logs carry trace ids
     assert '"kind": "SpanKind.SERVER"' in running.all_output()  # spans were exported and are checked
