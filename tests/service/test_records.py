@@ -21,9 +21,8 @@ from google.protobuf import json_format
 from govmesh.auth import Policy
 from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.conftest import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, wait_for
+from tests.conftest import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, metrics_text, wait_for
 from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
-from tests.service.test_identity import scrape
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -389,7 +388,7 @@ def test_the_citizen_sees_who_read_their_data_and_anyone_can_check_the_trail(mes
     assert [e.caller_id for e in page.entries] == ["education", "transport", "transport"]  # newest first
     assert page.entries[0].outcome == records_pb2.ACCESS_OUTCOME_DENIED
     assert page.entries[1].purpose.case_id == "网约车-2"
-    metrics = scrape(mesh.api_metrics_port)
+    metrics = metrics_text(mesh.api_metrics_port)
     assert (
         'govmesh_records_proofs_total{caller="transport",outcome="issued",proof_type="driving_licence"} 4.0' in metrics
     )
@@ -468,7 +467,7 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
                 dump.append(" ".join(map(str, row)))
     engine.dispose()
     text = "\n".join(dump) + "".join(body.decode() + json.dumps(p.headers) for _, p, body in received)
-    text += scrape(mesh.api_metrics_port) + scrape(mesh.worker_metrics_port)
+    text += metrics_text(mesh.api_metrics_port) + metrics_text(mesh.worker_metrics_port)
     for raw in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
         assert raw not in text and raw.lower() not in text
     assert_no_raw_identifiers(text, "records database and events")
