@@ -5,9 +5,13 @@
   govmesh ingest crowd       run crowd's readings consumer (batched, per-zone order)
   govmesh migrate [SERVICE]  apply database migrations (all services when none is named)
   govmesh dev-token CALLER   print a bearer token for a caller of the policy
+  govmesh SERVICE TOOL       a service's own tools (services/<service>/tools: seeders, simulators)
 
 The worker path imports nothing but the standard library before eventlet patches it: grpcio
-must never be loaded in a patched process (ARCHITECTURE.md, Process model).
+must never be loaded in a patched process (ARCHITECTURE.md, Process model). Services are found
+by name through config.SERVICES, never imported here: the command line reads each service's
+ENVIRONMENT and `tools` package (both import only the standard library) and runs its api,
+worker and ingest modules.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, cast
 
 from govmesh import config
 from govmesh.errors import StartupError
@@ -111,6 +118,10 @@ def _has_migrations(service: str) -> bool:
     return (config.ROOT / "services" / service / "migrations" / "env.py").exists()
 
 
+def _has_module(service: str, module: str) -> bool:
+    return (config.ROOT / "services" / service / f"{module}.py").exists()
+
+
 def cmd_dev_token(args: argparse.Namespace) -> int:
     from govmesh import auth
 
@@ -126,40 +137,53 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_records_seed(args: argparse.Namespace) -> int:
-    from services.records import seed
-
-    return seed.main(_settings("records"), args)
-
-
-def cmd_health_simulate(args: argparse.Namespace) -> int:
-    from services.health import simulate
-
-    return simulate.main(_settings("health"), args)
+def _service_environment(service: str) -> str:
+    """The variables a service reads beyond the shared ones (its package's ENVIRONMENT)."""
+    return str(getattr(importlib.import_module(f"services.{service}"), "ENVIRONMENT", ""))
 
 
-def cmd_crowd_simulate(args: argparse.Namespace) -> int:
-    from services.crowd import simulate
+def environment_doc() -> str:
+    """Every variable any process reads: the runtime's, then each service's own."""
+    sections = [config.ENVIRONMENT_DOC]
+    sections += [doc for doc in map(_service_environment, config.SERVICES) if doc]
+    return "".join(sections)
 
-    return simulate.main(_settings("crowd"), args)
+
+def _service_tools(service: str) -> ModuleType | None:
+    """services.<service>.tools, where a service has tools (seeders, simulators)."""
+    name = f"services.{service}.tools"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+
+
+def _run_tool(service: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        result: int = args.run(_settings(service), args)
+        return result
+
+    return run
 
 
 def parser() -> argparse.ArgumentParser:
+    epilog = environment_doc()
     top = argparse.ArgumentParser(
         prog="govmesh",
         description="govmesh: an event-driven microservices mesh for a provincial digital government.",
-        epilog=config.ENVIRONMENT_DOC,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=config.ENVIRONMENT_DOC,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    def command(name: str, help_: str, parent: Any = commands) -> argparse.ArgumentParser:
+        return cast(
+            argparse.ArgumentParser,
+            parent.add_parser(
+                name, help=help_, description=help_, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+            ),
         )
 
     api = command("api", "Run a service's gRPC api process (health, reflection, auth, metrics, tracing).")
@@ -172,10 +196,10 @@ def parser() -> argparse.ArgumentParser:
 
     ingest = command(
         "ingest",
-        "Run a service's high-rate ingestion process: crowd's sensor readings from the broker, applied in "
-        "batches in per-zone order.",
+        "Run a service's high-rate ingestion process (services/<service>/ingest.py): crowd's sensor readings "
+        "from the broker, applied in batches in per-zone order.",
     )
-    ingest.add_argument("service", choices=["crowd"])
+    ingest.add_argument("service", choices=[s for s in config.SERVICES if _has_module(s, "ingest")])
     ingest.set_defaults(func=cmd_ingest)
 
     migrate = command("migrate", "Apply database migrations (idempotent).")
@@ -186,80 +210,18 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("caller", help="a caller id of the policy file, e.g. demo-portal")
     token.add_argument("--ttl-minutes", type=int, default=None, help="lifetime (default: the policy's)")
     token.set_defaults(func=cmd_dev_token)
-    records = command("records", "Tools of the records service (the public data platform).")
-    records_tools = records.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    seed = records_tools.add_parser(
-        "seed",
-        help="Load a deterministic synthetic population through the real department feeds (needs `make run`).",
-        description="Generate residents and enterprises with valid identifiers and the records of every "
-        "department at realistic rates, and publish them department by department over PublishRecords, "
-        "as each department's own caller. Idempotent: a second run stores nothing new.",
-        epilog=config.ENVIRONMENT_DOC,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    seed.add_argument("--subjects", type=int, default=1000, help="how many residents and enterprises (default 1000)")
-    seed.add_argument("--seed", type=int, default=2019, help="the population's seed: same seed, same people")
-    seed.add_argument("--quiet", action="store_true", help="no progress bar")
-    seed.set_defaults(func=cmd_records_seed)
-    health = command("health", "Tools of the health service (medical credit: treat first, pay later).")
-    health_tools = health.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    simulate = health_tools.add_parser(
-        "simulate",
-        help="Run a population of patients through the real health service for D days (needs `make run` "
-        "with GOVMESH_CLOCK_OFFSET_FILE set).",
-        description="Publish city credit scores and insurance enrolments for N synthetic residents to records "
-        "(as demo-portal), enrol them in medical credit, and run D simulated days of outpatient visits and "
-        "admissions, charges, bills and payments (almost all on time, a few late, a very few never: defaults, "
-        "some repaid later) through health's gRPC api; then let the clock run until every bill is paid or "
-        "defaulted, and print the scheme's figures (health's GetStats) in the seed's terms.\n\n"
-        "Time: the simulator moves the services' clock forward one day at a time by writing the offset file "
-        "named by GOVMESH_CLOCK_OFFSET_FILE. The mesh must have been started with the same variable set, e.g.\n"
-        "  GOVMESH_CLOCK_OFFSET_FILE=$PWD/var/clock-offset make run\n"
-        "  GOVMESH_CLOCK_OFFSET_FILE=$PWD/var/clock-offset govmesh health simulate --patients 200 --days 30\n"
-        "Without it the command refuses to run. The clock only moves forward: never point it at production.",
-        epilog=config.ENVIRONMENT_DOC,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    simulate.add_argument("--patients", type=int, required=True, metavar="N", help="how many residents")
-    simulate.add_argument("--days", type=int, required=True, metavar="D", help="how many days of visits")
-    simulate.add_argument("--seed", type=int, default=2019, help="the population's seed: same seed, same people")
-    simulate.add_argument(
-        "--default-share",
-        type=float,
-        default=0.004,
-        metavar="FRACTION",
-        help="share of bills never paid in time, i.e. defaults (default 0.004; half are repaid later)",
-    )
-    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
-    simulate.set_defaults(func=cmd_health_simulate)
-    crowd = command("crowd", "Tools of the crowd service (the city brain's crowd levels at West Lake).")
-    crowd_tools = crowd.add_subparsers(dest="tool", required=True, metavar="TOOL")
-    crowd_simulate = crowd_tools.add_parser(
-        "simulate",
-        help="Replay D days of the Hubin music fountain's sensors through the real crowd service (needs `make run`).",
-        description="Create a zone of its own (sim_<zone>_<YYYYMMDDHHMMSS>, configured like --zone if the crowd "
-        "service has it, else as the West Lake music fountain), publish D days of modelled sensor readings (seven "
-        "gate counters, two cameras and a phone-signal estimate every 5 minutes, with silences, re-sends and "
-        "late readings) to the broker exchange crowd.readings as the sensors' gateway, wait until the crowd "
-        "service has applied them, and print its history of the window (barrier days, time at each level, the "
-        "peak) beside the model's truth, a fixed calendar policy and the seed's figures (365 -> 36 barrier "
-        "days).\n\n"
-        "Time: the window is the D days ending yesterday (Asia/Shanghai), or D days from --start; the service "
-        "goes by the readings' own observation times, so no clock offset is needed and a past year replays as "
-        "fast as the mesh ingests it.",
-        epilog=config.ENVIRONMENT_DOC,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    crowd_simulate.add_argument("--zone", default="hubin", help="the zone whose configuration to copy (default hubin)")
-    crowd_simulate.add_argument(
-        "--days", type=int, default=365, metavar="D", help="how many days (default 365, at most 400)"
-    )
-    crowd_simulate.add_argument(
-        "--start", default=None, metavar="YYYY-MM-DD", help="the first day (default: D days before today)"
-    )
-    crowd_simulate.add_argument("--seed", type=int, default=2019, help="the model's seed: same seed, same crowds")
-    crowd_simulate.add_argument("--quiet", action="store_true", help="no progress bars")
-    crowd_simulate.set_defaults(func=cmd_crowd_simulate)
+
+    for service in config.SERVICES:
+        tools = _service_tools(service)
+        if tools is None:
+            continue
+        summary = (tools.__doc__ or f"Tools of the {service} service.").split("\n\n", 1)[0].replace("\n", " ")
+        service_command = command(service, summary)
+        tool_parsers = service_command.add_subparsers(dest="tool", required=True, metavar="TOOL")
+        tools.register(tool_parsers)
+        for tool in tool_parsers.choices.values():
+            tool.epilog, tool.formatter_class = epilog, argparse.RawDescriptionHelpFormatter
+        service_command.set_defaults(func=_run_tool(service))
     return top
 
 

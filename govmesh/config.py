@@ -1,8 +1,10 @@
 """Settings read from the environment, the same way by every process of every service.
 
 Every variable has a documented default so a fresh checkout runs with nothing set; `govmesh
-<command> --help` and the README list them. A service-specific variable (IDENTITY_GRPC_PORT)
-wins over the shared one (GRPC_PORT is deliberately absent: ports differ per service).
+<command> --help` and the README list them. These are the runtime's; a service documents the
+variables only it reads in its own package (services/<service>/__init__.py, ENVIRONMENT).
+A service-specific variable (IDENTITY_GRPC_PORT) wins over the shared one (GRPC_PORT is
+deliberately absent: ports differ per service).
 """
 
 from __future__ import annotations
@@ -28,20 +30,15 @@ environment (defaults in brackets):
   <SERVICE>_GRPC_TARGET       where other services call it [127.0.0.1:<SERVICE>_GRPC_PORT]
   <SERVICE>_API_METRICS_PORT  Prometheus port of the api process [9101..9105]
   <SERVICE>_WORKER_METRICS_PORT  Prometheus port of the worker process [9111..9115]
-  CROWD_INGEST_METRICS_PORT   Prometheus port of crowd's ingest process [9125]
-  CROWD_INGEST_SHARDS         shard queues of the readings stream, fixed per deployment [8]
-  CROWD_INGEST_COUNT, CROWD_INGEST_INDEX  ingest processes and this one's index: it consumes
-                              its share of the shards first, the rest as standby [1, 0]
+  <SERVICE>_INGEST_METRICS_PORT  Prometheus port of an ingest process (crowd's) [9121..9125]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
   OTEL_EXPORTER_OTLP_ENDPOINT where otlp sends spans [http://localhost:4317]
   LOG_LEVEL                   DEBUG | INFO | WARNING | ERROR [INFO]
-  APPROVALS_CASE_TYPES_DIR    the case type files [services/approvals/case_types]
-  APPROVALS_PROOF_TIMEOUT_SECONDS   how long the worker waits for records per proof [5]
-  APPROVALS_RETRY_SECONDS     first retry delay of a proof; doubles per attempt, at most 5 min [2]
-  APPROVALS_STALL_SECONDS     when the timer drives a case nobody is working on [30]
   GOVMESH_STARTUP_WAIT_SECONDS  how long a process waits for a service it needs at start [120]
+  GOVMESH_CLOCK_OFFSET_FILE   tests and simulators only: seconds to add to the services' clock,
+                              read from this file [unset: the real clock]
 """
 
 

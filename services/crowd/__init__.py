@@ -1,0 +1,11 @@
+"""Crowd: zones with capacity, sensor readings, occupancy, the three-level response with
+hysteresis, history and forecast.
+
+This package's top module imports nothing: `govmesh` reads ENVIRONMENT from it for its help
+in every process kind, before a worker's eventlet patches the standard library."""
+
+ENVIRONMENT = """\
+  CROWD_INGEST_SHARDS         shard queues of the readings stream, fixed per deployment [8]
+  CROWD_INGEST_COUNT, CROWD_INGEST_INDEX  ingest processes and this one's index: it consumes
+                              its share of the shards first, the rest as standby [1, 0]
+"""

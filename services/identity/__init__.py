@@ -1,0 +1,2 @@
+"""Identity: subjects (residents, enterprises), identifier validation, pseudonymous subject
+ids."""

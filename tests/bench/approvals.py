@@ -29,10 +29,10 @@ from govmesh import clock
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.approvals_scenarios import Scenario, scenarios
 from tests.bench.identity import report
-from tests.conftest import PostgresDatabases, ServiceEnv, virtual_host
-from tests.service.test_approvals import publish, start_mesh
+from tests.support.approvals_mesh import publish, start_mesh
+from tests.support.approvals_scenarios import Scenario, scenarios
+from tests.support.mesh import PostgresDatabases, ServiceEnv, virtual_host
 
 FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
 

@@ -60,8 +60,8 @@ from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
 from services.crowd.app import EVENT_RELAY_INTERVAL, reading_from_pb
 from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
-from tests.conftest import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host
-from tests.service.test_crowd import Crowd, duration, reading, start_crowd, zone
+from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
+from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host
 
 UTC = datetime.UTC
 GATES = 4

@@ -29,9 +29,8 @@ from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from govmesh.messaging import ConfirmingPublisher
 from govmesh.outbox import Outbox, OutboxRelay
 from services.identity import store
-from tests.conftest import AMQP_URI, ServiceEnv
-from tests.people import XU_WEI, resident_id
-from tests.service.test_identity import wait_serving
+from tests.support.mesh import AMQP_URI, ServiceEnv
+from tests.support.people import XU_WEI, resident_id, wait_serving
 
 
 class Bare(identity_pb2_grpc.IdentityServiceServicer):
@@ -67,7 +66,7 @@ def bench_grpc(calls: int, tmp: Path) -> None:
     env.migrate()
     env.process("api")
     try:
-        wait_serving(env.target)
+        wait_serving(env.target, "govmesh.identity.v1.IdentityService")
         metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
         request = identity_pb2.ValidateIdentifierRequest(identifier=XU_WEI)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as c1, grpc.insecure_channel(env.target) as c2:

@@ -15,7 +15,7 @@ import pytest
 
 from govmesh.db import Database, service_database
 from govmesh.logs import mask_identifiers
-from tests.conftest import Process, ServiceEnv, consumers, wait_for
+from tests.support.mesh import Process, ServiceEnv, consumers, wait_for
 
 QUEUE = "evt-identity-subject_registered--echotest.on_subject_registered"
 
@@ -30,7 +30,7 @@ def delete_queues(amqp_uri: str) -> None:
 
 class EchoProcess(Process):
     def start(self) -> Process:
-        self.args = ["-m", "tests.worker_support.run_echo"]
+        self.args = ["-m", "tests.support.echo_worker.run_echo"]
         import subprocess
 
         log = self.log_path.open("ab")

@@ -19,7 +19,7 @@ from govmesh.identity.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
 from govmesh.outbox import Outbox, OutboxRelay
 from services.identity import store
-from tests.conftest import Integrator
+from tests.support.mesh import Integrator
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 
 from services.approvals.casetypes import CaseTypeSpec, ProofTypeInfo, load_case_types
 from services.records.catalogue import DEPARTMENT_CODES
 from services.records.proofs import PROOF_TYPES
-
-CASE_TYPES_DIR = Path(__file__).resolve().parents[3] / "services" / "approvals" / "case_types"
+from tests.support.approvals_scenarios import CASE_TYPES_DIR
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from services.approvals.casetypes import (
 )
 from services.approvals.rules import referenced_claims
 from services.records.proofs import PROOF_TYPES, proof_type, resolve_parameters
-from tests.unit.approvals.conftest import CASE_TYPES_DIR
+from tests.support.approvals_scenarios import CASE_TYPES_DIR
 
 ZHUJI_UNIT = "330681001001GB00012F00010101"
 # A made-up resident number of the right shape: validate_parameters only checks its length,

@@ -1,4 +1,4 @@
-"""Every approvals scenario (tests/approvals_scenarios.py) proved in-process, the way the mesh
+"""Every approvals scenario (tests/support/approvals_scenarios.py) proved in-process, the way the mesh
 would decide it, with no service started: each record checked and stored as records does it,
 each proof's claims derived by records' own code with the proof parameters the case type asks
 for, read back as approvals reads a proof, and the case type's rules evaluated over them. So
@@ -14,15 +14,11 @@ import pytest
 
 from govmesh import typed_values as values
 from govmesh.clock import shanghai_date
-from govmesh.records.v1 import records_pb2
-from govmesh.texts import text_problem
 from services.approvals.casetypes import CaseTypeSpec, validate_parameters
 from services.approvals.rules import APPLICANT, RuleResult, Value, evaluate
 from services.identity.domain import validate_identifier
-from services.records import app as records_app
-from services.records import catalogue, proofs
-from services.records.catalogue import SubjectKind
-from tests.approvals_scenarios import Scenario, scenarios
+from services.records import proofs
+from tests.support.approvals_scenarios import Scenario, accepted, scenarios
 
 TODAY = shanghai_date()
 SCENARIOS = scenarios(TODAY)
@@ -35,39 +31,6 @@ OTHER_DAYS = [
 ]
 
 
-def accepted(record: records_pb2.DepartmentRecord, today: datetime.date) -> proofs.StoredRecord:
-    """``record`` as records stores it, after the checks records' publish makes (RecordsApp._check,
-    the identity lookup and the subject kind of the record type); AssertionError when records
-    would refuse it. The caller's right to publish for the department is not checked here."""
-    what = f"{record.department_code}/{record.record_type} {record.source_reference}"
-    assert catalogue.department(record.department_code) is not None, what
-    spec = catalogue.record_type(record.department_code, record.record_type)
-    assert spec is not None, what
-    assert record.WhichOneof("subject") == "subject_identifier", what
-    assert record.subject_display_name.strip(), f"{what}: identity registers a new subject by name"
-    identity = validate_identifier(record.subject_identifier, today)
-    assert identity.valid, f"{what}: {[p.message for p in identity.problems]}"
-    assert identity.normalized == record.subject_identifier, what
-    assert identity.kind is not None and SubjectKind(identity.kind.value) in spec.subject_kinds, what
-    for text in (record.source_reference, record.supersedes_source_reference):
-        assert text_problem(text, records_app.MAX_TEXT) is None, what
-    assert record.source_reference and record.source_reference == record.source_reference.strip(), what
-    effective_from = datetime.date.fromisoformat(record.effective_from)
-    effective_to = datetime.date.fromisoformat(record.effective_to) if record.effective_to else None
-    assert effective_to is None or effective_to >= effective_from, what
-    fields = values.fields_from_proto(record.fields, "fields.")
-    assert catalogue.validate_fields(spec, fields) == [], what
-    return proofs.StoredRecord(
-        record_id=record.source_reference,
-        department_code=record.department_code,
-        record_type=record.record_type,
-        source_reference=record.source_reference,
-        fields=values.fields_from_json(values.fields_to_json(fields)),  # through the storage form
-        effective_from=effective_from,
-        effective_to=effective_to,
-        recorded_at=datetime.datetime.now(datetime.UTC),
-        superseded=False,
-    )
 
 
 def decide(scenario: Scenario, spec: CaseTypeSpec, today: datetime.date) -> tuple[RuleResult, ...]:

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from services.crowd import demand
-from services.crowd.demand import DayKind, Faults, Reading, SimulatedDay, TrueDay, Weather
+from services.crowd.tools import demand
+from services.crowd.tools.demand import DayKind, Faults, Reading, SimulatedDay, TrueDay, Weather
 from services.crowd.zones import SensorKind
 
 D = datetime.date

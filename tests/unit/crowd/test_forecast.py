@@ -24,7 +24,7 @@ from services.crowd.forecast import (
 )
 from services.crowd.history import BUCKET, OccupancyBucket
 from services.crowd.zones import SHANGHAI, Level, ScheduleEntry
-from tests.unit.crowd.hubin import I_MEASURES, II_MEASURES, III_MEASURES, hubin
+from tests.support.hubin import I_MEASURES, II_MEASURES, III_MEASURES, hubin
 
 UTC = datetime.UTC
 ONE_DAY = datetime.timedelta(days=1)

@@ -24,7 +24,7 @@ from services.crowd.history import (
     summarise,
 )
 from services.crowd.zones import Level, LevelRule, Measure
-from tests.unit.crowd.hubin import LEVELS, hubin
+from tests.support.hubin import LEVELS, hubin
 
 UTC = datetime.UTC
 US = datetime.timedelta(microseconds=1)

@@ -39,8 +39,8 @@ from services.crowd.occupancy import (
     zone_now,
 )
 from services.crowd.zones import SHANGHAI
-from tests.unit.crowd.hubin import SILENCE_AFTER as SILENCE
-from tests.unit.crowd.hubin import hubin
+from tests.support.hubin import SILENCE_AFTER as SILENCE
+from tests.support.hubin import hubin
 
 UTC = datetime.UTC
 US = datetime.timedelta(microseconds=1)

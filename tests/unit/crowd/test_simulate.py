@@ -16,8 +16,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from govmesh import cli, config
 from govmesh.crowd.v1 import crowd_pb2 as pb
-from services.crowd import demand, simulate
-from services.crowd.simulate import ArgumentError, Figures, Sent, Window
+from services.crowd import tools as crowd_tools
+from services.crowd.tools import demand, simulate
+from services.crowd.tools.simulate import ArgumentError, Figures, Sent, Window
 from services.crowd.zones import SensorKind
 
 D = datetime.date
@@ -44,7 +45,7 @@ def arguments(*argv: str) -> argparse.Namespace:
 def test_the_command_defaults_to_a_year_of_hubin_with_the_seed_2019() -> None:
     args = arguments()
     assert (args.zone, args.days, args.start, args.seed, args.quiet) == ("hubin", 365, None, 2019, False)
-    assert args.func is cli.cmd_crowd_simulate
+    assert args.run is crowd_tools.run_simulate
     args = arguments("--zone", "hubin_east", "--days", "30", "--start", "2019-10-01", "--seed", "7", "--quiet")
     assert (args.zone, args.days, args.start, args.seed, args.quiet) == ("hubin_east", 30, "2019-10-01", 7, True)
     window = simulate.check_arguments(args, TODAY)

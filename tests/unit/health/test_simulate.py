@@ -1,11 +1,11 @@
 """The simulator's pure parts: its residents' identifiers are valid and unique, its population and
-its money formatting are exact and deterministic (the mesh run is tests/service/test_health_simulate.py)."""
+its money formatting are exact and deterministic (the mesh run is tests/mesh/test_health_simulate.py)."""
 
 from __future__ import annotations
 
 import datetime
 
-from services.health.simulate import Behaviour, Population, yuan
+from services.health.tools.simulate import Behaviour, Population, yuan
 from services.identity.domain import validate_identifier
 
 

@@ -920,7 +920,7 @@ def test_every_problem_code_is_produced_by_some_test_input() -> None:
 
 
 def test_the_test_suites_people_have_valid_identifiers() -> None:
-    from tests import people
+    from tests.support import people
 
     today = datetime.date(2026, 11, 27)
     for identifier in people.RAW_IDS:

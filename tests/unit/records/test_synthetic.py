@@ -14,9 +14,10 @@ import pytest
 from stdnum import numdb
 
 from services.identity.domain import IdentifierKind, validate_identifier
-from services.records import catalogue, proofs, synthetic
+from services.records import catalogue, proofs
 from services.records.catalogue import SubjectKind, Value
-from services.records.synthetic import SyntheticRecord, SyntheticSubject, population
+from services.records.tools import synthetic
+from services.records.tools.synthetic import SyntheticRecord, SyntheticSubject, population
 
 AS_OF = datetime.date(2019, 7, 9)
 #: Date fields that may lie after as_of: ends of validity, of contracts, of cycles, due dates.

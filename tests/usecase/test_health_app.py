@@ -28,8 +28,8 @@ from govmesh.parties import Party
 from govmesh.privacy import mask_identifiers
 from services.health import store
 from services.health.app import HealthApp, ProofClaims
-from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, resident_id
-from tests.standins import Clock, subject_of
+from tests.support.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, resident_id
+from tests.support.standins import Clock, subject_of
 
 START = datetime.datetime(2019, 3, 10, 8, 0, tzinfo=datetime.UTC)  # 16:00 in Hangzhou
 HOSPITAL = "H330100001"  # Zhejiang Provincial People's Hospital, say

@@ -26,10 +26,17 @@ from __future__ import annotations
 import datetime
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TypeAlias
 
+from govmesh import typed_values as values
 from govmesh.records.v1 import records_pb2
-from tests.people import resident_id
+from govmesh.texts import text_problem
+from services.identity.domain import validate_identifier
+from services.records import app as records_app
+from services.records import catalogue, proofs
+from services.records.catalogue import SubjectKind
+from tests.support.people import resident_id
 
 __all__ = ["Scenario", "credit_code", "scenarios"]
 
@@ -618,3 +625,42 @@ def _tour_guide(name: str, guide: _Guide, today: datetime.date) -> Scenario:
         "employer_identifier": employer,
     }
     return p.scenario(case_type, name, applicant, parameters)
+
+
+def accepted(record: records_pb2.DepartmentRecord, today: datetime.date) -> proofs.StoredRecord:
+    """``record`` as records stores it, after the checks records' publish makes (RecordsApp._check,
+    the identity lookup and the subject kind of the record type); AssertionError when records
+    would refuse it. The caller's right to publish for the department is not checked here."""
+    what = f"{record.department_code}/{record.record_type} {record.source_reference}"
+    assert catalogue.department(record.department_code) is not None, what
+    spec = catalogue.record_type(record.department_code, record.record_type)
+    assert spec is not None, what
+    assert record.WhichOneof("subject") == "subject_identifier", what
+    assert record.subject_display_name.strip(), f"{what}: identity registers a new subject by name"
+    identity = validate_identifier(record.subject_identifier, today)
+    assert identity.valid, f"{what}: {[p.message for p in identity.problems]}"
+    assert identity.normalized == record.subject_identifier, what
+    assert identity.kind is not None and SubjectKind(identity.kind.value) in spec.subject_kinds, what
+    for text in (record.source_reference, record.supersedes_source_reference):
+        assert text_problem(text, records_app.MAX_TEXT) is None, what
+    assert record.source_reference and record.source_reference == record.source_reference.strip(), what
+    effective_from = datetime.date.fromisoformat(record.effective_from)
+    effective_to = datetime.date.fromisoformat(record.effective_to) if record.effective_to else None
+    assert effective_to is None or effective_to >= effective_from, what
+    fields = values.fields_from_proto(record.fields, "fields.")
+    assert catalogue.validate_fields(spec, fields) == [], what
+    return proofs.StoredRecord(
+        record_id=record.source_reference,
+        department_code=record.department_code,
+        record_type=record.record_type,
+        source_reference=record.source_reference,
+        fields=values.fields_from_json(values.fields_to_json(fields)),  # through the storage form
+        effective_from=effective_from,
+        effective_to=effective_to,
+        recorded_at=datetime.datetime.now(datetime.UTC),
+        superseded=False,
+    )
+
+
+CASE_TYPES_DIR = Path(__file__).resolve().parents[2] / "services" / "approvals" / "case_types"
+

@@ -16,9 +16,9 @@ import pytest
 
 from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.health.v1 import medical_credit_pb2_grpc
-from services.health.simulate import yuan
-from tests.conftest import ServiceEnv, assert_no_raw_identifiers, govmesh, virtual_host
-from tests.service.test_health import start_mesh
+from services.health.tools.simulate import yuan
+from tests.support.health_mesh import start_mesh
+from tests.support.mesh import ServiceEnv, assert_no_raw_identifiers, govmesh, virtual_host
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from google.protobuf import json_format
 from govmesh.auth import Policy
 from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.conftest import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, metrics_text, wait_for
-from tests.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
+from tests.support.mesh import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, metrics_text, wait_for
+from tests.support.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -474,8 +474,8 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
 
 
 def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: ServiceEnv) -> None:
-    from services.records import synthetic
-    from tests.conftest import govmesh
+    from services.records.tools import synthetic
+    from tests.support.mesh import govmesh
 
     first = govmesh("records", "seed", "--subjects", "60", "--quiet", env=mesh.env)
     assert first.returncode == 0, first.stdout + first.stderr

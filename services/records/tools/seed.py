@@ -21,7 +21,7 @@ from govmesh import typed_values as values
 from govmesh.auth import Policy, TokenIssuer
 from govmesh.config import Settings
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from services.records import synthetic
+from services.records.tools import synthetic
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`govmesh crowd simulate`: a year of the Hubin music fountain's sensors, replayed through the real mesh.
 
 The simulator is a client like the zone's sensor gateway: it creates a zone of its own, publishes
-every reading of :mod:`services.crowd.demand`'s model to the broker exchange ``crowd.readings``
+every reading of :mod:`services.crowd.tools.demand`'s model to the broker exchange ``crowd.readings``
 (where the crowd worker takes them), waits until the crowd service has applied them, and prints
 the service's history of the window beside the model's truth and the seed's figures: barriers up
 365 days a year under the old fixed policy, 36 days with live counts and a three-level response.
@@ -81,7 +81,7 @@ from govmesh.auth import Policy, PolicyError, TokenIssuer
 from govmesh.config import Settings
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc
-from services.crowd import demand
+from services.crowd.tools import demand
 from services.crowd.zones import SensorKind
 
 CALLER: Final = "demo-portal"

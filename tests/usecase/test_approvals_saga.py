@@ -3,7 +3,7 @@ stood in for: these are outside the service under test, and standing in for them
 make records slow, refuse, answer twice at once, or let a proof expire, and move the clock.
 
 The stand-in for records derives each proof's claims with records' own code from the scenario's
-department records (tests/approvals_scenarios.py), and like records returns the same proof to a
+department records (tests/support/approvals_scenarios.py), and like records returns the same proof to a
 repeated request id."""
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from services.approvals import store
 from services.approvals.app import ApprovalsApp, ProofNotIssued
 from services.identity import domain
 from services.records import described, proofs
-from tests.approvals_scenarios import Scenario, scenarios
-from tests.standins import Clock, subject_of
-from tests.unit.approvals.test_scenarios import accepted
+from tests.support.approvals_scenarios import Scenario, accepted, scenarios
+from tests.support.standins import Clock, subject_of
 
 START = datetime.datetime(2026, 3, 2, 1, 0, tzinfo=datetime.UTC)  # a Monday, 09:00 in Hangzhou
 PORTAL = Caller("demo-portal", "portal", frozenset({"*"}))

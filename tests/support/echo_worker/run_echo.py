@@ -11,7 +11,7 @@ from nameko.cli.run import run  # noqa: E402
 
 from govmesh import config, logs, tracing  # noqa: E402
 from govmesh.worker import SETTINGS_KEY, assert_no_grpc  # noqa: E402
-from tests.worker_support.echo import EchoWorker, log  # noqa: E402
+from tests.support.echo_worker.echo import EchoWorker, log  # noqa: E402
 
 settings = config.load("identity")
 logs.configure_logging("echotest", "worker", "DEBUG")

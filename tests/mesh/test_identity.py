@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
-from tests import people
-from tests.conftest import ServiceEnv, call_nameko_rpc, consumers, metrics_text, wait_for
-from tests.people import (
+from tests.support import people
+from tests.support.mesh import ServiceEnv, call_nameko_rpc, consumers, metrics_text, wait_for
+from tests.support.people import (
     ENTERPRISE,
     LEGACY_15,
     LEGACY_15_AS_18,

@@ -2,7 +2,7 @@
 later services will (govmesh.worker's event_handler, CurrentEvent, inbox in the effect's
 transaction), and its effect is an outbox row, so tests can count effects in its database.
 
-Run as a process with python -m tests.worker_support.run_echo (the same environment as `govmesh
+Run as a process with python -m tests.support.echo_worker.run_echo (the same environment as `govmesh
 worker identity`; it uses identity's database schema for its inbox and outbox)."""
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from govmesh.db import service_database
 from services.crowd.app import CrowdApp, IngestReport
 from services.crowd.ingest import ReadingsConsumer, Sharding, shard_queue
 from services.crowd.occupancy import Reading, RejectedReading
-from tests.conftest import consumers, virtual_host, wait_for
-from tests.service.test_crowd import Publisher, reading
+from tests.support.crowd_mesh import Publisher, reading
+from tests.support.mesh import consumers, virtual_host, wait_for
 
 BOMB = "bomb"
 

@@ -14,14 +14,14 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from govmesh.crowd.v1 import crowd_pb2 as pb
-from tests.conftest import ServiceEnv, virtual_host
-from tests.service.test_crowd import Crowd, start_crowd
+from tests.support.crowd_mesh import Crowd, start_crowd
+from tests.support.mesh import ServiceEnv, virtual_host
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[ServiceEnv]:
     # SQLite only: the simulator is a client of the public interfaces, and the service's behaviour
-    # on both databases is proven by tests/service/test_crowd.py.
+    # on both databases is proven by tests/mesh/test_crowd.py.
     with virtual_host() as amqp:
         env = ServiceEnv("crowd", f"sqlite:///{tmp_path / 'service.db'}", tmp_path, amqp)
         try:

@@ -44,7 +44,8 @@ from govmesh.health.v1 import medical_credit_pb2_grpc
 from govmesh.records.v1 import events_pb2 as records_events
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from govmesh.typed_values import Value, fields_to_proto
-from tests.conftest import (
+from tests.support.health_mesh import HOSPITAL, YUAN, Events, Health, start_mesh
+from tests.support.mesh import (
     PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
@@ -52,8 +53,7 @@ from tests.conftest import (
     virtual_host,
     wait_for,
 )
-from tests.people import resident_id
-from tests.service.test_health import HOSPITAL, YUAN, Events, Health, start_mesh
+from tests.support.people import resident_id
 
 #: A HIGH-tier patient's outpatient limit (a city credit score of 720).
 OUTPATIENT_LIMIT = 5_000 * YUAN
@@ -70,7 +70,7 @@ class Mesh:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """The whole mesh, once per database for the module (as tests.conftest.database_url chooses:
+    """The whole mesh, once per database for the module (as tests.support.mesh.database_url chooses:
     a SQLite file, or a fresh PostgreSQL database)."""
     tmp_path = tmp_path_factory.mktemp(f"health-concurrency-{request.param}")
     if request.param == "sqlite":

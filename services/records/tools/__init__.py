@@ -1,0 +1,32 @@
+"""Tools of the records service (the public data platform).
+
+Registered by `govmesh` as `govmesh records TOOL`. This module is imported whenever the command
+line is built, by every process kind (a worker before eventlet patches the standard library): it
+imports nothing but argparse, and each tool's own module only when that tool runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def run_seed(settings: Any, args: argparse.Namespace) -> int:
+    from services.records.tools import seed
+
+    return seed.main(settings, args)
+
+
+def register(tools: Any) -> None:
+    """Adds this service's tools to `govmesh records` (an argparse sub-parsers action); each
+    sets ``run(settings, args) -> exit code``."""
+    seed = tools.add_parser(
+        "seed",
+        help="Load a deterministic synthetic population through the real department feeds (needs `make run`).",
+        description="Generate residents and enterprises with valid identifiers and the records of every "
+        "department at realistic rates, and publish them department by department over PublishRecords, "
+        "as each department's own caller. Idempotent: a second run stores nothing new.",
+    )
+    seed.add_argument("--subjects", type=int, default=1000, help="how many residents and enterprises (default 1000)")
+    seed.add_argument("--seed", type=int, default=2019, help="the population's seed: same seed, same people")
+    seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed.set_defaults(run=run_seed)

@@ -1,0 +1,176 @@
+"""Crowd's mesh for tests and benchmarks: the api, worker and ingest processes, an operator's and
+the sensors' gRPC calls, readings published as the sensor gateway publishes them."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Sequence
+
+import grpc
+import pika
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+
+from govmesh.crowd.v1 import crowd_pb2 as pb
+from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
+from tests.support.mesh import Integrator, ServiceEnv, consumers, free_port, metrics_text, wait_for
+from tests.support.people import wait_serving
+
+OPERATOR = "city_brain"
+
+
+SENSORS = "crowd_sensors"
+
+
+UTC = datetime.UTC
+
+
+class Crowd:
+    """A client of the crowd service as a caller of the policy."""
+
+    def __init__(self, env: ServiceEnv, caller: str = OPERATOR) -> None:
+        self.channel = grpc.insecure_channel(env.target_of("crowd"))
+        self.stub = crowd_pb2_grpc.CrowdServiceStub(self.channel)
+        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {env.token(caller)}"),)
+
+    def upsert(self, zone: pb.Zone) -> pb.UpsertZoneResponse:
+        return self.stub.UpsertZone(pb.UpsertZoneRequest(zone=zone), metadata=self.metadata, timeout=10)
+
+    def status(self, zone_id: str) -> pb.ZoneStatus:
+        return self.stub.GetZoneStatus(
+            pb.GetZoneStatusRequest(zone_id=zone_id), metadata=self.metadata, timeout=10
+        ).status
+
+    def report(self, batches: Sequence[Sequence[pb.SensorReading]]) -> pb.ReportReadingsResponse:
+        requests = (pb.ReportReadingsRequest(readings=list(batch)) for batch in batches)
+        return self.stub.ReportReadings(requests, metadata=self.metadata, timeout=30)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def all_zone_ids(crowd: Crowd, page_size: int = 0) -> list[str]:
+    """Every zone id, page by page."""
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = crowd.stub.ListZones(
+            pb.ListZonesRequest(page_size=page_size, page_token=token), metadata=crowd.metadata, timeout=10
+        )
+        ids += [z.zone_id for z in page.zones]
+        token = page.next_page_token
+        if not token:
+            return ids
+
+
+def duration(seconds: float) -> Duration:
+    value = Duration()
+    value.FromTimedelta(datetime.timedelta(seconds=seconds))
+    return value
+
+
+def zone(zone_id: str, capacity: int = 1000, **fields: object) -> pb.Zone:
+    defaults: dict[str, object] = {
+        "name_zh": f"测试区{zone_id}",
+        "name_en": f"Test zone {zone_id}",
+        "capacity": capacity,
+        "silence_after": duration(600),
+        "min_dwell": duration(60),
+        "hysteresis_bp": 500,
+    }
+    return pb.Zone(zone_id=zone_id, **(defaults | fields))  # type: ignore[arg-type]
+
+
+def reading(
+    zone_id: str,
+    sensor_id: str,
+    sequence: int,
+    at: datetime.datetime,
+    *,
+    delta: int | None = None,
+    count: int | None = None,
+    kind: pb.SensorKind.ValueType | None = None,
+) -> pb.SensorReading:
+    message = pb.SensorReading(zone_id=zone_id, sensor_id=sensor_id, sequence=sequence)
+    if kind is None:
+        kind = pb.SENSOR_KIND_GATE_COUNTER if delta is not None else pb.SENSOR_KIND_CAMERA
+    message.sensor_kind = kind
+    message.observed_at.FromDatetime(at)
+    if delta is not None:
+        message.delta = delta
+    if count is not None:
+        message.absolute_count = count
+    return message
+
+
+class Publisher:
+    """A sensor gateway publishing readings on the broker as the contract says: exchange
+    crowd.readings, routing key = zone id, proto3 JSON, persistent, confirmed."""
+
+    def __init__(self, amqp_uri: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+
+    def publish(self, readings: Sequence[pb.SensorReading]) -> None:
+        for message in readings:
+            self.channel.basic_publish(
+                "crowd.readings",
+                message.zone_id,
+                json_format.MessageToJson(message, indent=None),
+                pika.BasicProperties(content_type="application/json", delivery_mode=2),
+                mandatory=True,
+            )
+
+    def publish_raw(self, routing_key: str, body: bytes) -> None:
+        self.channel.basic_publish("crowd.readings", routing_key, body, pika.BasicProperties(delivery_mode=2))
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def start_crowd(env: ServiceEnv, amqp: str, ingest: int = 1) -> list[int]:
+    """Starts crowd's api, worker and `ingest` ingest processes; returns their metrics ports."""
+    env.migrate("crowd")
+    env.process("api", "crowd")
+    env.process("worker", "crowd")
+    ports = []
+    for index in range(ingest):
+        port = env.ports["crowd"]["ingest_metrics"] if index == 0 else free_port()
+        ports.append(port)
+        env.env.update(
+            {
+                "CROWD_INGEST_COUNT": str(ingest),
+                "CROWD_INGEST_INDEX": str(index),
+                "CROWD_INGEST_METRICS_PORT": str(port),
+            }
+        )
+        env.process("ingest", "crowd")
+    wait_for(lambda: consumers(amqp, "crowd.readings.shard.0") > 0, timeout=60)
+    wait_serving(env.target_of("crowd"), "govmesh.crowd.v1.CrowdService", timeout=60)
+    return ports
+
+
+def level_events(
+    integrator: Integrator, zone_id: str, count: int, timeout: float = 30
+) -> list[events_pb2.LevelChanged]:
+    """The first `count` level changes of one zone (other tests' zones share the exchange)."""
+    found: list[events_pb2.LevelChanged] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        for _, _, body in integrator.receive(1, timeout=max(0.1, deadline - time.monotonic())):
+            event = json_format.Parse(body, events_pb2.LevelChanged())
+            if event.zone_id == zone_id:
+                found.append(event)
+    return found
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    text = metrics_text(port)
+    series = f"{name}{{{labels}}}" if labels else name
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")]
+    assert values, f"no {series} in the metrics"
+    return values[0]
+
