@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,11 @@ environment (defaults in brackets):
   GOVMESH_CLOCK_OFFSET_FILE   tests and simulators only: seconds to add to the services' clock,
                               read from this file [unset: the real clock]
 """
+
+#: The kind of process a service's parts are built for (bootstrap.build): each kind reaches other
+#: services its own way (gRPC from an api; worker RPC or the broker from a worker, where grpcio
+#: cannot be loaded).
+ProcessKind = Literal["api", "worker", "ingest", "tool"]
 
 
 class ConfigError(ValueError):

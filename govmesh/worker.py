@@ -30,7 +30,7 @@ from opentelemetry.context import Context
 
 from govmesh import metrics, tracing
 from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.db import Database, service_database
 from govmesh.messaging import (
     DELIVERY_LIMIT,
@@ -53,16 +53,17 @@ def assert_no_grpc() -> None:
 
 
 class Application(DependencyProvider):  # type: ignore[misc]
-    """Gives entrypoints the service's application object, built once per worker process
-    by `build(settings, database)` (the same function the api process uses)."""
+    """Gives entrypoints the service's parts, built once per worker process by the service's
+    composition root, ``bootstrap.build(settings, database, "worker")`` (the function the api
+    process calls with "api")."""
 
-    def __init__(self, build: Callable[[Settings, Database], Any]) -> None:
+    def __init__(self, build: Callable[[Settings, Database, ProcessKind], Any]) -> None:
         self.build = build
 
     def setup(self) -> None:
         settings: Settings = self.container.config[SETTINGS_KEY]
         self.db = service_database(settings.service, settings.database_url)
-        self.app = self.build(settings, self.db)
+        self.app = self.build(settings, self.db, "worker")
 
     def stop(self) -> None:
         self.db.dispose()

@@ -20,7 +20,7 @@ from nameko.timer import timer
 from govmesh import config
 from govmesh.approvals.v1 import events_pb2
 from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.db import Database
 from govmesh.errors import StartupError
 from govmesh.outbox import Outbox
@@ -99,7 +99,7 @@ def _records_catalogue(
             eventlet.sleep(1)
 
 
-def _build(settings: Settings, db: Database) -> tuple[ApprovalsApp, ServiceCredentials]:
+def _build(settings: Settings, db: Database, process: ProcessKind) -> tuple[ApprovalsApp, ServiceCredentials]:
     policy = Policy.load(settings.policy_path)
     credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
     proof_types, departments = _records_catalogue(settings, credentials)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nameko.timer import timer
 
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.db import Database
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner
@@ -30,7 +30,7 @@ class Parts:
     gauges_due: float = 0.0
 
 
-def _build(settings: Settings, db: Database) -> Parts:
+def _build(settings: Settings, db: Database, process: ProcessKind) -> Parts:
     return Parts(CrowdApp(db, on_events=metrics.count))
 
 

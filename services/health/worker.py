@@ -14,7 +14,7 @@ import eventlet
 from nameko.timer import timer
 
 from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.db import Database
 from govmesh.health.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable
@@ -39,7 +39,7 @@ class Parts:
     stats_due: float = 0.0
 
 
-def _build(settings: Settings, db: Database) -> Parts:
+def _build(settings: Settings, db: Database, process: ProcessKind) -> Parts:
     issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
     metrics.prime()
     return Parts(

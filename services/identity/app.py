@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from govmesh import clock as govmesh_clock
 from govmesh import keys
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound
 from govmesh.identity.v1 import events_pb2, identity_pb2
@@ -160,5 +160,5 @@ class IdentityApp:
         return None if row is None else _subject(row)
 
 
-def build(settings: Settings, db: Database) -> IdentityApp:
+def build(settings: Settings, db: Database, process: ProcessKind = "api") -> IdentityApp:
     return IdentityApp(db, keys.secret(settings.key_dir, "identity-pseudonym"))

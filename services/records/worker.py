@@ -12,7 +12,7 @@ from nameko.exceptions import RemoteError
 from nameko.rpc import RpcProxy, rpc
 
 from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
-from govmesh.config import Settings
+from govmesh.config import ProcessKind, Settings
 from govmesh.errors import ServiceError, Unavailable
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
@@ -85,7 +85,7 @@ class Unused:
         raise AssertionError("records worker: identity is reached through the RPC proxy")
 
 
-def _build(settings: Settings, db: Any) -> tuple[RecordsApp, ServiceCredentials]:
+def _build(settings: Settings, db: Any, process: ProcessKind) -> tuple[RecordsApp, ServiceCredentials]:
     """The use cases, and records' own credentials for calling identity."""
     issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
     return app.build(settings, db, subjects=Unused()), ServiceCredentials(issuer, "records")

@@ -28,7 +28,7 @@ class EchoApp:
     outbox: Outbox
 
 
-def build(settings: Settings, db: Database) -> EchoApp:
+def build(settings: Settings, db: Database, process: str) -> EchoApp:
     return EchoApp(db, Outbox("identity", store.outbox, store.inbox))
 
 
