@@ -168,6 +168,21 @@ def _run_tool(service: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _add_service_tools(command: Callable[[str, str], argparse.ArgumentParser], epilog: str) -> None:
+    """`govmesh <service> TOOL` for each service with a tools package."""
+    for service in config.SERVICES:
+        tools = _service_tools(service)
+        if tools is None:
+            continue
+        summary = (tools.__doc__ or f"Tools of the {service} service.").split("\n\n", 1)[0].replace("\n", " ")
+        service_command = command(service, summary)
+        tool_parsers = service_command.add_subparsers(dest="tool", required=True, metavar="TOOL")
+        tools.register(tool_parsers)
+        for tool in tool_parsers.choices.values():
+            tool.epilog, tool.formatter_class = epilog, argparse.RawDescriptionHelpFormatter
+        service_command.set_defaults(func=_run_tool(service))
+
+
 def parser() -> argparse.ArgumentParser:
     epilog = environment_doc()
     top = argparse.ArgumentParser(
@@ -211,17 +226,7 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl-minutes", type=int, default=None, help="lifetime (default: the policy's)")
     token.set_defaults(func=cmd_dev_token)
 
-    for service in config.SERVICES:
-        tools = _service_tools(service)
-        if tools is None:
-            continue
-        summary = (tools.__doc__ or f"Tools of the {service} service.").split("\n\n", 1)[0].replace("\n", " ")
-        service_command = command(service, summary)
-        tool_parsers = service_command.add_subparsers(dest="tool", required=True, metavar="TOOL")
-        tools.register(tool_parsers)
-        for tool in tool_parsers.choices.values():
-            tool.epilog, tool.formatter_class = epilog, argparse.RawDescriptionHelpFormatter
-        service_command.set_defaults(func=_run_tool(service))
+    _add_service_tools(command, epilog)
     return top
 
 
