@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from govmesh.logs import mask_identifiers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 AMQP_URI = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
