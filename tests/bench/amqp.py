@@ -42,12 +42,12 @@ import pika.spec
 from govmesh import messaging
 from govmesh.crowd.v1 import crowd_pb2, events_pb2
 from govmesh.messaging import ConfirmingPublisher, Envelope
-from tests.support.mesh import AMQP_URI, virtual_host
+from tests.support.mesh import virtual_host
 
 EXCHANGE = "crowd.events"
 ROUTING_KEY = "level_changed"
 RELAY_BATCH = 500
-IN_FLIGHT = 2_000
+IN_FLIGHT = messaging.IN_FLIGHT
 PREFETCH = 1_000
 ACK_EVERY = 500
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -325,7 +325,32 @@ def depth(channel: amqp.Channel, name: str) -> int:
     return int(channel.queue_declare(name, passive=True).message_count)
 
 
-def one_round(uri: str, events: Sequence[Envelope], rates: dict[str, list[float]]) -> None:
+class Figures:
+    """Per variant: messages a second (wall clock) and the client's CPU per message, per round."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, list[float]] = {name: [] for name, _ in PUBLISHERS + CONSUMERS}
+        self.cpu: dict[str, list[float]] = {name: [] for name, _ in PUBLISHERS + CONSUMERS}
+        self.lost: dict[str, int] = {name: 0 for name, _ in PUBLISHERS}
+
+    def add(self, name: str, count: int, seconds: float, cpu_seconds: float) -> None:
+        self.rates[name].append(count / seconds)
+        self.cpu[name].append(cpu_seconds / count)
+
+
+def settled_depth(channel: amqp.Channel, name: str) -> int:
+    """The queue's depth once it stopped growing for a second: messages published without
+    confirms may still be on their way, and some never arrive."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:
+        current = depth(channel, name)
+        if current != last:
+            last, since = current, time.monotonic()
+        time.sleep(0.05)
+    return last
+
+
+def one_round(uri: str, events: Sequence[Envelope], figures: Figures) -> None:
     connection = messaging.connect(uri, "bench-admin")
     channel = connection.channel()
     try:
@@ -333,29 +358,33 @@ def one_round(uri: str, events: Sequence[Envelope], rates: dict[str, list[float]
         for index, (name, publish) in enumerate(PUBLISHERS):
             queue = f"bench.publish.{index}"
             fresh_queue(channel, queue)
+            cpu = time.process_time()
             seconds = publish(uri, events)
+            cpu = time.process_time() - cpu
             if name.startswith("bare"):
-                while depth(channel, queue) < len(events):  # not confirmed: wait until the queue has them
-                    time.sleep(0.05)
+                figures.lost[name] += len(events) - settled_depth(channel, queue)
             elif depth(channel, queue) != len(events):
                 raise RuntimeError(f"{name}: {depth(channel, queue)} of {len(events)} messages in the queue")
-            rates[name].append(len(events) / seconds)
+            figures.add(name, len(events), seconds, cpu)
             channel.queue_delete(queue)
         for index, (name, consume) in enumerate(CONSUMERS):
             queue = f"bench.consume.{index}"
             fresh_queue(channel, queue)
             govmesh_stream(uri, events)
+            cpu = time.process_time()
             seconds = consume(uri, queue, len(events))
-            rates[name].append(len(events) / seconds)
+            figures.add(name, len(events), seconds, time.process_time() - cpu)
             channel.queue_delete(queue)
     finally:
         connection.close()
 
 
-def row(name: str, samples: list[float], baseline: float) -> None:
-    low, high = min(samples), max(samples)
-    middle = statistics.median(samples)
-    print(f"  {name:<56} {middle:9,.0f} {low:9,.0f}-{high:<9,.0f} {middle / baseline:6.0%}")
+def row(name: str, rates: list[float], cpu: list[float], baseline: float) -> None:
+    middle = statistics.median(rates)
+    print(
+        f"  {name:<54} {middle:8,.0f} {min(rates):7,.0f}-{max(rates):<7,.0f} {middle / baseline:6.0%}"
+        f" {statistics.median(cpu) * 1e6:7.0f}"
+    )
 
 
 def main() -> None:
@@ -364,17 +393,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     events = envelopes(args.messages)
-    rates: dict[str, list[float]] = {name: [] for name, _ in PUBLISHERS + CONSUMERS}
+    figures = Figures()
     with virtual_host() as uri:
         for _ in range(args.rounds):
-            one_round(uri, events, rates)
+            one_round(uri, events, figures)
     size = len(events[0].body.encode())
     print(f"{args.messages:,} persistent messages ({size}-byte bodies, CloudEvents headers), quorum queues")
-    print(f"  {'messages a second, median of ' + str(args.rounds) + ' rounds':<56} {'median':>9} {'range':^19} {'of bare':>6}")
+    title = f"messages a second (median, range of {args.rounds} rounds)"
+    print(f"  {title:<54} {'median':>8} {'range':^15} {'/bare':>6} {'CPU µs':>7}")
     for group in (PUBLISHERS, CONSUMERS):
-        baseline = statistics.median(rates[group[0][0]])
+        baseline = statistics.median(figures.rates[group[0][0]])
         for name, _ in group:
-            row(name, rates[name], baseline)
+            row(name, figures.rates[name], figures.cpu[name], baseline)
+    for name, lost in figures.lost.items():
+        if lost:
+            print(f"  {name}: {lost:,} of {args.messages * args.rounds:,} messages never reached the queue")
 
 
 if __name__ == "__main__":

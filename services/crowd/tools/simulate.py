@@ -26,17 +26,13 @@ Decisions a reader should know:
   unit test checks), routing key the zone id, persistent, content type application/json,
   mandatory. The exchange is declared passively: the crowd worker owns it, and a missing
   exchange or a reading no queue takes means the worker has not run, said plainly. Publisher
-  confirms are asynchronous on one pika SelectConnection with up to :data:`IN_FLIGHT` messages
-  unconfirmed: a BlockingConnection's confirm_delivery waits for every message's confirm. Measured
-  against the bare broker of the development machine (RabbitMQ on the same 2-core host, one
-  durable queue and no consumer, persistent messages of a reading's size): blocking confirms
-  2,400/s; asynchronous confirms with 100 in flight 9,600/s, 1,000 14,300/s, 2,000
-  13,600-15,800/s, 5,000 15,800/s; two or four connections no better (the queue is the limit);
-  an authorization header on every message would cut it to 9,600/s, so there is none. With the
-  model generating and encoding on the way, 60 days (172,875 readings) went at 10,000-13,000/s
-  for 1,000-5,000 in flight, so a year (about 1.05 million readings) publishes in 80-105 s when
-  nothing else runs. With the crowd api, ingest and worker on the same host, a year of 2019
-  published at 8,500/s (124 s) and was applied 4 min 40 s after the start.
+  confirms through govmesh.messaging's publisher (py-amqp, docs/decisions/runtime-amqp-client.md),
+  collected as they come with up to its IN_FLIGHT messages unconfirmed (waiting for each
+  message's confirm would cap it near 1,400/s). An authorization header on every message would
+  cost a third of the rate, so there is none. With the crowd api, ingest and worker on the same
+  host, a year of 2019 (about 1.05 million readings) published at 8,500/s (124 s, with the pika
+  publisher this one replaced, as fast within the bench's noise) and was applied 4 min 40 s
+  after the start.
 * Waiting. The service has applied everything when every sensor's last observation (GetZoneStatus)
   has reached the time of that sensor's last reading sent (re-sends aside) and the zone's
   updated_at that of the last reading. The sensors are what counts: updated_at is the machine
@@ -83,8 +79,6 @@ from services.crowd.zones import SensorKind
 
 CALLER: Final = "demo-portal"
 EXCHANGE: Final = "crowd.readings"
-#: Unconfirmed messages in flight (see the module docstring for the measurements).
-IN_FLIGHT: Final = 2_000
 #: GetZoneHistory's longest window.
 MAX_DAYS: Final = 400
 #: The seed's figures: barrier days a year before and after live counts (Hangzhou, 2019).
@@ -386,7 +380,9 @@ class Publisher:
     Raises MeshUnreachable when the broker, the exchange or a queue for the messages is missing,
     and RuntimeError when the broker refuses (nacks) a message or stops answering."""
 
-    def __init__(self, uri: str, exchange: str = EXCHANGE, in_flight: int = IN_FLIGHT, timeout: float = 30.0) -> None:
+    def __init__(
+        self, uri: str, exchange: str = EXCHANGE, in_flight: int = messaging.IN_FLIGHT, timeout: float = 30.0
+    ) -> None:
         self.exchange = exchange
         self.timeout = timeout
         self._publisher = messaging.Publisher(uri, "govmesh-crowd-simulate", timeout, in_flight, self._exchange_exists)
@@ -637,7 +633,6 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 __all__ = [
     "CALLER",
     "EXCHANGE",
-    "IN_FLIGHT",
     "MAX_DAYS",
     "ArgumentError",
     "Figures",
