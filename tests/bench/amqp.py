@@ -8,7 +8,8 @@ Every message is an event as the outbox relay sends it: persistent, a 310-byte p
 Each variant gets a fresh quorum queue (the kind every consumer of the mesh declares) bound to a
 topic exchange, in a virtual host of the bench's own that is deleted afterwards. The variants of
 a round run one after the other, R rounds interleaved, so a noisy neighbour hurts them alike;
-the table gives the median of the rounds and their range.
+the table gives the median of the rounds, their range, and this process's CPU time per message
+(the client's own cost, which a busy machine disturbs less than the rate).
 
 Publish, N messages, returning once the broker confirmed every one:
   (a) govmesh.messaging.ConfirmingPublisher (py-amqp), in the outbox relay's batches of 500;
@@ -17,12 +18,14 @@ Publish, N messages, returning once the broker confirmed every one:
   (c) pika SelectConnection, confirms handled as they come, at most 2,000 unconfirmed;
   (d) py-amqp with confirm_publish: one confirm waited for per message.
   Baselines: py-amqp and pika publishing the same messages without confirms (what each client
-  costs with nothing to wait for; the broker may still be writing when the clock stops).
+  costs with nothing to wait for; the broker may still be writing when the clock stops, and
+  messages that never reach the queue are counted and reported).
 Consume N messages from a full queue, prefetch 1,000, one multiple ack per 500 (crowd's ingest):
   (e) py-amqp, drain_events with a callback;
   (f) pika BlockingConnection, basic_consume and start_consuming;
   (f') pika SelectConnection, the same callbacks on its own loop.
-  Baseline: py-amqp with no_ack (nothing acknowledged).
+  Baseline: py-amqp with no_ack (nothing acknowledged; no prefetch limit either, so the broker
+  pushes as fast as it can and this is not always the fastest row).
 Figures vary with the machine; read them side by side, never as absolutes.
 """
 
@@ -67,19 +70,6 @@ def envelopes(count: int) -> list[Envelope]:
     event.triggered_by_observed_at.FromDatetime(now)
     event.changed_at.FromDatetime(now)
     return [Envelope.for_event("crowd", event, "hubin_fountain", {"traceparent": TRACEPARENT}) for _ in range(count)]
-
-
-def py_amqp_message(envelope: Envelope) -> amqp.Message:
-    return amqp.Message(
-        envelope.body,
-        content_type=messaging.CONTENT_TYPE,
-        content_encoding="utf-8",
-        delivery_mode=2,
-        message_id=envelope.event_id,
-        type=envelope.event_type,
-        timestamp=int(envelope.time.timestamp()),
-        application_headers=envelope.headers(),
-    )
 
 
 def pika_properties(envelope: Envelope) -> pika.BasicProperties:
@@ -131,7 +121,7 @@ def py_amqp_per_message(uri: str, events: Sequence[Envelope], confirm: bool = Tr
     channel = connection.channel()
     started = time.perf_counter()
     for envelope in events:
-        channel.basic_publish(py_amqp_message(envelope), exchange=EXCHANGE, routing_key=ROUTING_KEY)
+        channel.basic_publish(messaging.message_of(envelope), exchange=EXCHANGE, routing_key=ROUTING_KEY)
     elapsed = time.perf_counter() - started
     connection.close()
     return elapsed
