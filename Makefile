@@ -16,7 +16,7 @@ help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, case decisions, crowd ingestion and level latency)"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, crowd ingestion and level latency)"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -92,6 +92,7 @@ test: lint
 bench: install
 	@scripts/ensure-broker
 	@$(BIN)/python -m tests.bench.identity
+	@$(BIN)/python -m tests.bench.amqp
 	@$(BIN)/python -m tests.bench.approvals
 	@$(BIN)/python -m tests.bench.crowd
 

@@ -1,8 +1,8 @@
 """Crowd's ingest process: sensor readings from the broker, in batches, in per-zone order.
 
 A province has thousands of sensors; a framework that spawns a worker per message (nameko) caps
-near a few thousand messages a second. This process is a plain AMQP consumer (py-amqp, as the
-outbox publisher) that gathers up to BATCH messages, until none arrives for QUIET or the first has
+near a few thousand messages a second. This process is a plain AMQP consumer (py-amqp, as all AMQP
+outside nameko) that gathers up to BATCH messages, until none arrives for QUIET or the first has
 waited BATCH_WAIT (a lone reading is decided at once, a stream in full batches), applies them in one
 transaction (CrowdApp.ingest) and acknowledges them with one multiple ack after the commit. A crash
 between commit and ack redelivers the batch, which finds every reading already seen (same sensor

@@ -26,17 +26,13 @@ Decisions a reader should know:
   unit test checks), routing key the zone id, persistent, content type application/json,
   mandatory. The exchange is declared passively: the crowd worker owns it, and a missing
   exchange or a reading no queue takes means the worker has not run, said plainly. Publisher
-  confirms are asynchronous on one pika SelectConnection with up to :data:`IN_FLIGHT` messages
-  unconfirmed: a BlockingConnection's confirm_delivery waits for every message's confirm. Measured
-  against the bare broker of the development machine (RabbitMQ on the same 2-core host, one
-  durable queue and no consumer, persistent messages of a reading's size): blocking confirms
-  2,400/s; asynchronous confirms with 100 in flight 9,600/s, 1,000 14,300/s, 2,000
-  13,600-15,800/s, 5,000 15,800/s; two or four connections no better (the queue is the limit);
-  an authorization header on every message would cut it to 9,600/s, so there is none. With the
-  model generating and encoding on the way, 60 days (172,875 readings) went at 10,000-13,000/s
-  for 1,000-5,000 in flight, so a year (about 1.05 million readings) publishes in 80-105 s when
-  nothing else runs. With the crowd api, ingest and worker on the same host, a year of 2019
-  published at 8,500/s (124 s) and was applied 4 min 40 s after the start.
+  confirms through govmesh.messaging's publisher (py-amqp, docs/decisions/runtime-amqp-client.md),
+  collected as they come with up to its IN_FLIGHT messages unconfirmed (waiting for each
+  message's confirm would cap it near 1,400/s). An authorization header on every message would
+  cost a third of the rate, so there is none. With the crowd api, ingest and worker on the same
+  host, a year of 2019 (about 1.05 million readings) published at 8,500/s (124 s, with the pika
+  publisher this one replaced, as fast within the bench's noise) and was applied 4 min 40 s
+  after the start.
 * Waiting. The service has applied everything when every sensor's last observation (GetZoneStatus)
   has reached the time of that sensor's last reading sent (re-sends aside) and the zone's
   updated_at that of the last reading. The sensors are what counts: updated_at is the machine
@@ -57,26 +53,23 @@ Decisions a reader should know:
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime
 import json
-import logging
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
+import amqp
 import grpc
-import pika
-import pika.exceptions
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
-from govmesh import clock
+from govmesh import clock, messaging
 from govmesh.auth import Policy, PolicyError, TokenIssuer
 from govmesh.config import Settings
 from govmesh.crowd.v1 import crowd_pb2 as pb
@@ -86,8 +79,6 @@ from services.crowd.zones import SensorKind
 
 CALLER: Final = "demo-portal"
 EXCHANGE: Final = "crowd.readings"
-#: Unconfirmed messages in flight (see the module docstring for the measurements).
-IN_FLIGHT: Final = 2_000
 #: GetZoneHistory's longest window.
 MAX_DAYS: Final = 400
 #: The seed's figures: barrier days a year before and after live counts (Hangzhou, 2019).
@@ -384,147 +375,48 @@ _quoted: Callable[[str], str] = json.dumps
 
 
 class Publisher:
-    """Publishes (routing key, body) pairs to ``exchange`` with publisher confirms, up to
-    ``in_flight`` unconfirmed, on one SelectConnection whose loop runs inside :meth:`publish`.
+    """Publishes (routing key, body) pairs to ``exchange`` through govmesh.messaging's publisher:
+    persistent, mandatory, up to ``in_flight`` unconfirmed, returning once every one is confirmed.
     Raises MeshUnreachable when the broker, the exchange or a queue for the messages is missing,
     and RuntimeError when the broker refuses (nacks) a message or stops answering."""
 
-    def __init__(self, uri: str, exchange: str = EXCHANGE, in_flight: int = IN_FLIGHT, timeout: float = 30.0) -> None:
+    def __init__(
+        self, uri: str, exchange: str = EXCHANGE, in_flight: int = messaging.IN_FLIGHT, timeout: float = 30.0
+    ) -> None:
         self.exchange = exchange
-        self.in_flight = in_flight
         self.timeout = timeout
-        self.properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
-        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._unconfirmed: dict[int, None] = {}  # delivery tags, in publishing order
-        self._next_tag = 1
-        self._error: Exception | None = None
-        self._channel: Any = None
-        self._ready = False
-        self._closing = False
-        self._watching = False
-        self._progress_at = time.monotonic()
-        parameters = pika.URLParameters(uri)
-        parameters.connection_attempts = 1
-        parameters.socket_timeout = 5
-        parameters.blocked_connection_timeout = timeout
-        self._where = f"{parameters.host}:{parameters.port}"
-        self._connection = pika.SelectConnection(
-            parameters,
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-        )
-        self._run()
-        if not self._ready:
-            self._fail_if_error()
-            raise MeshUnreachable(f"the broker at {self._where} did not open a channel within {timeout:.0f} s")
+        self._publisher = messaging.Publisher(uri, "govmesh-crowd-simulate", timeout, in_flight, self._exchange_exists)
+        self._call(self._publisher.open)
+
+    def _exchange_exists(self, channel: amqp.Channel) -> None:
+        try:
+            channel.exchange_declare(self.exchange, "topic", passive=True)
+        except amqp.exceptions.NotFound:
+            raise MeshUnreachable(
+                f"the broker has no exchange {self.exchange}: the crowd worker declares it when it starts"
+            ) from None
 
     def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
         """Publishes ``messages`` and returns once the broker has confirmed every one."""
-        self._pending.extend(messages)
-        self._pump()
-        if self._pending or self._unconfirmed:
-            self._run()
-        self._fail_if_error()
-        if self._pending or self._unconfirmed:
-            raise RuntimeError(f"the broker confirmed nothing for {self.timeout:.0f} s ({len(self._unconfirmed)} open)")
+        readings = (
+            (key, amqp.Message(body, content_type="application/json", delivery_mode=2)) for key, body in messages
+        )
+        self._call(lambda: self._publisher.publish_to(self.exchange, readings, mandatory=True))
 
     def close(self) -> None:
-        if self._connection.is_open:
-            self._closing = True
-            self._connection.close()
-            self._run()
+        self._publisher.close()
 
-    # The loop runs until a callback stops it; one watchdog, ticking while the loop runs, stops it
-    # when nothing has happened for timeout seconds.
-    def _run(self) -> None:
-        self._progress_at = time.monotonic()
-        if not self._watching:
-            self._watching = True
-            self._connection.ioloop.call_later(1.0, self._watchdog)
-        self._connection.ioloop.start()
-
-    def _stop(self) -> None:
-        self._connection.ioloop.stop()
-
-    def _watchdog(self) -> None:
-        if time.monotonic() - self._progress_at > self.timeout:
-            self._stop()
-        else:
-            self._connection.ioloop.call_later(1.0, self._watchdog)
-
-    def _fail_if_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _on_open(self, connection: Any) -> None:
-        connection.channel(on_open_callback=self._on_channel)
-
-    def _on_open_error(self, connection: Any, error: Exception) -> None:
-        detail = str(error) or type(error).__name__
-        self._error = MeshUnreachable(f"cannot connect to the broker (RabbitMQ) at {self._where}: {detail}")
-        self._stop()
-
-    def _on_closed(self, connection: Any, reason: Exception) -> None:
-        if not self._closing and self._error is None:
-            self._error = MeshUnreachable(f"the broker at {self._where} closed the connection: {reason}")
-        self._stop()
-
-    def _on_channel(self, channel: Any) -> None:
-        self._channel = channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.exchange_declare(self.exchange, passive=True, callback=self._on_exchange)
-
-    def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
-        if self._closing:
-            return
-        if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == 404:
-            self._error = MeshUnreachable(
-                f"the broker has no exchange {self.exchange}: the crowd worker declares it when it starts"
-            )
-        elif self._error is None:
-            self._error = MeshUnreachable(f"the broker closed the publishing channel: {reason}")
-        self._stop()
-
-    def _on_exchange(self, frame: Any) -> None:
-        self._channel.add_on_return_callback(self._on_return)
-        self._channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirming)
-
-    def _on_confirming(self, frame: Any) -> None:
-        self._ready = True
-        self._stop()
-
-    def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        if self._error is None:
-            self._error = MeshUnreachable(
-                f"no queue takes readings on {self.exchange} with routing key {method.routing_key!r}: the crowd "
-                "worker binds its queue when it starts"
-            )
-
-    def _on_confirm(self, frame: Any) -> None:
-        self._progress_at = time.monotonic()
-        method = frame.method
-        if isinstance(method, pika.spec.Basic.Nack) and self._error is None:
-            self._error = RuntimeError(f"the broker refused (nacked) readings on {self.exchange}")
-        if method.multiple:
-            for tag in [t for t in self._unconfirmed if t <= method.delivery_tag]:
-                del self._unconfirmed[tag]
-        else:
-            self._unconfirmed.pop(method.delivery_tag, None)
-        if self._error is not None:
-            self._stop()
-            return
-        self._pump()
-        if not self._pending and not self._unconfirmed:
-            self._stop()
-
-    def _pump(self) -> None:
-        publish = self._channel.basic_publish
-        while self._pending and len(self._unconfirmed) < self.in_flight:
-            routing_key, body = self._pending.popleft()
-            publish(self.exchange, routing_key, body, self.properties, mandatory=True)
-            self._unconfirmed[self._next_tag] = None
-            self._next_tag += 1
+    def _call(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except messaging.Unroutable as exc:
+            raise MeshUnreachable(f"{exc}: the crowd worker binds its queues when it starts") from None
+        except messaging.BrokerRefused:
+            raise RuntimeError(f"the broker refused (nacked) readings on {self.exchange}") from None
+        except messaging.BrokerUnavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise RuntimeError(f"the broker confirmed nothing for {self.timeout:.0f} s") from None
+            raise MeshUnreachable(str(exc)) from None
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -698,8 +590,6 @@ def run(
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
-    # pika narrates connection failures on its loggers; the message below says it once, plainly.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         window = check_arguments(args, clock.shanghai_date())
     except ArgumentError as exc:
@@ -743,7 +633,6 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 __all__ = [
     "CALLER",
     "EXCHANGE",
-    "IN_FLIGHT",
     "MAX_DAYS",
     "ArgumentError",
     "Figures",
