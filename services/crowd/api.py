@@ -25,7 +25,7 @@ from govmesh.errors import InvalidArgument, NotFound, Unavailable
 from govmesh.grpcserver import ApiDefinition
 from services.crowd import metrics
 from services.crowd.app import MAX_REJECTIONS_DETAILED, CrowdApp, reading_from_pb, rejection_pb, timedelta_of
-from services.crowd.occupancy import Outcome, RejectedReading
+from services.crowd.domain.occupancy import Outcome, RejectedReading
 
 #: Streams one api process serves at once (each holds a server thread).
 MAX_WATCHERS: Final = 8

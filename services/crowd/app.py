@@ -51,11 +51,12 @@ from govmesh.errors import InvalidArgument, NotFound
 from govmesh.outbox import Outbox
 from govmesh.paging import decode_key_token, encode_key_token, page_size
 from govmesh.workdays import is_working_day
-from services.crowd import forecast as forecasting
-from services.crowd import history, levels, occupancy, store, zones
-from services.crowd.levels import LevelState
-from services.crowd.occupancy import Outcome, Reading, RejectedReading, SensorState, ZoneLive
-from services.crowd.zones import Level, Measure, SensorKind, ZoneConfig
+from services.crowd import store
+from services.crowd.domain import forecast as forecasting
+from services.crowd.domain import history, levels, occupancy, zones
+from services.crowd.domain.levels import LevelState
+from services.crowd.domain.occupancy import Outcome, Reading, RejectedReading, SensorState, ZoneLive
+from services.crowd.domain.zones import Level, Measure, SensorKind, ZoneConfig
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from govmesh.errors import StartupError
 from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue
 from services.crowd import metrics
 from services.crowd.app import CrowdApp, IngestReport, reading_from_pb
-from services.crowd.occupancy import Outcome, Reading, RejectedReading, Rejection
-from services.crowd.zones import SensorKind
+from services.crowd.domain.occupancy import Outcome, Reading, RejectedReading, Rejection
+from services.crowd.domain.zones import SensorKind
 
 log = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ sensors = sa.Table(
     sa.Column("zone_id", sa.String(64), primary_key=True),
     sa.Column("sensor_id", sa.String(128), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    # The sensor's state as services.crowd.occupancy keeps it (sequence, missing ranges, value,
+    # The sensor's state as services.crowd.domain.occupancy keeps it (sequence, missing ranges, value,
     # times, silence), JSON: one row per sensor, rewritten when a reading of it is applied.
     sa.Column("state", sa.Text(), nullable=False),
 )
@@ -97,7 +97,7 @@ buckets = sa.Table(
     "crowd_occupancy_buckets",
     metadata,
     sa.Column("zone_id", sa.String(64), primary_key=True),
-    # Event time, aligned to 5 minutes (services.crowd.history.BUCKET).
+    # Event time, aligned to 5 minutes (services.crowd.domain.history.BUCKET).
     sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("max_occupancy", sa.BigInteger(), nullable=False),
     sa.Column("max_at", sa.DateTime(timezone=True), nullable=False),

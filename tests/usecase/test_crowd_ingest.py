@@ -17,8 +17,8 @@ from govmesh import config
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import service_database
 from services.crowd.app import CrowdApp, IngestReport
+from services.crowd.domain.occupancy import Reading, RejectedReading
 from services.crowd.ingest import ReadingsConsumer, Sharding, shard_queue
-from services.crowd.occupancy import Reading, RejectedReading
 from tests.support.crowd_mesh import Publisher, reading
 from tests.support.mesh import consumers, virtual_host, wait_for
 

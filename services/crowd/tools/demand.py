@@ -89,7 +89,7 @@ from typing import Final, NamedTuple
 
 import chinese_calendar
 
-from services.crowd.zones import ScheduleEntry, SensorKind
+from services.crowd.domain.zones import ScheduleEntry, SensorKind
 
 __all__ = [
     "CAPACITY",

@@ -46,8 +46,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.crowd.levels import check_capacity, load_bp
-from services.crowd.zones import SHANGHAI, Level, Measure, ZoneConfig, aware_utc, local_instant, measures_in_force
+from services.crowd.domain.levels import check_capacity, load_bp
+from services.crowd.domain.zones import (
+    SHANGHAI,
+    Level,
+    Measure,
+    ZoneConfig,
+    aware_utc,
+    local_instant,
+    measures_in_force,
+)
 
 __all__ = [
     "BUCKET",

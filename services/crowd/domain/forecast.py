@@ -1,7 +1,7 @@
 """A zone's expected occupancy and level over the next hours, from its history and schedule (pure domain).
 
 Answers Forecast: :func:`forecast` takes the zone's configuration, the current occupancy and level
-and its past occupancy per five-minute bucket (:class:`~services.crowd.history.OccupancyBucket`),
+and its past occupancy per five-minute bucket (:class:`~services.crowd.domain.history.OccupancyBucket`),
 and returns a :class:`Forecast` whose fields match ForecastResponse and ForecastPoint; the
 contract itself is not imported here.
 
@@ -56,9 +56,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.crowd.history import BUCKET, OccupancyBucket, bucket_start
-from services.crowd.levels import check_capacity, level_for_load, load_bp
-from services.crowd.zones import (
+from services.crowd.domain.history import BUCKET, OccupancyBucket, bucket_start
+from services.crowd.domain.levels import check_capacity, level_for_load, load_bp
+from services.crowd.domain.zones import (
     SHANGHAI,
     Level,
     Measure,

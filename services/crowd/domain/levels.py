@@ -41,7 +41,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from services.crowd.zones import (
+from services.crowd.domain.zones import (
     BP_DENOMINATOR,
     Level,
     Measure,

@@ -91,7 +91,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from services.crowd.zones import SensorKind, ZoneConfig, aware_utc, is_int
+from services.crowd.domain.zones import SensorKind, ZoneConfig, aware_utc, is_int
 
 __all__ = [
     "ABSURD_COUNT_FACTOR",
