@@ -60,15 +60,18 @@ from services.crowd.domain.zones import (
 __all__ = [
     "BUCKET",
     "MAX_WINDOW",
+    "BucketTally",
     "LevelChange",
     "LevelDuration",
     "OccupancyBucket",
     "Peak",
+    "Tallies",
     "ZoneDay",
     "ZoneHistory",
     "bucket_start",
     "check_window",
     "summarise",
+    "tally",
 ]
 
 #: Occupancy is kept per bucket of this length, starts aligned to multiples of it in UTC.
@@ -105,6 +108,38 @@ class OccupancyBucket:
     max_at: datetime.datetime
     last_occupancy: int
     mean_occupancy: int
+
+
+@dataclass
+class BucketTally:
+    """The samples one unit of work took of a zone's bucket (one per reading applied, one per
+    estimate aged by the timer), to be merged into the stored bucket: max and its time, last,
+    sum and count (the stored mean is sum / samples)."""
+
+    start: datetime.datetime
+    max_occupancy: int
+    max_at: datetime.datetime
+    last_occupancy: int
+    sum_occupancy: int
+    samples: int
+
+
+#: Tallies of one unit of work, by (zone id, bucket start).
+Tallies = dict[tuple[str, datetime.datetime], BucketTally]
+
+
+def tally(tallies: Tallies, zone_id: str, at: datetime.datetime, occupancy: int) -> None:
+    """Counts the zone's occupancy at ``at`` (its clock) into the bucket ``at`` falls in."""
+    start = bucket_start(at)
+    bucket = tallies.get((zone_id, start))
+    if bucket is None:
+        tallies[(zone_id, start)] = BucketTally(start, occupancy, at, occupancy, occupancy, 1)
+        return
+    if occupancy > bucket.max_occupancy:
+        bucket.max_occupancy, bucket.max_at = occupancy, at
+    bucket.last_occupancy = occupancy
+    bucket.sum_occupancy += occupancy
+    bucket.samples += 1
 
 
 @dataclass(frozen=True)

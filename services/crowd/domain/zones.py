@@ -104,6 +104,7 @@ __all__ = [
     "SensorKind",
     "ZoneConfig",
     "ZoneProblem",
+    "ZoneRecord",
     "aware_utc",
     "build_zone",
     "format_local_time",
@@ -183,6 +184,15 @@ class ZoneConfig:
     min_dwell: datetime.timedelta
     silence_after: datetime.timedelta
     schedule: tuple[ScheduleEntry, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoneRecord:
+    """A zone's configuration as registered: when the zone was created and last reconfigured."""
+
+    config: ZoneConfig
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
 
 
 #: 10,000 basis points = 100.00% of capacity.

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from govmesh.config import ConfigError
 from govmesh.crowd.v1 import crowd_pb2 as pb
-from services.crowd.app import reading_from_pb
+from services.crowd.contract import reading_from_pb
 from services.crowd.domain.occupancy import Reading, RejectedReading, Rejection
 from services.crowd.ingest import Sharding, parse_message
 
