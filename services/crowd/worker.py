@@ -12,7 +12,7 @@ from nameko.timer import timer
 
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner
-from services.crowd import bootstrap, contract, metrics, store
+from services.crowd import bootstrap, metrics, store
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL, Parts
 
 log = logging.getLogger(__name__)
@@ -35,4 +35,4 @@ class Worker:
             log.info("zone timers queued %d events", queued)
         if time.monotonic() >= parts.gauges_due:
             parts.gauges_due = time.monotonic() + GAUGES_SECONDS
-            metrics.observe([contract.status_pb(zone) for zone in parts.crowd.statuses().values()])
+            metrics.observe(parts.crowd.statuses().values())
