@@ -2,14 +2,13 @@
 history of level changes, occupancy per 5-minute bucket, and the outbox and inbox.
 
 No personal data: readings are counts. Times are UTC. A zone's live row is the lock of
-everything the zone owns: ingestion (the worker's batched consumer and the api's ReportReadings)
-and the timer lock it (SELECT ... FOR UPDATE on PostgreSQL, in zone id order so two batches
-never deadlock; SQLite serialises writers at BEGIN IMMEDIATE), so readings of one zone are applied
-one transaction at a time and its count stays exact whoever applies them.
+everything the zone owns: ingestion (the ingest process and the api's ReportReadings) and the
+timer lock it (SELECT ... FOR UPDATE on PostgreSQL, in zone id order so two batches never
+deadlock; SQLite serialises writers at BEGIN IMMEDIATE), so readings of one zone are applied one
+transaction at a time and its count stays exact whoever applies them (repository.py).
 
 Event time: `watermark` is the latest observation time applied and `watermark_wall` the wall
-clock when it advanced; the zone's clock is watermark + wall time since (services/crowd/
-occupancy.py), so a replayed year is decided by the readings' own times.
+clock when it advanced (docs/decisions/crowd-event-time.md).
 """
 
 from __future__ import annotations

@@ -5,9 +5,7 @@ and its past occupancy per five-minute bucket (:class:`~services.crowd.domain.hi
 and returns a :class:`Forecast` whose fields match ForecastResponse and ForecastPoint; the
 contract itself is not imported here.
 
-The model, and why it is this simple. Crowds at a site like West Lake follow the clock and the
-calendar far more than anything else: the same time of day on a comparable day is the best
-predictor there is, and it is one an operator can check by looking at last Saturday. So:
+The model (why it is this simple: docs/decisions/crowd-forecast-from-comparable-days.md):
 
 * Points are at now + k·step for k = 1 .. horizon // step (horizon 1 to 1440 minutes, step 1 to 60,
   :data:`DEFAULT_STEP_MINUTES` 5, step at most the horizon, or there would be no point at all;
