@@ -27,6 +27,7 @@ from govmesh.paging import page_size
 from services.crowd import bootstrap, contract, metrics
 from services.crowd.app import CrowdApp
 from services.crowd.domain.occupancy import Outcome
+from services.crowd.domain.zones import shown_id
 
 #: Streams one api process serves at once (each holds a server thread).
 MAX_WATCHERS: Final = 8
@@ -116,9 +117,10 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             known = self.crowd.versions(zone_ids)
             for index, zone_id in enumerate(request.zone_ids):
                 if zone_id not in known:
-                    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
                     raise NotFound(
-                        f"zone_ids[{index}]: no zone {shown!r}", field=f"zone_ids[{index}]", reason="UNKNOWN_ZONE"
+                        f"zone_ids[{index}]: no zone {shown_id(zone_id)}",
+                        field=f"zone_ids[{index}]",
+                        reason="UNKNOWN_ZONE",
                     )
         if not self.watchers.acquire(blocking=False):
             raise Unavailable(f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll")

@@ -24,7 +24,7 @@ from services.crowd.domain import decisions, history
 from services.crowd.domain import forecast as forecasting
 from services.crowd.domain.decisions import Decisions, IngestReport, ZoneState
 from services.crowd.domain.occupancy import Reading, RejectedReading
-from services.crowd.domain.zones import ZoneConfig, ZoneRecord
+from services.crowd.domain.zones import ZoneConfig, ZoneRecord, shown_id
 from services.crowd.queries import CrowdQueries
 from services.crowd.repository import ConfigCache, ZoneRepository
 
@@ -207,6 +207,4 @@ def _required(zone_id: str) -> str:
 
 
 def _unknown_zone(zone_id: str) -> NotFound:
-    # An id as an error message quotes it: a caller's megabyte of text is not echoed back.
-    shown = repr(zone_id if len(zone_id) <= 64 else zone_id[:64] + "...")
-    return NotFound(f"zone_id: no zone {shown}", field="zone_id", reason="UNKNOWN_ZONE")
+    return NotFound(f"zone_id: no zone {shown_id(zone_id)}", field="zone_id", reason="UNKNOWN_ZONE")

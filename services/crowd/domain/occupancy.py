@@ -67,7 +67,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from services.crowd.domain.zones import SensorKind, ZoneConfig, aware_utc, is_int
+from services.crowd.domain.zones import SensorKind, ZoneConfig, aware_utc, is_int, shown_id
 
 __all__ = [
     "ABSURD_COUNT_FACTOR",
@@ -212,8 +212,7 @@ def unknown_zone(zone_id: str) -> RejectedReading:
     """The rejection of a reading whose zone_id names no zone (the caller looks zones up)."""
     if not zone_id:
         return RejectedReading(Rejection.UNKNOWN_ZONE, "zone_id is not set: a reading must name its zone")
-    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
-    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {shown!r} names no zone")
+    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {shown_id(zone_id)} names no zone")
 
 
 # --- live state ----------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ __all__ = [
     "parse_season_date",
     "schedule_occurrences",
     "schedule_running",
+    "shown_id",
     "threshold_bp",
 ]
 
@@ -265,6 +266,11 @@ def is_zone_id(value: str) -> bool:
     """Whether ``value`` has the form of a zone id (lower_snake_case, 2 to 63 characters); a value
     that has not cannot name a zone, and is refused before any lookup."""
     return _ZONE_ID.fullmatch(value) is not None
+
+
+def shown_id(value: str) -> str:
+    """An id as a message quotes it: a caller's megabyte of text is not echoed back."""
+    return repr(value if len(value) <= 64 else value[:64] + "...")
 
 
 def local_instant(day: datetime.date, time: datetime.time) -> datetime.datetime:
