@@ -220,10 +220,6 @@ def _duration_us(delta: datetime.timedelta) -> int:
     return delta // datetime.timedelta(microseconds=1)
 
 
-def _opt(moment: datetime.datetime | None) -> datetime.datetime | None:
-    return None if moment is None else as_utc(moment)
-
-
 def config_from_row(row: Any) -> ZoneConfig:
     return zones.build_zone(
         row.zone_id,
@@ -302,12 +298,9 @@ def _new_live(zone_id: str, now: datetime.datetime) -> dict[str, object]:
 def _zone_from_row(
     row: Any, config: ZoneConfig, sensors: dict[str, SensorState], wall_now: datetime.datetime
 ) -> ZoneState:
-    live = ZoneLive(
-        sensors=sensors,
-        watermark=_opt(row.watermark),
-        watermark_wall=_opt(row.watermark_wall),
-        occupancy=int(row.occupancy),
-    )
+    # The watermark and its wall time are set together (a zone's first reading sets both).
+    clock = (None, None) if row.watermark is None else (as_utc(row.watermark), as_utc(row.watermark_wall))
+    live = ZoneLive(sensors=sensors, watermark=clock[0], watermark_wall=clock[1], occupancy=int(row.occupancy))
     # The estimate now: silent sensors' estimates have aged since it was stored.
     occupancy.recompute(config, live, wall_now)
     return ZoneState(
