@@ -1,4 +1,4 @@
-"""Crowd's gRPC servicer: translates between the contract and the use cases (services/crowd/app.py).
+"""Crowd's gRPC servicer: translates between the contract (contract.py) and the use cases (app.py).
 
 ReportReadings applies each message of the stream in its own transaction (a large message in
 chunks), so a stream cut half-way keeps what it delivered and a client resending it gets the
@@ -23,9 +23,11 @@ from govmesh.crowd.v1 import crowd_pb2_grpc
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound, Unavailable
 from govmesh.grpcserver import ApiDefinition
-from services.crowd import metrics
-from services.crowd.app import MAX_REJECTIONS_DETAILED, CrowdApp, reading_from_pb, rejection_pb, timedelta_of
-from services.crowd.occupancy import Outcome, RejectedReading
+from govmesh.paging import page_size
+from services.crowd import bootstrap, contract, metrics
+from services.crowd.app import CrowdApp
+from services.crowd.domain.occupancy import Outcome
+from services.crowd.domain.zones import shown_id
 
 #: Streams one api process serves at once (each holds a server thread).
 MAX_WATCHERS: Final = 8
@@ -37,6 +39,10 @@ DEFAULT_MIN_INTERVAL: Final = datetime.timedelta(seconds=1)
 MAX_MIN_INTERVAL: Final = datetime.timedelta(hours=1)
 #: Zones one stream may name (a big screen shows a district, not the province).
 MAX_WATCHED_ZONES: Final = 1000
+#: Refusals detailed in a ReportReadings response (every one is counted).
+MAX_REJECTIONS_DETAILED: Final = 1000
+ZONE_PAGE_DEFAULT: Final = 100
+ZONE_PAGE_MAX: Final = 1000
 
 
 @dataclass
@@ -53,10 +59,17 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
         self.watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     def UpsertZone(self, request: pb.UpsertZoneRequest, context: grpc.ServicerContext) -> pb.UpsertZoneResponse:
-        return self.crowd.upsert_zone(request)
+        if not request.HasField("zone"):
+            raise InvalidArgument("zone", "REQUIRED", "is required")
+        record, created = self.crowd.upsert_zone(contract.config_from_pb(request.zone))
+        return pb.UpsertZoneResponse(zone=contract.zone_pb(record), created=created)
 
     def ListZones(self, request: pb.ListZonesRequest, context: grpc.ServicerContext) -> pb.ListZonesResponse:
-        return self.crowd.list_zones(request)
+        size = page_size(request.page_size, default=ZONE_PAGE_DEFAULT, maximum=ZONE_PAGE_MAX)
+        page, last = self.crowd.list_zones(contract.page_after(request.page_token), size)
+        return pb.ListZonesResponse(
+            zones=[contract.zone_pb(r) for r in page], next_page_token=contract.page_token(last)
+        )
 
     def ReportReadings(
         self, request_iterator: Iterator[pb.ReportReadingsRequest], context: grpc.ServicerContext
@@ -66,7 +79,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             for first in range(0, len(message.readings), CHUNK):
                 chunk = message.readings[first : first + CHUNK]
                 base = response.received
-                report = self.crowd.ingest([reading_from_pb(r) for r in chunk])
+                report = self.crowd.ingest([contract.reading_from_pb(r) for r in chunk])
                 late = report.count(Outcome.LATE)
                 accepted = report.count(Outcome.ACCEPTED) + late
                 duplicates = report.count(Outcome.DUPLICATE)
@@ -78,21 +91,21 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                 response.rejected += len(rejected)
                 for index, refusal in rejected:
                     if len(response.rejections) < MAX_REJECTIONS_DETAILED:
-                        response.rejections.append(_rejection_pb(base + index, chunk[index], refusal))
+                        response.rejections.append(contract.rejection_pb(base + index, chunk[index], refusal))
                 metrics.count_readings("grpc", accepted, late, duplicates, [r.reason.name.lower() for _, r in rejected])
         return response
 
     def GetZoneStatus(
         self, request: pb.GetZoneStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetZoneStatusResponse:
-        return self.crowd.get_zone_status(request)
+        return pb.GetZoneStatusResponse(status=contract.status_pb(self.crowd.get_zone_status(request.zone_id)))
 
     def WatchZones(
         self, request: pb.WatchZonesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchZonesResponse]:
         min_interval = DEFAULT_MIN_INTERVAL
         if request.HasField("min_interval"):
-            min_interval = timedelta_of(request.min_interval, "min_interval")
+            min_interval = contract.timedelta_of(request.min_interval, "min_interval")
             if not datetime.timedelta(0) <= min_interval <= MAX_MIN_INTERVAL:
                 raise InvalidArgument("min_interval", "OUT_OF_RANGE", "must be between 0 and 1 hour")
         if len(request.zone_ids) > MAX_WATCHED_ZONES:
@@ -104,9 +117,10 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             known = self.crowd.versions(zone_ids)
             for index, zone_id in enumerate(request.zone_ids):
                 if zone_id not in known:
-                    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
                     raise NotFound(
-                        f"zone_ids[{index}]: no zone {shown!r}", field=f"zone_ids[{index}]", reason="UNKNOWN_ZONE"
+                        f"zone_ids[{index}]: no zone {shown_id(zone_id)}",
+                        field=f"zone_ids[{index}]",
+                        reason="UNKNOWN_ZONE",
                     )
         if not self.watchers.acquire(blocking=False):
             raise Unavailable(f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll")
@@ -132,7 +146,8 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             first = False
             now = time.monotonic()
             for zone_id in sorted(statuses):
-                version, status = statuses[zone_id]
+                zone = statuses[zone_id]
+                version, status = zone.version, contract.status_pb(zone)
                 kind = _update_kind(sent.get(zone_id), status)
                 previous = sent.get(zone_id)
                 if kind == pb.ZONE_UPDATE_KIND_OCCUPANCY and previous and now - previous.at < min_interval:
@@ -145,10 +160,12 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
     def GetZoneHistory(
         self, request: pb.GetZoneHistoryRequest, context: grpc.ServicerContext
     ) -> pb.GetZoneHistoryResponse:
-        return self.crowd.get_zone_history(request)
+        start, end = contract.history_window(request)
+        return contract.history_pb(self.crowd.get_zone_history(request.zone_id, start, end))
 
     def Forecast(self, request: pb.ForecastRequest, context: grpc.ServicerContext) -> pb.ForecastResponse:
-        return self.crowd.forecast(request)
+        result = self.crowd.forecast(request.zone_id, request.horizon_minutes, request.step_minutes)
+        return contract.forecast_pb(request.zone_id, result)
 
 
 def _update_kind(previous: _Sent | None, status: pb.ZoneStatus) -> pb.ZoneUpdateKind.ValueType | None:
@@ -165,21 +182,10 @@ def _update_kind(previous: _Sent | None, status: pb.ZoneStatus) -> pb.ZoneUpdate
     return None
 
 
-def _rejection_pb(index: int, reading: pb.SensorReading, refusal: RejectedReading) -> pb.ReadingRejection:
-    return pb.ReadingRejection(
-        index=index,
-        zone_id=reading.zone_id,
-        sensor_id=reading.sensor_id,
-        sequence=reading.sequence,
-        reason=rejection_pb(refusal.reason),
-        message=refusal.message,
-    )
-
-
 def build(settings: Settings, db: Database) -> ApiDefinition:
-    crowd = CrowdApp(db, on_events=metrics.count)
+    parts = bootstrap.build(settings, db, "api")
     metrics.prime("grpc")
-    servicer = CrowdServicer(crowd)
+    servicer = CrowdServicer(parts.crowd)
     return ApiDefinition(
         service="crowd",
         full_name=pb.DESCRIPTOR.services_by_name["CrowdService"].full_name,

@@ -46,10 +46,11 @@ from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
 from govmesh.errors import StartupError
 from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue
-from services.crowd import metrics
-from services.crowd.app import CrowdApp, IngestReport, reading_from_pb
-from services.crowd.occupancy import Outcome, Reading, RejectedReading, Rejection
-from services.crowd.zones import SensorKind
+from services.crowd import bootstrap, metrics
+from services.crowd.contract import reading_from_pb
+from services.crowd.domain.decisions import IngestReport
+from services.crowd.domain.occupancy import Outcome, Reading, RejectedReading, Rejection
+from services.crowd.domain.zones import SensorKind
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ class ReadingsConsumer:
 
     def __init__(self, settings: Settings, db: Database, sharding: Sharding) -> None:
         self.settings = settings
-        self.crowd = CrowdApp(db, on_events=metrics.count)
+        self.crowd = bootstrap.build(settings, db, "ingest").crowd
         self.sharding = sharding
         self._stop = threading.Event()
         self._pending = _Pending()

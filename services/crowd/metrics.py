@@ -11,7 +11,7 @@ reading's observation to the committed level change it caused."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge, Histogram
@@ -19,6 +19,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from govmesh import clock
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
+from services.crowd import contract
+from services.crowd.domain import levels, occupancy
+from services.crowd.domain.decisions import ZoneState
 
 READINGS = Counter(
     "govmesh_crowd_readings_total",
@@ -50,7 +53,6 @@ SENSORS_TOTAL = Gauge("govmesh_crowd_zone_sensors_total", "Sensors known.", ["zo
 #: Readings older than this when they changed a level were replayed or backfilled, not live.
 REPLAY_SECONDS = 3600.0
 OUTCOMES = ("accepted", "late", "duplicate", "rejected")
-LEVEL_NUMBERS = {pb.RESPONSE_LEVEL_NONE: 0, pb.RESPONSE_LEVEL_III: 1, pb.RESPONSE_LEVEL_II: 2, pb.RESPONSE_LEVEL_I: 3}
 
 
 def prime(path: str) -> None:
@@ -76,8 +78,8 @@ def count_readings(path: str, accepted: int, late: int, duplicates: int, rejecte
 def count(events: Sequence[Message]) -> None:
     for event in events:
         if isinstance(event, events_pb2.LevelChanged):
-            level = pb.ResponseLevel.Name(event.level).removeprefix("RESPONSE_LEVEL_")
-            LEVEL_CHANGES.labels(event.zone_id, level).inc()
+            level = contract.level_of(event.level)
+            LEVEL_CHANGES.labels(event.zone_id, level.name if level is not None else "UNSPECIFIED").inc()
             if event.HasField("triggered_by_observed_at"):
                 # Counted after the commit: the transaction and its lock waits are in the figure.
                 observed = event.triggered_by_observed_at.ToDatetime(datetime.UTC)
@@ -89,10 +91,11 @@ def count(events: Sequence[Message]) -> None:
             SILENCES.labels(event.zone_id).inc()
 
 
-def observe(statuses: Sequence[pb.ZoneStatus]) -> None:
-    for status in statuses:
-        OCCUPANCY.labels(status.zone_id).set(status.occupancy)
-        LOAD_BP.labels(status.zone_id).set(status.load_bp)
-        LEVEL.labels(status.zone_id).set(LEVEL_NUMBERS.get(status.level, 0))
-        SENSORS_HEALTHY.labels(status.zone_id).set(status.sensors_healthy)
-        SENSORS_TOTAL.labels(status.zone_id).set(status.sensors_total)
+def observe(zones: Iterable[ZoneState]) -> None:
+    for zone in zones:
+        zone_id, live = zone.config.zone_id, zone.live
+        OCCUPANCY.labels(zone_id).set(live.occupancy)
+        LOAD_BP.labels(zone_id).set(levels.load_bp(live.occupancy, zone.config.capacity))
+        LEVEL.labels(zone_id).set(zone.level.level)  # zones.Level's value: 0 none .. 3 for I
+        SENSORS_HEALTHY.labels(zone_id).set(occupancy.sensors_healthy(live))
+        SENSORS_TOTAL.labels(zone_id).set(occupancy.sensors_total(live))

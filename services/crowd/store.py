@@ -2,14 +2,13 @@
 history of level changes, occupancy per 5-minute bucket, and the outbox and inbox.
 
 No personal data: readings are counts. Times are UTC. A zone's live row is the lock of
-everything the zone owns: ingestion (the worker's batched consumer and the api's ReportReadings)
-and the timer lock it (SELECT ... FOR UPDATE on PostgreSQL, in zone id order so two batches
-never deadlock; SQLite serialises writers at BEGIN IMMEDIATE), so readings of one zone are applied
-one transaction at a time and its count stays exact whoever applies them.
+everything the zone owns: ingestion (the ingest process and the api's ReportReadings) and the
+timer lock it (SELECT ... FOR UPDATE on PostgreSQL, in zone id order so two batches never
+deadlock; SQLite serialises writers at BEGIN IMMEDIATE), so readings of one zone are applied one
+transaction at a time and its count stays exact whoever applies them (repository.py).
 
 Event time: `watermark` is the latest observation time applied and `watermark_wall` the wall
-clock when it advanced; the zone's clock is watermark + wall time since (services/crowd/
-occupancy.py), so a replayed year is decided by the readings' own times.
+clock when it advanced (docs/decisions/crowd-event-time.md).
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ sensors = sa.Table(
     sa.Column("zone_id", sa.String(64), primary_key=True),
     sa.Column("sensor_id", sa.String(128), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
-    # The sensor's state as services.crowd.occupancy keeps it (sequence, missing ranges, value,
+    # The sensor's state as services.crowd.domain.occupancy keeps it (sequence, missing ranges, value,
     # times, silence), JSON: one row per sensor, rewritten when a reading of it is applied.
     sa.Column("state", sa.Text(), nullable=False),
 )
@@ -97,7 +96,7 @@ buckets = sa.Table(
     "crowd_occupancy_buckets",
     metadata,
     sa.Column("zone_id", sa.String(64), primary_key=True),
-    # Event time, aligned to 5 minutes (services.crowd.history.BUCKET).
+    # Event time, aligned to 5 minutes (services.crowd.domain.history.BUCKET).
     sa.Column("start", sa.DateTime(timezone=True), primary_key=True),
     sa.Column("max_occupancy", sa.BigInteger(), nullable=False),
     sa.Column("max_at", sa.DateTime(timezone=True), nullable=False),

@@ -58,7 +58,8 @@ from google.protobuf import json_format
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
-from services.crowd.app import EVENT_RELAY_INTERVAL, reading_from_pb
+from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
+from services.crowd.contract import reading_from_pb
 from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
 from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
 from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host

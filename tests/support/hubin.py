@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 
-from services.crowd.zones import Level, LevelRule, Measure, ScheduleEntry, ZoneConfig
+from services.crowd.domain.zones import Level, LevelRule, Measure, ScheduleEntry, ZoneConfig
 
 III_MEASURES = (Measure.ANNOUNCE, Measure.STAFF_DEPLOYED)
 II_MEASURES = (Measure.TICKET_SALES_STOP, Measure.EMERGENCY_PLAN, Measure.BARRIERS_UP)

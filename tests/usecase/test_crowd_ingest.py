@@ -16,9 +16,11 @@ import pytest
 from govmesh import config
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import service_database
-from services.crowd.app import CrowdApp, IngestReport
+from services.crowd import contract
+from services.crowd.app import CrowdApp
+from services.crowd.domain.decisions import IngestReport
+from services.crowd.domain.occupancy import Reading, RejectedReading
 from services.crowd.ingest import ReadingsConsumer, Sharding, shard_queue
-from services.crowd.occupancy import Reading, RejectedReading
 from tests.support.crowd_mesh import Publisher, reading
 from tests.support.mesh import consumers, virtual_host, wait_for
 
@@ -35,7 +37,7 @@ def test_a_reading_that_cannot_be_applied_is_dead_lettered_alone(
         db = service_database("crowd", database_url)
         db.migrate()
         crowd = CrowdApp(db)
-        crowd.upsert_zone(pb.UpsertZoneRequest(zone=pb.Zone(zone_id="quay", name_zh="码头", capacity=1000)))
+        crowd.upsert_zone(contract.config_from_pb(pb.Zone(zone_id="quay", name_zh="码头", capacity=1000)))
         consumer = ReadingsConsumer(settings, db, Sharding(shards=1, index=0, count=1))
         real_ingest = consumer.crowd.ingest
 
@@ -72,7 +74,7 @@ def test_a_reading_that_cannot_be_applied_is_dead_lettered_alone(
 
 
 def _occupancy(crowd: CrowdApp) -> int:
-    return crowd.get_zone_status(pb.GetZoneStatusRequest(zone_id="quay")).status.occupancy
+    return crowd.get_zone_status("quay").live.occupancy
 
 
 def _queue_length(amqp: str, queue: str) -> int:

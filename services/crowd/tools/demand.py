@@ -14,7 +14,7 @@ all year, and with live counts and a three-level response they went up on 36 day
 calibrated so that, with :data:`CAPACITY`, level II (80%) is reached on about 30-45 days of a
 year (tests/unit/crowd/test_demand.py checks 2019 and the 365 days to 2026-11-26).
 
-Decisions a reader should know:
+The model (why it is shaped so: docs/decisions/crowd-demand-model.md):
 
 * Capacity. :data:`CAPACITY` = 20,000: the 300-400 m of lakeside promenade and squares of the
   controlled area, about 350 m by 40 m, at roughly 0.7 m² per person, the density of an open
@@ -89,7 +89,7 @@ from typing import Final, NamedTuple
 
 import chinese_calendar
 
-from services.crowd.zones import ScheduleEntry, SensorKind
+from services.crowd.domain.zones import ScheduleEntry, SensorKind
 
 __all__ = [
     "CAPACITY",

@@ -74,8 +74,8 @@ from govmesh.auth import Policy, PolicyError, TokenIssuer
 from govmesh.config import Settings
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc
+from services.crowd.domain.zones import SensorKind
 from services.crowd.tools import demand
-from services.crowd.zones import SensorKind
 
 CALLER: Final = "demo-portal"
 EXCHANGE: Final = "crowd.readings"

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 import pytest
 
+from services.crowd.domain.zones import SensorKind
 from services.crowd.tools import demand
 from services.crowd.tools.demand import DayKind, Faults, Reading, SimulatedDay, TrueDay, Weather
-from services.crowd.zones import SensorKind
 
 D = datetime.date
 UTC = datetime.UTC

@@ -1,4 +1,4 @@
-"""The forecast (services/crowd/forecast.py): persistence without history, the evening fountain show
+"""The forecast (services/crowd/domain/forecast.py): persistence without history, the evening fountain show
 in 8 weeks of history, working days against weekends and holidays, today's ratio and its fading,
 the likely range, and validation.
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from services.crowd.forecast import (
+from services.crowd.domain.forecast import (
     DEFAULT_STEP_MINUTES,
     LOOKBACK_DAYS,
     Basis,
@@ -22,8 +22,8 @@ from services.crowd.forecast import (
     forecast,
     percentile,
 )
-from services.crowd.history import BUCKET, OccupancyBucket
-from services.crowd.zones import SHANGHAI, Level, ScheduleEntry
+from services.crowd.domain.history import BUCKET, OccupancyBucket
+from services.crowd.domain.zones import SHANGHAI, Level, ScheduleEntry
 from tests.support.hubin import I_MEASURES, II_MEASURES, III_MEASURES, hubin
 
 UTC = datetime.UTC

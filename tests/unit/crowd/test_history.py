@@ -1,4 +1,4 @@
-"""A zone's history over a window (services/crowd/history.py): time at each level to the
+"""A zone's history over a window (services/crowd/domain/history.py): time at each level to the
 microsecond, changes at the window's edges, Asia/Shanghai days, barrier days, peaks, validation.
 
 The zone is the West Lake music fountain's 湖滨 (hubin), with default-style levels: III at 60%,
@@ -11,7 +11,7 @@ import datetime
 
 import pytest
 
-from services.crowd.history import (
+from services.crowd.domain.history import (
     BUCKET,
     MAX_WINDOW,
     LevelChange,
@@ -23,7 +23,7 @@ from services.crowd.history import (
     check_window,
     summarise,
 )
-from services.crowd.zones import Level, LevelRule, Measure
+from services.crowd.domain.zones import Level, LevelRule, Measure
 from tests.support.hubin import LEVELS, hubin
 
 UTC = datetime.UTC

@@ -12,9 +12,9 @@ from google.protobuf import json_format
 
 from govmesh.config import ConfigError
 from govmesh.crowd.v1 import crowd_pb2 as pb
-from services.crowd.app import reading_from_pb
+from services.crowd.contract import reading_from_pb
+from services.crowd.domain.occupancy import Reading, RejectedReading, Rejection
 from services.crowd.ingest import Sharding, parse_message
-from services.crowd.occupancy import Reading, RejectedReading, Rejection
 
 KINDS = [pb.SENSOR_KIND_UNSPECIFIED, pb.SENSOR_KIND_GATE_COUNTER, pb.SENSOR_KIND_CAMERA, pb.SENSOR_KIND_PHONE_SIGNAL]
 

@@ -1,4 +1,4 @@
-"""The level state machine (services/crowd/levels.py): every move up and down at its exact
+"""The level state machine (services/crowd/domain/levels.py): every move up and down at its exact
 boundaries (threshold and one below, stay band edge and one below), the dwell at its end and one
 microsecond before, skipped levels both ways, zero dwell and zero hysteresis, the measures each
 change takes and lifts, a Golden Week surge at 湖滨 that changes level exactly once per level
@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from services.crowd.levels import (
+from services.crowd.domain.levels import (
     MAX_LOAD_BP,
     LevelDecision,
     LevelState,
@@ -26,7 +26,7 @@ from services.crowd.levels import (
     next_review,
     stay_level,
 )
-from services.crowd.zones import (
+from services.crowd.domain.zones import (
     DEFAULT_LEVELS,
     SHANGHAI,
     Level,

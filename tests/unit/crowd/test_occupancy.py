@@ -1,4 +1,4 @@
-"""A zone's sensors and its fused occupancy (services/crowd/occupancy.py): every rejection at its
+"""A zone's sensors and its fused occupancy (services/crowd/domain/occupancy.py): every rejection at its
 boundary, duplicates, late and out-of-order readings, the bound on missing ranges, silence once
 per silence and recovery, estimates ageing out, the zone clock live and in replay, and a
 randomized run of shuffled, duplicated gate deltas that must add up exactly."""
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from services.crowd.occupancy import (
+from services.crowd.domain.occupancy import (
     FRESH,
     MAX_LATENESS,
     MAX_MISSING_RANGES,
@@ -38,7 +38,7 @@ from services.crowd.occupancy import (
     validate,
     zone_now,
 )
-from services.crowd.zones import SHANGHAI
+from services.crowd.domain.zones import SHANGHAI
 from tests.support.hubin import SILENCE_AFTER as SILENCE
 from tests.support.hubin import hubin
 
@@ -649,7 +649,7 @@ def test_shuffled_camera_readings_keep_the_count_of_the_highest_sequence(seed: i
 
 
 def test_a_time_before_2000_is_an_unset_clock_not_a_replay() -> None:
-    from services.crowd.occupancy import EARLIEST_OBSERVATION
+    from services.crowd.domain.occupancy import EARLIEST_OBSERVATION
 
     config = CONFIG
     live = ZoneLive()
@@ -665,7 +665,7 @@ def test_a_time_before_2000_is_an_unset_clock_not_a_replay() -> None:
 
 
 def test_the_highest_last_count_is_what_a_blind_zone_may_rise_on() -> None:
-    from services.crowd.occupancy import highest_last_count
+    from services.crowd.domain.occupancy import highest_last_count
 
     config = CONFIG
     live = ZoneLive()

@@ -17,9 +17,9 @@ from google.protobuf.duration_pb2 import Duration
 from govmesh import cli, config
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from services.crowd import tools as crowd_tools
+from services.crowd.domain.zones import SensorKind
 from services.crowd.tools import demand, simulate
 from services.crowd.tools.simulate import ArgumentError, Figures, Sent, Window
-from services.crowd.zones import SensorKind
 
 D = datetime.date
 UTC = datetime.UTC

@@ -1,4 +1,4 @@
-"""A zone's configuration (services/crowd/zones.py): defaults, every validation rule with its
+"""A zone's configuration (services/crowd/domain/zones.py): defaults, every validation rule with its
 contract field path and at its exact bounds, several problems reported together, the measures in
 force at each level, and which show of the schedule runs when (midnight, season, weekday).
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.crowd.zones import (
+from services.crowd.domain.zones import (
     DEFAULT_HYSTERESIS_BP,
     DEFAULT_LEVELS,
     DEFAULT_MIN_DWELL,

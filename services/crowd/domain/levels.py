@@ -1,38 +1,26 @@
 """A zone's response level as a state machine over its load (pure domain, no I/O, no clock).
 
-The worker calls :func:`decide` with the zone's load (:func:`load_bp`: occupancy in basis points
-of capacity) whenever the occupancy changes and at least once a second, passing the time;
-:func:`decide` returns the new :class:`LevelState` and whether it changed (then the caller
-publishes LevelChanged with :func:`measures_change`).
+A zone's level is decided (services/crowd/domain/decisions.py) with its load (:func:`load_bp`:
+occupancy in basis points of capacity) after every reading that may change it and when the
+timer reviews the zone, passing the zone's time; :func:`decide` returns the new
+:class:`LevelState` and whether it changed (then the caller announces LevelChanged with
+:func:`measures_change`).
 
-Decisions a reader should know:
+The rule (docs/decisions/crowd-hysteresis-and-dwell.md): with t(k) level k's threshold and h the
+zone's hysteresis, :func:`level_for_load` is the highest level whose entry band (load >= t(k))
+holds, :func:`stay_level` the highest level k <= L whose stay band (load >= t(k) - h) holds for a
+zone at L, and the level asked for is the higher of the two. Up: at once, whatever the dwell,
+possibly skipping levels. Down: possibly across several levels, only once ``at - since >=
+min_dwell`` (exactly at the end of the dwell it may); until then the decision says until when
+(:attr:`LevelDecision.held_until`, also :func:`next_review`). With the defaults level II is
+entered at 8000 bp, held down to 7500 bp and left at 7499 bp; a zone at II whose load falls to
+5600 bp stays at III (5600 >= 6000 - 500), one at 5400 bp goes straight to NONE.
 
-* Two bands per level k, with t(k) its threshold and h the zone's hysteresis:
-  the entry band, load >= t(k), and the stay band, load >= t(k) - h.
-  :func:`level_for_load` is the highest level whose entry band holds (NONE below level III's
-  threshold); :func:`stay_level` is, for a zone at level L, the highest level k <= L whose stay
-  band holds (NONE when none does). A zone at L keeps every level below L too (the measures are
-  cumulative), so when it leaves L it drops to the highest lower level it has not left either.
-* The rule: the level the load asks for is ``max(level_for_load(load), stay_level(L, load))``.
-  Higher than L: the zone moves up at once, whatever the dwell (safety first), possibly skipping
-  levels (NONE straight to I in a surge). Lower than L: the zone moves down to it, possibly
-  across several levels (I to NONE when the crowd has gone), but only once the dwell is over.
-  So with the defaults level II is entered at 8000 bp, held down to 7500 bp and left at 7499 bp;
-  a zone at II whose load falls to 5600 bp stays at III (5600 >= 6000 - 500), one whose load falls
-  to 5400 bp goes straight to NONE.
-* Dwell: a zone may move down only when ``at - since >= min_dwell`` (at exactly the end of the
-  dwell it may; one microsecond before it may not), where ``since`` is when it entered its
-  current level, by an up move or a down move. Until then the level is held, and the decision
-  says until when (:attr:`LevelDecision.held_until`, also :func:`next_review`); the down move
-  happens at the first call at or after that time, to the level the load at that time asks for
-  (the load may have come back, and then nothing happens). Dwell and hysteresis apply only
-  downwards. No two changes are therefore closer than min_dwell when the second one is down.
-* An unchanged decision returns the input state object itself (``decision.state is state``);
-  a change returns a new state whose ``since`` is ``at``. A new zone starts at
-  ``LevelState(Level.NONE, since=created_at)``; its first reading lifts it at once if needed.
-* Times are aware datetimes, kept in UTC; ``at`` before ``since`` is a caller's bug (the one
-  clock went backwards, or states were mixed up) and raises ValueError rather than rewriting the
-  level's history. Loads are non-negative ints (basis points; may exceed 10000).
+An unchanged decision returns the input state object itself (``decision.state is state``); a
+change returns a new state whose ``since`` is ``at``. A new zone starts at ``LevelState(Level.NONE,
+since=created_at)``. Times are aware datetimes, kept in UTC; ``at`` before ``since`` is a caller's
+bug and raises ValueError rather than rewriting the level's history. Loads are non-negative ints
+(basis points; may exceed 10000).
 """
 
 from __future__ import annotations
@@ -41,7 +29,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from services.crowd.zones import (
+from services.crowd.domain.zones import (
     BP_DENOMINATOR,
     Level,
     Measure,
@@ -164,8 +152,8 @@ def stay_level(config: ZoneConfig, current: Level, load: int) -> Level:
 
 
 def decide(config: ZoneConfig, state: LevelState, load: int, at: datetime.datetime) -> LevelDecision:
-    """The zone's level at ``at`` given its ``load`` (basis points) and its state before (module
-    docstring: up at once, down after hysteresis and dwell)."""
+    """The zone's level at ``at`` given its ``load`` (basis points) and its state before: up at
+    once, down after hysteresis and dwell (module docstring)."""
     now = aware_utc("at", at)
     if now < state.since:
         raise ValueError(f"at ({now.isoformat()}) is before the state's since ({state.since.isoformat()})")

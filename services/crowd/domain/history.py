@@ -7,35 +7,26 @@ per five-minute bucket (:class:`OccupancyBucket`); :func:`summarise` turns them 
 names of the fields match GetZoneHistoryResponse, ZoneDay, LevelDuration and Peak; the contract
 itself is not imported here.
 
-Decisions a reader should know:
+Rules (why: docs/decisions/crowd-history-windows-and-days.md):
 
 * The window is half-open, [start, end), at most :data:`MAX_WINDOW` (400 days, the contract's
   limit); anything else is a ValueError naming start_time or end_time (:func:`check_window`, which
-  the app can call before it queries the store). Times must be aware (zones.aware_utc: ValueError
+  the app calls before it queries the store). Times must be aware (zones.aware_utc: ValueError
   for a naive one, TypeError for a non-datetime); everything is done in UTC.
-* A level change takes effect at its instant: the level at t is the one entered by the last change
-  at or before t. A change at exactly ``start`` is in the window (it is counted, and its level is in
-  force from start on); one at exactly ``end`` is not. ``level_at_start`` is the level from the
-  changes *before* start, so with a change at start it is in force for no time at all. Changes
-  outside the window are ignored, so the caller may pass more than the window; they must be in time
-  order (ValueError otherwise: a summary of shuffled changes would be silently wrong).
-* Time at each level: always the four levels NONE, III, II, I in that order, zero durations
-  included, and they add up to end - start exactly (timedelta arithmetic to the microsecond, nothing
-  rounded); each day's add up to that day's part of the window.
-* Several changes at one instant: the last is in force; the others still count as changes and as
-  levels reached (a day's max_level and barriers_up), though they lasted no time: a level that was
-  entered was reached, and its measures were ordered.
-* Days are Asia/Shanghai calendar days, their midnights computed with zoneinfo (16:00 UTC the day
-  before today, as Shanghai has had no DST since 1991; zoneinfo keeps this right if that changes).
-  The first and last day may be partial: they count only their part of the window.
-* A day's barriers_up: a level whose measures in force (zones.measures_in_force: those of every
-  level up to it) include BARRIERS_UP was in force for a non-zero time that day, or was entered
-  that day. barrier_days are the ISO dates of those days, oldest first.
+* A level change takes effect at its instant: one at exactly ``start`` is in the window, one at
+  exactly ``end`` is not. ``level_at_start`` is the level from the changes *before* start.
+  Changes outside the window are ignored, so the caller may pass more than the window; they must
+  be in time order (ValueError otherwise: a summary of shuffled changes would be silently wrong).
+* Time at each level: always NONE, III, II, I in that order, zero durations included, adding up
+  to end - start exactly (each day's to that day's part of the window). Several changes at one
+  instant: the last is in force; the others still count as changes and as levels reached.
+* Days are Asia/Shanghai calendar days, their midnights computed with zoneinfo; the first and
+  last day may be partial. A day's barriers_up: a level whose measures in force include
+  BARRIERS_UP was in force for a non-zero time that day, or was entered that day.
 * Peaks: the bucket with the highest max_occupancy whose max_at lies in the window (a bucket
   straddling an edge counts only when its maximum was inside); ties go to the earliest max_at; a
-  day's peak is the same within the day. No such bucket: no peak (None), since a zero would claim
-  a reading nobody made. The peak's level is the level in force at its max_at; its load_bp is
-  levels.load_bp (floor; may exceed 10000).
+  day's peak likewise within the day. No such bucket: no peak (None). The peak's level is the
+  level in force at its max_at; its load_bp is levels.load_bp (floor; may exceed 10000).
 """
 
 from __future__ import annotations
@@ -46,21 +37,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.crowd.levels import check_capacity, load_bp
-from services.crowd.zones import SHANGHAI, Level, Measure, ZoneConfig, aware_utc, local_instant, measures_in_force
+from services.crowd.domain.levels import check_capacity, load_bp
+from services.crowd.domain.zones import (
+    SHANGHAI,
+    Level,
+    Measure,
+    ZoneConfig,
+    aware_utc,
+    local_instant,
+    measures_in_force,
+)
 
 __all__ = [
     "BUCKET",
     "MAX_WINDOW",
+    "BucketTally",
     "LevelChange",
     "LevelDuration",
     "OccupancyBucket",
     "Peak",
+    "Tallies",
     "ZoneDay",
     "ZoneHistory",
     "bucket_start",
     "check_window",
     "summarise",
+    "tally",
 ]
 
 #: Occupancy is kept per bucket of this length, starts aligned to multiples of it in UTC.
@@ -97,6 +99,38 @@ class OccupancyBucket:
     max_at: datetime.datetime
     last_occupancy: int
     mean_occupancy: int
+
+
+@dataclass
+class BucketTally:
+    """The samples one unit of work took of a zone's bucket (one per reading applied, one per
+    estimate aged by the timer), to be merged into the stored bucket: max and its time, last,
+    sum and count (the stored mean is sum / samples)."""
+
+    start: datetime.datetime
+    max_occupancy: int
+    max_at: datetime.datetime
+    last_occupancy: int
+    sum_occupancy: int
+    samples: int
+
+
+#: Tallies of one unit of work, by (zone id, bucket start).
+Tallies = dict[tuple[str, datetime.datetime], BucketTally]
+
+
+def tally(tallies: Tallies, zone_id: str, at: datetime.datetime, occupancy: int) -> None:
+    """Counts the zone's occupancy at ``at`` (its clock) into the bucket ``at`` falls in."""
+    start = bucket_start(at)
+    bucket = tallies.get((zone_id, start))
+    if bucket is None:
+        tallies[(zone_id, start)] = BucketTally(start, occupancy, at, occupancy, occupancy, 1)
+        return
+    if occupancy > bucket.max_occupancy:
+        bucket.max_occupancy, bucket.max_at = occupancy, at
+    bucket.last_occupancy = occupancy
+    bucket.sum_occupancy += occupancy
+    bucket.samples += 1
 
 
 @dataclass(frozen=True)

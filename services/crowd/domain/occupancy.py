@@ -9,24 +9,13 @@ and ordered per sensor by sequence (:class:`Outcome`), and applied to the zone's
 and ``tick`` mutate the :class:`ZoneLive` they are given; a rejected or duplicate reading leaves it
 exactly as it was.
 
-Decisions a reader should know:
+Rules (the decisions behind them: docs/decisions/crowd-event-time.md,
+crowd-sequences-identify-readings.md, crowd-sensor-fusion.md, crowd-blind-zones-hold-their-level.md):
 
-* The zone clock (:func:`zone_now`) is event time with a processing-time fallback: the watermark
-  is the latest observation time the zone has applied and ``watermark_wall`` the machine time at
-  which it got there; ``zone_now = watermark + max(0, wall_now - watermark_wall)`` (no watermark
-  yet: ``wall_now``). Live, readings arrive within moments of being observed, so the zone clock
-  runs a transit delay behind the wall clock and a zone whose sensors all stop still sees time
-  pass (that is how it notices the silence). A replayed or simulated year (readings from the past,
-  applied as fast as the machine can) moves the zone clock by the readings' own times, so dwell,
-  silence, ageing and history follow the readings, not the machine. Every time this module
-  reasons about (silence, freshness, too old) is zone time; only FUTURE_TIME is judged against the
-  machine's clock, because only the machine knows what the present is.
-  The watermark advances only when a reading is ahead of the zone clock, so the zone clock never
-  runs backwards (a reading delayed in transit must not rewind dwell and silence), and never past
-  ``wall_now`` (a sensor within the 5-minute skew allowance must not make every other sensor look
-  late). A zone's first reading sets the clock whatever its age: that is how a replay starts; once
-  a zone has a clock, a reading more than :data:`MAX_LATENESS` (24 h) behind it is TOO_OLD, so a
-  replay must go to a fresh zone, never into a live one.
+* The zone clock (:func:`zone_now`): ``watermark + max(0, wall_now - watermark_wall)``, or
+  ``wall_now`` before any reading. The watermark advances only to a reading ahead of the zone
+  clock and never past ``wall_now``. Every time this module reasons about (silence, freshness,
+  too old) is zone time; only FUTURE_TIME is judged against the machine's clock.
 * Validation order (the first failure is the reason): sensor_id (not set: MISSING_FIELD; longer
   than 128 or not printable: ABSURD_VALUE), sensor_kind, sequence (0 is proto3's "not set":
   MISSING_FIELD; negative or above 2^53: ABSURD_VALUE, since a sequence counts up from 1 and a
@@ -38,17 +27,13 @@ Decisions a reader should know:
   observed_at < zone_now - 24 h (TOO_OLD; exactly 24 h passes), and a known sensor reporting
   another kind (SENSOR_KIND_MISMATCH). An unknown zone is the caller's check
   (:func:`unknown_zone` builds its rejection). A delta of 0 is valid: it is a gate's heartbeat.
-* Sequences are the sensor's truth: (sensor_id, sequence) identifies a reading and readings are
-  ordered by sequence, not by observation time. Sequences start at 1, so the first reading seen
-  from a sensor at sequence N leaves 1..N-1 missing (they may still arrive late). Above the
-  highest: ACCEPTED (a gap is recorded as missing); a missing one: LATE (accepted, and removed
-  from missing); anything else: DUPLICATE (no effect at all, even with a different value). A sensor
-  that restarts its numbering must come back under a new sensor_id.
-* Missing sequences are kept as sorted, disjoint, non-adjacent inclusive ranges, at most
-  :data:`MAX_MISSING_RANGES` (256) per sensor. Beyond that the lowest range is forgotten and the
-  sensor's ``floor_sequence`` rises to its top: a reading at or below the floor is TOO_OLD, since
-  it can no longer be told from a duplicate (so a duplicate that old is counted as rejected, not
-  as a duplicate; it is not applied either way).
+* Sequences: (sensor_id, sequence) identifies a reading. The first reading seen from a sensor at
+  sequence N leaves 1..N-1 missing. Above the highest: ACCEPTED; a missing one: LATE; anything
+  else: DUPLICATE (no effect, even with a different value). Missing sequences are sorted,
+  disjoint, non-adjacent inclusive ranges, at most :data:`MAX_MISSING_RANGES` (256) per sensor;
+  beyond that the lowest range is forgotten and ``floor_sequence`` rises to its top: a reading at
+  or below the floor is TOO_OLD (so a duplicate that old is counted as rejected, not as a
+  duplicate; it is not applied either way).
 * Values: a gate counter's value is the net sum of every delta accepted from it, late ones
   included (deltas commute, so late deltas count exactly); the zone keeps the running sum of its
   gates (``ZoneLive.gate_total``), updated in O(1). A camera's or phone-signal sensor's value is the
@@ -56,28 +41,19 @@ Decisions a reader should know:
   ``last_observed_at`` is the latest observation time of any accepted reading (normally that of
   the highest sequence): it says when the sensor was last heard of, which is what silence and
   freshness are about.
-* Fusion (:func:`fuse`): the sources are (a) the zone's gate counters together, estimate =
-  max(0, gate total), which is exact while every gate is healthy, and (b) each camera and each
-  phone-signal sensor, estimate = its value. A source's weight is its kind weight x its freshness
-  in per mille. Kind weights (:data:`KIND_WEIGHTS`): gate 4, camera 2, phone signal 1, because a
-  gate counts every person who passes, a camera misses people hidden behind others, and a
-  phone-signal estimate is coarse (not everyone carries one phone; cells spill over the zone's
-  edge). Freshness is 1000 while zone_now - last_observed_at <= silence_after, then falls
-  linearly (rounded down) to 0 at 2 x silence_after, so a silent sensor's last estimate ages out
-  rather than freezing the count. The gate source's freshness is the least of its gates': one
-  silent gate makes the whole sum unreliable (people pass it uncounted). Occupancy is
-  sum(w x e) / sum(w) rounded half up, in integers, so a zone whose only healthy source is its
-  gates shows exactly the gate sum. When every weight is 0 (no sensor yet, or all aged out) the
-  zone is blind: occupancy 0 and ``blind`` True (the level logic must not read that 0 as empty).
-  Gate counters must therefore report at least every silence_after, with delta 0 when nobody
-  passed.
-* Silence (:func:`detect_silence`): a sensor is flagged silent when zone_now - last_observed_at >
-  silence_after (strictly: exactly silence_after is still healthy), once per silence, with the
-  event that events.proto's SensorSilent needs. ``silent_since`` is the zone time it was detected.
-  An accepted reading recovers a silent sensor if, once applied, the sensor is no longer past
-  silence_after (``ApplyResult.recovered``, for a SENSORS update); a late backfill of old readings
-  does not, or the next tick would flag it again. Healthy counts (:func:`sensors_healthy`) are of
-  the flags, which change only with these events.
+* Fusion (:func:`fuse`): the sources are the gates together (estimate max(0, gate total)) and
+  each camera and phone-signal sensor (estimate its value). Weight = :data:`KIND_WEIGHTS` (gate 4,
+  camera 2, phone signal 1) x freshness per mille: 1000 while zone_now - last_observed_at <=
+  silence_after, then falling linearly (rounded down) to 0 at 2 x silence_after; the gate
+  source's freshness is the least of its gates'. Occupancy is sum(w x e) / sum(w) rounded half
+  up, in integers. When every weight is 0 (no sensor yet, or all aged out) the zone is blind:
+  occupancy 0 and ``blind`` True (the level logic must not read that 0 as empty).
+* Silence (:func:`detect_silence`): flagged when zone_now - last_observed_at > silence_after
+  (exactly silence_after is still healthy), once per silence, with the fields of events.proto's
+  SensorSilent; ``silent_since`` is the zone time it was detected. An accepted reading recovers a
+  silent sensor if, once applied, the sensor is no longer past silence_after
+  (``ApplyResult.recovered``); a late backfill of old readings does not, or the next tick would
+  flag it again. Healthy counts (:func:`sensors_healthy`) are of the flags.
 * Times must be aware datetimes (ValueError otherwise: a decoding bug, not a bad reading); they
   are kept in UTC. All arithmetic on counts and weights is integer.
 """
@@ -91,7 +67,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from services.crowd.zones import SensorKind, ZoneConfig, aware_utc, is_int
+from services.crowd.domain.zones import SensorKind, ZoneConfig, aware_utc, is_int, shown_id
 
 __all__ = [
     "ABSURD_COUNT_FACTOR",
@@ -150,7 +126,7 @@ MAX_SENSOR_ID_LENGTH: Final = 128
 MAX_MISSING_RANGES: Final = 256
 #: Freshness of a source that is not past silence_after, in per mille.
 FRESH: Final = 1000
-#: How much each kind of sensor is trusted (module docstring).
+#: How much each kind of sensor is trusted (docs/decisions/crowd-sensor-fusion.md).
 KIND_WEIGHTS: Final[dict[SensorKind, int]] = {
     SensorKind.GATE_COUNTER: 4,
     SensorKind.CAMERA: 2,
@@ -236,8 +212,7 @@ def unknown_zone(zone_id: str) -> RejectedReading:
     """The rejection of a reading whose zone_id names no zone (the caller looks zones up)."""
     if not zone_id:
         return RejectedReading(Rejection.UNKNOWN_ZONE, "zone_id is not set: a reading must name its zone")
-    shown = zone_id if len(zone_id) <= 64 else zone_id[:64] + "..."
-    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {shown!r} names no zone")
+    return RejectedReading(Rejection.UNKNOWN_ZONE, f"zone_id {shown_id(zone_id)} names no zone")
 
 
 # --- live state ----------------------------------------------------------------------------------

@@ -6,63 +6,23 @@ and minimum dwell so a level does not flap, how long a sensor may be quiet befor
 silent, and its schedule of crowd-drawing events (the West Lake music fountain's shows).
 
 The enums' names match govmesh.crowd.v1's ResponseLevel, Measure and SensorKind without their
-prefix (the app layer maps them by name; None stands for the contract's UNSPECIFIED); the
+prefix (contract.py maps them by name; None stands for the contract's UNSPECIFIED); the
 contract itself is not imported here. Ratios are integer basis points of capacity (6000 = 60%).
 The small helpers every crowd module uses live here too, once: :data:`SHANGHAI`, :func:`is_int`,
 :func:`aware_utc` (the one "must be timezone-aware" check) and :func:`local_instant`.
 
-Decisions a reader should know:
+Validation (:func:`build_zone`) reports every problem at once as a :class:`ZoneProblem`, each
+with the contract's field path ("zone.levels[1].threshold_bp") and a reason. Levels: none (the
+defaults) or exactly III, II, I in that order, thresholds strictly increasing and each
+100-50,000 bp, each level with at least one measure and no measure twice within a level (the same
+measure at two levels is allowed and means the lower one). Hysteresis must be below level III's
+threshold and below the gap between consecutive thresholds. Start times are local "HH:MM"
+(:func:`parse_local_time`) and season dates ISO "YYYY-MM-DD", "" or None for unbounded
+(:func:`parse_season_date`).
 
-* Default levels (:data:`DEFAULT_LEVELS`). LB/T 034-2014 asks a site that reaches 80% of its
-  instantaneous capacity to announce it, stop ticket sales and start its emergency plan; the
-  other two thresholds (60%, 100%) are the contract's defaults. Measures are cumulative: a
-  level's measures stay in force at every level above it (:func:`measures_in_force`), so each
-  level declares only what it adds:
-
-  =====  ======  ========================================================================
-  level  from    adds
-  =====  ======  ========================================================================
-  III    60%     ANNOUNCE, STAFF_DEPLOYED: warn the public and put stewards on the lakeside
-                 while there is still room; nothing that turns people away yet.
-  II     80%     TICKET_SALES_STOP, EMERGENCY_PLAN (the guideline's 80% point; its
-                 "announce" is III's ANNOUNCE, still in force), BARRIERS_UP (West Lake's
-                 湖滨 barriers and one-way flow go up when the crowd gets dense, and barrier
-                 days are what the history counts), NAVIGATION_AREA_FULL (navigation apps
-                 steer arrivals elsewhere before the area is actually full, which is when it
-                 still helps).
-  I      100%    METRO_SKIPS_STATION, BUSES_SKIP_STOPS, ENTRY_CLOSED: the zone is at
-                 capacity, so no one more is brought or let in (the Golden Week practice of
-                 trains passing 龙翔桥 without stopping); exits stay open.
-  =====  ======  ========================================================================
-
-  NAVIGATION_AREA_FULL is not a level III measure: at 60% the area is not full, and a message
-  that cries wolf every busy evening would be ignored when it matters.
-* Defaults of the other settings: hysteresis 500 bp (:data:`DEFAULT_HYSTERESIS_BP`: level II
-  entered at 80% is left below 75%), minimum dwell 10 minutes (:data:`DEFAULT_MIN_DWELL`),
-  silence after 5 minutes (:data:`DEFAULT_SILENCE_AFTER`). :func:`build_zone` applies them to a
-  missing value, and also to a zero one: the contract is proto3, where an unset int32 or
-  Duration reads as 0, and a zone upserted without them must not get a level that flaps or
-  sensors declared silent at once. So zero cannot be configured through :func:`build_zone`; the
-  smallest hysteresis is 1 bp and the smallest dwell 1 µs (a ZoneConfig built directly may hold
-  zero, and the level machine handles it).
-* Validation (:func:`build_zone`) reports every problem at once as a :class:`ZoneProblem`, each
-  with the contract's field path ("zone.levels[1].threshold_bp") and a reason. Levels: none
-  (the defaults) or exactly III, II, I in that order, thresholds strictly increasing and each
-  100-50,000 bp, each level with at least one measure (a level that does nothing is a
-  configuration mistake; a watch-only level can announce) and no measure twice within a level
-  (the same measure at two levels is allowed and means the lower one). Hysteresis must be below
-  level III's threshold, or the load could never fall out of level III's band and the zone would
-  never return to NONE, and below the gap between consecutive thresholds, so that a level's stay
-  band never reaches below the next lower level's entry threshold (a zone at level II is always
-  at least as loaded as level III asks, dwell aside).
-* Schedule. Start times are local Asia/Shanghai "HH:MM" (:func:`parse_local_time`, the string
-  form of the contract, or a whole-minute datetime.time); the season dates are ISO "YYYY-MM-DD"
-  with "" or None for unbounded (:func:`parse_season_date`). A show belongs to the day it starts:
-  its weekday and season are those of its start day, so the 23:30 show of a Saturday runs into
-  Sunday even if the entry is Saturdays only, and the last show of a season runs past midnight
-  of its last day. When several shows run at once, :func:`schedule_running` names the one that
-  started last (the one drawing the crowd now), ties by declared order. Shanghai has had no
-  daylight saving since 1991, so a local start plus its duration is an exact instant.
+Decisions: docs/decisions/crowd-level-ii-puts-barriers-up.md (:data:`DEFAULT_LEVELS`),
+crowd-proto3-zero-means-default.md (the other defaults), crowd-hysteresis-and-dwell.md and
+crowd-schedule-in-local-time.md.
 """
 
 from __future__ import annotations
@@ -104,6 +64,7 @@ __all__ = [
     "SensorKind",
     "ZoneConfig",
     "ZoneProblem",
+    "ZoneRecord",
     "aware_utc",
     "build_zone",
     "format_local_time",
@@ -115,6 +76,7 @@ __all__ = [
     "parse_season_date",
     "schedule_occurrences",
     "schedule_running",
+    "shown_id",
     "threshold_bp",
 ]
 
@@ -185,12 +147,21 @@ class ZoneConfig:
     schedule: tuple[ScheduleEntry, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class ZoneRecord:
+    """A zone's configuration as registered: when the zone was created and last reconfigured."""
+
+    config: ZoneConfig
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
 #: 10,000 basis points = 100.00% of capacity.
 BP_DENOMINATOR: Final = 10_000
 #: The levels a zone configures, in the order they are declared (increasing severity).
 LEVEL_ORDER: Final = (Level.III, Level.II, Level.I)
 
-#: The default levels (see the module docstring for why each measure sits where it does).
+#: The default levels (docs/decisions/crowd-level-ii-puts-barriers-up.md: why each measure sits where it does).
 DEFAULT_LEVELS: Final = (
     LevelRule(Level.III, 6_000, (Measure.ANNOUNCE, Measure.STAFF_DEPLOYED)),
     LevelRule(
@@ -295,6 +266,11 @@ def is_zone_id(value: str) -> bool:
     """Whether ``value`` has the form of a zone id (lower_snake_case, 2 to 63 characters); a value
     that has not cannot name a zone, and is refused before any lookup."""
     return _ZONE_ID.fullmatch(value) is not None
+
+
+def shown_id(value: str) -> str:
+    """An id as a message quotes it: a caller's megabyte of text is not echoed back."""
+    return repr(value if len(value) <= 64 else value[:64] + "...")
 
 
 def local_instant(day: datetime.date, time: datetime.time) -> datetime.datetime:
@@ -576,8 +552,8 @@ def build_zone(
     silence_after: datetime.timedelta | None = None,
     schedule: Iterable[ScheduleInput] | None = None,
 ) -> ZoneConfig:
-    """A checked :class:`ZoneConfig` from the contract's values (module docstring: defaults for
-    empty levels and for missing or zero hysteresis, dwell and silence). Raises
+    """A checked :class:`ZoneConfig` from the contract's values (defaults for empty levels and for
+    missing or zero hysteresis, dwell and silence: docs/decisions/crowd-proto3-zero-means-default.md). Raises
     :class:`ZoneProblem` listing every problem found, with the contract's field paths."""
     problems: list[FieldProblem] = []
     if not isinstance(zone_id, str) or not is_zone_id(zone_id):
@@ -656,7 +632,8 @@ def schedule_occurrences(
     config: ZoneConfig, start: datetime.datetime, end: datetime.datetime
 ) -> tuple[ScheduleOccurrence, ...]:
     """Every run of the zone's schedule that overlaps [start, end) (aware instants), ordered by
-    start, then by declared order. A run belongs to the local day it starts on (module docstring)."""
+    start, then by declared order. A run belongs to the local day it starts on
+    (docs/decisions/crowd-schedule-in-local-time.md)."""
     window_start = aware_utc("start", start)
     window_end = aware_utc("end", end)
     if window_end < window_start:

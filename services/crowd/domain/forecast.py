@@ -1,13 +1,11 @@
 """A zone's expected occupancy and level over the next hours, from its history and schedule (pure domain).
 
 Answers Forecast: :func:`forecast` takes the zone's configuration, the current occupancy and level
-and its past occupancy per five-minute bucket (:class:`~services.crowd.history.OccupancyBucket`),
+and its past occupancy per five-minute bucket (:class:`~services.crowd.domain.history.OccupancyBucket`),
 and returns a :class:`Forecast` whose fields match ForecastResponse and ForecastPoint; the
 contract itself is not imported here.
 
-The model, and why it is this simple. Crowds at a site like West Lake follow the clock and the
-calendar far more than anything else: the same time of day on a comparable day is the best
-predictor there is, and it is one an operator can check by looking at last Saturday. So:
+The model (why it is this simple: docs/decisions/crowd-forecast-from-comparable-days.md):
 
 * Points are at now + k·step for k = 1 .. horizon // step (horizon 1 to 1440 minutes, step 1 to 60,
   :data:`DEFAULT_STEP_MINUTES` 5, step at most the horizon, or there would be no point at all;
@@ -56,9 +54,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.crowd.history import BUCKET, OccupancyBucket, bucket_start
-from services.crowd.levels import check_capacity, level_for_load, load_bp
-from services.crowd.zones import (
+from services.crowd.domain.history import BUCKET, OccupancyBucket, bucket_start
+from services.crowd.domain.levels import check_capacity, level_for_load, load_bp
+from services.crowd.domain.zones import (
     SHANGHAI,
     Level,
     Measure,
