@@ -62,7 +62,8 @@ from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.identity.v1 import identity_pb2
 from govmesh.outbox import Outbox
 from govmesh.parties import Parties, Party
-from services.health import billing, credit, insurance, ledger, store
+from services.health import store
+from services.health.domain import billing, credit, insurance, ledger
 
 LEGAL_BASIS = "medical_credit_enrolment"
 CREDIT_SCORE_PROOF = "city_credit_score"
@@ -834,7 +835,7 @@ class HealthApp:
         )
 
     def _reassess(self, session: Session, account: Any, now: datetime.datetime) -> Any:
-        """The account after its history of defaults changed: status and limits per credit.py."""
+        """The account after its history of defaults changed: status and limits per domain/credit.py."""
         history = [
             credit.DefaultRecord(r.bill_id, r.amount_fen, as_utc(r.defaulted_at), _opt(r.repaid_at))
             for r in session.execute(sa.select(store.defaults).where(store.defaults.c.account_id == account.account_id))

@@ -152,7 +152,7 @@ ledger_transactions = sa.Table(
     "ledger_transactions",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    # The ledger's idempotency key (services.health.ledger): a retry posts nothing twice.
+    # The ledger's idempotency key (services.health.domain.ledger): a retry posts nothing twice.
     sa.Column("posting_id", sa.String(300), nullable=False, unique=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("bill_id", sa.String(36), nullable=False),

@@ -1,4 +1,4 @@
-"""The bill state machine (services/health/billing.py): due times at their exact boundaries, the
+"""The bill state machine (services/health/domain/billing.py): due times at their exact boundaries, the
 reminder, overdue and default each emitted once, payments, and repayment after a default.
 
 The seed's scheme: the patient's own share is paid within 48 hours of the visit or at discharge;
@@ -13,7 +13,7 @@ import zoneinfo
 import pytest
 
 from govmesh.errors import FailedPrecondition, InvalidArgument
-from services.health.billing import (
+from services.health.domain.billing import (
     DEFAULT_POLICY,
     Bill,
     BillEvent,

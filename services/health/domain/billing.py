@@ -57,8 +57,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from govmesh.errors import FailedPrecondition, InvalidArgument
-from services.health.credit import VisitKind
-from services.health.ledger import MAX_FEN
+from services.health.domain.credit import VisitKind
+from services.health.domain.ledger import MAX_FEN
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from govmesh.errors import InvalidArgument
-from services.health.credit import BP_DENOMINATOR, VisitKind
+from services.health.domain.credit import BP_DENOMINATOR, VisitKind
 
 __all__ = [
     "BP_DENOMINATOR",
