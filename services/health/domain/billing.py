@@ -308,6 +308,16 @@ def issue(
     return Issued(bill, ())
 
 
+def next_timer_at(bill: Bill) -> datetime.datetime | None:
+    """When :func:`due_transitions` next has something to do for ``bill`` (the reminder, the due
+    time or the end of grace); None once it is DEFAULTED or SETTLED."""
+    if bill.state is BillState.OPEN:
+        return bill.reminder_at if bill.reminded_at is None else bill.due_at
+    if bill.state is BillState.OVERDUE:
+        return bill.grace_until
+    return None
+
+
 def _advance(bill: Bill, now: datetime.datetime, *, remind: bool) -> DueUpdate:
     transitions: list[Transition] = []
     if remind and bill.state is BillState.OPEN and bill.reminded_at is None and bill.reminder_at <= now < bill.due_at:
