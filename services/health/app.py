@@ -245,7 +245,7 @@ class HealthApp:
         self, rows: Repository, account: Account, visit: Visit, charges: Sequence[Charge], now: datetime.datetime
     ) -> tuple[VisitBill, tuple[billing.Transition, ...]]:
         """The visit's bill, stored, and its charge posted; the split is the one AddCharge
-        reported charge by charge (docs/decisions/health-charge-split.md)."""
+        reported charge by charge (docs/decisions/health-charge-split-at-add-charge.md)."""
         split = insurance.split(charges, visit.kind, self.insurance_policy)
         if split.self_pay_fen != visit.self_pay_fen or split.total_fen != visit.total_fen:
             raise AssertionError(f"visit {visit.visit_id}: the split changed since its charges were added")

@@ -5,10 +5,8 @@ No raw identifier is stored: a patient is the pseudonymous subject id and the ma
 that identity resolved. Money is integer fen (BigInteger), times UTC. Enum columns hold the
 domain enums' values (credit.AccountStatus, billing.BillState, insurance.ChargeCategory, ...).
 
-The credit account row is the lock of everything the account owns: every use case that changes
-a visit, a charge, a bill, a payment or a ledger posting of the account first locks its account
-row (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers at BEGIN IMMEDIATE), so
-concurrent charges never overdraw it and one transaction at a time decides on its bills.
+The credit account row is the lock of everything the account owns (repository.py,
+docs/decisions/health-account-row-lock.md).
 """
 
 from __future__ import annotations

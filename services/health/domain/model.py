@@ -221,7 +221,8 @@ def price_charge(
     """The split of ``visit`` with ``charge`` added after its ``earlier`` charges, so the
     deductible and the cap apply (the last share is the new charge's). Refused, naming the
     field, when the visit is closed or full, or the charge's self-pay share is more than the
-    account's credit available for the visit's kind; a charge with no self-pay share needs none."""
+    account's credit available for the visit's kind; a charge with no self-pay share needs none
+    (docs/decisions/health-outstanding-and-available-credit.md)."""
     if not visit.open:
         raise FailedPrecondition(
             f"visit_id: visit {visit.visit_id} is closed and billed; no charge can be added",
