@@ -1,6 +1,6 @@
 """What health keeps, as its use cases load and save it (services/health/domain/model.py): a
 charge is priced against the visit and the account's credit, an account takes a new assessment,
-the scheme's figures, and when the timer next looks at a bill."""
+and the scheme's figures derive their totals."""
 
 from __future__ import annotations
 
@@ -109,21 +109,3 @@ def test_figures_derive_the_credit_the_defaults_and_the_rate() -> None:
     assert figures.bills_in(billing.BillState.OPEN) == BillTotals()
     empty = Figures({}, 0, 0, {}, 0, 0)
     assert empty.default_rate_ppb == 0
-
-
-def test_the_timer_next_looks_at_a_bill_at_its_reminder_due_time_and_end_of_grace() -> None:
-    bill = billing.issue(
-        bill_id="b1",
-        visit_kind=credit.VisitKind.OUTPATIENT,
-        total_fen=100,
-        insurance_fen=0,
-        self_pay_fen=100,
-        closed_at=AT,
-    ).bill
-    assert billing.next_timer_at(bill) == bill.reminder_at
-    reminded = billing.due_transitions(bill, bill.reminder_at).bill
-    assert billing.next_timer_at(reminded) == bill.due_at
-    overdue = billing.due_transitions(reminded, bill.due_at).bill
-    assert billing.next_timer_at(overdue) == bill.grace_until
-    assert billing.next_timer_at(billing.due_transitions(overdue, bill.grace_until).bill) is None
-    assert billing.next_timer_at(billing.pay(bill, 100, AT).bill) is None
