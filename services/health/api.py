@@ -12,8 +12,7 @@ from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.health.v1 import medical_credit_pb2_grpc
 from govmesh.parties import Parties
 from services.health import bootstrap, metrics
-from services.health.app import HealthApp
-from services.health.clients import EnrolmentProofs
+from services.health.app import EnrolmentProofs, HealthApp
 
 
 class MedicalCreditServicer(medical_credit_pb2_grpc.MedicalCreditServiceServicer):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -27,11 +28,14 @@ from govmesh.identity.v1 import identity_pb2
 from govmesh.outbox import Outbox
 from govmesh.parties import Parties, Party
 from services.health import contract, queries, store
-from services.health.clients import CREDIT_SCORE_PROOF, INSURANCE_PROOF, LEGAL_BASIS, EnrolmentProofs
 from services.health.domain import billing, credit, insurance, ledger
 from services.health.domain.model import Account, Charge, Payment, Visit, VisitBill, price_charge
 from services.health.repository import Repository
 
+#: What enrolment asks records for, and why (the purpose in records' audit trail).
+LEGAL_BASIS = "medical_credit_enrolment"
+CREDIT_SCORE_PROOF = "city_credit_score"
+INSURANCE_PROOF = "medical_insurance_enrolment"
 MAX_ITEM = 200
 MAX_ID = 64
 #: Longer than govmesh.idempotency's default: health took 200 before it adopted the runtime's.
@@ -42,6 +46,23 @@ PAYMENTS = "payments"
 
 #: Events a transaction queues: (event, subject id).
 Events = list[tuple[Message, str]]
+
+
+@dataclass(frozen=True)
+class ProofClaims:
+    """A proof records issued: its id and its claims, as plain values (typed JSON read back)."""
+
+    proof_id: str
+    claims: dict[str, object]
+
+
+class EnrolmentProofs(Protocol):
+    """Records, as enrolment reaches it (clients.RecordsOverGrpc): the proof of ``proof_type``
+    about ``subject_id``, drawn for the legal basis ``legal_basis``. Raises
+    govmesh.errors.Unavailable when records does not answer (the enrolment then changes nothing
+    and may be retried)."""
+
+    def get(self, subject_id: str, proof_type: str, legal_basis: str) -> ProofClaims: ...
 
 
 class HealthApp:
@@ -236,9 +257,9 @@ class HealthApp:
             self._apply(rows, account, bill, transitions, events)
             visit = visit.closed(bill.bill_id, now)
             rows.save_visit(visit)
-            self._queue(session, events)
+            self._add_to_outbox(session, events)
             response = pb.CloseVisitResponse(bill=contract.bill(bill, []), visit=contract.visit(visit, charges))
-        self._told(events)
+        self._after_commit(events)
         return response
 
     def _issue(
@@ -357,11 +378,11 @@ class HealthApp:
             account = account.owing(-amount, now)
             rows.save_account(account)
             self._paid(rows, account, bill, result, payment, events)
-            self._queue(session, events)
+            self._add_to_outbox(session, events)
             response = pb.PayBillResponse(
                 bill=queries.bill(rows, bill), payment=contract.payment(payment), created=True
             )
-        self._told(events)
+        self._after_commit(events)
         return response
 
     def _paid(
@@ -438,11 +459,11 @@ class HealthApp:
         rows.save_account(account)
         return account
 
-    def _queue(self, session: Session, events: Events) -> None:
+    def _add_to_outbox(self, session: Session, events: Events) -> None:
         if events:
             self.outbox.add_many(session, events)
 
-    def _told(self, events: Events) -> None:
+    def _after_commit(self, events: Events) -> None:
         if events:
             self.on_events([event for event, _ in events])
 
@@ -467,8 +488,8 @@ class HealthApp:
             bill = bill.now(update.bill)
             rows.save_bill(bill.bill)
             self._apply(rows, account, bill, update.transitions, events)
-            self._queue(session, events)
-        self._told(events)
+            self._add_to_outbox(session, events)
+        self._after_commit(events)
         return len(events)
 
     # --------------------------------------------------------------------------------------------

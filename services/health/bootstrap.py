@@ -12,7 +12,7 @@ from govmesh.config import load as load_settings
 from govmesh.db import Database
 from govmesh.parties import Parties
 from services.health import clients, metrics
-from services.health.app import HealthApp
+from services.health.app import EnrolmentProofs, HealthApp
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Parts:
     health: HealthApp
     #: api: identity resolves patients; records issues the enrolment proofs.
     parties: Parties | None = None
-    proofs: clients.EnrolmentProofs | None = None
+    proofs: EnrolmentProofs | None = None
     #: worker: the feed of default records to records.
     records_feed: clients.RecordsFeedOverBroker | None = None
     #: worker: when the scheme's gauges are next read (time.monotonic()).

@@ -1,10 +1,10 @@
 """The services health calls, behind the protocols its use cases depend on:
 
-* ``IdentityOverGrpc`` (api): identity resolves patients, by identifier or subject id (Parties);
+* ``IdentityOverGrpc`` (api): identity resolves patients, by identifier or subject id
+  (govmesh.parties.Parties);
 * ``RecordsOverGrpc`` (api): records issues the two enrolment proofs over its GetProof, by subject
-  id (health never sends an identifier on), with the legal basis ``medical_credit_enrolment`` as
-  purpose, so each read is in records' audit trail and the patient's data tracker
-  (EnrolmentProofs);
+  id (health never sends an identifier on), with the legal basis enrolment gives as purpose, so
+  each read is in records' audit trail and the patient's data tracker (app.EnrolmentProofs);
 * ``RecordsFeedOverBroker`` (worker): the negative credit record a default leaves, published to
   records as a department feed of the health commission (``default_record``).
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import datetime
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import amqp
 from google.protobuf import json_format
@@ -29,36 +28,16 @@ from govmesh.messaging import CONTENT_TYPE, ConfirmingPublisher
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
 from govmesh.typed_values import UnreadableValue, Value, fields_from_proto, fields_to_proto, from_proto
+from services.health.app import ProofClaims
 
 if TYPE_CHECKING:
     import grpc
-
-#: What enrolment asks records for, and why.
-LEGAL_BASIS = "medical_credit_enrolment"
-CREDIT_SCORE_PROOF = "city_credit_score"
-INSURANCE_PROOF = "medical_insurance_enrolment"
 
 #: The health commission's record of a default, on records' ingest exchange
 #: (services/records/catalogue.py: medical_credit_default).
 INGEST_EXCHANGE = "records.ingest"
 DEPARTMENT = "health_commission"
 RECORD_TYPE = "medical_credit_default"
-
-
-@dataclass(frozen=True)
-class ProofClaims:
-    """A proof records issued: its id and its claims, as plain values (typed JSON read back)."""
-
-    proof_id: str
-    claims: dict[str, object]
-
-
-class EnrolmentProofs(Protocol):
-    """Records, as enrolment reaches it: the proof of ``proof_type`` about ``subject_id``, drawn
-    for the legal basis ``legal_basis``. Raises govmesh.errors.Unavailable when records does not
-    answer (the enrolment then changes nothing and may be retried)."""
-
-    def get(self, subject_id: str, proof_type: str, legal_basis: str) -> ProofClaims: ...
 
 
 # ------------------------------------------------------------------------------------------------

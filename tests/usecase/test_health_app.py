@@ -28,8 +28,7 @@ from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
 from govmesh.privacy import mask_identifiers
 from services.health import store
-from services.health.app import HealthApp
-from services.health.clients import ProofClaims
+from services.health.app import HealthApp, ProofClaims
 from tests.support.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, resident_id
 from tests.support.standins import Clock, subject_of
 
