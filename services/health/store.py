@@ -5,10 +5,8 @@ No raw identifier is stored: a patient is the pseudonymous subject id and the ma
 that identity resolved. Money is integer fen (BigInteger), times UTC. Enum columns hold the
 domain enums' values (credit.AccountStatus, billing.BillState, insurance.ChargeCategory, ...).
 
-The credit account row is the lock of everything the account owns: every use case that changes
-a visit, a charge, a bill, a payment or a ledger posting of the account first locks its account
-row (SELECT ... FOR UPDATE on PostgreSQL; SQLite serialises writers at BEGIN IMMEDIATE), so
-concurrent charges never overdraw it and one transaction at a time decides on its bills.
+The credit account row is the lock of everything the account owns (repository.py,
+docs/decisions/health-account-row-lock.md).
 """
 
 from __future__ import annotations
@@ -152,7 +150,7 @@ ledger_transactions = sa.Table(
     "ledger_transactions",
     metadata,
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    # The ledger's idempotency key (services.health.ledger): a retry posts nothing twice.
+    # The ledger's idempotency key (services.health.domain.ledger): a retry posts nothing twice.
     sa.Column("posting_id", sa.String(300), nullable=False, unique=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("bill_id", sa.String(36), nullable=False),

@@ -1,27 +1,25 @@
 """Health's worker: the outbox relay; a timer that reminds, marks bills overdue and defaults them
 (HealthApp.run_timers) and refreshes the scheme's gauges; and the negative credit record of each
-default, published to records as a department feed of the health commission (services/health/
-feed.py) from health's own bill_defaulted event, so it is as reliable as the event itself."""
+default, published to records as a department feed of the health commission
+(clients.RecordsFeedOverBroker) from health's own bill_defaulted event, so it is as reliable as
+the event itself: only once the broker confirmed the record is the event acknowledged, so a crash
+or a broker outage redelivers the event and the record is published again."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import eventlet
 from nameko.timer import timer
 
-from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
-from govmesh.config import ProcessKind, Settings
-from govmesh.db import Database
 from govmesh.health.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, CurrentEvent, OutboxRelayRunner, event_handler, parse_event
-from services.health import feed, metrics, store
-from services.health.app import HealthApp
+from services.health import bootstrap, clients, metrics, store
+from services.health.bootstrap import Parts
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +30,10 @@ STATS_SECONDS = 15.0
 RETRY_PAUSE_SECONDS = 2.0
 
 
-@dataclass
-class Parts:
-    health: HealthApp
-    records_feed: feed.RecordsFeed
-    stats_due: float = 0.0
-
-
-def _build(settings: Settings, db: Database, process: ProcessKind) -> Parts:
-    issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
-    metrics.prime()
-    return Parts(
-        HealthApp(db, on_events=metrics.count),
-        feed.RecordsFeed(settings.amqp_uri, ServiceCredentials(issuer, "health")),
-    )
-
-
 class Worker:
     name = "health"
 
-    parts: Parts = Application(_build)
+    parts: Parts = Application(bootstrap.build)
     outbox_relay = OutboxRelayRunner(Outbox("health", store.outbox, store.inbox))
     event = CurrentEvent()
 
@@ -60,8 +42,10 @@ class Worker:
         """The health commission's negative credit record, keyed by the bill id: a redelivered
         event publishes it again and records ignores the duplicate."""
         defaulted = parse_event(body, events_pb2.BillDefaulted)
+        feed = self.parts.records_feed
+        assert feed is not None  # built for the worker
         try:
-            self.parts.records_feed.publish(feed.default_record(defaulted))
+            feed.publish(clients.default_record(defaulted))
         except BrokerUnavailable as exc:
             log.warning("default record of bill %s not published yet (retried): %s", defaulted.bill_id, exc)
             eventlet.sleep(RETRY_PAUSE_SECONDS)

@@ -390,8 +390,9 @@ def test_a_request_id_sent_again_has_one_effect_and_with_other_content_is_alread
 
     def already_exists(outcome: Outcome) -> None:
         assert outcome.code == grpc.StatusCode.ALREADY_EXISTS, (outcome.code, outcome.details)
-        # Named in the message, as every refusal is (AlreadyExists carries no govmesh-field trailer).
+        # Named in the message, as every refusal is, and in the govmesh-field trailer.
         assert outcome.details.startswith("request_id:"), outcome.details
+        assert (outcome.field, outcome.reason) == ("request_id", "REUSED"), (outcome.field, outcome.reason)
 
     # OpenVisit: again, one after the other and eight at once.
     opened = health.call("OpenVisit", visit_request(identifier, "visit-1"))

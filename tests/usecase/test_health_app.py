@@ -10,6 +10,7 @@ matches its bills and open visits), and every event the test saw is in the outbo
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import threading
 import uuid
@@ -445,15 +446,17 @@ def test_duplicate_request_ids_have_no_second_effect(health: Health) -> None:
     account = health.enroll(ZHUJI_RESIDENT).account
     first_visit = health.open_visit(ZHUJI_RESIDENT, request_id="visit-1")
     assert health.open_visit(ZHUJI_RESIDENT, request_id="visit-1") == first_visit
-    raises(
+    reused = raises(
         AlreadyExists,
         lambda: health.open_visit(ZHUJI_RESIDENT, pb.VISIT_KIND_INPATIENT, request_id="visit-1"),
     )
+    assert (reused.field, reused.reason) == ("request_id", "REUSED")
     first = health.charge(first_visit.visit_id, 300 * YUAN, request_id="charge-1")
     again = health.charge(first_visit.visit_id, 300 * YUAN, request_id="charge-1")
     assert first.created and not again.created and again.charge == first.charge
     assert len(again.visit.charges) == 1
-    raises(AlreadyExists, lambda: health.charge(first_visit.visit_id, 301 * YUAN, request_id="charge-1"))
+    reused = raises(AlreadyExists, lambda: health.charge(first_visit.visit_id, 301 * YUAN, request_id="charge-1"))
+    assert reused.field == "request_id" and reused.message.endswith("a different charge on this visit")
     # Concurrent retries of one charge: one charge.
     with futures.ThreadPoolExecutor(8) as pool:
         retries = list(
@@ -466,7 +469,8 @@ def test_duplicate_request_ids_have_no_second_effect(health: Health) -> None:
     repeat = health.pay(bill.bill_id, 100 * YUAN, request_id="pay-1")
     assert paid.created and not repeat.created and repeat.payment == paid.payment
     assert repeat.bill.paid_fen == 100 * YUAN
-    raises(AlreadyExists, lambda: health.pay(bill.bill_id, 50 * YUAN, request_id="pay-1"))
+    reused = raises(AlreadyExists, lambda: health.pay(bill.bill_id, 50 * YUAN, request_id="pay-1"))
+    assert reused.field == "request_id" and reused.message.endswith("a different payment")
     with futures.ThreadPoolExecutor(8) as pool:
         retried = list(pool.map(lambda _: health.pay(bill.bill_id, 205 * YUAN, request_id="pay-2"), range(8)))
     assert sum(r.created for r in retried) == 1
@@ -475,6 +479,49 @@ def test_duplicate_request_ids_have_no_second_effect(health: Health) -> None:
     # A retry after settlement still answers with the payment it made.
     assert not health.pay(bill.bill_id, 205 * YUAN, request_id="pay-2").created
     assert health.account(account.account_id).outstanding_fen == 0
+
+
+def test_a_visit_opened_under_the_earlier_fingerprint_formula_replays_as_before(health: Health) -> None:
+    # Visits opened before health took its request ids through govmesh.idempotency store the
+    # SHA-256 of [account, hospital, kind] as JSON: their retries find them all the same.
+    account = health.enroll(LUO_FANG).account
+    visit = health.open_visit(LUO_FANG, request_id="visit-before")
+    earlier = hashlib.sha256(json.dumps([account.account_id, HOSPITAL, "outpatient"]).encode()).hexdigest()
+    with health.db.transaction() as session:
+        session.execute(
+            store.visits.update().where(store.visits.c.visit_id == visit.visit_id).values(request_fingerprint=earlier)
+        )
+    again = health.app.open_visit(
+        pb.OpenVisitRequest(
+            identifier=LUO_FANG, hospital_id=HOSPITAL, kind=pb.VISIT_KIND_OUTPATIENT, request_id="visit-before"
+        ),
+        CALLER,
+        health.identity,
+    )
+    assert not again.created and again.visit == visit
+    raises(AlreadyExists, lambda: health.open_visit(LUO_FANG, pb.VISIT_KIND_INPATIENT, request_id="visit-before"))
+
+
+def test_a_page_of_bills_and_their_payments_is_two_queries_whatever_its_size(health: Health) -> None:
+    for _ in range(6):
+        _, bill = health.billed(LUO_FANG, 10 * YUAN)
+        health.pay(bill.bill_id, 3 * YUAN)
+        health.pay(bill.bill_id, 4 * YUAN)
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    sa.event.listen(health.db.engine, "before_cursor_execute", count)
+    try:
+        for size in (1, 3, 6):
+            selects.clear()
+            page = health.app.list_bills(pb.ListBillsRequest(page_size=size), health.identity)
+            assert len(page.bills) == size and all(len(b.payments) == 2 for b in page.bills)
+            assert len(selects) == 2, selects
+    finally:
+        sa.event.remove(health.db.engine, "before_cursor_execute", count)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,17 +16,8 @@ The figures printed are health's GetStats (the scheme's totals, over all time) i
 next to what the simulator saw (on time, late, after default; suspensions and restorations).
 Identifiers are generated (valid GB 11643 numbers) and never printed: errors are masked too.
 
-Decisions a reader should know:
-
-* Each patient's day runs in a thread of a small pool (accounts are independent, and health locks
-  per account); each patient draws from their own random generator seeded by (seed, patient,
-  day), so a run's behaviour does not depend on thread timing. Request ids are fresh UUIDs, so a
-  second run with the same seed reuses the same people (enrolment is idempotent) and adds visits.
-* A patient without credit (no score, too low a score, not insured), or whose account is
-  suspended, pays at the counter: counted, not sent. A charge refused for the credit limit is paid
-  at the counter too (health's FAILED_PRECONDITION); the visit goes on.
-* Days are whole: every action of a day happens at the day's offset (plus the seconds the
-  simulation takes), and payment days keep clear of the due and grace boundaries.
+The decisions behind the simulator are in docs/decisions/: health-simulator-threads-and-seeds.md,
+health-simulator-counter-payments.md, health-simulator-whole-days.md.
 """
 
 from __future__ import annotations

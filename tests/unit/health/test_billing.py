@@ -1,4 +1,4 @@
-"""The bill state machine (services/health/billing.py): due times at their exact boundaries, the
+"""The bill state machine (services/health/domain/billing.py): due times at their exact boundaries, the
 reminder, overdue and default each emitted once, payments, and repayment after a default.
 
 The seed's scheme: the patient's own share is paid within 48 hours of the visit or at discharge;
@@ -13,7 +13,7 @@ import zoneinfo
 import pytest
 
 from govmesh.errors import FailedPrecondition, InvalidArgument
-from services.health.billing import (
+from services.health.domain.billing import (
     DEFAULT_POLICY,
     Bill,
     BillEvent,
@@ -24,6 +24,7 @@ from services.health.billing import (
     due_at,
     due_transitions,
     issue,
+    next_timer_at,
     pay,
 )
 
@@ -209,6 +210,17 @@ def test_a_late_timer_skips_the_reminder_and_dates_events_by_the_rules() -> None
     # An earlier clock undoes nothing and emits nothing.
     assert due_transitions(update.bill, bill.reminder_at).transitions == ()
     assert due_transitions(update.bill, bill.reminder_at).bill == update.bill
+
+
+def test_the_timer_next_looks_at_a_bill_at_its_reminder_due_time_and_end_of_grace() -> None:
+    bill = outpatient()
+    assert next_timer_at(bill) == bill.reminder_at
+    reminded = due_transitions(bill, bill.reminder_at).bill
+    assert next_timer_at(reminded) == bill.due_at
+    overdue = due_transitions(reminded, bill.due_at).bill
+    assert next_timer_at(overdue) == bill.grace_until
+    assert next_timer_at(due_transitions(overdue, bill.grace_until).bill) is None
+    assert next_timer_at(pay(bill, bill.self_pay_fen, CLOSED).bill) is None
 
 
 def test_no_reminder_for_a_settled_bill() -> None:

@@ -1,4 +1,4 @@
-"""The medical credit policy (services/health/credit.py): tiers at their exact boundaries, limits,
+"""The medical credit policy (services/health/domain/credit.py): tiers at their exact boundaries, limits,
 why there is no credit, and what defaults do. No broker, no I/O.
 
 The patient is the seed story's 罗舫 (Luo Fang) of 富阳 (Fuyang), treated first and paying later.
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import pytest
 
 from govmesh.health.v1 import medical_credit_pb2
-from services.health.credit import (
+from services.health.domain.credit import (
     DEFAULT_CREDIT_POLICY,
     DEFAULT_TIERS,
     MAX_SCORE,

@@ -1,4 +1,4 @@
-"""The insurance share (services/health/insurance.py): arithmetic to the fen, the deductible and the
+"""The insurance share (services/health/domain/insurance.py): arithmetic to the fen, the deductible and the
 cap, and bad input. No broker, no I/O.
 
 The arithmetic is checked two ways: worked examples written out by hand, and a deterministic loop
@@ -21,8 +21,8 @@ import pytest
 
 from govmesh.errors import InvalidArgument
 from govmesh.health.v1 import medical_credit_pb2
-from services.health.credit import VisitKind
-from services.health.insurance import (
+from services.health.domain.credit import VisitKind
+from services.health.domain.insurance import (
     DEFAULT_INPATIENT,
     DEFAULT_INSURANCE_POLICY,
     DEFAULT_OUTPATIENT,
@@ -42,7 +42,7 @@ from services.health.insurance import (
 C = ChargeCategory
 OUT, IN = VisitKind.OUTPATIENT, VisitKind.INPATIENT
 YUAN = 100
-HEALTH = Path(__file__).resolve().parents[3] / "services" / "health"
+HEALTH = Path(__file__).resolve().parents[3] / "services" / "health" / "domain"
 
 
 def line(category: ChargeCategory, amount_fen: int) -> ChargeLine:

@@ -1,4 +1,4 @@
-"""The double-entry ledger (services/health/ledger.py): every business event's posting balances,
+"""The double-entry ledger (services/health/domain/ledger.py): every business event's posting balances,
 an unbalanced one cannot be built, verify() finds tampering and mismatches, and seeded random
 lives of bills (driven by the real bill state machine) never lose a fen.
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from services.health import billing, ledger
-from services.health.ledger import (
+from services.health.domain import billing, ledger
+from services.health.domain.ledger import (
     CREDIT_FUND_ADVANCES,
     CREDIT_FUND_DEFAULTED,
     INSURANCE_FUND_ID,

@@ -7,59 +7,9 @@ a kind of visit and an :class:`InsurancePolicy`, into the insurance share and th
 per charge, per category and in total. The self-pay share is what the patient is given credit for
 and repays; the insurance share is paid to the hospital by the fund.
 
-Decisions a reader should know:
-
-* Ratios are integer basis points per category and per kind of visit (7000 = 70.00%), configured
-  for every category (a missing one is a configuration error, never a silent 0 or 100%). The
-  defaults model a Zhejiang employee scheme (职工医保) at a tertiary hospital, folding the drug and
-  item lists into one effective ratio per category: list drugs 80% outpatient and 90% inpatient
-  (甲类 paid in full and 乙类 after the patient's own first share, averaged), examinations a
-  little less (large equipment is 乙类 with a personal share first), materials less again, and
-  OTHER (自费 items outside the lists: private rooms, meals, cosmetic items) 0%:
-
-  ===============  ==========  =========
-  category         outpatient  inpatient
-  ===============  ==========  =========
-  CONSULTATION     70%         90%
-  MEDICINE         80%         90%
-  HERBAL_MEDICINE  70%         85%
-  EXAMINATION      75%         85%
-  LABORATORY       80%         90%
-  TREATMENT        80%         90%
-  SURGERY          80%         90%
-  MATERIALS        60%         70%
-  BED              0%          90%
-  NURSING          80%         90%
-  OTHER            0%          0%
-  ===============  ==========  =========
-
-  Outpatient BED is 0%: an outpatient visit has no bed (an observation bed is billed as
-  treatment). A resident scheme (城乡居民医保) pays less; it is another policy, not a flag here.
-* Deductible (起付线), per visit and kind: 800 yuan for an inpatient stay (a tertiary hospital's
-  per-admission threshold), none for outpatients (their deductible is yearly, kept by the fund,
-  which this per-visit split cannot see). It is met by the visit's first covered charges in the
-  order they were added, as a hospital collects it at the start of a stay: the part of a charge
-  that meets it is self-pay, and the ratio applies to the rest. Charges whose ratio is 0 (items
-  the fund does not cover) do not count towards it.
-* Cap, per visit and kind: the most the fund pays on one bill through this scheme; 400,000 yuan
-  for an inpatient stay (the order of a year's pooled-fund maximum) and 20,000 yuan for an
-  outpatient visit. Charges are again taken in order: the charge that reaches the cap has its
-  insurance share cut to what is left, and later charges are self-pay.
-* Rounding. Only integers, and floor division only: there is no float anywhere, not even in
-  between. Within a category, charge by charge in order, the insurance share of the category's
-  running base (the amounts above the deductible) is rounded down to the fen, and a charge's
-  insurance share is the increase it causes; the self-pay share is the amount less that. So,
-  without a cap, a category's insurance share is exactly its base times its ratio rounded down
-  (the patient owes the fraction of a fen, never the fund), rounded once per category rather
-  than once per charge, and insurance + self-pay == amount exactly for every charge, every
-  category and the visit. A charge's split depends only on the charges before it, so adding a charge never changes
-  the split of the charges already on the visit (what AddCharge reports stays true at CloseVisit).
-* Bad input raises govmesh.errors.InvalidArgument naming the field (``category``, ``amount_fen``,
-  or ``charges[i].amount_fen`` in a split) and a reason: NOT_INTEGER, NOT_POSITIVE, TOO_LARGE
-  (above :data:`MAX_CHARGE_FEN` per charge, 1,000,000 yuan), VISIT_TOO_LARGE (the charge that
-  takes the visit above :data:`MAX_VISIT_FEN`, 10,000,000 yuan), UNSPECIFIED (no category),
-  TOO_MANY (more than :data:`MAX_CHARGES_PER_VISIT` charges). The maxima are far above any real
-  bill and far below where int64 could overflow; they catch typos (fen for yuan, an extra zero).
+The decisions behind these rules are in docs/decisions/: health-insurance-ratios.md,
+health-insurance-deductible-and-cap.md, health-insurance-rounding.md, health-charge-validation.md,
+health-integer-money.md.
 """
 
 from __future__ import annotations
@@ -71,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from govmesh.errors import InvalidArgument
-from services.health.credit import BP_DENOMINATOR, VisitKind
+from services.health.domain.credit import BP_DENOMINATOR, VisitKind
 
 __all__ = [
     "BP_DENOMINATOR",
@@ -157,7 +107,7 @@ def _ratios(**by_name: int) -> dict[ChargeCategory, int]:
     return {ChargeCategory[name]: ratio for name, ratio in by_name.items()}
 
 
-#: The default outpatient coverage (see the module docstring).
+#: The default outpatient coverage (docs/decisions/health-insurance-ratios.md).
 DEFAULT_OUTPATIENT: Final = Coverage(
     ratios_bp=_ratios(
         CONSULTATION=7_000,
@@ -176,7 +126,8 @@ DEFAULT_OUTPATIENT: Final = Coverage(
     cap_fen=20_000 * _YUAN,
 )
 
-#: The default inpatient coverage (see the module docstring).
+#: The default inpatient coverage (docs/decisions/health-insurance-ratios.md and
+#: health-insurance-deductible-and-cap.md).
 DEFAULT_INPATIENT: Final = Coverage(
     ratios_bp=_ratios(
         CONSULTATION=9_000,
@@ -199,7 +150,7 @@ DEFAULT_INPATIENT: Final = Coverage(
 @dataclass(frozen=True)
 class InsurancePolicy:
     """The configurable insurance policy: coverage per kind of visit and the size limits. The
-    defaults are the module docstring's."""
+    defaults are docs/decisions/health-insurance-ratios.md's and health-insurance-deductible-and-cap.md's."""
 
     outpatient: Coverage = field(default_factory=lambda: DEFAULT_OUTPATIENT)
     inpatient: Coverage = field(default_factory=lambda: DEFAULT_INPATIENT)
@@ -324,7 +275,7 @@ def split(
     policy: InsurancePolicy = DEFAULT_INSURANCE_POLICY,
 ) -> Split:
     """Splits a visit's charges, in the order they were added, into insurance and self-pay
-    shares (see the module docstring for the deductible, the cap and the rounding). An empty
+    shares (docs/decisions/health-insurance-deductible-and-cap.md and health-insurance-rounding.md). An empty
     visit splits into zeros. Bad charges raise InvalidArgument naming ``charges[i]``'s field."""
     coverage = policy.coverage(kind)
     if len(charges) > policy.max_charges:

@@ -6,55 +6,12 @@ and pays the self-pay share afterwards. Enrolment reads two records proofs, ``ci
 enrolled, scheme, status, since); :func:`assess` turns them and the account's history of defaults
 into an :class:`Assessment`: the status, the tier, the outpatient and inpatient limits in fen, or
 no credit and why. The enums' names match govmesh.health.v1's CreditTier, NoCreditReason,
-AccountStatus and VisitKind without their prefix (the app layer maps them by name; None stands for
+AccountStatus and VisitKind without their prefix (contract.py maps them with govmesh.enums; None stands for
 the contract's UNSPECIFIED); the contract itself is not imported here.
 
-Decisions a reader should know:
-
-* Tiers (inclusive lower bounds, the default :data:`DEFAULT_TIERS`; public descriptions of the
-  Hangzhou scheme give outpatient limits of 500 to 5,000 yuan and inpatient limits up to 15,000,
-  tiered on the city credit score, and 550 as the entry score of its 钱江分 credit services):
-
-  ====================  ========  ==================  =================
-  score                 tier      outpatient limit    inpatient limit
-  ====================  ========  ==================  =================
-  350-549               NONE      0 (SCORE_TOO_LOW)   0
-  550-599               BASIC     500 yuan            5,000 yuan
-  600-699               STANDARD  2,000 yuan          10,000 yuan
-  700-950               HIGH      5,000 yuan          15,000 yuan
-  ====================  ========  ==================  =================
-
-  A score exactly on a boundary belongs to the tier that starts there: 550 is BASIC, 549 is not.
-  The 600 and 700 boundaries are the credit centre's own band boundaries (fair / good /
-  very good), so a patient's band tells them roughly where they stand; the band claim itself is
-  not read, because its boundaries are the credit centre's to change and the tier must follow
-  this policy, which is configurable (:class:`CreditPolicy`), not the band.
-* Limits bound the self-pay credit outstanding at once: the available credit for a visit of a
-  kind is that kind's limit less everything the patient owes, over all visits, never negative
-  (:func:`available_credit`), and nothing while the account is not ACTIVE.
-* No credit, with one reason. Insurance is checked first: the scheme works because the
-  insurance fund pays its share directly, so a patient who is not insured (enrolled is not True)
-  gets no credit whatever the score, and getting a score would not change that (NOT_INSURED).
-  Then the score: none (NO_SCORE), or below the lowest tier (SCORE_TOO_LOW). Such a patient is
-  still enrolled (status ACTIVE, tier NONE, limits 0): they pay at the counter as before.
-* Claims are read defensively, as records reads its own records: a claim of the wrong type
-  (a bool where an int is expected, a string) or a score outside 350-950 reads as absent, so a
-  malformed proof never grants credit and never makes enrolment fail. has_score must be True.
-* Defaults (the post-default rule, :data:`DEFAULT_RESTORED_LIMIT_BP`, :data:`DEFAULT_MAX_DEFAULTS`):
-  a bill unpaid after its grace period is a default. While any default is unrepaid the account
-  is SUSPENDED. After a first default the limits are halved (5000 basis points of the tier's
-  limits, rounded down to the fen) for good: repaying restores the account to ACTIVE with the
-  halved limits, which are also the limits an assessment shows while suspended (what the account
-  will return with). The tier stays the one the score earns, so the tier says what the score is
-  worth and the limits carry the penalty: halving keeps a penalty at every tier, where "one tier
-  down" would have nothing below BASIC but NONE, whose reasons (no score, too low a score, not
-  insured) would all be untrue. A second default closes the account (CLOSED, limits 0), repaid
-  or not: after the scheme's one second chance, the patient pays at the counter. With a
-  configured ``max_defaults`` above 2, each default before closure halves again (applied once per
-  default, each time rounded down). Defaults count for the account's life; whatever the credit
-  centre does with the negative record (it may lower the score) is its own, on top of this.
-* Money is integer fen and ratios integer basis points, with floor division only: there is no
-  float anywhere, not even in between, so the same inputs give the same fen on every machine.
+The decisions behind these rules are in docs/decisions/: health-credit-tiers.md,
+health-outstanding-and-available-credit.md, health-no-credit-reasons.md,
+health-defensive-claims.md, health-defaults-halve-then-close.md, health-integer-money.md.
 """
 
 from __future__ import annotations
@@ -150,7 +107,7 @@ class TierLimits:
     inpatient_limit_fen: int
 
 
-#: The default tier table (see the module docstring), lowest first.
+#: The default tier table (docs/decisions/health-credit-tiers.md), lowest first.
 DEFAULT_TIERS: Final = (
     TierLimits(CreditTier.BASIC, 550, 500 * _YUAN, 5_000 * _YUAN),
     TierLimits(CreditTier.STANDARD, 600, 2_000 * _YUAN, 10_000 * _YUAN),
@@ -165,8 +122,9 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class CreditPolicy:
-    """The configurable credit policy; the defaults are the module docstring's. Checked on
-    construction (ValueError), so a bad configuration fails at start-up, not at a patient."""
+    """The configurable credit policy (docs/decisions/health-credit-tiers.md and
+    health-defaults-halve-then-close.md). Checked on construction (ValueError), so a bad
+    configuration fails at start-up, not at a patient."""
 
     #: Tiers lowest first: strictly rising scores, tiers in their declared order, limits never
     #: falling as the score rises. A score below the first is SCORE_TOO_LOW.
@@ -276,7 +234,7 @@ class Assessment:
 
 def read_score(claims: Mapping[str, object]) -> int | None:
     """The score of a ``city_credit_score`` proof's claims; None when has_score is not True or the
-    score is not an int from 350 to 950 (see the module docstring)."""
+    score is not an int from 350 to 950 (docs/decisions/health-defensive-claims.md)."""
     if claims.get("has_score") is not True:
         return None
     score = claims.get("score")

@@ -12,40 +12,9 @@ The functions take a :class:`Bill` and return a new one with the events to publi
 timer). Names of :class:`BillState` and :class:`VisitKind` match the contract's enums without
 their prefixes; :class:`BillEvent` values are the routing keys of the events in events.proto.
 
-Decisions a reader should know:
-
-* Due time. OUTPATIENT: 48 hours after the visit closes (``outpatient_due_after``). INPATIENT:
-  "at discharge". The visit closes at discharge and the patient settles in the discharge
-  formalities, so the bill is due at discharge plus a short settlement window
-  (``inpatient_settlement_window``, 24 hours by default): a bill due at the very instant it is
-  issued would be overdue before anyone could pay it, and a patient discharged in the evening pays
-  the next day. The window is configurable; the bill keeps the times it was issued with, so a
-  change of policy never moves the deadline of a bill already issued.
-* Boundaries are half-open: the bill is on time during [issued_at, due_at), overdue from due_at
-  itself, and defaulted from grace_until = due_at + ``grace_period`` (7 days by default) itself.
-  One microsecond before due_at is on time; due_at is not.
-* The reminder (bill_due_soon) is due ``reminder_before`` (24 hours by default) before the due
-  time, or at issue when the window is shorter than that (the default inpatient case: the
-  reminder goes out at discharge). It is sent at most once, and only while the bill is OPEN and
-  owes something: if the timer first runs after the due time, the overdue notice replaces it,
-  since "due soon" would then be false.
-* Event times. bill_overdue happens at due_at and bill_defaulted at grace_until, whenever the
-  timer notices, so that a late timer never changes the record; the reminder is stamped with the
-  time it is actually sent. Each event is emitted exactly once: the bill remembers it, and calling
-  :func:`due_transitions` again at the same or a later time returns nothing new.
-* A payment first brings the bill up to date (:func:`pay` applies the overdue and default due by
-  then, without the reminder), so whether a payment is on time never depends on when the timer
-  last ran: a payment one microsecond after due_at settles an OVERDUE bill even if the timer has
-  not marked it yet, and the missed bill_overdue is emitted with it.
-* Payments: partial payments are allowed; zero, negative, non-int and absurdly large amounts are
-  INVALID_ARGUMENT (field amount_fen); more than the outstanding amount is FAILED_PRECONDITION
-  naming amount_fen, as is paying a settled bill. Paying a DEFAULTED bill is a recovery: in full,
-  the bill is SETTLED and the result says ``credit_restored`` (and emits credit_restored after
-  bill_settled); whether the account returns to ACTIVE also depends on its other bills, which is
-  the account's business, not the bill's.
-* A bill with no self-pay share is SETTLED at issue (bill_settled is emitted at once).
-* Times must be aware datetimes (a naive one could be UTC or Asia/Shanghai: ValueError); the
-  arithmetic is done in UTC, so 48 hours are 48 elapsed hours whatever the caller's time zone.
+The decisions behind these rules are in docs/decisions/: health-bill-due-times.md,
+health-bill-boundaries.md, health-bill-reminder.md, health-bill-event-times.md,
+health-late-payment.md, health-partial-payments.md, health-zero-bill.md.
 """
 
 from __future__ import annotations
@@ -57,8 +26,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from govmesh.errors import FailedPrecondition, InvalidArgument
-from services.health.credit import VisitKind
-from services.health.ledger import MAX_FEN
+from services.health.domain.credit import VisitKind
+from services.health.domain.ledger import MAX_FEN
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -102,7 +71,7 @@ class BillEvent(enum.Enum):
 
 @dataclass(frozen=True)
 class BillingPolicy:
-    """The time rules a bill is issued with (see the module docstring)."""
+    """The time rules a bill is issued with (docs/decisions/health-bill-due-times.md)."""
 
     outpatient_due_after: datetime.timedelta = datetime.timedelta(hours=48)
     inpatient_settlement_window: datetime.timedelta = datetime.timedelta(hours=24)
@@ -308,6 +277,16 @@ def issue(
     return Issued(bill, ())
 
 
+def next_timer_at(bill: Bill) -> datetime.datetime | None:
+    """When :func:`due_transitions` next has something to do for ``bill`` (the reminder, the due
+    time or the end of grace); None once it is DEFAULTED or SETTLED."""
+    if bill.state is BillState.OPEN:
+        return bill.reminder_at if bill.reminded_at is None else bill.due_at
+    if bill.state is BillState.OVERDUE:
+        return bill.grace_until
+    return None
+
+
 def _advance(bill: Bill, now: datetime.datetime, *, remind: bool) -> DueUpdate:
     transitions: list[Transition] = []
     if remind and bill.state is BillState.OPEN and bill.reminded_at is None and bill.reminder_at <= now < bill.due_at:
@@ -342,7 +321,7 @@ def pay(bill: Bill, amount_fen: int, at: datetime.datetime) -> PaymentResult:
 
     Raises InvalidArgument (amount_fen) for a non-int, zero, negative or absurd amount, and
     FailedPrecondition for a settled bill (bill_id) or more than is outstanding (amount_fen);
-    nothing changes then. Applies the overdue and default due by ``at`` first (module docstring).
+    nothing changes then. Applies the overdue and default due by ``at`` first (docs/decisions/health-late-payment.md).
     """
     if isinstance(amount_fen, bool) or not isinstance(amount_fen, int):
         raise InvalidArgument("amount_fen", "NOT_AN_INTEGER", f"must be an integer number of fen, not {amount_fen!r}")

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from govmesh.health.v1 import events_pb2
 from govmesh.typed_values import fields_from_proto
-from services.health import feed
+from services.health import clients
 from services.records import catalogue
 
 
@@ -29,7 +29,7 @@ def defaulted(at: datetime.datetime) -> events_pb2.BillDefaulted:
 
 def test_the_default_record_is_a_valid_health_commission_record() -> None:
     # 17:30 UTC is 01:30 the next day in Hangzhou: the record is dated by the province's day.
-    record = feed.default_record(defaulted(datetime.datetime(2019, 3, 19, 17, 30, tzinfo=datetime.UTC)))
+    record = clients.default_record(defaulted(datetime.datetime(2019, 3, 19, 17, 30, tzinfo=datetime.UTC)))
     spec = catalogue.record_type(record.department_code, record.record_type)
     assert spec is not None
     fields = fields_from_proto(record.fields)
@@ -49,4 +49,4 @@ def test_the_default_record_is_a_valid_health_commission_record() -> None:
 
 def test_the_same_default_gives_the_same_record() -> None:
     event = defaulted(datetime.datetime(2019, 3, 19, 8, 0, tzinfo=datetime.UTC))
-    assert feed.default_record(event) == feed.default_record(event)
+    assert clients.default_record(event) == clients.default_record(event)

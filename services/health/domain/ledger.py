@@ -6,48 +6,9 @@ that sums to zero. A transaction that does not balance cannot be built. The busi
 one pure function each that returns their transaction (:func:`charge`, :func:`payment`,
 :func:`default`, :func:`recovery`), and :func:`verify` walks a whole ledger and proves it.
 
-Decisions a reader should know:
-
-* Signs. An entry's amount is positive for a debit and negative for a credit; an account's balance
-  is its debits less its credits. So the patient accounts (receivables: what patients owe) carry
-  positive balances, and the credit fund (which advances the money) a negative one.
-* Accounts. The kinds are exactly the contract's LedgerAccountKind (PATIENT, HOSPITAL,
-  INSURANCE_FUND, CREDIT_FUND); an account is a kind and an id. The PATIENT account id is the
-  patient's credit account id, the HOSPITAL id the hospital's code, the INSURANCE_FUND id the
-  fund's (one fund by default, :data:`INSURANCE_FUND_ID`). The credit fund has two accounts:
-  :data:`CREDIT_FUND_ADVANCES` holds what it advanced on bills in good standing and
-  :data:`CREDIT_FUND_DEFAULTED` what it advanced on defaulted bills and has not recovered. Both are
-  of kind CREDIT_FUND, so the contract's per-kind balances are unchanged by a default, while the
-  per-account balances show the loss (-balance of the DEFAULTED account is the contract's
-  total_defaulted_fen).
-* A charge on credit (:func:`charge`, posted when the visit closes and its bill is issued, since
-  that is when the amounts are final and the hospital is paid) has three legs:
-  the hospital is owed the bill's total (HOSPITAL credit total; PATIENT debit self-pay and
-  INSURANCE_FUND debit insurance share: who owes it); insurance pays its share to the hospital
-  directly (HOSPITAL debit, INSURANCE_FUND credit); the credit fund pays the self-pay share now
-  (HOSPITAL debit, CREDIT_FUND advances credit). Net: the patient owes the self-pay share, the
-  credit fund is out by it, and the hospital and the insurance fund are square. Medical insurance
-  is a grant, not a loan, so its share never reaches the patient's account; the fund's credit
-  turnover is what it paid.
-* A payment (:func:`payment`) repays the credit fund: PATIENT credit, CREDIT_FUND advances debit.
-* A default (:func:`default`) recognises the credit fund's loss: the outstanding advance moves from
-  the advances account to the defaulted account (advances debit, defaulted credit). The patient's
-  receivable stays: the patient still owes the money (the contract's bill keeps its
-  outstanding_fen), and repaying it is how credit returns.
-* A recovery (:func:`recovery`) is a payment on a defaulted bill: PATIENT credit, CREDIT_FUND
-  defaulted debit. A bill repaid in full after a default ends with every account square.
-* Idempotency. Each transaction carries a posting id, unique in the ledger, which the storage
-  layer makes a unique key so that a retried request or a redelivered timer posts nothing twice:
-  ``bill:<bill_id>:charge`` and ``bill:<bill_id>:default`` (one of each per bill, whoever asks),
-  and ``payment:<request_id>`` for payments and recoveries alike (the same PayBill request must
-  not post once as a payment and again as a recovery). The request id itself is carried too.
-* Invariants :func:`verify` checks: every transaction balances and has a unique posting id; all
-  balances sum to zero; every HOSPITAL and INSURANCE_FUND account is square (this scheme pays
-  hospitals in full when a bill is issued); no patient owes a negative amount; and, given the
-  bills as the bill store sees them, each bill's and each patient's receivable and the credit
-  fund's advances and defaulted amounts per bill match them exactly.
-* Amounts are ints (bool refused) in 1..:data:`MAX_FEN`; there is no float anywhere, and nothing
-  here rounds: the insurance split is computed elsewhere and arrives as two integers.
+The decisions behind these rules are in docs/decisions/: health-ledger-accounts.md,
+health-ledger-postings.md, health-ledger-posting-ids.md, health-ledger-invariants.md,
+health-integer-money.md.
 """
 
 from __future__ import annotations
@@ -188,7 +149,7 @@ class Entry:
 class Transaction:
     """A balanced set of entries recording one business event.
 
-    ``posting_id`` is the ledger-wide idempotency key (see the module docstring); ``request_id``
+    ``posting_id`` is the ledger-wide idempotency key (docs/decisions/health-ledger-posting-ids.md); ``request_id``
     the caller's request id, empty for a timer's posting; ``bill_id`` the bill it concerns.
     Building one that does not balance raises :class:`LedgerError`; :meth:`stored` rebuilds one
     read back from storage without that check, so that :func:`verify` can report a damaged row
