@@ -58,7 +58,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from govmesh.parameters import ParameterError, resolve
 from govmesh.privacy import contains_identifier
-from services.approvals.rules import (
+from services.approvals.domain.rules import (
     APPLICANT,
     AllOf,
     AnyOf,

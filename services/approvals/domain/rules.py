@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from govmesh.typed_values import Value
 
 if TYPE_CHECKING:  # only for annotations: casetypes imports this module
-    from services.approvals.casetypes import CaseTypeSpec, RuleSpec
+    from services.approvals.domain.casetypes import CaseTypeSpec, RuleSpec
 
 __all__ = [
     "APPLICANT",
