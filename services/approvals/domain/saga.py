@@ -42,6 +42,9 @@ SYSTEM: Final = "system"
 
 @dataclass(frozen=True)
 class SagaSettings:
+    """How proofs that do not come are retried and escalated
+    (docs/decisions/approvals-retries-and-escalation.md)."""
+
     #: Attempts at a proof before the step is escalated (it is still retried afterwards).
     max_attempts: int = 3
     #: The first retry waits this long; each further retry twice as long, up to retry_cap.
@@ -505,7 +508,8 @@ def decide(
 ) -> Change | None:
     """Once every proof is in: rules, sign-offs, then the decision or the first review task.
     ``claims`` are those kept for the case, by proof step id. A proof that expired while the
-    case waited is drawn afresh first: a decision rests only on proofs valid when it is made."""
+    case waited is drawn afresh first: a decision rests only on proofs valid when it is made
+    (docs/decisions/approvals-fresh-proofs.md)."""
     if settled(case) or not proofs_in(case):
         return None
     change = Change.of(case, now)
