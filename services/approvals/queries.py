@@ -4,8 +4,9 @@ revisions a watcher has not seen, and the cases past their deadline."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -68,11 +69,9 @@ def list_cases(
     query = query.order_by(table.c.submitted_at.desc(), table.c.case_id.desc()).limit(size + 1)
     with db.read() as session:
         rows = session.execute(query).all()
-    response = pb.ListCasesResponse(cases=[pb.Case.FromString(row.document) for row in rows[:size]])
-    if len(rows) > size:
-        last = rows[size - 1]
-        response.next_page_token = paging.encode_token(as_utc(last.submitted_at), last.case_id)
-    return response
+    return pb.ListCasesResponse(
+        cases=[pb.Case.FromString(row.document) for row in rows[:size]], next_page_token=_next_page(rows, size)
+    )
 
 
 def revisions_after(db: Database, case_id: str, seen: int) -> list[pb.Case]:
@@ -107,11 +106,18 @@ def list_review_tasks(db: Database, department: str, request: pb.ListReviewTasks
     query = query.order_by(table.c.created_at, table.c.task_id).limit(size + 1)
     with db.read() as session:
         rows = session.execute(query).all()
-    response = pb.ListReviewTasksResponse(tasks=[pb.ReviewTask.FromString(r.document) for r in rows[:size]])
-    if len(rows) > size:
-        last = rows[size - 1]
-        response.next_page_token = paging.encode_token(as_utc(last.created_at), last.task_id)
-    return response
+    return pb.ListReviewTasksResponse(
+        tasks=[pb.ReviewTask.FromString(r.document) for r in rows[:size]], next_page_token=_next_page(rows, size)
+    )
+
+
+def _next_page(rows: Sequence[sa.Row[Any, Any, Any]], size: int) -> str:
+    """The token of the page after ``size`` rows, when one more row was read; "" otherwise. Rows
+    are selected (time, id, ...), the key a page token holds."""
+    if len(rows) <= size:
+        return ""
+    last = rows[size - 1]
+    return paging.encode_token(as_utc(last[0]), last[1])
 
 
 @dataclass(frozen=True)

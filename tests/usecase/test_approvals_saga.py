@@ -304,3 +304,25 @@ def test_start_up_refuses_case_types_whose_proofs_approvals_may_not_pull(saga: S
         "approvals", "approvals", frozenset(), proofs=(*proofs_granted, ("traffic_safety", frozenset({"case"})))
     )
     bootstrap.check_rights(saga.approvals.case_types, Policy("test", 3600, {"approvals": full}))
+
+
+def test_cases_and_review_tasks_are_listed_page_by_page(saga: Saga) -> None:
+    guide = scenario("tour_guide_licence")
+    submitted = []
+    for _ in range(3):
+        submitted.append(saga.submit(guide).case_id)
+        saga.clock.now += datetime.timedelta(seconds=1)
+    first = saga.approvals.list_cases(pb.ListCasesRequest(page_size=2), None, PORTAL)
+    assert [c.case_id for c in first.cases] == submitted[:0:-1] and first.next_page_token
+    rest = saga.approvals.list_cases(pb.ListCasesRequest(page_size=2, page_token=first.next_page_token), None, PORTAL)
+    assert [c.case_id for c in rest.cases] == submitted[:1] and not rest.next_page_token
+    for case_id in submitted:
+        assert saga.approvals.advance(case_id, saga.records).state == pb.CASE_STATE_IN_REVIEW
+        saga.clock.now += datetime.timedelta(seconds=1)
+    official = Caller("culture_tourism", "culture and tourism", frozenset())
+    request = pb.ListReviewTasksRequest(department_code="culture_tourism", page_size=2)
+    tasks = saga.approvals.list_review_tasks(request, official)
+    assert [t.case_id for t in tasks.tasks] == submitted[:2] and tasks.next_page_token
+    request.page_token = tasks.next_page_token
+    more = saga.approvals.list_review_tasks(request, official)
+    assert [t.case_id for t in more.tasks] == submitted[2:] and not more.next_page_token
