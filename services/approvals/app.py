@@ -242,7 +242,8 @@ class ApprovalsApp:
         spec = self.versions.spec_for(case)
         if spec is None:
             escalate = saga.escalate_unreadable_case_type
-            return self._change(case_id, lambda _, case, now: escalate(case, now, self.saga))[0]
+            escalated, _ = self._change(case_id, lambda _, case, now: escalate(case, now, self.saga))
+            return escalated
         outstanding = saga.outstanding_proofs(case)
         if outstanding:
             case, _ = self._change(case_id, lambda _, case, now: saga.start_pulls(case, outstanding, now, self.saga))
@@ -283,9 +284,11 @@ class ApprovalsApp:
     def check_deadlines(self, limit: int = 500) -> int:
         """Mark undecided cases past their statutory deadline, once each; how many were marked."""
         late = queries.late_cases(self.db, govmesh_clock.shanghai_date(self.clock()), limit)
-        return sum(
-            self._change(case_id, lambda _, case, now: saga.mark_deadline_breached(case, now))[1] for case_id in late
-        )
+        marked = 0
+        for case_id in late:
+            _, changed = self._change(case_id, lambda _, case, now: saga.mark_deadline_breached(case, now))
+            marked += changed
+        return marked
 
     # ----------------------------------------------------------------------------------------
     # Review tasks
