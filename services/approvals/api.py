@@ -6,21 +6,15 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-from opentelemetry.instrumentation.grpc import client_interceptor
-from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
-from govmesh import config
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
-from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
-from govmesh.config import load as load_settings
 from govmesh.db import Database
-from govmesh.errors import StartupError, Unavailable
+from govmesh.errors import Unavailable
 from govmesh.grpcserver import ApiDefinition, current_caller
-from govmesh.identity_client import IdentityClient, PartiesOverGrpc
-from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from services.approvals import app, metrics
+from govmesh.parties import Parties
+from services.approvals import bootstrap
 from services.approvals.app import ApprovalsApp
 
 #: Each watcher holds one of the server's threads while its case is open.
@@ -28,7 +22,7 @@ MAX_WATCHERS = 8
 
 
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
-    def __init__(self, approvals: ApprovalsApp, parties: PartiesOverGrpc) -> None:
+    def __init__(self, approvals: ApprovalsApp, parties: Parties) -> None:
         self.approvals = approvals
         self.parties = parties
         self.case_types = pb.ListCaseTypesResponse(case_types=approvals.list_case_types())
@@ -83,36 +77,10 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
         return pb.CancelCaseResponse(case=case)
 
 
-def records_catalogue(
-    target: str, credentials: ServiceCredentials
-) -> tuple[records_pb2.ListProofTypesResponse, records_pb2.ListDepartmentsResponse]:
-    """Records' proof types and departments, waiting for records to come up (processes start in
-    any order) at most GOVMESH_STARTUP_WAIT_SECONDS."""
-    wait = config.env_seconds("GOVMESH_STARTUP_WAIT_SECONDS", 120)
-    channel = intercept_channel(grpc.insecure_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
-    stub = records_pb2_grpc.RecordsServiceStub(channel)
-    try:
-        options = {"metadata": credentials.metadata(), "timeout": wait, "wait_for_ready": True}
-        proof_types = stub.ListProofTypes(records_pb2.ListProofTypesRequest(), **options)
-        departments = stub.ListDepartments(records_pb2.ListDepartmentsRequest(), **options)
-    except grpc.RpcError as error:
-        raise StartupError(
-            f"records' catalogue at {target} is needed to check the case types: {error.code().name} {error.details()}"
-        ) from None
-    finally:
-        channel.close()
-    return proof_types, departments
-
-
 def build(settings: Settings, db: Database) -> ApiDefinition:
-    policy = Policy.load(settings.policy_path)
-    credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "approvals")
-    proof_types, departments = records_catalogue(load_settings("records").grpc_target, credentials)
-    approvals = app.build(db, proof_types, departments, on_events=metrics.count)
-    app.check_rights(approvals.case_types, policy)
-    metrics.prime(approvals.case_types.values())
-    identity = IdentityClient(load_settings("identity").grpc_target, credentials)
-    servicer = ApprovalsServicer(approvals, PartiesOverGrpc(identity))
+    parts = bootstrap.build(settings, db, "api")
+    assert parts.parties is not None, "an api resolves parties through identity"
+    servicer = ApprovalsServicer(parts.approvals, parts.parties)
     return ApiDefinition(
         service="approvals",
         full_name=pb.DESCRIPTOR.services_by_name["ApprovalsService"].full_name,

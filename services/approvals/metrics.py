@@ -9,7 +9,7 @@ from prometheus_client import Counter, Histogram
 
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import events_pb2
-from services.approvals.casetypes import CaseTypeSpec
+from services.approvals.domain.casetypes import CaseTypeSpec
 
 CASES_SUBMITTED = Counter(
     "govmesh_approvals_cases_submitted_total", "Cases submitted (first time), by type.", ["case_type"]

@@ -1,7 +1,8 @@
 """Approvals' tables. A case is one aggregate: its row keeps the columns it is found by and the
 whole case as the contract shows it (``document``, a serialized govmesh.approvals.v1.Case), so a
 read never joins and a change rewrites one row under its lock. No raw identifier is stored:
-parties are pseudonymous subject ids with their masked identifiers, resolved at submission."""
+parties are pseudonymous subject ids with their masked identifiers, resolved at submission
+(docs/decisions/approvals-case-document.md)."""
 
 from __future__ import annotations
 

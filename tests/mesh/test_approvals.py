@@ -11,6 +11,7 @@ import datetime
 import json
 import signal
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -30,21 +31,13 @@ from tests.support.mesh import (
     PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
-    consumers,
+    free_port,
     govmesh,
     virtual_host,
     wait_for,
 )
 
 SCENARIOS = scenarios(clock.shanghai_date())
-
-
-
-
-
-
-
-
 
 
 class Mesh:
@@ -281,9 +274,70 @@ def test_metrics_count_decisions_by_outcome_and_type(mesh: Mesh) -> None:
     assert 'govmesh_approvals_cases_submitted_total{case_type="tour_guide_licence"}' in api_text
 
 
+def test_a_malformed_case_type_file_stops_start_up_naming_file_and_line(mesh: Mesh, tmp_path: Path) -> None:
+    bad = tmp_path / "case_types"
+    bad.mkdir()
+    source = (
+        Path(__file__).resolve().parents[2] / "services/approvals/case_types/business_licence_change.yaml"
+    ).read_text()
+    lines = source.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("deadline_working_days:"))
+    lines[index] = "deadline_working_days: soon"
+    (bad / "business_licence_change.yaml").write_text("\n".join(lines) + "\n")
+    # Records (whose catalogue the files are checked against) is the mesh's; the ports are the
+    # broken processes' own, since the mesh's approvals holds approvals' ports.
+    ports = {f"APPROVALS_{port}": str(free_port()) for port in ("GRPC_PORT", "API_METRICS_PORT", "WORKER_METRICS_PORT")}
+    broken = {**mesh.env.env, **ports, "APPROVALS_CASE_TYPES_DIR": str(bad)}
+    for kind in ("api", "worker"):
+        result = govmesh(kind, "approvals", env=broken)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"business_licence_change.yaml:{index + 1}:" in result.stderr, result.stderr[-2000:]
+
+
+def deadlines_breached(
+    integrator: Integrator, case_id: str, count: int, timeout: float
+) -> list[events_pb2.DeadlineBreached]:
+    """Up to ``count`` of the case's deadline_breached events that arrive within ``timeout``
+    (other cases of the mesh pass by uncounted)."""
+    found: list[events_pb2.DeadlineBreached] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and (left := deadline - time.monotonic()) > 0:
+        for _, _, body in integrator.receive(1, timeout=min(left, 0.5)):
+            event = json_format.Parse(body, events_pb2.DeadlineBreached())
+            if event.case_id == case_id:
+                found.append(event)
+    return found
+
+
+def test_a_case_past_its_deadline_raises_deadline_breached(mesh: Mesh) -> None:
+    """On the shared mesh: the clock moves 30 days on and back again, so the tests after it see
+    the mesh's clock as before; only this case's events are counted."""
+    scenario = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
+    publish(mesh.env, list(scenario.records))  # a repeat is a duplicate, not a second record
+    breached = Integrator(mesh.amqp, "approvals.events", "deadline_breached")
+    try:
+        approvals = mesh.approvals
+        case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+        approvals.wait_final(case.case_id, (pb.CASE_STATE_IN_REVIEW,))
+        assert not deadlines_breached(breached, case.case_id, 1, timeout=2)
+        mesh.env.travel(datetime.timedelta(days=30))
+        try:
+            events = deadlines_breached(breached, case.case_id, 1, timeout=20)
+            assert events
+            body = events[0]
+            assert body.case_id == case.case_id and body.deadline_date == case.deadline_date
+            assert list(body.waiting_department_codes) == ["culture_tourism"]
+            assert approvals.get(case.case_id).deadline_breached
+            assert not deadlines_breached(breached, case.case_id, 1, timeout=3), "deadline_breached is raised once"
+        finally:
+            mesh.env.travel(datetime.timedelta(days=-30))
+    finally:
+        breached.close()
+
+
 # ---------------------------------------------------------------------------------------------
-# Failures: a worker killed mid-case, duplicate events, a department that does not answer,
-# deadlines, malformed case type files. Each on a mesh of its own.
+# Failures that stop processes: a worker killed mid-case, duplicate events, a department that
+# does not answer, a case holding a unit while records is away. Each on a mesh of its own.
 
 
 @pytest.fixture
@@ -384,50 +438,6 @@ def test_a_department_that_does_not_answer_is_retried_then_escalated(lone_mesh: 
         assert final.state == pb.CASE_STATE_APPROVED
     finally:
         escalated.close()
-
-
-def test_a_case_past_its_deadline_raises_deadline_breached(lone_mesh: ServiceEnv) -> None:
-    env, amqp, scenario = started(lone_mesh, "tour_guide_licence")
-    breached = Integrator(amqp, "approvals.events", "deadline_breached")
-    try:
-        approvals = Approvals(env)
-        case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
-        approvals.wait_final(case.case_id, (pb.CASE_STATE_IN_REVIEW,))
-        assert not breached.receive(1, timeout=2)
-        env.travel(datetime.timedelta(days=30))
-        events = breached.receive(1, timeout=20)
-        assert events
-        body = json_format.Parse(events[0][2], events_pb2.DeadlineBreached())
-        assert body.case_id == case.case_id and body.deadline_date == case.deadline_date
-        assert list(body.waiting_department_codes) == ["culture_tourism"]
-        assert approvals.get(case.case_id).deadline_breached
-        assert not breached.receive(1, timeout=3), "deadline_breached is raised once"
-    finally:
-        breached.close()
-
-
-def test_a_malformed_case_type_file_stops_start_up_naming_file_and_line(lone_mesh: ServiceEnv, tmp_path: Path) -> None:
-    env = lone_mesh
-    amqp: str = env.amqp  # type: ignore[attr-defined]
-    for service in ("identity", "records", "approvals"):
-        env.migrate(service)
-    env.process("api", "records")
-    env.process("worker", "records")
-    wait_for(lambda: consumers(amqp, "rpc-records") > 0, timeout=30)
-    bad = tmp_path / "case_types"
-    bad.mkdir()
-    source = (
-        Path(__file__).resolve().parents[2] / "services/approvals/case_types/business_licence_change.yaml"
-    ).read_text()
-    lines = source.splitlines()
-    index = next(i for i, line in enumerate(lines) if line.startswith("deadline_working_days:"))
-    lines[index] = "deadline_working_days: soon"
-    (bad / "business_licence_change.yaml").write_text("\n".join(lines) + "\n")
-    broken = {**env.env, "APPROVALS_CASE_TYPES_DIR": str(bad)}
-    for kind in ("api", "worker"):
-        result = govmesh(kind, "approvals", env=broken)
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert f"business_licence_change.yaml:{index + 1}:" in result.stderr, result.stderr[-2000:]
 
 
 def test_an_open_case_holds_its_property_unit_until_it_is_cancelled(lone_mesh: ServiceEnv) -> None:

@@ -28,9 +28,9 @@ from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
 from govmesh.privacy import mask_identifiers
 from govmesh.records.v1 import records_pb2
-from services.approvals import app as approvals_app
-from services.approvals import store
-from services.approvals.app import ApprovalsApp, ProofNotIssued
+from services.approvals import bootstrap, contract, store
+from services.approvals.app import ApprovalsApp
+from services.approvals.domain.saga import Proof, ProofNotIssued, ProofRequest
 from services.identity import domain
 from services.records import described, proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
@@ -63,16 +63,16 @@ class Records:
         for scenario in scenario_list:
             for record in scenario.records:
                 self.stored[subject_of(record.subject_identifier)].append(accepted(record, START.date()))
-        self.issued: dict[str, records_pb2.Proof] = {}
+        self.issued: dict[str, Proof] = {}
         self.failures: list[ProofNotIssued] = []
         self.validity: dict[str, datetime.timedelta] = {}
         self.requests: list[str] = []
         self.lock = threading.Lock()
 
-    def get_proofs(self, requests: Sequence[records_pb2.GetProofRequest]) -> list[records_pb2.Proof | ProofNotIssued]:
+    def get_proofs(self, requests: Sequence[ProofRequest]) -> list[Proof | ProofNotIssued]:
         return [self._one(request) for request in requests]
 
-    def _one(self, request: records_pb2.GetProofRequest) -> records_pb2.Proof | ProofNotIssued:
+    def _one(self, request: ProofRequest) -> Proof | ProofNotIssued:
         with self.lock:
             self.requests.append(request.request_id)
             if self.failures:
@@ -80,7 +80,7 @@ class Records:
             if request.request_id in self.issued:
                 return self.issued[request.request_id]
             spec = proofs.proof_type(request.proof_type)
-            assert spec is not None and request.purpose.case_id
+            assert spec is not None and request.case_id
             parameters = proofs.resolve_parameters(spec, dict(request.parameters))
             sources = [
                 r
@@ -97,8 +97,9 @@ class Records:
             )
             proof.issued_at.FromDatetime(now)
             proof.valid_until.FromDatetime(now + self.validity.get(spec.code, spec.validity))
-            self.issued[request.request_id] = proof
-            return proof
+            # Read as approvals' client reads records' answer.
+            self.issued[request.request_id] = contract.proof(proof)
+            return self.issued[request.request_id]
 
 
 SCENARIOS = scenarios(START.date())
@@ -120,7 +121,7 @@ class Saga:
         with pytest.MonkeyPatch.context() as patch:
             if case_types_dir is not None:
                 patch.setenv("APPROVALS_CASE_TYPES_DIR", str(case_types_dir))
-            built = approvals_app.build(self.db, described.proof_types(), described.departments())
+            built = bootstrap.assemble(self.db, contract.catalogue(described.proof_types(), described.departments()))
         built.clock = self.clock
         return built
 
@@ -228,7 +229,7 @@ def test_a_case_is_decided_by_the_version_it_was_submitted_under(saga: Saga, tmp
     # The file changes before a worker gets to the case: the co-owner rule is dropped.
     changed = tmp_path / "case_types"
     changed.mkdir()
-    for source in (Path(approvals_app.case_types_dir())).glob("*.yaml"):
+    for source in (Path(bootstrap.case_types_dir())).glob("*.yaml"):
         text = source.read_text()
         if source.stem == "second_hand_housing_transfer":
             start = text.index("  - id: co_owners_agree")
@@ -297,9 +298,31 @@ def test_start_up_refuses_case_types_whose_proofs_approvals_may_not_pull(saga: S
     approvals = Caller("approvals", "approvals", frozenset(), proofs=proofs_granted)
     policy = Policy("test", 3600, {"approvals": approvals})
     with pytest.raises(StartupError) as refused:
-        approvals_app.check_rights(saga.approvals.case_types, policy)
+        bootstrap.check_rights(saga.approvals.case_types, policy)
     assert "ride_hailing_driver_permit needs traffic_safety" in str(refused.value)
     full = Caller(
         "approvals", "approvals", frozenset(), proofs=(*proofs_granted, ("traffic_safety", frozenset({"case"})))
     )
-    approvals_app.check_rights(saga.approvals.case_types, Policy("test", 3600, {"approvals": full}))
+    bootstrap.check_rights(saga.approvals.case_types, Policy("test", 3600, {"approvals": full}))
+
+
+def test_cases_and_review_tasks_are_listed_page_by_page(saga: Saga) -> None:
+    guide = scenario("tour_guide_licence")
+    submitted = []
+    for _ in range(3):
+        submitted.append(saga.submit(guide).case_id)
+        saga.clock.now += datetime.timedelta(seconds=1)
+    first = saga.approvals.list_cases(pb.ListCasesRequest(page_size=2), None, PORTAL)
+    assert [c.case_id for c in first.cases] == submitted[:0:-1] and first.next_page_token
+    rest = saga.approvals.list_cases(pb.ListCasesRequest(page_size=2, page_token=first.next_page_token), None, PORTAL)
+    assert [c.case_id for c in rest.cases] == submitted[:1] and not rest.next_page_token
+    for case_id in submitted:
+        assert saga.approvals.advance(case_id, saga.records).state == pb.CASE_STATE_IN_REVIEW
+        saga.clock.now += datetime.timedelta(seconds=1)
+    official = Caller("culture_tourism", "culture and tourism", frozenset())
+    request = pb.ListReviewTasksRequest(department_code="culture_tourism", page_size=2)
+    tasks = saga.approvals.list_review_tasks(request, official)
+    assert [t.case_id for t in tasks.tasks] == submitted[:2] and tasks.next_page_token
+    request.page_token = tasks.next_page_token
+    more = saga.approvals.list_review_tasks(request, official)
+    assert [t.case_id for t in more.tasks] == submitted[2:] and not more.next_page_token

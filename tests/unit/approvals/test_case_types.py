@@ -1,4 +1,4 @@
-"""Case type files (services/approvals/casetypes.py): the shipped ones load against records' real
+"""Case type files (services/approvals/domain/casetypes.py): the shipped ones load against records' real
 catalogue; a malformed one fails with its file and line; case parameters are validated."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.approvals.casetypes import (
+from services.approvals.domain.casetypes import (
     MAX_FEN,
     ApplicantKind,
     CaseTypeError,
@@ -24,7 +24,7 @@ from services.approvals.casetypes import (
     load_case_types,
     validate_parameters,
 )
-from services.approvals.rules import referenced_claims
+from services.approvals.domain.rules import referenced_claims
 from services.records.proofs import PROOF_TYPES, proof_type, resolve_parameters
 from tests.support.approvals_scenarios import CASE_TYPES_DIR
 

@@ -1,4 +1,4 @@
-"""Rules of the shipped case types over real proof claims (services/approvals/rules.py).
+"""Rules of the shipped case types over real proof claims (services/approvals/domain/rules.py).
 
 The qualifying applicants' claims are not written by hand: they are derived by records' own
 proofs.derive_claims from department records checked against records' catalogue, with the proof
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from services.approvals.casetypes import CaseTypeSpec, ProofTypeInfo, load_case_type, validate_parameters
-from services.approvals.rules import RuleResult, Value, evaluate, format_message, placeholders
+from services.approvals.domain.casetypes import CaseTypeSpec, ProofTypeInfo, load_case_type, validate_parameters
+from services.approvals.domain.rules import RuleResult, Value, evaluate, format_message, placeholders
 from services.records.catalogue import record_type, validate_fields
 from services.records.proofs import StoredRecord, derive_claims, proof_type
 

@@ -14,8 +14,8 @@ import pytest
 
 from govmesh import typed_values as values
 from govmesh.clock import shanghai_date
-from services.approvals.casetypes import CaseTypeSpec, validate_parameters
-from services.approvals.rules import APPLICANT, RuleResult, Value, evaluate
+from services.approvals.domain.casetypes import CaseTypeSpec, validate_parameters
+from services.approvals.domain.rules import APPLICANT, RuleResult, Value, evaluate
 from services.identity.domain import validate_identifier
 from services.records import proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
@@ -29,8 +29,6 @@ OTHER_DAYS = [
     datetime.date(2025, 3, 1),
     datetime.date(2031, 12, 31),
 ]
-
-
 
 
 def decide(scenario: Scenario, spec: CaseTypeSpec, today: datetime.date) -> tuple[RuleResult, ...]:

@@ -31,22 +31,8 @@ those), or a reference: ``{claim: <name>}``, ``{param: <name>}``, ``{field: <nam
 half up to a whole number, the way taxation computes a tax amount in fen (there are no floats:
 money is fen, rates are basis points).
 
-Decisions a reader should know:
-
-* Failing safe. A proof that is missing, a claim it does not carry, a parameter without a value,
-  or values that cannot be compared (an integer against a date, an empty "" date) make the rule
-  FAIL with a message saying which evidence was missing, never pass: the error stops the whole
-  rule, so ``not`` cannot turn it into a pass. RuleResult.evidence_missing tells those failures
-  apart from a rule the evidence contradicts. Records fills every claim of a proof (an empty
-  "" / 0 / [] / false when there is nothing to state, with a has_*/held flag saying so), so a
-  rule guards a date comparison with the flag first: ``all`` stops at the first false test.
-* Evidence is every claim the rule names, whether or not evaluation reached it, so the same rule
-  always shows the same evidence.
-* Messages. A passed rule says its description; a failed one its explanation, formatted from the
-  proof's claims and the case's parameters by name only ({years_held}); a placeholder naming
-  both a claim and a parameter takes the claim. Values are shown as text: dates ISO 8601,
-  booleans 是/否 and yes/no, lists joined, "" and [] as 无 / none. Identifier parameters can
-  never be named (the loader refuses it), so no raw ID number reaches a message.
+Decisions (docs/decisions/): approvals-rules-as-data, approvals-rules-fail-safe,
+approvals-rule-evidence-and-messages.
 """
 
 from __future__ import annotations
@@ -62,7 +48,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 from govmesh.typed_values import Value
 
 if TYPE_CHECKING:  # only for annotations: casetypes imports this module
-    from services.approvals.casetypes import CaseTypeSpec, RuleSpec
+    from services.approvals.domain.casetypes import CaseTypeSpec, RuleSpec
 
 __all__ = [
     "APPLICANT",

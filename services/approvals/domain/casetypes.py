@@ -8,36 +8,9 @@ days. The dataclasses mirror govmesh.approvals.v1 (CaseType, ParameterSpec, Requ
 RuleSpec, ReviewStepSpec); the few fields the contract does not carry (a parameter's default,
 choices and pattern; a rule's proof and condition) say so.
 
-Decisions a reader should know:
-
-* Errors name the file and the line: every problem is a CaseTypeError whose text is
-  ``<path>:<line>: <message>``. The file is composed into YAML nodes (yaml.compose with the safe
-  loader, so no tag can build an object) and checked node by node; line 0 means the file or
-  directory as a whole (unreadable, not a directory, a .yml name). Loading stops at the first
-  problem: start-up fails, and the fix is in one place.
-* Strict YAML. Unknown keys, duplicate keys, merge keys (<<) and aliases are refused: a typo must
-  never silently drop a rule, and every rule reads on its own. Values have the YAML type their key
-  wants: ``name_zh: yes`` is a boolean, so it is refused (quote it).
-* The proof catalogue is records', passed in by the caller (the app layer reads it from records'
-  ListProofTypes, the contract): the proof types with their claim names and, when known, their
-  parameters, departments and subject kinds. Services do not import each other's code, so the
-  names here are checked against what records publishes, not against records' module.
-* A file's code is its file name (``ride_hailing_driver_permit.yaml`` declares
-  ``code: ride_hailing_driver_permit``), so codes are unique and a case type is easy to find.
-  Only ``*.yaml`` files count; a ``*.yml`` file is refused rather than ignored, and names starting
-  with a dot (editor backups) are skipped.
-* The version is the first 12 hex digits of the SHA-256 of the file's bytes: any edit, a comment
-  included, makes a new version, and a case records the version it was decided by. The bytes are
-  kept (``source``): approvals stores every version it loads, so a case submitted under one
-  version is decided by it, whatever the files say when the decision comes.
-* ``holds`` names parameters whose value an open case holds, e.g. the property unit of a housing
-  transfer: a second case naming the same unit is refused until the first is decided or
-  cancelled (the hold is keyed by parameter name and value, across case types).
-* Identifier parameters (another party's ID number or credit code) are only ever a proof's
-  subject: they cannot be a proof parameter, appear in a rule or in a message, so no raw
-  identifier travels to records as a parameter or into an explanation. A proof's subject must be
-  a required identifier parameter. String parameters refuse anything shaped like an identifier:
-  those go in identifier parameters, which are resolved and masked.
+Decisions (docs/decisions/): approvals-case-type-errors, approvals-strict-yaml,
+approvals-catalogue-from-records, approvals-case-type-code-is-file-name,
+approvals-case-type-versions, approvals-holds, approvals-identifiers-only-as-subjects.
 """
 
 from __future__ import annotations
@@ -58,7 +31,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from govmesh.parameters import ParameterError, resolve
 from govmesh.privacy import contains_identifier
-from services.approvals.rules import (
+from services.approvals.domain.rules import (
     APPLICANT,
     AllOf,
     AnyOf,
