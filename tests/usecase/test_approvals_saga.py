@@ -32,7 +32,8 @@ from services.approvals import app as approvals_app
 from services.approvals import store
 from services.approvals.app import ApprovalsApp, ProofNotIssued
 from services.identity import domain
-from services.records import described, proofs
+from services.records import contract
+from services.records.domain import proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
 from tests.support.standins import Clock, subject_of
 
@@ -120,7 +121,7 @@ class Saga:
         with pytest.MonkeyPatch.context() as patch:
             if case_types_dir is not None:
                 patch.setenv("APPROVALS_CASE_TYPES_DIR", str(case_types_dir))
-            built = approvals_app.build(self.db, described.proof_types(), described.departments())
+            built = approvals_app.build(self.db, contract.proof_types(), contract.departments())
         built.clock = self.clock
         return built
 

@@ -36,8 +36,8 @@ from services.health.credit import (
     read_insured,
     read_score,
 )
-from services.records.catalogue import Value, record_type, validate_fields
-from services.records.proofs import StoredRecord, derive_claims, proof_type
+from services.records.domain.catalogue import Value, record_type, validate_fields
+from services.records.domain.proofs import StoredRecord, derive_claims, proof_type
 
 YUAN = 100
 AS_OF = datetime.date(2019, 7, 9)
