@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -287,36 +288,28 @@ def purpose_of(entry: audit.Entry) -> records_pb2.Purpose:
 
 
 def data_accessed(entry: audit.Entry) -> events_pb2.DataAccessed:
-    return events_pb2.DataAccessed(
-        sequence=entry.sequence,
-        entry_hash=entry.entry_hash,
-        subject_id=entry.subject_id,
-        subject_masked_identifier=entry.subject_masked_identifier,
-        caller_id=entry.caller_id,
-        caller_name=entry.caller_name,
-        proof_type=entry.proof_type,
-        purpose=purpose_of(entry),
-        outcome=outcome_to_proto(entry.outcome),
-        proof_id=entry.proof_id,
-        accessed_at=clock.timestamp(entry.accessed_at),
-    )
+    return events_pb2.DataAccessed(**_entry_fields(entry))
 
 
 def access_entry(entry: audit.Entry) -> records_pb2.AccessEntry:
-    return records_pb2.AccessEntry(
-        sequence=entry.sequence,
-        caller_id=entry.caller_id,
-        caller_name=entry.caller_name,
-        subject_id=entry.subject_id,
-        subject_masked_identifier=entry.subject_masked_identifier,
-        proof_type=entry.proof_type,
-        purpose=purpose_of(entry),
-        outcome=outcome_to_proto(entry.outcome),
-        proof_id=entry.proof_id,
-        previous_hash=entry.previous_hash,
-        entry_hash=entry.entry_hash,
-        accessed_at=clock.timestamp(entry.accessed_at),
-    )
+    return records_pb2.AccessEntry(**_entry_fields(entry), previous_hash=entry.previous_hash)
+
+
+def _entry_fields(entry: audit.Entry) -> dict[str, Any]:
+    """What the DataAccessed event and a ListAccesses entry both say of an audit entry."""
+    return {
+        "sequence": entry.sequence,
+        "entry_hash": entry.entry_hash,
+        "subject_id": entry.subject_id,
+        "subject_masked_identifier": entry.subject_masked_identifier,
+        "caller_id": entry.caller_id,
+        "caller_name": entry.caller_name,
+        "proof_type": entry.proof_type,
+        "purpose": purpose_of(entry),
+        "outcome": outcome_to_proto(entry.outcome),
+        "proof_id": entry.proof_id,
+        "accessed_at": clock.timestamp(entry.accessed_at),
+    }
 
 
 def trail_verification(
