@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import grpc
 
 #: The health commission's record of a default, on records' ingest exchange
-#: (services/records/catalogue.py: medical_credit_default).
+#: (services/records/domain/catalogue.py: medical_credit_default).
 INGEST_EXCHANGE = "records.ingest"
 DEPARTMENT = "health_commission"
 RECORD_TYPE = "medical_credit_default"

@@ -11,8 +11,9 @@ from nameko.rpc import rpc
 from govmesh.errors import NotFound, ServiceError
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner, RpcAuthorizer, RpcServiceError
-from services.identity import app, store
-from services.identity.app import IdentityApp, Subject
+from services.identity import bootstrap, store
+from services.identity.bootstrap import Parts
+from services.identity.domain import Subject
 
 SERVICE = "govmesh.identity.v1.IdentityService"
 
@@ -29,7 +30,7 @@ def _answer(subject: Subject, created: bool) -> dict[str, Any]:
 class Worker:
     name = "identity"
 
-    identity: IdentityApp = Application(app.build)
+    parts: Parts = Application(bootstrap.build)
     outbox_relay = OutboxRelayRunner(Outbox("identity", store.outbox, store.inbox))
     authorize = RpcAuthorizer()
 
@@ -38,7 +39,7 @@ class Worker:
         """RegisterSubject for other services' workers (records' broker feed)."""
         self.authorize(authorization, f"{SERVICE}/RegisterSubject")
         try:
-            subject, created = self.identity.register(identifier, display_name)
+            subject, created = self.parts.identity.register(identifier, display_name)
         except ServiceError as exc:
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
         return _answer(subject, created)
@@ -49,7 +50,7 @@ class Worker:
         knows no such subject."""
         self.authorize(authorization, f"{SERVICE}/ResolveSubject")
         try:
-            subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
+            subject = self.parts.identity.resolve(identifier=identifier, subject_id=subject_id)
         except NotFound:
             return None
         except ServiceError as exc:

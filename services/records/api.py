@@ -6,24 +6,24 @@ from collections.abc import Iterator
 
 import grpc
 
-from govmesh.auth import Policy, ServiceCredentials, TokenIssuer
 from govmesh.config import Settings
-from govmesh.config import load as load_settings
 from govmesh.db import Database
 from govmesh.errors import ServiceError
 from govmesh.grpcserver import ApiDefinition, current_caller
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from services.records import app, described, proofs
+from services.records import bootstrap, contract
 from services.records.app import RecordsApp
-from services.records.identity_grpc import IdentityOverGrpc
+from services.records.clients import IdentityOverGrpc
+from services.records.domain import proofs
 from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
 
 
 class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
-    def __init__(self, records: RecordsApp) -> None:
+    def __init__(self, records: RecordsApp, identity: IdentityOverGrpc) -> None:
         self.records = records
-        self.departments = described.departments()
-        self.proof_types = described.proof_types()
+        self.identity = identity
+        self.departments = contract.departments()
+        self.proof_types = contract.proof_types()
 
     def ListDepartments(
         self, request: records_pb2.ListDepartmentsRequest, context: grpc.ServicerContext
@@ -38,9 +38,10 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def PublishRecords(
         self, request_iterator: Iterator[records_pb2.PublishRecordsRequest], context: grpc.ServicerContext
     ) -> records_pb2.PublishRecordsResponse:
-        summary = self.records.publish((batch.records for batch in request_iterator), current_caller(), "grpc")
+        batches = (batch.records for batch in request_iterator)
+        summary = self.records.publish(batches, current_caller(), "grpc", self.identity)
         count_ingest(summary, "grpc")
-        return summary.to_proto()
+        return contract.publish_response(summary)
 
     def GetProof(
         self, request: records_pb2.GetProofRequest, context: grpc.ServicerContext
@@ -48,7 +49,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
         caller = current_caller()
         proof_type = request.proof_type if proofs.proof_type(request.proof_type) else "unknown"
         try:
-            proof = self.records.get_proof(request, caller)
+            proof = self.records.get_proof(request, caller, self.identity)
         except ServiceError as exc:
             if exc.status == "PERMISSION_DENIED":
                 PROOFS.labels(proof_type, caller.caller_id, "refused").inc()
@@ -70,7 +71,7 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     def ListAccesses(
         self, request: records_pb2.ListAccessesRequest, context: grpc.ServicerContext
     ) -> records_pb2.ListAccessesResponse:
-        return self.records.list_accesses(request)
+        return self.records.list_accesses(request, self.identity)
 
     def VerifyAuditTrail(
         self, request: records_pb2.VerifyAuditTrailRequest, context: grpc.ServicerContext
@@ -79,10 +80,9 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
 
 
 def build(settings: Settings, db: Database) -> ApiDefinition:
-    policy = Policy.load(settings.policy_path)
-    credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "records")
-    identity = IdentityOverGrpc(load_settings("identity").grpc_target, credentials)
-    servicer = RecordsServicer(app.build(settings, db, identity))
+    parts = bootstrap.build(settings, db, "api")
+    assert isinstance(parts.identity, IdentityOverGrpc)
+    servicer = RecordsServicer(parts.records, parts.identity)
     return ApiDefinition(
         service="records",
         full_name=records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name,

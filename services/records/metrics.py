@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from services.records.app import PublishSummary
+from services.records.domain.feed import PublishSummary
 
 PROOFS = Counter(
     "govmesh_records_proofs_total",

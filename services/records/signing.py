@@ -1,14 +1,7 @@
-"""Signed proofs: the canonical encoding, Ed25519 signatures and their verification.
-
-The signed bytes are the RFC 8785 (JCS) canonical JSON of the proof's proto3 JSON form (field
-names in lowerCamelCase, default values omitted, 64-bit integers as strings, bytes in base64,
-times in RFC 3339) with the `signature` field removed. Any language with a protobuf JSON encoder,
-a JCS encoder and Ed25519 can verify a proof offline with the key from ListSigningKeys:
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    body = json_format.MessageToDict(proof); body.pop("signature", None)
-    Ed25519PublicKey.from_public_bytes(key.public_key).verify(proof.signature, rfc8785.dumps(body))
-"""
+"""Signed proofs: the canonical encoding, Ed25519 signatures and their verification. What the
+signature covers, and how anyone verifies a proof offline:
+docs/decisions/records-proof-signature-jcs.md. Not pure domain: it signs the contract's own
+(proto3 JSON) form of a proof."""
 
 from __future__ import annotations
 
@@ -25,6 +18,12 @@ from google.protobuf import json_format
 from govmesh.records.v1 import records_pb2
 
 SCHEME = records_pb2.SIGNATURE_SCHEME_ED25519_JCS
+#: A key's stored status and its contract value.
+STATUSES = {
+    "active": records_pb2.SIGNING_KEY_STATUS_ACTIVE,
+    "retired": records_pb2.SIGNING_KEY_STATUS_RETIRED,
+    "revoked": records_pb2.SIGNING_KEY_STATUS_REVOKED,
+}
 
 
 def canonical_bytes(proof: records_pb2.Proof) -> bytes:

@@ -1,13 +1,19 @@
 """Identity through its public interfaces: a real grpcio client calling `govmesh api identity`,
 a real `govmesh worker identity` relaying events, and a plain pika consumer as the integrator.
-Every test runs on SQLite and on PostgreSQL (the `database_url` fixture)."""
+Every test runs on SQLite and on PostgreSQL.
+
+Most tests share one identity (api and worker) per database: each registers people of its own
+(`new_resident` and friends), counts events by its own subjects and metrics as differences. The
+tests that stop, kill or start processes, or need a database not yet migrated, get their own."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -16,7 +22,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests.support import people
-from tests.support.mesh import ServiceEnv, call_nameko_rpc, consumers, metrics_text, wait_for
+from tests.support.approvals_scenarios import credit_code
+from tests.support.mesh import (
+    ServiceEnv,
+    assert_no_raw_identifiers,
+    call_nameko_rpc,
+    consumers,
+    metrics_text,
+    virtual_host,
+    wait_for,
+)
 from tests.support.people import (
     ENTERPRISE,
     LEGACY_15,
@@ -24,10 +39,10 @@ from tests.support.people import (
     LUO_FANG,
     RAW_IDS,
     XU_WEI,
-    ZHUJI_RESIDENT,
     resident_id,
     with_wrong_check,
 )
+from tests.support.shared_mesh import Integrators, about, counter, database_url, new_resident, receive_own, token
 
 SERVICE = "govmesh.identity.v1.IdentityService"
 
@@ -46,7 +61,7 @@ class Client:
     def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.channel = grpc.insecure_channel(env.target)
         self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
-        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
+        self.metadata = [("authorization", f"Bearer {token(env, caller)}")]
 
     def register(self, identifier: str, name: str = "徐伟") -> identity_pb2.RegisterSubjectResponse:
         request = identity_pb2.RegisterSubjectRequest(identifier=identifier, display_name=name)
@@ -60,28 +75,67 @@ class Client:
         return self.stub.ResolveSubject(identity_pb2.ResolveSubjectRequest(**key), metadata=self.metadata, timeout=10)
 
 
+_serials = itertools.count(1)
+
+
+def new_legacy() -> tuple[str, str]:
+    """A legacy 15-digit resident number no other test uses, and its 18-character form."""
+    serial = next(_serials) % 1000
+    return f"330106930211{serial:03d}", resident_id(f"33010619930211{serial:03d}")
+
+
+def new_enterprise() -> str:
+    return credit_code("330106", 900_000 + next(_serials))
+
+
+def start(env: ServiceEnv) -> ServiceEnv:
+    env.migrate()
+    env.process("api")
+    env.process("worker").wait_for_log("starting services: identity")
+    wait_for(lambda: consumers(env.env["AMQP_URI"], "rpc-identity") > 0)
+    wait_serving(env.target)
+    return env
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEnv]:
+    """One identity per database for the tests that can share it, in a virtual host of its own
+    (the tests with an identity of their own use the suite's)."""
+    tmp_path = tmp_path_factory.mktemp("identity")
+    with virtual_host() as amqp:
+        env = ServiceEnv("identity", database_url(request, tmp_path), tmp_path, amqp)
+        try:
+            yield start(env)
+        finally:
+            env.stop_all()
+        assert_no_raw_identifiers(env.all_output(), "identity processes' output")
+
+
 @pytest.fixture
-def running(identity_env: ServiceEnv) -> ServiceEnv:
-    identity_env.migrate()
-    identity_env.process("api")
-    identity_env.process("worker").wait_for_log("starting services: identity")
-    wait_for(lambda: consumers(identity_env.env["AMQP_URI"], "rpc-identity") > 0)
-    wait_serving(identity_env.target)
-    return identity_env
+def alone(identity_env: ServiceEnv) -> ServiceEnv:
+    """An identity of the test's own, for a test that stops its processes."""
+    return start(identity_env)
 
 
-def test_register_publishes_subject_registered_to_integrators(running: ServiceEnv, integrator_factory: type) -> None:
-    integrator = integrator_factory.bind("identity.events", "subject_registered")
-    response = Client(running).register(XU_WEI)
+@pytest.fixture
+def integrators(running: ServiceEnv) -> Iterator[Integrators]:
+    with Integrators(running.env["AMQP_URI"]) as opened:
+        yield opened
+
+
+def test_register_publishes_subject_registered_to_integrators(running: ServiceEnv, integrators: Integrators) -> None:
+    integrator = integrators.bind("identity.events", "subject_registered")
+    person = new_resident()
+    response = Client(running).register(person)
 
     assert response.created
     subject = response.subject
-    assert subject.subject_id.startswith("sub_") and XU_WEI not in subject.subject_id
+    assert subject.subject_id.startswith("sub_") and person not in subject.subject_id
     assert subject.kind == identity_pb2.SUBJECT_KIND_RESIDENT
-    assert subject.masked_identifier == XU_WEI[:6] + "********" + XU_WEI[-4:]
+    assert subject.masked_identifier == person[:6] + "********" + person[-4:]
     assert subject.display_name == "徐伟"
 
-    [(method, properties, body)] = integrator.receive(1)
+    [(method, properties, body)] = receive_own(integrator, 1, about({subject.subject_id}))
     headers = properties.headers
     assert method.routing_key == "subject_registered"
     assert properties.delivery_mode == 2  # persistent
@@ -99,18 +153,20 @@ def test_register_publishes_subject_registered_to_integrators(running: ServiceEn
     from google.protobuf import json_format
 
     json_format.Parse(body, parsed)  # the body is canonical proto3 JSON of the event
-    for raw in RAW_IDS:
+    for raw in [*RAW_IDS, person]:
         assert raw not in body.decode() and raw not in json.dumps(headers)
 
 
 def test_registering_again_returns_the_same_subject_and_no_second_event(
-    running: ServiceEnv, integrator_factory: type
+    running: ServiceEnv, integrators: Integrators
 ) -> None:
-    integrator = integrator_factory.bind("identity.events")
+    integrator = integrators.bind("identity.events")
     client = Client(running)
-    first = client.register(LUO_FANG, "罗舫")
+    person = new_resident(check="X")
+    first = client.register(person, "罗舫")
     # Same person, typed differently: lower-case x, spaces, full-width digits.
-    again = client.register(" ３３０１８３ " + LUO_FANG[6:-1] + LUO_FANG[-1].lower(), "罗 舫")
+    full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in person[:6])
+    again = client.register(f" {full_width} " + person[6:-1] + person[-1].lower(), "罗 舫")
 
     assert first.created and not again.created
     assert again.subject == first.subject
@@ -154,24 +210,25 @@ def test_validate_reports_every_problem_as_an_answer_not_an_error(running: Servi
 @pytest.mark.parametrize(
     ("call", "field"),
     [
-        (lambda c: c.validate(""), "identifier"),
-        (lambda c: c.validate("3" * 65), "identifier"),
-        (lambda c: c.register("", "x"), "identifier"),
-        (lambda c: c.register(with_wrong_check(XU_WEI)), "identifier"),
-        (lambda c: c.register(XU_WEI, "   "), "display_name"),
-        (lambda c: c.register(XU_WEI, "名" * 201), "display_name"),
-        (lambda c: c.resolve(), "key"),
+        (lambda c, person: c.validate(""), "identifier"),
+        (lambda c, person: c.validate("3" * 65), "identifier"),
+        (lambda c, person: c.register("", "x"), "identifier"),
+        (lambda c, person: c.register(with_wrong_check(person)), "identifier"),
+        (lambda c, person: c.register(person, "   "), "display_name"),
+        (lambda c, person: c.register(person, "名" * 201), "display_name"),
+        (lambda c, person: c.resolve(), "key"),
     ],
 )
 def test_bad_requests_name_the_field_and_change_nothing(running: ServiceEnv, call: object, field: str) -> None:
     client = Client(running)
+    person = new_resident()
     with pytest.raises(grpc.RpcError) as error:
-        call(client)  # type: ignore[operator]
+        call(client, person)  # type: ignore[operator]
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details().startswith(f"{field}:")
     assert dict(error.value.trailing_metadata())["govmesh-field"] == field
     with pytest.raises(grpc.RpcError) as missing:
-        client.resolve(identifier=XU_WEI)
+        client.resolve(identifier=person)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was registered
 
 
@@ -180,10 +237,11 @@ def test_resolve_by_identifier_or_subject_id_and_not_found(running: ServiceEnv) 
     registered = client.register(ENTERPRISE, "杭州城市大脑有限公司").subject
     assert client.resolve(identifier=ENTERPRISE.lower()).subject == registered
     assert client.resolve(subject_id=registered.subject_id).subject == registered
+    unknown = new_resident()
     with pytest.raises(grpc.RpcError) as error:
-        client.resolve(identifier=ZHUJI_RESIDENT)
+        client.resolve(identifier=unknown)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
-    assert ZHUJI_RESIDENT not in error.value.details()
+    assert unknown not in error.value.details()
 
 
 def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -> None:
@@ -201,10 +259,10 @@ def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -
     assert code([("authorization", "Bearer not.a.token")]) == grpc.StatusCode.UNAUTHENTICATED
     expired = running.token("demo-portal", ttl_minutes=-1)
     assert code([("authorization", f"Bearer {expired}")]) == grpc.StatusCode.UNAUTHENTICATED
-    forged = running.token("demo-portal")
+    forged = token(running, "demo-portal")
     forged = forged[:-4] + ("AAAA" if not forged.endswith("AAAA") else "BBBB")
     assert code([("authorization", f"Bearer {forged}")]) == grpc.StatusCode.UNAUTHENTICATED
-    statistics = running.token("statistics")  # may validate, may not look people up
+    statistics = token(running, "statistics")  # may validate, may not look people up
     assert code([("authorization", f"Bearer {statistics}")]) == grpc.StatusCode.PERMISSION_DENIED
     allowed = stub.ValidateIdentifier(
         identity_pb2.ValidateIdentifierRequest(identifier=XU_WEI),
@@ -234,43 +292,51 @@ def test_health_is_not_serving_until_the_database_is_migrated(identity_env: Serv
     assert client.validate(XU_WEI).valid
 
 
-def test_sigterm_drains_and_exits_cleanly(running: ServiceEnv) -> None:
-    api = running.processes[0]
+def test_sigterm_drains_and_exits_cleanly(alone: ServiceEnv) -> None:
+    api = alone.processes[0]
     assert api.stop() == 0
     assert '"stopped"' in api.logs()
 
 
 def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
+    series = (
+        'govmesh_grpc_requests_total{code="OK",method="RegisterSubject",service="identity"}',
+        'govmesh_grpc_requests_total{code="NOT_FOUND",method="ResolveSubject",service="identity"}',
+        'govmesh_identity_registrations_total{created="true",kind="resident"}',
+    )
+    before = [counter(running.api_metrics_port, name) for name in series]
     client = Client(running)
-    client.register(ZHUJI_RESIDENT)
+    client.register(new_resident())
     with pytest.raises(grpc.RpcError):
-        client.resolve(identifier=XU_WEI)
-    metrics = metrics_text(running.api_metrics_port)
-    assert 'govmesh_grpc_requests_total{code="OK",method="RegisterSubject",service="identity"} 1.0' in metrics
-    assert 'govmesh_grpc_requests_total{code="NOT_FOUND",method="ResolveSubject",service="identity"} 1.0' in metrics
-    assert 'govmesh_identity_registrations_total{created="true",kind="resident"} 1.0' in metrics
+        client.resolve(identifier=new_resident())
+    after = [counter(running.api_metrics_port, name) for name in series]
+    assert [now - then for now, then in zip(after, before, strict=True)] == [1.0, 1.0, 1.0]
     worker_metrics = metrics_text(running.worker_metrics_port)
     assert 'govmesh_outbox_backlog{service="identity"}' in worker_metrics
 
 
-def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, integrator_factory: type) -> None:
-    integrator = integrator_factory.bind("identity.events")
+def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, integrators: Integrators) -> None:
+    integrator = integrators.bind("identity.events")
     client = Client(running)
-    for raw in RAW_IDS:
+    legacy, legacy_as_18 = new_legacy()
+    raw_ids = [new_resident(), new_resident(check="X"), new_resident(), legacy, legacy_as_18, new_enterprise()]
+    subjects = set()
+    for raw in raw_ids:
         client.validate(raw)
-        client.register(raw)
+        subjects.add(client.register(raw).subject.subject_id)
         client.resolve(identifier=raw)
-    for raw in RAW_IDS[:2]:  # failures too: they are where identifiers leak into messages
+    for raw in raw_ids[:2]:  # failures too: they are where identifiers leak into messages
         with pytest.raises(grpc.RpcError):
             client.register(with_wrong_check(raw))
-    events = integrator.receive(len(RAW_IDS) - 1)  # the legacy number and its 18-digit form are one subject
-    assert len(events) == len(RAW_IDS) - 1
+    # The legacy number and its 18-digit form are one subject.
+    events = receive_own(integrator, len(raw_ids) - 1, about(subjects))
+    assert len(events) == len(raw_ids) - 1
     time.sleep(0.5)  # let the console exporter flush the last spans
     output = running.all_output() + metrics_text(running.api_metrics_port) + metrics_text(running.worker_metrics_port)
     output += "".join(body.decode() + json.dumps(props.headers) for _, props, body in events)
     assert '"trace_id"' in running.all_output()  # logs carry trace ids
     assert '"kind": "SpanKind.SERVER"' in running.all_output()  # spans were exported and are checked
-    for raw in RAW_IDS:
+    for raw in [*raw_ids, *RAW_IDS]:  # the shared mesh's output holds the other tests' people too
         assert raw not in output, f"raw identifier {raw[:6]}… leaked"
         assert raw.lower() not in output
 
@@ -295,22 +361,23 @@ def test_event_committed_while_the_relay_is_dead_is_published_once_it_returns(
 
 
 def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
-    running: ServiceEnv, integrator_factory: type
+    running: ServiceEnv, integrators: Integrators
 ) -> None:
-    integrator = integrator_factory.bind("identity.events")
+    integrator = integrators.bind("identity.events")
     amqp = running.env["AMQP_URI"]
-    records = f"Bearer {running.token('records')}"  # the caller records' worker uses
+    records = f"Bearer {token(running, 'records')}"  # the caller records' worker uses
+    person = new_resident()
     reply = call_nameko_rpc(
-        amqp, "identity", "register_subject", authorization=records, identifier=ZHUJI_RESIDENT, display_name="诸暨居民"
+        amqp, "identity", "register_subject", authorization=records, identifier=person, display_name="诸暨居民"
     )
     assert reply["error"] is None
     answer = reply["result"]
     assert isinstance(answer, dict) and answer["created"] is True
-    assert answer["masked_identifier"] == ZHUJI_RESIDENT[:6] + "********" + ZHUJI_RESIDENT[-4:]
-    assert ZHUJI_RESIDENT not in json.dumps(answer)
+    assert answer["masked_identifier"] == person[:6] + "********" + person[-4:]
+    assert person not in json.dumps(answer)
     # The api sees the same subject, and the worker's registration published its event.
-    assert Client(running).resolve(identifier=ZHUJI_RESIDENT).subject.subject_id == answer["subject_id"]
-    [(_, props, _)] = integrator.receive(1)
+    assert Client(running).resolve(identifier=person).subject.subject_id == answer["subject_id"]
+    [(_, props, _)] = receive_own(integrator, 1, about({answer["subject_id"]}))
     assert props.headers["ce-subject"] == answer["subject_id"]
 
     bad = call_nameko_rpc(
@@ -318,17 +385,17 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
         "identity",
         "register_subject",
         authorization=records,
-        identifier=ZHUJI_RESIDENT[:-1] + "Z",
+        identifier=person[:-1] + "Z",
         display_name="x",
     )
     assert bad["error"]["exc_type"] == "RpcServiceError"  # type: ignore[index]
     assert str(bad["error"]["value"]).startswith("INVALID_ARGUMENT: identifier:")  # type: ignore[index]
-    assert ZHUJI_RESIDENT[:-1] not in json.dumps(bad)
+    assert person[:-1] not in json.dumps(bad)
 
     # Like gRPC: no token, or a caller without the right, is refused before anything happens.
     for authorization, refusal in (
         ("", "UNAUTHENTICATED"),
-        (f"Bearer {running.token('statistics')}", "PERMISSION_DENIED"),
+        (f"Bearer {token(running, 'statistics')}", "PERMISSION_DENIED"),
     ):
         refused = call_nameko_rpc(amqp, "identity", "resolve_subject", authorization=authorization, identifier=LUO_FANG)
         assert str(refused["error"]["value"]).startswith(refusal)  # type: ignore[index]
@@ -337,14 +404,15 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
 
 
 def test_concurrent_registrations_of_one_person_make_one_subject_and_one_event(
-    running: ServiceEnv, integrator_factory: type
+    running: ServiceEnv, integrators: Integrators
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    integrator = integrator_factory.bind("identity.events")
+    integrator = integrators.bind("identity.events")
     client = Client(running)
+    person = new_resident()
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: client.register(LUO_FANG, "罗舫"), range(16)))
+        responses = list(pool.map(lambda _: client.register(person, "罗舫"), range(16)))
     assert len({r.subject.subject_id for r in responses}) == 1
     assert sum(r.created for r in responses) == 1
     events = [m for m in integrator.drain() if m[1].headers["ce-subject"] == responses[0].subject.subject_id]
@@ -352,17 +420,17 @@ def test_concurrent_registrations_of_one_person_make_one_subject_and_one_event(
 
 
 def test_one_trace_runs_from_the_grpc_call_to_the_published_event(
-    running: ServiceEnv, integrator_factory: type
+    running: ServiceEnv, integrators: Integrators
 ) -> None:
-    integrator = integrator_factory.bind("identity.events")
+    integrator = integrators.bind("identity.events")
     trace_id = uuid.uuid4().hex
     client = Client(running)
-    client.stub.RegisterSubject(
-        identity_pb2.RegisterSubjectRequest(identifier=ENTERPRISE, display_name="杭州城市大脑有限公司"),
+    response = client.stub.RegisterSubject(
+        identity_pb2.RegisterSubjectRequest(identifier=new_enterprise(), display_name="杭州城市大脑有限公司"),
         metadata=[*client.metadata, ("traceparent", f"00-{trace_id}-{'cd' * 8}-01")],
         timeout=10,
     )
-    [(_, props, _)] = integrator.receive(1)
+    [(_, props, _)] = receive_own(integrator, 1, about({response.subject.subject_id}))
     assert props.headers["traceparent"].split("-")[1] == trace_id
     # The api's exported server span carries the same trace id.
     wait_for(lambda: f'"trace_id": "0x{trace_id}"' in running.processes[0].logs())

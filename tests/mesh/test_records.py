@@ -1,6 +1,11 @@
 """Records through its public interfaces, with identity beside it: departments publish over gRPC
 and over the broker, callers pull signed proofs, citizens see who read their data, and anyone
-can check the audit trail. Every test runs on SQLite and on PostgreSQL."""
+can check the audit trail. Every test runs on SQLite and on PostgreSQL.
+
+The tests share one mesh per database: each publishes records of people of its own under
+references of its own, picks the events, records and trail entries it caused, reads the trail's
+length and the figures as differences, and puts back what it tampers with (the trail, the
+clock)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import datetime
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import grpc
 import pika
@@ -21,8 +26,18 @@ from google.protobuf import json_format
 from govmesh.auth import Policy
 from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.support.mesh import ServiceEnv, assert_no_raw_identifiers, call_nameko_rpc, consumers, metrics_text, wait_for
-from tests.support.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, wait_serving, with_wrong_check
+from tests.support.mesh import (
+    Delivery,
+    ServiceEnv,
+    assert_no_raw_identifiers,
+    call_nameko_rpc,
+    consumers,
+    metrics_text,
+    virtual_host,
+    wait_for,
+)
+from tests.support.people import ENTERPRISE, LUO_FANG, RAW_IDS, XU_WEI, wait_serving, with_wrong_check
+from tests.support.shared_mesh import Integrators, about, counter, database_url, new_resident, receive_own, token
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -35,38 +50,48 @@ PROOF_TYPES_FOR_RESIDENTS = [
 ]
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEnv]:
+    """Identity and records (an api and a worker each) per database, in a virtual host of their
+    own, for every test of the module."""
+    tmp_path = tmp_path_factory.mktemp("records")
+    with virtual_host() as amqp:
+        env = ServiceEnv("records", database_url(request, tmp_path), tmp_path, amqp, others=("identity",))
+        try:
+            env.migrate("identity")
+            env.migrate("records")
+            env.process("api", "identity")
+            env.process("worker", "identity")
+            env.process("api", "records")
+            env.process("worker", "records")
+            wait_for(lambda: consumers(amqp, "rpc-identity") > 0)
+            wait_for(lambda: consumers(amqp, "records.records.ingest") > 0)
+            wait_for(lambda: consumers(amqp, "rpc-records") > 0)
+            wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
+            wait_serving(env.target, "govmesh.records.v1.RecordsService")
+            yield env
+        finally:
+            env.stop_all()
+        assert_no_raw_identifiers(env.all_output(), "identity and records processes' output")
+
+
 @pytest.fixture
-def mesh(database_url: str, tmp_path: object, amqp_uri: str) -> Iterator[ServiceEnv]:
-    env = ServiceEnv("records", database_url, tmp_path, amqp_uri, others=("identity",))  # type: ignore[arg-type]
-    env.migrate("identity")
-    env.migrate("records")
-    env.process("api", "identity")
-    env.process("worker", "identity")
-    env.process("api", "records")
-    env.process("worker", "records")
-    wait_for(lambda: consumers(amqp_uri, "rpc-identity") > 0)
-    wait_for(lambda: consumers(amqp_uri, "records.records.ingest") > 0)
-    wait_for(lambda: consumers(amqp_uri, "rpc-records") > 0)
-    wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
-    wait_serving(env.target, "govmesh.records.v1.RecordsService")
-    yield env
-    env.stop_all()
-    assert_no_raw_identifiers(env.all_output(), "identity and records processes' output")
+def integrators(mesh: ServiceEnv) -> Iterator[Integrators]:
+    with Integrators(mesh.env["AMQP_URI"]) as opened:
+        yield opened
 
 
 class Records:
     def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.env = env
         self.stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target))
-        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
+        self.metadata = [("authorization", f"Bearer {token(env, caller)}")]
 
     def publish(self, *records: records_pb2.DepartmentRecord) -> records_pb2.PublishRecordsResponse:
         batches = iter([records_pb2.PublishRecordsRequest(records=list(records))])
         return self.stub.PublishRecords(batches, metadata=self.metadata, timeout=30)
 
-    def proof(
-        self, proof_type: str, identifier: str = XU_WEI, case_id: str = "case-1", **kwargs: object
-    ) -> records_pb2.Proof:
+    def proof(self, proof_type: str, identifier: str, case_id: str = "case-1", **kwargs: object) -> records_pb2.Proof:
         request = records_pb2.GetProofRequest(
             identifier=identifier, proof_type=proof_type, purpose=records_pb2.Purpose(case_id=case_id), **kwargs
         )
@@ -90,7 +115,7 @@ def typed(value: object) -> records_pb2.TypedValue:
 
 
 def licence(
-    identifier: str = XU_WEI, reference: str | None = None, first_issued: str = "2015-03-01"
+    identifier: str, reference: str | None = None, first_issued: str = "2015-03-01"
 ) -> records_pb2.DepartmentRecord:
     return records_pb2.DepartmentRecord(
         department_code="public_security",
@@ -120,16 +145,38 @@ def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, cal
         pika.BasicProperties(
             content_type="application/json",
             delivery_mode=2,
-            headers={"authorization": f"Bearer {env.token(caller)}"},
+            headers={"authorization": f"Bearer {token(env, caller)}"},
         ),
     )
     connection.close()
 
 
-def stored_records(env: ServiceEnv) -> int:
+def stored_records(env: ServiceEnv, references: Collection[str]) -> int:
+    """How many of the records with these source references are stored."""
     engine = records_engine(env)
-    with engine.connect() as connection:
-        return int(connection.execute(sa.text("SELECT count(*) FROM records")).scalar_one())
+    query = sa.text("SELECT count(*) FROM records WHERE source_reference IN :references")
+    try:
+        with engine.connect() as connection:
+            query = query.bindparams(sa.bindparam("references", expanding=True))
+            return int(connection.execute(query, {"references": list(references)}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def references(*records: records_pb2.DepartmentRecord) -> set[str]:
+    return {record.source_reference for record in records}
+
+
+def with_reference(references: Collection[str]) -> Callable[[Delivery], bool]:
+    """Picks the record_published events of records with these source references."""
+    return lambda message: json.loads(message[2])["sourceReference"] in references
+
+
+def trail_length(portal: Records) -> int:
+    """How many entries the (intact) trail holds: what the test then adds is counted from it."""
+    trail = portal.audit()
+    assert trail.intact
+    return int(trail.entries_checked)
 
 
 def records_engine(env: ServiceEnv) -> sa.Engine:
@@ -140,60 +187,67 @@ def records_engine(env: ServiceEnv) -> sa.Engine:
     return sa.create_engine(url, connect_args={"options": "-csearch_path=records"})
 
 
-def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv, integrator_factory: type) -> None:
-    events = integrator_factory.bind("records.events", "record_published")
+def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv, integrators: Integrators) -> None:
+    events = integrators.bind("records.events", "record_published")
     police = Records(mesh, "public_security")
-    record = licence(reference="DL-0001")
+    tag = uuid.uuid4().hex[:8]
+    first_reference, second_reference = f"DL-{tag}-0001", f"DL-{tag}-0002"
+    record = licence(new_resident(), reference=first_reference)
 
     first = police.publish(record)
     assert (first.received, first.stored, first.duplicates, first.rejected) == (1, 1, 0, 0)
     again = police.publish(record)
     assert (again.stored, again.duplicates) == (0, 1)
     publish_on_broker(mesh, record)  # the same record on the other path
-    publish_on_broker(mesh, licence(LUO_FANG, reference="DL-0002"))  # a new one
+    publish_on_broker(mesh, licence(new_resident(), reference=second_reference))  # a new one
 
-    received = events.receive(2) + events.drain(quiet=1.5)
+    own = with_reference({first_reference, second_reference})
+    received = receive_own(events, 2, own) + [m for m in events.drain(quiet=1.5) if own(m)]
     bodies = [json.loads(body) for _, _, body in received]
-    assert sorted(b["sourceReference"] for b in bodies) == ["DL-0001", "DL-0002"]
+    assert sorted(b["sourceReference"] for b in bodies) == [first_reference, second_reference]
     assert {b["sourceReference"]: b["channel"] for b in bodies} == {
-        "DL-0001": "INGEST_CHANNEL_GRPC",
-        "DL-0002": "INGEST_CHANNEL_BROKER",
+        first_reference: "INGEST_CHANNEL_GRPC",
+        second_reference: "INGEST_CHANNEL_BROKER",
     }
-    assert stored_records(mesh) == 2
+    assert stored_records(mesh, {first_reference, second_reference}) == 2
     for body in bodies:
         assert body["subjectId"].startswith("sub_") and "*" in body["subjectMaskedIdentifier"]
 
 
 def test_the_same_records_arriving_on_both_paths_at_once_are_stored_once(
-    mesh: ServiceEnv, integrator_factory: type
+    mesh: ServiceEnv, integrators: Integrators
 ) -> None:
-    events = integrator_factory.bind("records.events", "record_published")
+    events = integrators.bind("records.events", "record_published")
     police = Records(mesh, "public_security")
-    police.publish(licence(reference="warm-up"))  # registers the subject once, before the race
-    batch = [licence(reference=f"RACE-{i}") for i in range(20)]
+    person, tag = new_resident(), uuid.uuid4().hex[:8]
+    police.publish(licence(person, reference=f"warm-up-{tag}"))  # registers the subject once, before the race
+    batch = [licence(person, reference=f"RACE-{tag}-{i}") for i in range(20)]
     over_grpc = threading.Thread(target=police.publish, args=batch)
     over_grpc.start()
     for record in batch:
         publish_on_broker(mesh, record)
     over_grpc.join(30)
-    received = events.receive(21, timeout=30) + events.drain(quiet=2)
-    references = sorted(json.loads(body)["sourceReference"] for _, _, body in received)
-    assert references == sorted(["warm-up"] + [f"RACE-{i}" for i in range(20)])
-    assert stored_records(mesh) == 21
+    expected = [f"warm-up-{tag}"] + [f"RACE-{tag}-{i}" for i in range(20)]
+    own = with_reference(expected)
+    received = receive_own(events, 21, own, timeout=30) + [m for m in events.drain(quiet=2) if own(m)]
+    published = sorted(json.loads(body)["sourceReference"] for _, _, body in received)
+    assert published == sorted(expected)
+    assert stored_records(mesh, expected) == 21
 
 
 def test_bad_records_are_refused_one_by_one_with_the_field_and_reason(mesh: ServiceEnv) -> None:
     transport = Records(mesh, "transport")
-    good = licence()
+    person = new_resident()
+    good = licence(person)
     good.department_code = "transport"
-    unknown_department = licence()
+    unknown_department = licence(person)
     unknown_department.department_code = "ministry_of_magic"
-    wrong_type = licence()
+    wrong_type = licence(person)
     wrong_type.department_code, wrong_type.record_type = "transport", "driving_licence_x"
-    bad_identifier = licence(with_wrong_check(XU_WEI))
-    bad_field = licence()
+    bad_identifier = licence(with_wrong_check(person))
+    bad_field = licence(person)
     bad_field.fields["status"].string_value = "lost in the post"
-    missing_date = licence()
+    missing_date = licence(person)
     missing_date.effective_from = ""
 
     response = transport.publish(unknown_department, good, wrong_type, bad_identifier, bad_field, missing_date)
@@ -216,17 +270,19 @@ def test_bad_records_are_refused_one_by_one_with_the_field_and_reason(mesh: Serv
     ]
     assert response.rejections[1].message.startswith("fields.status:")
     assert response.rejections[2].message.startswith("effective_from:")
-    assert stored_records(mesh) == 0
+    sent = references(good, unknown_department, wrong_type, bad_identifier, bad_field, missing_date)
+    assert stored_records(mesh, sent) == 0
     for rejection in response.rejections:
-        assert XU_WEI[:-1] not in rejection.message
+        assert person[:-1] not in rejection.message
 
 
 def test_a_proof_is_signed_verifiable_offline_and_fails_when_tampered_or_expired(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
     portal = Records(mesh)
-    proof = portal.proof("driving_licence")
+    proof = portal.proof("driving_licence", person)
     assert proof.proof_type == "driving_licence" and proof.issuing_department_code == "public_security"
-    assert proof.subject_masked_identifier == XU_WEI[:6] + "********" + XU_WEI[-4:]
+    assert proof.subject_masked_identifier == person[:6] + "********" + person[-4:]
     claims = {name: json_format.MessageToDict(value) for name, value in proof.claims.items()}
     assert claims["held"] == {"boolValue": True}
     assert claims["licence_class"] == {"stringValue": "C1"}
@@ -246,15 +302,20 @@ def test_a_proof_is_signed_verifiable_offline_and_fails_when_tampered_or_expired
     assert not answer.valid
     assert [p.code for p in answer.problems] == [records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE]
 
-    mesh.travel(datetime.timedelta(days=3650))
-    expired = portal.verify(proof)
+    ten_years = datetime.timedelta(days=3650)
+    mesh.travel(ten_years)
+    try:
+        expired = portal.verify(proof)
+    finally:
+        mesh.travel(-ten_years)  # the other tests live in the present
     assert not expired.valid and [p.code for p in expired.problems] == [records_pb2.PROOF_PROBLEM_CODE_EXPIRED]
 
 
 def test_a_negative_proof_is_a_proof_like_any_other(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())  # registers Xu Wei; no criminal record
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))  # registers them; no criminal record
     portal = Records(mesh)
-    proof = portal.proof("criminal_record")
+    proof = portal.proof("criminal_record", person)
     assert proof.claims["has_record"].bool_value is False
     assert portal.verify(proof).valid
 
@@ -300,33 +361,37 @@ def test_a_negative_proof_is_a_proof_like_any_other(mesh: ServiceEnv) -> None:
 )
 def test_bad_proof_requests_name_the_field(mesh: ServiceEnv, request_: records_pb2.GetProofRequest, field: str) -> None:
     portal = Records(mesh)
+    trail_before = trail_length(portal)
     with pytest.raises(grpc.RpcError) as error:
         portal.stub.GetProof(request_, metadata=portal.metadata, timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details().startswith(f"{field}:")
     if field == "proof_type":
         assert "flying_licence" in error.value.details()
-    assert portal.audit().entries_checked == 0  # nothing was read, nothing audited
+    assert portal.audit().entries_checked == trail_before  # nothing was read, nothing audited
 
 
 def test_an_unknown_subject_is_not_found_and_reveals_nothing_to_the_unentitled(mesh: ServiceEnv) -> None:
+    unknown = new_resident()
     with pytest.raises(grpc.RpcError) as error:
-        Records(mesh).proof("criminal_record", identifier=ZHUJI_RESIDENT)
+        Records(mesh).proof("criminal_record", identifier=unknown)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as refused:
-        Records(mesh, "education").proof("criminal_record", identifier=ZHUJI_RESIDENT)
+        Records(mesh, "education").proof("criminal_record", identifier=unknown)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_every_caller_gets_exactly_the_proofs_the_policy_grants(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
+    trail_before = trail_length(Records(mesh))
     registered = Records(mesh, "market_regulation").publish(
         records_pb2.DepartmentRecord(
             department_code="market_regulation",
             record_type="enterprise_registration",
             subject_identifier=ENTERPRISE,
             subject_display_name="杭州城市大脑有限公司",
-            source_reference="REG-1",
+            source_reference=f"REG-{uuid.uuid4().hex[:8]}",
             effective_from="2018-05-04",
             fields=enterprise_fields(),
         )
@@ -339,7 +404,7 @@ def test_every_caller_gets_exactly_the_proofs_the_policy_grants(mesh: ServiceEnv
             continue
         client = Records(mesh, caller.caller_id)
         for proof_type in [*PROOF_TYPES_FOR_RESIDENTS, "enterprise_registration"]:
-            subject = ENTERPRISE if proof_type == "enterprise_registration" else XU_WEI
+            subject = ENTERPRISE if proof_type == "enterprise_registration" else person
             expected = caller.may_read_proof(proof_type, "case_id", "case-9")
             try:
                 client.proof(proof_type, identifier=subject, case_id="case-9")
@@ -356,7 +421,7 @@ def test_every_caller_gets_exactly_the_proofs_the_policy_grants(mesh: ServiceEnv
             denied += not outcome
     assert allowed > 10 and denied > 100
     trail = Records(mesh).audit()
-    assert trail.intact and trail.entries_checked == allowed + denied  # refusals are audited too
+    assert trail.intact and trail.entries_checked == trail_before + allowed + denied  # refusals are audited too
 
 
 def enterprise_fields() -> dict[str, records_pb2.TypedValue]:
@@ -373,31 +438,32 @@ def enterprise_fields() -> dict[str, records_pb2.TypedValue]:
 
 
 def test_the_citizen_sees_who_read_their_data_and_anyone_can_check_the_trail(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence(), licence(LUO_FANG))
+    figures = (
+        'govmesh_records_proofs_total{caller="transport",outcome="issued",proof_type="driving_licence"}',
+        'govmesh_records_proofs_total{caller="education",outcome="refused",proof_type="criminal_record"}',
+        "govmesh_records_paper_copies_avoided_total",
+    )
+    before = [counter(mesh.api_metrics_port, figure) for figure in figures]
+    citizen, someone_else = new_resident(), new_resident()
+    Records(mesh, "public_security").publish(licence(citizen), licence(someone_else))
     transport, education = Records(mesh, "transport"), Records(mesh, "education")
     for case in range(3):
-        transport.proof("driving_licence", case_id=f"网约车-{case}")
+        transport.proof("driving_licence", citizen, case_id=f"网约车-{case}")
     with pytest.raises(grpc.RpcError):
-        education.proof("criminal_record", case_id="enrolment-1")
-    transport.proof("driving_licence", identifier=LUO_FANG, case_id="someone-else")
+        education.proof("criminal_record", citizen, case_id="enrolment-1")
+    transport.proof("driving_licence", identifier=someone_else, case_id="someone-else")
 
     portal = Records(mesh)
     page = portal.stub.ListAccesses(
-        records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3), metadata=portal.metadata
+        records_pb2.ListAccessesRequest(identifier=citizen, page_size=3), metadata=portal.metadata
     )
     assert [e.caller_id for e in page.entries] == ["education", "transport", "transport"]  # newest first
     assert page.entries[0].outcome == records_pb2.ACCESS_OUTCOME_DENIED
     assert page.entries[1].purpose.case_id == "网约车-2"
-    metrics = metrics_text(mesh.api_metrics_port)
-    assert (
-        'govmesh_records_proofs_total{caller="transport",outcome="issued",proof_type="driving_licence"} 4.0' in metrics
-    )
-    assert (
-        'govmesh_records_proofs_total{caller="education",outcome="refused",proof_type="criminal_record"} 1.0' in metrics
-    )
-    assert "govmesh_records_paper_copies_avoided_total 4.0" in metrics
+    after = [counter(mesh.api_metrics_port, figure) for figure in figures]
+    assert [now - then for now, then in zip(after, before, strict=True)] == [4.0, 1.0, 4.0]
     rest = portal.stub.ListAccesses(
-        records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3, page_token=page.next_page_token),
+        records_pb2.ListAccessesRequest(identifier=citizen, page_size=3, page_token=page.next_page_token),
         metadata=portal.metadata,
     )
     assert [e.purpose.case_id for e in rest.entries] == ["网约车-0"] and not rest.next_page_token
@@ -405,12 +471,14 @@ def test_the_citizen_sees_who_read_their_data_and_anyone_can_check_the_trail(mes
 
 
 def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
     transport = Records(mesh, "transport")
-    for case in range(6):
-        transport.proof("driving_licence", case_id=f"case-{case}")
     portal = Records(mesh)
-    assert portal.audit().intact and portal.audit().entries_checked == 6
+    first = trail_length(portal) + 1  # this test's six entries are first .. first + 5
+    for case in range(6):
+        transport.proof("driving_licence", person, case_id=f"case-{case}")
+    assert portal.audit().intact and portal.audit().entries_checked == first + 5
     engine = records_engine(mesh)
 
     def tamper(*statements: str) -> records_pb2.AuditBreak:
@@ -430,34 +498,41 @@ def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh:
             connection.execute(sa.table("audit_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
         assert portal.audit().intact
 
-    altered = tamper("UPDATE audit_entries SET caller_id = 'education' WHERE sequence = 3")
-    assert (altered.sequence, altered.kind) == (3, records_pb2.AUDIT_BREAK_KIND_ALTERED)
-    restore()
-    removed = tamper("DELETE FROM audit_entries WHERE sequence = 4")
-    assert (removed.sequence, removed.kind) == (5, records_pb2.AUDIT_BREAK_KIND_REMOVED)
-    restore()
-    moved = tamper(
-        "UPDATE audit_entries SET sequence = -2 WHERE sequence = 2",
-        "UPDATE audit_entries SET sequence = 2 WHERE sequence = 3",
-        "UPDATE audit_entries SET sequence = 3 WHERE sequence = -2",
-    )
-    assert (moved.sequence, moved.kind) == (2, records_pb2.AUDIT_BREAK_KIND_REORDERED)
-    engine.dispose()
+    second, third, fourth, fifth = first + 1, first + 2, first + 3, first + 4
+    try:
+        altered = tamper(f"UPDATE audit_entries SET caller_id = 'education' WHERE sequence = {third}")
+        assert (altered.sequence, altered.kind) == (third, records_pb2.AUDIT_BREAK_KIND_ALTERED)
+        restore()
+        removed = tamper(f"DELETE FROM audit_entries WHERE sequence = {fourth}")
+        assert (removed.sequence, removed.kind) == (fifth, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+        restore()
+        moved = tamper(
+            f"UPDATE audit_entries SET sequence = -2 WHERE sequence = {second}",
+            f"UPDATE audit_entries SET sequence = {second} WHERE sequence = {third}",
+            f"UPDATE audit_entries SET sequence = {third} WHERE sequence = -2",
+        )
+        assert (moved.sequence, moved.kind) == (second, records_pb2.AUDIT_BREAK_KIND_REORDERED)
+    finally:
+        restore()  # the trail is whole again for the tests that follow
+        engine.dispose()
 
 
 def test_no_raw_identifier_reaches_the_records_database_or_its_events(
-    mesh: ServiceEnv, integrator_factory: type
+    mesh: ServiceEnv, integrators: Integrators
 ) -> None:
-    events = integrator_factory.bind("records.events")
+    events = integrators.bind("records.events")
+    people = [new_resident(), new_resident(check="X"), new_resident()]
     police = Records(mesh, "public_security")
-    police.publish(licence(), licence(LUO_FANG))
-    publish_on_broker(mesh, licence(ZHUJI_RESIDENT))
-    wait_for(lambda: stored_records(mesh) == 3)
+    published = [licence(people[0]), licence(people[1]), licence(people[2])]
+    police.publish(*published[:2])
+    publish_on_broker(mesh, published[2])
+    wait_for(lambda: stored_records(mesh, references(*published)) == 3)
     portal = Records(mesh)
-    for identifier in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
-        portal.proof("driving_licence", identifier=identifier)
+    subjects = set()
+    for identifier in people:
+        subjects.add(portal.proof("driving_licence", identifier=identifier).subject_id)
         portal.proof("criminal_record", identifier=identifier)
-    received = events.receive(3 + 6 * 2)  # published, then issued + accessed per proof
+    received = receive_own(events, 3 + 6 * 2, about(subjects))  # published, then issued + accessed per proof
     assert len(received) == 15
     engine = records_engine(mesh)
     dump = []
@@ -468,7 +543,7 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
     engine.dispose()
     text = "\n".join(dump) + "".join(body.decode() + json.dumps(p.headers) for _, p, body in received)
     text += metrics_text(mesh.api_metrics_port) + metrics_text(mesh.worker_metrics_port)
-    for raw in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
+    for raw in [*people, *RAW_IDS]:  # the shared database holds the other tests' people too
         assert raw not in text and raw.lower() not in text
     assert_no_raw_identifiers(text, "records database and events")
 
@@ -485,7 +560,7 @@ def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: Ser
     assert f"{expected} stored, 0 already there, 0 refused" in first.stdout
     again = govmesh("records", "seed", "--subjects", "60", "--quiet", env=mesh.env)
     assert f"0 stored, {expected} already there, 0 refused" in again.stdout
-    assert stored_records(mesh) == expected
+    assert stored_records(mesh, {r.source_reference for p in people for r in p.records}) == expected
 
     # A seeded resident's records make proofs like any department's.
     driver = next(p for p in people if any(r.record_type == "driving_licence" for r in p.records))
@@ -496,15 +571,17 @@ def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: Ser
 
 
 def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
+    trail_before = trail_length(Records(mesh))
     amqp = mesh.env["AMQP_URI"]
     request = {
-        "identifier": XU_WEI,
+        "identifier": person,
         "proofType": "driving_licence",
         "purpose": {"caseId": "case-rpc-1"},
         "requestId": "case-rpc-1/driving_licence/applicant",
     }
-    transport = f"Bearer {mesh.token('transport')}"
+    transport = f"Bearer {token(mesh, 'transport')}"
     reply = call_nameko_rpc(amqp, "records", "get_proof", authorization=transport, request=request)
     assert reply["error"] is None, reply["error"]
     proof = json_format.ParseDict(reply["result"], records_pb2.Proof())
@@ -514,71 +591,83 @@ def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh:
     assert again["result"]["proofId"] == proof.proof_id  # type: ignore[index]  # a redelivered step issues nothing new
 
     refused = call_nameko_rpc(
-        amqp, "records", "get_proof", authorization=f"Bearer {mesh.token('education')}", request=request
+        amqp, "records", "get_proof", authorization=f"Bearer {token(mesh, 'education')}", request=request
     )
     assert str(refused["error"]["value"]).startswith("PERMISSION_DENIED")  # type: ignore[index]
     forged = call_nameko_rpc(amqp, "records", "get_proof", authorization="Bearer x.y.z", request=request)
     assert str(forged["error"]["value"]).startswith("UNAUTHENTICATED")  # type: ignore[index]
     trail = Records(mesh).audit()
-    assert trail.intact and trail.entries_checked == 2  # one granted, one refused; the repeat is no new read
+    # One granted, one refused; the repeat is no new read.
+    assert trail.intact and trail.entries_checked == trail_before + 2
 
 
 def test_what_goes_into_the_trail_and_the_store_is_clean(mesh: ServiceEnv) -> None:
     police = Records(mesh, "public_security")
+    person, other_person, tag = new_resident(), new_resident(), uuid.uuid4().hex[:8]
     # A repeated record whose first copy is refused: the good copy is stored, not lost.
-    bad_copy = licence(with_wrong_check(XU_WEI), reference="DL-REPEAT")
-    good_copy = licence(reference="DL-REPEAT")
+    bad_copy = licence(with_wrong_check(person), reference=f"DL-REPEAT-{tag}")
+    good_copy = licence(person, reference=f"DL-REPEAT-{tag}")
     answer = police.publish(bad_copy, good_copy)
     assert (answer.stored, answer.duplicates, answer.rejected) == (1, 0, 1)
     # References and purposes never carry an identifier or a control character.
     for reference in (f"DL-{LUO_FANG}", "DL-\x00"):
-        refused = police.publish(licence(reference=reference))
+        refused = police.publish(licence(person, reference=reference))
         assert refused.rejections[0].message.startswith("source_reference:")
     # A correction must be about the same subject and of the same type.
-    other = licence(LUO_FANG, reference="DL-LUO")
+    other = licence(other_person, reference=f"DL-OTHER-{tag}")
     police.publish(other)
-    hijack = licence(reference="DL-HIJACK")
-    hijack.supersedes_source_reference = "DL-LUO"
+    hijack = licence(person, reference=f"DL-HIJACK-{tag}")
+    hijack.supersedes_source_reference = f"DL-OTHER-{tag}"
     assert police.publish(hijack).rejections[0].code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED
 
     portal = Records(mesh)
     for case_id in ("case-\x00", "case-" + "7" * 300):
         with pytest.raises(grpc.RpcError) as error:
-            portal.proof("driving_licence", case_id=case_id)
+            portal.proof("driving_licence", person, case_id=case_id)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.value.details().startswith("purpose.case_id:")
-    proof = portal.proof("driving_licence", case_id="  case-8" + " " * 1000)
+    proof = portal.proof("driving_licence", person, case_id="  case-8" + " " * 1000)
     assert proof.purpose.case_id == "case-8"  # the purpose kept, signed and audited is the trimmed one
     assert portal.audit().intact
 
 
 def test_removing_the_newest_audit_entries_is_found_against_the_head(mesh: ServiceEnv) -> None:
-    Records(mesh, "public_security").publish(licence())
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
     portal = Records(mesh)
+    newest = trail_length(portal) + 3
     for case in range(3):
-        portal.proof("driving_licence", case_id=f"case-{case}")
+        portal.proof("driving_licence", person, case_id=f"case-{case}")
     engine = records_engine(mesh)
     with engine.begin() as connection:
-        connection.execute(sa.text("DELETE FROM audit_entries WHERE sequence = 3"))
-    engine.dispose()
-    result = portal.audit()
-    assert not result.intact
-    assert (result.first_break.sequence, result.first_break.kind) == (3, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+        removed = connection.execute(sa.text(f"SELECT * FROM audit_entries WHERE sequence = {newest}"))
+        saved = [dict(row._mapping) for row in removed]
+        connection.execute(sa.text(f"DELETE FROM audit_entries WHERE sequence = {newest}"))
+    try:
+        result = portal.audit()
+        assert not result.intact
+        assert (result.first_break.sequence, result.first_break.kind) == (newest, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+    finally:
+        with engine.begin() as connection:  # put the entry back for the tests that follow
+            connection.execute(sa.table("audit_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
+        engine.dispose()
+    assert portal.audit().intact
 
 
 def test_odd_values_are_refused_with_the_field_not_a_crash(mesh: ServiceEnv) -> None:
     portal = Records(mesh)
-    Records(mesh, "public_security").publish(licence())
-    request = records_pb2.ListAccessesRequest(identifier=XU_WEI, page_token="OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5")
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
+    request = records_pb2.ListAccessesRequest(identifier=person, page_token="OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5")
     with pytest.raises(grpc.RpcError) as error:
         portal.stub.ListAccesses(request, metadata=portal.metadata)
     assert (error.value.code(), error.value.details().split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "page_token")
-    late = records_pb2.ListAccessesRequest(identifier=XU_WEI)
+    late = records_pb2.ListAccessesRequest(identifier=person)
     late.start_time.seconds = 10**13
     with pytest.raises(grpc.RpcError) as error:
         portal.stub.ListAccesses(late, metadata=portal.metadata)
     assert error.value.details().startswith("start_time:")
-    odd = licence()
+    odd = licence(person)
     odd.recorded_at.seconds = 10**13
     assert Records(mesh, "public_security").publish(odd).rejections[0].message.startswith("recorded_at:")
     broken = records_pb2.Proof(proof_id="p")
@@ -590,7 +679,8 @@ def test_odd_values_are_refused_with_the_field_not_a_crash(mesh: ServiceEnv) -> 
 def test_one_trace_runs_from_a_department_feed_into_identity(mesh: ServiceEnv) -> None:
     trace_id = uuid.uuid4().hex
     police = Records(mesh, "public_security")
-    request = records_pb2.PublishRecordsRequest(records=[licence(ZHUJI_RESIDENT)])
+    # Someone records has never asked identity about, so this feed must.
+    request = records_pb2.PublishRecordsRequest(records=[licence(new_resident())])
     police.stub.PublishRecords(
         iter([request]), metadata=[*police.metadata, ("traceparent", f"00-{trace_id}-{'ef' * 8}-01")], timeout=30
     )

@@ -34,8 +34,8 @@ from govmesh.records.v1 import records_pb2
 from govmesh.texts import text_problem
 from services.identity.domain import validate_identifier
 from services.records import app as records_app
-from services.records import catalogue, proofs
-from services.records.catalogue import SubjectKind
+from services.records.domain import catalogue, proofs
+from services.records.domain.catalogue import SubjectKind
 from tests.support.people import resident_id
 
 __all__ = ["Scenario", "credit_code", "scenarios"]

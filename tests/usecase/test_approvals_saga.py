@@ -32,7 +32,8 @@ from services.approvals import bootstrap, contract, store
 from services.approvals.app import ApprovalsApp
 from services.approvals.domain.saga import Proof, ProofNotIssued, ProofRequest
 from services.identity import domain
-from services.records import described, proofs
+from services.records import contract as records_contract
+from services.records.domain import proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
 from tests.support.standins import Clock, subject_of
 
@@ -121,7 +122,8 @@ class Saga:
         with pytest.MonkeyPatch.context() as patch:
             if case_types_dir is not None:
                 patch.setenv("APPROVALS_CASE_TYPES_DIR", str(case_types_dir))
-            built = bootstrap.assemble(self.db, contract.catalogue(described.proof_types(), described.departments()))
+            catalogue = contract.catalogue(records_contract.proof_types(), records_contract.departments())
+            built = bootstrap.assemble(self.db, catalogue)
         built.clock = self.clock
         return built
 

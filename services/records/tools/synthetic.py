@@ -45,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from services.records.catalogue import EDUCATION_LEVELS, SubjectKind, Value
+from services.records.domain.catalogue import EDUCATION_LEVELS, SubjectKind, Value
 
 __all__ = ["SyntheticRecord", "SyntheticSubject", "population"]
 

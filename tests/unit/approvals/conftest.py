@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import pytest
 
 from services.approvals.domain.casetypes import CaseTypeSpec, ProofTypeInfo, load_case_types
-from services.records.catalogue import DEPARTMENT_CODES
-from services.records.proofs import PROOF_TYPES
+from services.records.domain.catalogue import DEPARTMENT_CODES
+from services.records.domain.proofs import PROOF_TYPES
 from tests.support.approvals_scenarios import CASE_TYPES_DIR
 
 

@@ -25,7 +25,7 @@ from services.approvals.domain.casetypes import (
     validate_parameters,
 )
 from services.approvals.domain.rules import referenced_claims
-from services.records.proofs import PROOF_TYPES, proof_type, resolve_parameters
+from services.records.domain.proofs import PROOF_TYPES, proof_type, resolve_parameters
 from tests.support.approvals_scenarios import CASE_TYPES_DIR
 
 ZHUJI_UNIT = "330681001001GB00012F00010101"

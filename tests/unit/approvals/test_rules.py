@@ -20,8 +20,8 @@ import pytest
 
 from services.approvals.domain.casetypes import CaseTypeSpec, ProofTypeInfo, load_case_type, validate_parameters
 from services.approvals.domain.rules import RuleResult, Value, evaluate, format_message, placeholders
-from services.records.catalogue import record_type, validate_fields
-from services.records.proofs import StoredRecord, derive_claims, proof_type
+from services.records.domain.catalogue import record_type, validate_fields
+from services.records.domain.proofs import StoredRecord, derive_claims, proof_type
 
 D = datetime.date
 AS_OF = D(2019, 7, 9)

@@ -27,14 +27,15 @@ from services.approvals.domain import saga, submission
 from services.approvals.domain.casetypes import CaseTypeSpec, ParameterType, ReviewStepSpec
 from services.approvals.domain.rules import APPLICANT
 from services.approvals.domain.saga import FINAL, Claims, Keep, Proof, ProofNotIssued, ProofRequest, SagaSettings
-from services.records import described, proofs
+from services.records import contract as records_contract
+from services.records.domain import proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
 from tests.support.standins import subject_of
 
 NOW = datetime.datetime(2026, 3, 2, 1, 0, tzinfo=datetime.UTC)  # a Monday, 09:00 in Hangzhou
 SCENARIOS = scenarios(shanghai_date(NOW))
 SAGA = SagaSettings()
-DEPARTMENTS = contract.catalogue(described.proof_types(), described.departments()).departments
+DEPARTMENTS = contract.catalogue(records_contract.proof_types(), records_contract.departments()).departments
 SECOND = datetime.timedelta(seconds=1)
 
 

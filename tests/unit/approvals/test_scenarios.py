@@ -17,7 +17,7 @@ from govmesh.clock import shanghai_date
 from services.approvals.domain.casetypes import CaseTypeSpec, validate_parameters
 from services.approvals.domain.rules import APPLICANT, RuleResult, Value, evaluate
 from services.identity.domain import validate_identifier
-from services.records import proofs
+from services.records.domain import proofs
 from tests.support.approvals_scenarios import Scenario, accepted, scenarios
 
 TODAY = shanghai_date()

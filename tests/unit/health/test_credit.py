@@ -2,7 +2,7 @@
 why there is no credit, and what defaults do. No broker, no I/O.
 
 The patient is the seed story's 罗舫 (Luo Fang) of 富阳 (Fuyang), treated first and paying later.
-Claims are built the way records derives them (services/records/proofs.py), from records checked
+Claims are built the way records derives them (services/records/domain/proofs.py), from records checked
 against records' catalogue, so the policy and records' claims cannot drift apart.
 """
 
@@ -36,8 +36,8 @@ from services.health.domain.credit import (
     read_insured,
     read_score,
 )
-from services.records.catalogue import Value, record_type, validate_fields
-from services.records.proofs import StoredRecord, derive_claims, proof_type
+from services.records.domain.catalogue import Value, record_type, validate_fields
+from services.records.domain.proofs import StoredRecord, derive_claims, proof_type
 
 YUAN = 100
 AS_OF = datetime.date(2019, 7, 9)

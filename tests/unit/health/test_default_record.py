@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from govmesh.health.v1 import events_pb2
 from govmesh.typed_values import fields_from_proto
 from services.health import clients
-from services.records import catalogue
+from services.records.domain import catalogue
 
 
 def defaulted(at: datetime.datetime) -> events_pb2.BillDefaulted:

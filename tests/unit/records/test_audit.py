@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 
-from services.records import audit
+from services.records.domain import audit
 
 
 def trail(length: int) -> list[audit.Entry]:

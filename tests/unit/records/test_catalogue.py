@@ -1,4 +1,4 @@
-"""Unit tests of the records catalogue (services/records/catalogue.py): no broker, no I/O.
+"""Unit tests of the records catalogue (services/records/domain/catalogue.py): no broker, no I/O.
 
 Every record type gets a complete valid example built from its own field specs, so that each
 problem kind is checked on every field of every record type, not only on a few picked by hand;
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.records import catalogue
-from services.records.catalogue import (
+from services.records.domain import catalogue
+from services.records.domain.catalogue import (
     DEPARTMENTS,
     MAX_FEN,
     MAX_LIST_ITEMS,

@@ -1,4 +1,4 @@
-"""Unit tests of proof types and claim derivation (services/records/proofs.py): no broker, no I/O.
+"""Unit tests of proof types and claim derivation (services/records/domain/proofs.py): no broker, no I/O.
 
 The people and places are the seed story's: 徐伟 (Xu Wei) gets a ride-hailing permit in
 Hangzhou, a second-hand home changes hands in 诸暨 (Zhuji, 330681, in 绍兴 330600), 罗舫
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from services.records.catalogue import SubjectKind, Value, record_type, validate_fields
-from services.records.proofs import (
+from services.records.domain.catalogue import SubjectKind, Value, record_type, validate_fields
+from services.records.domain.proofs import (
     PROOF_TYPES,
     ParameterError,
     ProofTypeSpec,

@@ -1,4 +1,4 @@
-"""The synthetic population generator (services/records/synthetic.py): determinism, valid and
+"""The synthetic population generator (services/records/tools/synthetic.py): determinism, valid and
 unique identifiers, records that the catalogue accepts, dates that proofs can rely on, and
 plausible rates. Pure domain logic: no broker, no database, no network."""
 
@@ -14,8 +14,8 @@ import pytest
 from stdnum import numdb
 
 from services.identity.domain import IdentifierKind, validate_identifier
-from services.records import catalogue, proofs
-from services.records.catalogue import SubjectKind, Value
+from services.records.domain import catalogue, proofs
+from services.records.domain.catalogue import SubjectKind, Value
 from services.records.tools import synthetic
 from services.records.tools.synthetic import SyntheticRecord, SyntheticSubject, population
 

@@ -15,35 +15,8 @@ The module is plain Python (standard library and python-stdnum): no framework, n
 logging.  It never logs anything, and its problem messages name only the offending part of an
 identifier, never the whole of it.
 
-Decisions taken where the standards or the data leave room:
-
-* Kind detection.  15 characters: a legacy resident number (non-digits are BAD_CHARACTER).
-  18 characters: both readings are checked and the one with fewer problems wins; on a tie a
-  string of resident shape (17 digits and a digit or X) is read as a resident number, anything
-  else as a credit code.  Reading every resident-shaped string as a resident number would reject
-  real credit codes: about a third of those with an all-digit organisation code also end in a
-  digit (``91330106123456789`` plus a digit check looks like a resident number).  A string
-  valid under both readings is read as a resident number.  Any other length: WRONG_LENGTH and
-  no kind (characters outside every identifier alphabet are reported too).
-* Regions.  A region code is known when python-stdnum's GB/T 2260 history (``cn/loc``) lists it
-  for any period: the code printed on an identifier is the one valid when it was first issued,
-  which may be years after birth (numbers were first issued in 1984-85) and stays valid after
-  the division is renamed or abolished.  The name shown is the one valid in the birth year (for
-  a resident), or otherwise the nearest later one; for a credit code the most recent one.
-  Prefecture and province-level codes (``330100``, ``330000``) are known regions.  Credit codes
-  of national registration offices use ``100000``, which is not a GB/T 2260 code; it is accepted
-  for credit codes only, named "全国".
-* Birth dates before 1850 are impossible; a birth date after ``today`` (the caller's date in
-  Asia/Shanghai) is in the future; a birth date equal to ``today`` is valid.
-* Registration authorities and entity types follow the codes in use (GB 32100-2015 and those
-  assigned since): 1 机构编制, 2 外交, 3 司法行政, 4 文化, 5 民政, 6 旅游, 7 宗教, 8 工会, 9 工商,
-  A 中央军委改革和编制办公室, N 农业, Y 其他, each with its own entity types (see
-  ``_AUTHORITIES``).  The region part of a credit code must be six digits; a letter there is a
-  BAD_CHARACTER even though it belongs to the credit-code alphabet.
-* Problem positions are 1-based positions in ``Validation.normalized``.  Positions: bad
-  character -> that character; bad check character -> 18; bad organisation code -> 17 (its
-  check character); unknown authority -> 1; unknown entity type -> 2; region and birth-date
-  problems -> 0 (they concern a group of characters).
+Decisions taken where the standards or the data leave room are in docs/decisions/identity-*.md
+(kind detection, region codes, birth dates, registration authorities, problem positions).
 """
 
 from __future__ import annotations

@@ -5,31 +5,10 @@ criminal record as of 2019-07-09" or "holds a C1 licence first issued on 2012-03
 says which proof types exist, which parameters they take, which records they read and what they
 claim; signing, storage and the audit trail live elsewhere. Standard library only, no I/O.
 
-Decisions a reader should know:
-
-* Which records count. A proof reads the records in force on ``as_of``: not superseded by a
-  correction, ``effective_from <= as_of`` and ``effective_to`` open or ``>= as_of`` (the
-  contract's effective_to is inclusive). See catalogue.py: the effective period is the record's
-  standing in the register, and the date of the event is a field, so ended records are records
-  the department withdrew or sealed, and they are not disclosed. Records whose own date lies
-  after ``as_of`` (a graduation, a title registered tomorrow) are ignored too.
-* When several records of a "current state" type are in force (two licence records, two hukou
-  records), the latest wins: greatest effective_from, then recorded_at, then record id.
-* Stable shape. Every claim of ``claim_names`` is always present, so rules never meet a missing
-  key. When there is nothing to state, a has_*/held/enrolled flag says so and the dependent
-  claims are empty: "" for strings and dates, 0 for numbers, [] for lists, False for flags.
-  Dates are ``datetime.date`` values (TypedValue.date_value). Every proof claims ``as_of``.
-* Periods in years follow the Civil Code (art. 201): a period ends on the corresponding day, and
-  when that month has no such day (29 February) on the month's last day. So a licence first
-  issued on 2016-02-29 has been held 3 years on 2019-02-28, and a look-back of N years from
-  ``as_of`` starts the day after the same date N years earlier: an accident exactly N years
-  before ``as_of`` lies outside the window, one a day later inside.
-* traffic_safety follows the national rules for ride-hailing and taxi drivers (交通运输部
-  网约车 measures, art. 14): serious violations are drink driving (饮酒驾驶, which the rules
-  name), drunk, drug and dangerous driving, and hit-and-run; a major traffic accident counts when
-  it was major or fatal and the subject bore equal or greater responsibility (同等以上责任);
-  scoring cycles are the 12-month cycles anchored on the licence's first issue date (公安部令第
-  162号), "the last N cycles" being the cycle running on ``as_of`` and the N-1 before it.
+Decisions a reader should know are in docs/decisions/: which records a proof reads
+(records-proofs-read-records-in-force.md), the claims' stable shape
+(records-proof-claims-stable-shape.md), periods in years (records-periods-in-years.md) and the
+ride-hailing rules of traffic_safety (records-traffic-safety-rules.md).
 """
 
 from __future__ import annotations
@@ -42,8 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from govmesh.clock import as_utc
 from govmesh.parameters import ParameterError, resolve
-from services.records.catalogue import (
+from services.records.domain.catalogue import (
     CITY_CODE,
     EDUCATION_LEVELS,
     PROPERTY_UNIT,
@@ -69,7 +49,7 @@ __all__ = [
 #: Longest parameter value accepted, in code points.
 MAX_PARAMETER_LENGTH: Final = 64
 
-#: Violations that disqualify a driver under the ride-hailing rules (see the module docstring).
+#: Violations that disqualify a driver under the ride-hailing rules (records-traffic-safety-rules.md).
 SERIOUS_VIOLATION_KINDS: Final = frozenset(
     {"drink_driving", "drunk_driving", "drug_driving", "dangerous_driving", "hit_and_run"}
 )
@@ -545,11 +525,6 @@ def _in_force(record: StoredRecord, as_of: datetime.date) -> bool:
     return record.effective_to is None or record.effective_to >= as_of
 
 
-def _utc(moment: datetime.datetime) -> datetime.datetime:
-    # A naive recorded_at is taken as UTC (storage is UTC), so aware and naive values still compare.
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=datetime.UTC)
-
-
 class _Sources:
     """The in-force records of one subject by record type, latest first."""
 
@@ -558,7 +533,7 @@ class _Sources:
         for record in records:
             grouped[record.record_type].append(record)
         self._by_type = {
-            code: sorted(items, key=lambda r: (r.effective_from, _utc(r.recorded_at), r.record_id), reverse=True)
+            code: sorted(items, key=lambda r: (r.effective_from, as_utc(r.recorded_at), r.record_id), reverse=True)
             for code, items in grouped.items()
         }
 

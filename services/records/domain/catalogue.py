@@ -5,25 +5,10 @@ The 25 department codes are also the callers' ids in policy/dev.yaml; a record t
 unique across the whole platform, so ``(department, record type)`` and the record type alone
 name the same thing.
 
-Conventions every department feed follows (they are what proofs.py relies on):
-
-* Field values are the Python form of ``govmesh.records.v1.TypedValue`` (:data:`Value`). There
-  are no floating-point numbers anywhere: money is integer fen, rates are basis points
-  (1/10,000), areas are square centimetres (1 m² = 10,000 cm², so 89.5 m² is 895,000 cm²).
-  Calendar dates are ``datetime.date``; instants are aware ``datetime.datetime`` values.
-* A record's effective period (``effective_from`` .. ``effective_to``, inclusive) is the period
-  during which the record stands in the department's register, not the date of the event it
-  describes: that date is a field (``accident_date``, ``judgment_date``, ``cycle_start`` ...).
-  Records of events and of past periods (accidents, violations, scoring cycles, judgments) are
-  published open-ended; setting ``effective_to`` withdraws or seals a record from the next day
-  on (a licence that lapsed, a property that was sold, a sealed juvenile criminal record). A
-  correction is a new record that supersedes the old one.
-* Records never carry raw identifiers (resident ID numbers, unified social credit codes): other
-  people appear as pseudonymous subject ids (``sub_...``) or masked identifiers
-  (``330106********123X``). Any string that looks like a raw identifier is refused, in any field,
-  including free text. A consequence: codes that happen to have the shape of an identifier (an
-  18-digit diploma certificate number, an 18-character bill reference with digits in places 3-8)
-  cannot be published and are left out of the catalogue.
+Conventions every department feed follows (proofs.py relies on them) are decisions recorded in
+docs/decisions/: exact values, never floats (records-exact-values.md); the effective period is the
+record's standing in the register (records-effective-period.md); no raw identifier in any field
+(records-no-identifier-in-records.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The audit trail's hash chain: every read of personal data, allowed or refused, is an entry
 whose hash covers its content and the previous entry's hash, so altering, removing or moving an
-entry breaks the chain at that point. Pure: no storage, no clock."""
+entry breaks the chain at that point (docs/decisions/records-audit-hash-chain.md). Pure: no
+storage, no clock."""
 
 from __future__ import annotations
 
@@ -119,3 +120,19 @@ def verify(entries: Iterable[Entry], hash_exists: Callable[[bytes], bool]) -> Ve
             return Verification(checked, previous_hash, found)
         previous_hash, expected_sequence, checked = entry.entry_hash, entry.sequence + 1, checked + 1
     return Verification(checked, previous_hash, None)
+
+
+def against_head(verification: Verification, head_sequence: int, head_hash: bytes) -> Verification:
+    """The walk's verdict checked against the trail's head: a chain that holds but ends before
+    the head says it does lost its newest entries."""
+    if not verification.intact or (head_sequence, head_hash) == (verification.entries_checked, verification.head_hash):
+        return verification
+    return Verification(
+        verification.entries_checked,
+        verification.head_hash,
+        Break(
+            verification.entries_checked + 1,
+            BreakKind.REMOVED,
+            f"the trail ends at entry {verification.entries_checked}, its head says {head_sequence}",
+        ),
+    )

@@ -1,0 +1,126 @@
+"""Every other service records calls: identity, to turn an identifier into the pseudonymous
+subject it stands for (registering a subject met first in a department feed). The api reaches it
+over gRPC, the worker over nameko RPC (a worker process must never import grpc), so this module
+imports neither at load time: each client imports its transport where it is built or used."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from govmesh import enums
+from govmesh.auth import ServiceCredentials
+from govmesh.errors import Unavailable
+from govmesh.identity.v1 import identity_pb2
+from govmesh.parties import Party
+from services.records.domain.catalogue import SubjectKind
+
+if TYPE_CHECKING:
+    from govmesh.identity_client import IdentityClient
+
+#: How long records waits for identity's answer.
+IDENTITY_TIMEOUT_SECONDS = 5.0
+
+
+class InvalidSubject(Exception):
+    """Identity refused the identifier; the message says why and never contains it."""
+
+
+class Subjects(Protocol):
+    """Identity, as records' use cases reach it."""
+
+    #: Whether calls may be made from several threads at once (a batch's new subjects are then
+    #: looked up side by side).
+    parallel: bool
+
+    def register(self, identifier: str, display_name: str) -> Party: ...
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        """The subject, or None when identity knows no such subject."""
+        ...
+
+
+class IdentityOverGrpc:
+    """Identity's gRPC api, for records' api process, called with records' own credentials."""
+
+    parallel = True
+
+    def __init__(self, target: str, credentials: ServiceCredentials, timeout: float = IDENTITY_TIMEOUT_SECONDS) -> None:
+        from govmesh.identity_client import IdentityClient
+
+        self.client: IdentityClient = IdentityClient(target, credentials, timeout)
+
+    def register(self, identifier: str, display_name: str) -> Party:
+        from govmesh.identity_client import IdentifierRefused
+
+        try:
+            return _party(self.client.register(identifier, display_name))
+        except IdentifierRefused as exc:
+            raise InvalidSubject(str(exc)) from None
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        from govmesh.identity_client import IdentifierRefused
+
+        try:
+            subject = self.client.resolve(identifier=identifier, subject_id=subject_id)
+        except IdentifierRefused as exc:
+            raise InvalidSubject(str(exc)) from None
+        return None if subject is None else _party(subject)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _party(subject: identity_pb2.Subject) -> Party:
+    return Party(subject.subject_id, subject.masked_identifier, subject.kind)
+
+
+class IdentityOverRpc:
+    """Identity's worker RPC (register_subject, resolve_subject), for records' worker, called with
+    records' own credentials. nameko gives each running entrypoint its own RPC proxy (it carries
+    that call's context), so the worker binds the client to it per call: ``through(proxy)``."""
+
+    parallel = False  # a nameko proxy is called from its entrypoint's own green thread
+
+    def __init__(
+        self, credentials: ServiceCredentials, timeout: float = IDENTITY_TIMEOUT_SECONDS, proxy: Any = None
+    ) -> None:
+        self.credentials = credentials
+        self.timeout = timeout
+        self.proxy = proxy
+
+    def through(self, proxy: Any) -> IdentityOverRpc:
+        return IdentityOverRpc(self.credentials, self.timeout, proxy)
+
+    def register(self, identifier: str, display_name: str) -> Party:
+        answer = self._call("register_subject", identifier=identifier, display_name=display_name)
+        assert answer is not None
+        return _party_of(answer)
+
+    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
+        answer = self._call("resolve_subject", identifier=identifier, subject_id=subject_id)
+        return None if answer is None else _party_of(answer)
+
+    def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
+        from nameko.exceptions import RemoteError
+
+        from govmesh.worker import rpc_result
+
+        if self.proxy is None:
+            raise RuntimeError("IdentityOverRpc is called through an entrypoint's proxy: use through(proxy)")
+        reply = getattr(self.proxy, method).call_async(authorization=self.credentials.authorization(), **kwargs)
+        try:
+            answer: dict[str, Any] | None = rpc_result(reply, self.timeout)
+        except TimeoutError:
+            raise Unavailable(f"identity did not answer within {self.timeout:g} s") from None
+        except RemoteError as error:
+            if error.exc_type == "RpcServiceError" and str(error.value).startswith("INVALID_ARGUMENT"):
+                raise InvalidSubject(str(error.value).removeprefix("INVALID_ARGUMENT: identifier: ")) from None
+            raise
+        return answer
+
+
+def _party_of(answer: dict[str, Any]) -> Party:
+    kind = identity_pb2.SubjectKind.ValueType(
+        enums.to_proto(identity_pb2.SubjectKind, "SUBJECT_KIND_", SubjectKind(answer["kind"]))
+    )
+    return Party(answer["subject_id"], answer["masked_identifier"], kind)

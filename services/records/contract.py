@@ -1,0 +1,347 @@
+"""Records' contract: protobuf messages read into domain values (and refused with the field and
+reason when they cannot be), and domain values built into answers and events. Values only:
+never a session or a query."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from govmesh import clock, enums
+from govmesh import typed_values as values
+from govmesh.errors import InvalidArgument
+from govmesh.identity.v1 import identity_pb2
+from govmesh.parties import Party
+from govmesh.records.v1 import events_pb2, records_pb2
+from govmesh.texts import text_problem
+from services.records.domain import audit, catalogue, proofs
+from services.records.domain.feed import MAX_TEXT, Checked, PublishSummary, Refused, RejectionCode
+
+#: Longest note a purpose may carry.
+MAX_NOTE = 500
+
+# -- subjects -------------------------------------------------------------------------------------
+
+
+def subject_kind(party: Party) -> catalogue.SubjectKind:
+    kind = enums.from_proto(catalogue.SubjectKind, identity_pb2.SubjectKind, "SUBJECT_KIND_", party.kind)
+    if kind is None:
+        raise ValueError(f"identity named no subject kind records knows ({party.kind})")
+    return kind
+
+
+def kind_to_proto(kind: catalogue.SubjectKind) -> identity_pb2.SubjectKind.ValueType:
+    return identity_pb2.SubjectKind.ValueType(enums.to_proto(identity_pb2.SubjectKind, "SUBJECT_KIND_", kind))
+
+
+# -- the catalogue (ListDepartments, ListProofTypes) ----------------------------------------------
+
+
+def department_to_proto(spec: catalogue.DepartmentSpec) -> records_pb2.Department:
+    return records_pb2.Department(
+        code=spec.code,
+        name_zh=spec.name_zh,
+        name_en=spec.name_en,
+        record_types=[
+            records_pb2.RecordType(
+                code=rt.code,
+                name_zh=rt.name_zh,
+                name_en=rt.name_en,
+                subject_kinds=sorted(kind_to_proto(k) for k in rt.subject_kinds),
+            )
+            for rt in spec.record_types
+        ],
+    )
+
+
+def proof_type_to_proto(spec: proofs.ProofTypeSpec) -> records_pb2.ProofType:
+    validity = Duration()
+    validity.FromTimedelta(spec.validity)
+    return records_pb2.ProofType(
+        code=spec.code,
+        name_zh=spec.name_zh,
+        name_en=spec.name_en,
+        description=spec.description,
+        department_codes=list(spec.department_codes),
+        subject_kinds=sorted(kind_to_proto(k) for k in spec.subject_kinds),
+        parameters=[
+            records_pb2.ProofParameter(
+                name=p.name,
+                description_zh=p.description_zh,
+                description_en=p.description_en,
+                required=p.required,
+                default_value=p.default,
+            )
+            for p in spec.parameters
+        ],
+        validity=validity,
+        claim_names=list(spec.claim_names),
+    )
+
+
+def departments() -> records_pb2.ListDepartmentsResponse:
+    return records_pb2.ListDepartmentsResponse(departments=[department_to_proto(d) for d in catalogue.DEPARTMENTS])
+
+
+def proof_types() -> records_pb2.ListProofTypesResponse:
+    return records_pb2.ListProofTypesResponse(proof_types=[proof_type_to_proto(p) for p in proofs.PROOF_TYPES])
+
+
+# -- department feeds -----------------------------------------------------------------------------
+
+
+def subject_key(record: records_pb2.DepartmentRecord) -> tuple[str, str]:
+    """Which subject field the record uses and its value: what identity is asked about."""
+    which = record.WhichOneof("subject") or ""
+    return which, str(getattr(record, which)) if which else ""
+
+
+def read_record(record: records_pb2.DepartmentRecord, department: catalogue.DepartmentSpec) -> Checked:
+    """A record of a known department read into domain values and checked against the catalogue;
+    Refused naming the first field that does not hold."""
+    spec = catalogue.record_type(department.code, record.record_type)
+    if spec is None:
+        raise Refused(
+            RejectionCode.UNKNOWN_RECORD_TYPE,
+            f"record_type: {record.record_type[:64]!r} is not a record type of {department.code!r}",
+        )
+    reference = record.source_reference.strip()
+    for name, text in (
+        ("source_reference", reference),
+        ("supersedes_source_reference", record.supersedes_source_reference),
+    ):
+        problem = "is required" if name == "source_reference" and not text else text_problem(text, MAX_TEXT)
+        if problem:
+            raise Refused(RejectionCode.INVALID_FIELD, f"{name}: {problem}")
+    effective_from = _date(record.effective_from, "effective_from")
+    effective_to = _date(record.effective_to, "effective_to") if record.effective_to else None
+    if effective_to and effective_to < effective_from:
+        raise Refused(RejectionCode.INVALID_FIELD, "effective_to: lies before effective_from")
+    try:
+        fields = values.fields_from_proto(record.fields, "fields.")
+    except values.UnreadableValue as exc:
+        raise Refused(RejectionCode.INVALID_FIELD, str(exc)) from None
+    problems = catalogue.validate_fields(spec, fields)
+    if problems:
+        raise Refused(RejectionCode.INVALID_FIELD, "; ".join(f"fields.{p.message}" for p in problems[:5]))
+    recorded_at = None
+    if record.HasField("recorded_at"):
+        try:
+            recorded_at = record.recorded_at.ToDatetime(datetime.UTC)
+        except (ValueError, OverflowError):
+            raise Refused(RejectionCode.INVALID_FIELD, "recorded_at: is not a valid time") from None
+    return Checked(
+        department.code,
+        spec,
+        reference,
+        fields,
+        effective_from,
+        effective_to,
+        recorded_at,
+        record.supersedes_source_reference,
+    )
+
+
+def _date(text: str, name: str) -> datetime.date:
+    if not text:
+        raise Refused(RejectionCode.INVALID_FIELD, f"{name}: is required (YYYY-MM-DD)")
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise Refused(RejectionCode.INVALID_FIELD, f"{name}: {text[:40]!r} is not a date") from None
+
+
+def publish_response(summary: PublishSummary) -> records_pb2.PublishRecordsResponse:
+    return records_pb2.PublishRecordsResponse(
+        received=summary.received,
+        stored=summary.stored,
+        duplicates=summary.duplicates,
+        rejected=summary.rejected,
+        rejections=[
+            records_pb2.RecordRejection(
+                index=r.index,
+                department_code=r.department_code,
+                source_reference=r.source_reference,
+                code=records_pb2.RecordRejectionCode.ValueType(
+                    enums.to_proto(records_pb2.RecordRejectionCode, "RECORD_REJECTION_CODE_", r.code)
+                ),
+                message=r.message,
+            )
+            for r in summary.rejections
+        ],
+    )
+
+
+def record_published(
+    record_id: str, item: Checked, supersedes: str | None, channel: str, now: datetime.datetime
+) -> events_pb2.RecordPublished:
+    assert item.subject is not None
+    return events_pb2.RecordPublished(
+        record_id=record_id,
+        department_code=item.department,
+        record_type=item.spec.code,
+        source_reference=item.reference,
+        subject_id=item.subject.subject_id,
+        subject_masked_identifier=item.subject.masked_identifier,
+        subject_kind=item.subject.kind,
+        effective_from=item.effective_from.isoformat(),
+        effective_to=item.effective_to.isoformat() if item.effective_to else "",
+        supersedes_record_id=supersedes or "",
+        channel=events_pb2.INGEST_CHANNEL_GRPC if channel == "grpc" else events_pb2.INGEST_CHANNEL_BROKER,
+        published_at=clock.timestamp(now),
+    )
+
+
+# -- proofs ---------------------------------------------------------------------------------------
+
+
+def read_purpose(purpose: records_pb2.Purpose | None) -> records_pb2.Purpose:
+    """The purpose as it will be kept (trimmed), after refusing what must not be kept. The same
+    object is checked for rights, audited, signed into the proof and published."""
+    kind = purpose.WhichOneof("basis") if purpose is not None else None
+    if purpose is None or kind is None:
+        raise InvalidArgument("purpose", "MISSING", "is required: give a case_id or a legal_basis")
+    value = getattr(purpose, kind).strip()
+    if not value:
+        raise InvalidArgument(f"purpose.{kind}", "EMPTY", "must not be empty")
+    note = purpose.note.strip()
+    for name, text, limit in ((f"purpose.{kind}", value, MAX_TEXT), ("purpose.note", note, MAX_NOTE)):
+        problem = text_problem(text, limit)
+        if problem:
+            raise InvalidArgument(name, "INVALID", problem)
+    cleaned = records_pb2.Purpose(note=note)
+    setattr(cleaned, kind, value)
+    return cleaned
+
+
+def new_proof(
+    proof_id: str,
+    spec: proofs.ProofTypeSpec,
+    subject: Party,
+    claims: dict[str, catalogue.Value],
+    parameters: dict[str, str],
+    issued_to: str,
+    purpose: records_pb2.Purpose,
+    now: datetime.datetime,
+) -> records_pb2.Proof:
+    """The proof, not yet signed."""
+    return records_pb2.Proof(
+        proof_id=proof_id,
+        subject_id=subject.subject_id,
+        subject_masked_identifier=subject.masked_identifier,
+        subject_kind=subject.kind,
+        proof_type=spec.code,
+        issuing_department_code=spec.issuing_department_code,
+        claims=values.fields_to_proto(claims),
+        parameters=parameters,
+        issued_to=issued_to,
+        purpose=purpose,
+        issued_at=clock.timestamp(now),
+        valid_until=clock.timestamp(now + spec.validity),
+    )
+
+
+def proof_issued(proof: records_pb2.Proof) -> events_pb2.ProofIssued:
+    return events_pb2.ProofIssued(
+        proof_id=proof.proof_id,
+        proof_type=proof.proof_type,
+        issuing_department_code=proof.issuing_department_code,
+        subject_id=proof.subject_id,
+        subject_masked_identifier=proof.subject_masked_identifier,
+        issued_to=proof.issued_to,
+        purpose=proof.purpose,
+        issued_at=proof.issued_at,
+        valid_until=proof.valid_until,
+        key_id=proof.key_id,
+    )
+
+
+def proof_verification(
+    problems: list[records_pb2.ProofProblem], now: datetime.datetime
+) -> records_pb2.VerifyProofResponse:
+    return records_pb2.VerifyProofResponse(valid=not problems, problems=problems, checked_at=clock.timestamp(now))
+
+
+# -- the audit trail ------------------------------------------------------------------------------
+
+
+def time_of(stamp: Timestamp, name: str) -> datetime.datetime:
+    try:
+        return stamp.ToDatetime(datetime.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(name, "INVALID", "is not a valid time") from None
+
+
+def outcome_to_proto(outcome: audit.Outcome) -> records_pb2.AccessOutcome.ValueType:
+    return records_pb2.AccessOutcome.ValueType(enums.to_proto(records_pb2.AccessOutcome, "ACCESS_OUTCOME_", outcome))
+
+
+def purpose_of(entry: audit.Entry) -> records_pb2.Purpose:
+    purpose = records_pb2.Purpose(note=entry.purpose_note)
+    if entry.purpose_kind:
+        setattr(purpose, entry.purpose_kind, entry.purpose_value)
+    return purpose
+
+
+def data_accessed(entry: audit.Entry) -> events_pb2.DataAccessed:
+    return events_pb2.DataAccessed(**_entry_fields(entry))
+
+
+def access_entry(entry: audit.Entry) -> records_pb2.AccessEntry:
+    return records_pb2.AccessEntry(**_entry_fields(entry), previous_hash=entry.previous_hash)
+
+
+def _entry_fields(entry: audit.Entry) -> dict[str, Any]:
+    """What the DataAccessed event and a ListAccesses entry both say of an audit entry."""
+    return {
+        "sequence": entry.sequence,
+        "entry_hash": entry.entry_hash,
+        "subject_id": entry.subject_id,
+        "subject_masked_identifier": entry.subject_masked_identifier,
+        "caller_id": entry.caller_id,
+        "caller_name": entry.caller_name,
+        "proof_type": entry.proof_type,
+        "purpose": purpose_of(entry),
+        "outcome": outcome_to_proto(entry.outcome),
+        "proof_id": entry.proof_id,
+        "accessed_at": clock.timestamp(entry.accessed_at),
+    }
+
+
+def trail_verification(
+    verification: audit.Verification, now: datetime.datetime
+) -> records_pb2.VerifyAuditTrailResponse:
+    response = records_pb2.VerifyAuditTrailResponse(
+        intact=verification.intact,
+        entries_checked=verification.entries_checked,
+        head_hash=verification.head_hash,
+        checked_at=clock.timestamp(now),
+    )
+    found = verification.first_break
+    if found is not None:
+        kind = enums.to_proto(records_pb2.AuditBreakKind, "AUDIT_BREAK_KIND_", found.kind)
+        response.first_break.CopyFrom(
+            records_pb2.AuditBreak(
+                sequence=found.sequence, kind=records_pb2.AuditBreakKind.ValueType(kind), message=found.message
+            )
+        )
+    return response
+
+
+def page_token(sequence: int) -> str:
+    return base64.urlsafe_b64encode(str(sequence).encode()).decode()
+
+
+def read_page_token(token: str) -> int:
+    """The sequence a page token names; INVALID_ARGUMENT naming page_token when it names none."""
+    try:
+        before = int(base64.urlsafe_b64decode(token.encode()).decode())
+    except (ValueError, UnicodeDecodeError):
+        before = 0
+    if not 0 < before < 2**63:
+        raise InvalidArgument("page_token", "INVALID", "is not a token this service gave out")
+    return before
