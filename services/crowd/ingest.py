@@ -339,6 +339,7 @@ class ReadingsConsumer:
             # is parked in the shard's dead-letter queue.
             log.exception("a batch of %d readings failed; applying them one by one", len(messages))
             reports = []
+            dead_lettered: set[int] = set()
             for message, reading in zip(messages, parsed, strict=True):
                 try:
                     reports.append(self._apply([reading]))
@@ -348,6 +349,11 @@ class ReadingsConsumer:
                     body = str(message.body)[:300]
                     log.exception("reading dead-lettered: it cannot be applied", extra={"body": body})
                     channel.basic_reject(message.delivery_tag, requeue=False)
+                    dead_lettered.add(message.delivery_tag)
+            # A rejected tag is settled: acking it again is a channel error (406 unknown delivery
+            # tag) that would take the consumer down. The multiple ack of the last one still
+            # outstanding covers the rest.
+            messages = [m for m in messages if m.delivery_tag not in dead_lettered]
         refusals = [r for report in reports for _, r in report.rejected]
         for refusal in refusals:
             log.warning("reading refused: %s", refusal.message, extra={"reason": refusal.reason.name})
@@ -359,7 +365,8 @@ class ReadingsConsumer:
             sum(report.count(Outcome.DUPLICATE) for report in reports),
             [r.reason.name.lower() for r in refusals],
         )
-        channel.basic_ack(messages[-1].delivery_tag, multiple=True)
+        if messages:
+            channel.basic_ack(messages[-1].delivery_tag, multiple=True)
         return True
 
     def _apply(self, readings: list[Reading | RejectedReading]) -> IngestReport:

@@ -27,9 +27,12 @@ from tests.support.mesh import consumers, virtual_host, wait_for
 BOMB = "bomb"
 
 
+@pytest.mark.parametrize("bomb_at", [1, 2], ids=["inside-the-batch", "last-of-the-batch"])
 def test_a_reading_that_cannot_be_applied_is_dead_lettered_alone(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bomb_at: int
 ) -> None:
+    """The last message of a batch was once rejected and then acked again by the batch's multiple
+    ack: the broker closed the channel (406) and the consumer died."""
     with virtual_host() as amqp:
         monkeypatch.setenv("AMQP_URI", amqp)
         monkeypatch.setenv("CROWD_DATABASE_URL", database_url)
@@ -53,13 +56,9 @@ def test_a_reading_that_cannot_be_applied_is_dead_lettered_alone(
         publisher = Publisher(amqp)
         try:
             now = datetime.datetime.now(datetime.UTC)
-            publisher.publish(
-                [
-                    reading("quay", "gate", 1, now, delta=4),
-                    reading("quay", BOMB, 1, now, delta=100),
-                    reading("quay", "gate", 2, now, delta=3),
-                ]
-            )
+            batch = [reading("quay", "gate", 1, now, delta=4), reading("quay", "gate", 2, now, delta=3)]
+            batch.insert(bomb_at, reading("quay", BOMB, 1, now, delta=100))
+            publisher.publish(batch)
             wait_for(lambda: _occupancy(crowd) == 7, timeout=20)
             wait_for(lambda: _queue_length(amqp, shard_queue(0) + ".dead-letter") == 1, timeout=20)
             publisher.publish([reading("quay", "gate", 3, now, delta=1)])
