@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import os
 import zoneinfo
+from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -48,8 +49,15 @@ def shanghai_date(moment: datetime.datetime | None = None) -> datetime.date:
     return moment.astimezone(SHANGHAI).date()
 
 
-def as_utc(moment: datetime.datetime) -> datetime.datetime:
-    """An aware datetime; SQLite gives stored times back naive, and they were stored in UTC."""
+@overload
+def as_utc(moment: datetime.datetime) -> datetime.datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+def as_utc(moment: datetime.datetime | None) -> datetime.datetime | None:
+    """An aware datetime (None stays None: a time not reached yet); SQLite gives stored times
+    back naive, and they were stored in UTC."""
+    if moment is None:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 from govmesh import texts
-from govmesh.errors import AlreadyExists
+from govmesh.errors import AlreadyExists, InvalidArgument
 
 #: A request id is a client's UUID or similar token; anything longer is not one.
 MAX_REQUEST_ID = 128
@@ -33,6 +33,8 @@ class IdempotentRequest:
     fingerprint of what was asked under it."""
 
     request_id: str
+    #: Whose request ids these are: the caller, or a narrower owner (a visit's charges).
+    scope: str
     key: str
     fingerprint: str
 
@@ -41,6 +43,11 @@ class IdempotentRequest:
         the stored result; ALREADY_EXISTS naming ``request_id`` when it asked something else."""
         if stored_fingerprint != self.fingerprint:
             raise AlreadyExists(f"{FIELD}: was already used for a different {what}", field=FIELD, reason="REUSED")
+
+    def replay_of(self, *stored_content: object, what: str = "request") -> None:
+        """``replay`` for a stored attempt whose content is at hand rather than its fingerprint
+        (a table that keeps what was asked, not a digest of it)."""
+        self.replay(fingerprint(self.scope, *stored_content), what)
 
 
 def fingerprint(*content: object) -> str:
@@ -65,9 +72,12 @@ def request(
     caller_id: str, request_id: str, *content: object, max_length: int = MAX_REQUEST_ID
 ) -> IdempotentRequest:
     """The idempotent request for a required ``request_id`` (trimmed; INVALID_ARGUMENT naming it
-    when missing, too long, or holding control characters or an identifier)."""
-    checked = texts.checked_text(request_id.strip(), FIELD, max_length, required=True)
-    return IdempotentRequest(checked, f"{caller_id}:{checked}", fingerprint(caller_id, *content))
+    when missing, too long, or holding control characters or an identifier). ``caller_id`` scopes
+    the id: usually the caller, or a narrower owner of the ids."""
+    if not request_id.strip():
+        raise InvalidArgument(FIELD, "MISSING", "is required (e.g. a UUID), so a retried call has one effect")
+    checked = texts.checked_text(request_id.strip(), FIELD, max_length)
+    return IdempotentRequest(checked, caller_id, f"{caller_id}:{checked}", fingerprint(caller_id, *content))
 
 
 def optional_request(

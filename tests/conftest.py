@@ -15,6 +15,7 @@ from tests.support.mesh import (
     PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
+    database_for,
     virtual_host,
 )
 
@@ -42,10 +43,7 @@ def postgres() -> Iterator[PostgresDatabases]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Every test that uses this runs twice: on a SQLite file and on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'service.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres")
-    return databases.create()
+    return database_for(request, tmp_path)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.auth import Caller
 from govmesh.db import Database
 from govmesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from govmesh.idempotency import IdempotentRequest
 from govmesh.outbox import Outbox
 from govmesh.parties import Parties, Party
 from services.approvals import contract, queries, repository, store
@@ -75,7 +74,9 @@ class ApprovalsApp:
         if spec is None:
             known = ", ".join(sorted(self.case_types))
             raise InvalidArgument("case_type", "UNKNOWN", f"{request.case_type[:64]!r} is not a case type ({known})")
-        attempt = self._request_id(request.request_id, caller)
+        # The id is checked first; its fingerprint (submission.fingerprint, the stored formula) once
+        # the parties are resolved.
+        attempt = idempotency.request(caller.caller_id, request.request_id, max_length=MAX_TEXT)
         parameters = submission.parameters(spec, dict(request.parameters))
         applicant = self._applicant(request, spec, parties)
         subjects, shown = self._parties(spec, parameters, applicant, parties)
@@ -104,15 +105,6 @@ class ApprovalsApp:
                 raise
             return winner, False
         return case, True
-
-    @staticmethod
-    def _request_id(request_id: str, caller: Caller) -> IdempotentRequest:
-        """The request id, checked (its fingerprint is set once the submission is resolved)."""
-        if not request_id.strip():
-            raise InvalidArgument(
-                "request_id", "MISSING", "is required (e.g. a UUID), so a retried submission is not a second case"
-            )
-        return idempotency.request(caller.caller_id, request_id, max_length=MAX_TEXT)
 
     def _applicant(self, request: pb.SubmitCaseRequest, spec: CaseTypeSpec, parties: Parties) -> Party:
         which = request.WhichOneof("applicant")

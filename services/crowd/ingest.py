@@ -22,6 +22,8 @@ changing it moves zones between queues (drain first).
 
 A message that is not a SensorReading is refused like a bad reading (counted, logged, acked:
 it never loops). If the database is away the batch is retried, unacknowledged, until it is back.
+Why a process of its own and why a consistent hash: docs/decisions/crowd-ingest-process.md and
+crowd-sharding-by-consistent-hash.md.
 """
 
 from __future__ import annotations

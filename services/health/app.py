@@ -172,15 +172,14 @@ class HealthApp:
         asked = _visit_asked(account.account_id, hospital_id, kind)
         ask = idempotency.request(caller.caller_id, request.request_id, *asked, max_length=MAX_REQUEST_ID)
         try:
-            return self._open_visit(caller, ask, account, hospital_id, kind)
+            return self._open_visit(ask, account, hospital_id, kind)
         except sa.exc.IntegrityError:
             # The key is looked up under the patient's account lock, so only a visit opened at the
             # same moment for another patient under the same key gets here: now it is found.
-            return self._open_visit(caller, ask, account, hospital_id, kind)
+            return self._open_visit(ask, account, hospital_id, kind)
 
     def _open_visit(
         self,
-        caller: Caller,
         ask: idempotency.IdempotentRequest,
         account: Account,
         hospital_id: str,
@@ -192,7 +191,7 @@ class HealthApp:
             opened = rows.visit_for(ask.key)
             if opened is not None:
                 asked = _visit_asked(opened.account_id, opened.hospital_id, opened.kind)
-                ask.replay(idempotency.fingerprint(caller.caller_id, *asked), "visit")
+                ask.replay_of(*asked, what="visit")
                 return pb.OpenVisitResponse(visit=queries.visit(rows, opened), created=False)
             if not account.active:
                 raise FailedPrecondition(
@@ -224,7 +223,7 @@ class HealthApp:
             earlier = next((c for c in charges if c.request_id == ask.request_id), None)
             if earlier is not None:
                 asked = _charge_asked(earlier.item, earlier.category, earlier.amount_fen)
-                ask.replay(idempotency.fingerprint(visit.visit_id, *asked), "charge on this visit")
+                ask.replay_of(*asked, what="charge on this visit")
                 return pb.AddChargeResponse(
                     charge=contract.charge(earlier), visit=contract.visit(visit, charges), created=False
                 )
@@ -366,7 +365,7 @@ class HealthApp:
             account = rows.lock_account(account_id)
             paid = rows.payment_for(ask.request_id)
             if paid is not None:
-                ask.replay(idempotency.fingerprint(PAYMENTS, paid.bill_id, paid.amount_fen), "payment")
+                ask.replay_of(paid.bill_id, paid.amount_fen, what="payment")
                 billed = queries.bill(rows, rows.bill(bill_id))
                 return pb.PayBillResponse(bill=billed, payment=contract.payment(paid), created=False)
             bill = rows.bill(bill_id)

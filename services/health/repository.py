@@ -81,7 +81,7 @@ class Repository:
         )
         return [
             credit.DefaultRecord(
-                r.bill_id, r.amount_fen, as_utc(r.defaulted_at), None if r.repaid_at is None else as_utc(r.repaid_at)
+                r.bill_id, r.amount_fen, as_utc(r.defaulted_at), as_utc(r.repaid_at)
             )
             for r in rows
         ]
@@ -331,7 +331,7 @@ def account(row: Any) -> Account:
         outstanding_fen=row.outstanding_fen,
         enrolled_at=as_utc(row.enrolled_at),
         updated_at=as_utc(row.updated_at),
-        suspended_at=None if row.suspended_at is None else as_utc(row.suspended_at),
+        suspended_at=as_utc(row.suspended_at),
     )
 
 
@@ -361,7 +361,7 @@ def visit(row: Any) -> Visit:
         self_pay_fen=row.self_pay_fen,
         charge_count=row.charge_count,
         opened_at=as_utc(row.opened_at),
-        closed_at=None if row.closed_at is None else as_utc(row.closed_at),
+        closed_at=as_utc(row.closed_at),
         bill_id=row.bill_id,
     )
 
@@ -407,11 +407,11 @@ def visit_bill(row: Any) -> VisitBill:
         state=billing.BillState(row.state),
         paid_fen=row.paid_fen,
         payments=row.payments,
-        reminded_at=None if row.reminded_at is None else as_utc(row.reminded_at),
-        overdue_at=None if row.overdue_at is None else as_utc(row.overdue_at),
-        defaulted_at=None if row.defaulted_at is None else as_utc(row.defaulted_at),
+        reminded_at=as_utc(row.reminded_at),
+        overdue_at=as_utc(row.overdue_at),
+        defaulted_at=as_utc(row.defaulted_at),
         defaulted_fen=row.defaulted_fen,
-        settled_at=None if row.settled_at is None else as_utc(row.settled_at),
+        settled_at=as_utc(row.settled_at),
     )
     return VisitBill(
         bill=state,

@@ -29,7 +29,7 @@ def signing_keys(db: Database) -> dict[str, signing.PublicKey]:
             Ed25519PublicKey.from_public_bytes(row.public_key),
             signing.STATUSES[row.status],
             clock.as_utc(row.active_from),
-            clock.as_utc(row.active_until) if row.active_until else None,
+            clock.as_utc(row.active_until),
         )
         for row in rows
     }

@@ -28,9 +28,9 @@ from tests.support.approvals_mesh import FINAL, Approvals, accesses, publish, st
 from tests.support.approvals_scenarios import Scenario, scenarios
 from tests.support.mesh import (
     Integrator,
-    PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
+    database_for,
     free_port,
     govmesh,
     virtual_host,
@@ -61,11 +61,7 @@ class Mesh:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp_path = tmp_path_factory.mktemp(f"approvals-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'service.db'}"
-    else:
-        databases: PostgresDatabases = request.getfixturevalue("postgres")
-        url = databases.create()
+    url = database_for(request, tmp_path)
     with virtual_host() as amqp:
         env = ServiceEnv("approvals", url, tmp_path, amqp, others=("identity", "records"))
         start_mesh(env, amqp)

@@ -36,7 +36,7 @@ from tests.support.crowd_mesh import (
     start_crowd,
     zone,
 )
-from tests.support.mesh import Integrator, ServiceEnv, virtual_host, wait_for
+from tests.support.mesh import Integrator, ServiceEnv, database_for, virtual_host, wait_for
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -44,12 +44,8 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """One crowd (api, worker, ingest) per database for the tests of this module that can share
     it: each uses zones of its own, and reads counters as differences."""
     tmp_path = tmp_path_factory.mktemp("crowd")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'service.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres").create()
     with virtual_host() as amqp:
-        env = ServiceEnv("crowd", database_url, tmp_path, amqp)
+        env = ServiceEnv("crowd", database_for(request, tmp_path), tmp_path, amqp)
         try:
             start_crowd(env, amqp)
             yield env, amqp

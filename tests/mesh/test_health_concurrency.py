@@ -46,9 +46,9 @@ from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from govmesh.typed_values import Value, fields_to_proto
 from tests.support.health_mesh import HOSPITAL, YUAN, Events, Health, start_mesh
 from tests.support.mesh import (
-    PostgresDatabases,
     ServiceEnv,
     assert_no_raw_identifiers,
+    database_for,
     metrics_text,
     virtual_host,
     wait_for,
@@ -70,14 +70,10 @@ class Mesh:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """The whole mesh, once per database for the module (as tests.support.mesh.database_url chooses:
-    a SQLite file, or a fresh PostgreSQL database)."""
+    """The whole mesh, once per database for the module (tests.support.mesh.database_for: a SQLite file,
+    or a fresh PostgreSQL database)."""
     tmp_path = tmp_path_factory.mktemp(f"health-concurrency-{request.param}")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'service.db'}"
-    else:
-        databases: PostgresDatabases = request.getfixturevalue("postgres")
-        database_url = databases.create()
+    database_url = database_for(request, tmp_path)
     with virtual_host() as amqp:
         env = ServiceEnv("health", database_url, tmp_path, amqp, others=("identity", "records"))
         try:

@@ -22,12 +22,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests.support import people
-from tests.support.approvals_scenarios import credit_code
 from tests.support.mesh import (
     ServiceEnv,
     assert_no_raw_identifiers,
     call_nameko_rpc,
     consumers,
+    database_for,
     metrics_text,
     virtual_host,
     wait_for,
@@ -39,10 +39,11 @@ from tests.support.people import (
     LUO_FANG,
     RAW_IDS,
     XU_WEI,
+    credit_code,
     resident_id,
     with_wrong_check,
 )
-from tests.support.shared_mesh import Integrators, about, counter, database_url, new_resident, receive_own, token
+from tests.support.shared_mesh import Integrators, about, counter, new_resident, receive_own
 
 SERVICE = "govmesh.identity.v1.IdentityService"
 
@@ -61,7 +62,7 @@ class Client:
     def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.channel = grpc.insecure_channel(env.target)
         self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
-        self.metadata = [("authorization", f"Bearer {token(env, caller)}")]
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
 
     def register(self, identifier: str, name: str = "徐伟") -> identity_pb2.RegisterSubjectResponse:
         request = identity_pb2.RegisterSubjectRequest(identifier=identifier, display_name=name)
@@ -103,7 +104,7 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     (the tests with an identity of their own use the suite's)."""
     tmp_path = tmp_path_factory.mktemp("identity")
     with virtual_host() as amqp:
-        env = ServiceEnv("identity", database_url(request, tmp_path), tmp_path, amqp)
+        env = ServiceEnv("identity", database_for(request, tmp_path), tmp_path, amqp)
         try:
             yield start(env)
         finally:
@@ -259,10 +260,10 @@ def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -
     assert code([("authorization", "Bearer not.a.token")]) == grpc.StatusCode.UNAUTHENTICATED
     expired = running.token("demo-portal", ttl_minutes=-1)
     assert code([("authorization", f"Bearer {expired}")]) == grpc.StatusCode.UNAUTHENTICATED
-    forged = token(running, "demo-portal")
+    forged = running.token("demo-portal")
     forged = forged[:-4] + ("AAAA" if not forged.endswith("AAAA") else "BBBB")
     assert code([("authorization", f"Bearer {forged}")]) == grpc.StatusCode.UNAUTHENTICATED
-    statistics = token(running, "statistics")  # may validate, may not look people up
+    statistics = running.token("statistics")  # may validate, may not look people up
     assert code([("authorization", f"Bearer {statistics}")]) == grpc.StatusCode.PERMISSION_DENIED
     allowed = stub.ValidateIdentifier(
         identity_pb2.ValidateIdentifierRequest(identifier=XU_WEI),
@@ -365,7 +366,7 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
 ) -> None:
     integrator = integrators.bind("identity.events")
     amqp = running.env["AMQP_URI"]
-    records = f"Bearer {token(running, 'records')}"  # the caller records' worker uses
+    records = f"Bearer {running.token('records')}"  # the caller records' worker uses
     person = new_resident()
     reply = call_nameko_rpc(
         amqp, "identity", "register_subject", authorization=records, identifier=person, display_name="诸暨居民"
@@ -395,7 +396,7 @@ def test_worker_registers_subjects_for_other_workers_over_nameko_rpc(
     # Like gRPC: no token, or a caller without the right, is refused before anything happens.
     for authorization, refusal in (
         ("", "UNAUTHENTICATED"),
-        (f"Bearer {token(running, 'statistics')}", "PERMISSION_DENIED"),
+        (f"Bearer {running.token('statistics')}", "PERMISSION_DENIED"),
     ):
         refused = call_nameko_rpc(amqp, "identity", "resolve_subject", authorization=authorization, identifier=LUO_FANG)
         assert str(refused["error"]["value"]).startswith(refusal)  # type: ignore[index]

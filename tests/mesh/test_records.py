@@ -32,12 +32,13 @@ from tests.support.mesh import (
     assert_no_raw_identifiers,
     call_nameko_rpc,
     consumers,
+    database_for,
     metrics_text,
     virtual_host,
     wait_for,
 )
 from tests.support.people import ENTERPRISE, LUO_FANG, RAW_IDS, XU_WEI, wait_serving, with_wrong_check
-from tests.support.shared_mesh import Integrators, about, counter, database_url, new_resident, receive_own, token
+from tests.support.shared_mesh import Integrators, about, counter, new_resident, receive_own
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -56,7 +57,7 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     own, for every test of the module."""
     tmp_path = tmp_path_factory.mktemp("records")
     with virtual_host() as amqp:
-        env = ServiceEnv("records", database_url(request, tmp_path), tmp_path, amqp, others=("identity",))
+        env = ServiceEnv("records", database_for(request, tmp_path), tmp_path, amqp, others=("identity",))
         try:
             env.migrate("identity")
             env.migrate("records")
@@ -85,7 +86,7 @@ class Records:
     def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.env = env
         self.stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target))
-        self.metadata = [("authorization", f"Bearer {token(env, caller)}")]
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
 
     def publish(self, *records: records_pb2.DepartmentRecord) -> records_pb2.PublishRecordsResponse:
         batches = iter([records_pb2.PublishRecordsRequest(records=list(records))])
@@ -145,7 +146,7 @@ def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, cal
         pika.BasicProperties(
             content_type="application/json",
             delivery_mode=2,
-            headers={"authorization": f"Bearer {token(env, caller)}"},
+            headers={"authorization": f"Bearer {env.token(caller)}"},
         ),
     )
     connection.close()
@@ -581,7 +582,7 @@ def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh:
         "purpose": {"caseId": "case-rpc-1"},
         "requestId": "case-rpc-1/driving_licence/applicant",
     }
-    transport = f"Bearer {token(mesh, 'transport')}"
+    transport = f"Bearer {mesh.token('transport')}"
     reply = call_nameko_rpc(amqp, "records", "get_proof", authorization=transport, request=request)
     assert reply["error"] is None, reply["error"]
     proof = json_format.ParseDict(reply["result"], records_pb2.Proof())
@@ -591,7 +592,7 @@ def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh:
     assert again["result"]["proofId"] == proof.proof_id  # type: ignore[index]  # a redelivered step issues nothing new
 
     refused = call_nameko_rpc(
-        amqp, "records", "get_proof", authorization=f"Bearer {token(mesh, 'education')}", request=request
+        amqp, "records", "get_proof", authorization=f"Bearer {mesh.token('education')}", request=request
     )
     assert str(refused["error"]["value"]).startswith("PERMISSION_DENIED")  # type: ignore[index]
     forged = call_nameko_rpc(amqp, "records", "get_proof", authorization="Bearer x.y.z", request=request)

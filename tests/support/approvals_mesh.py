@@ -4,7 +4,6 @@ departments' records published, the portal's calls."""
 from __future__ import annotations
 
 import uuid
-import weakref
 from concurrent import futures
 
 import grpc
@@ -21,23 +20,11 @@ from tests.support.people import wait_serving
 
 FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
 
-#: Tokens minted per mesh and caller: minting one runs a process, and tests ask for one per call
-#: (they live for hours, far longer than a mesh).
-_tokens: weakref.WeakKeyDictionary[ServiceEnv, dict[str, str]] = weakref.WeakKeyDictionary()
-
-
-def token(env: ServiceEnv, caller: str = "demo-portal") -> str:
-    minted = _tokens.setdefault(env, {})
-    if caller not in minted:
-        minted[caller] = env.token(caller)
-    return minted[caller]
-
-
 class Approvals:
     def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.env = env
         self.stub = approvals_pb2_grpc.ApprovalsServiceStub(grpc.insecure_channel(env.target_of("approvals")))
-        self.metadata = [("authorization", f"Bearer {token(env, caller)}")]
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
 
     def submit(
         self, case_type: str, applicant: str, parameters: dict[str, str], request_id: str = ""
@@ -82,7 +69,7 @@ def start_mesh(env: ServiceEnv, amqp: str) -> None:
 
 def publish(env: ServiceEnv, records: list[records_pb2.DepartmentRecord]) -> None:
     stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
-    metadata = [("authorization", f"Bearer {token(env)}")]
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
     answer = stub.PublishRecords(
         iter([records_pb2.PublishRecordsRequest(records=records)]), metadata=metadata, timeout=120
     )
@@ -92,7 +79,7 @@ def publish(env: ServiceEnv, records: list[records_pb2.DepartmentRecord]) -> Non
 def accesses(env: ServiceEnv, subject_id: str) -> list[records_pb2.AccessEntry]:
     """Every entry of a subject's data tracker in records (all pages)."""
     stub = records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(env.target_of("records")))
-    metadata = [("authorization", f"Bearer {token(env)}")]
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
     entries: list[records_pb2.AccessEntry] = []
     page_token = ""
     while True:

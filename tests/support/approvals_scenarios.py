@@ -36,9 +36,9 @@ from services.identity.domain import validate_identifier
 from services.records import app as records_app
 from services.records.domain import catalogue, proofs
 from services.records.domain.catalogue import SubjectKind
-from tests.support.people import resident_id
+from tests.support.people import credit_code, resident_id
 
-__all__ = ["Scenario", "credit_code", "scenarios"]
+__all__ = ["Scenario", "scenarios"]
 
 _DAY: Final = datetime.timedelta(days=1)
 
@@ -76,21 +76,6 @@ def scenarios(today: datetime.date) -> list[Scenario]:
 
 # --------------------------------------------------------------------------------------------
 # Identifiers, dates, records
-
-_USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-_USCC_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_ORG_WEIGHTS: Final = (3, 7, 9, 10, 5, 8, 4, 2)
-
-
-def credit_code(region: str, serial: int) -> str:
-    """A valid unified social credit code (GB 32100) of a company registered by market regulation
-    (91) in ``region``; ``serial`` picks the organisation code (MA + 6 characters, GB 11714)."""
-    org = "MA" + "".join(_USCC_ALPHABET[serial // 31**i % 31] for i in range(6))
-    org_check = 11 - sum(int(ch, 36) * w for ch, w in zip(org, _ORG_WEIGHTS, strict=True)) % 11
-    body = "91" + region + org + {10: "X", 11: "0"}.get(org_check, str(org_check))
-    total = sum(_USCC_ALPHABET.index(ch) * w for ch, w in zip(body, _USCC_WEIGHTS, strict=True))
-    return body + _USCC_ALPHABET[-total % 31]
-
 
 def _mask(identifier: str) -> str:
     """The masked form records accept where another person is named (330106********123X)."""

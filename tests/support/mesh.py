@@ -93,6 +93,15 @@ class PostgresDatabases:
         self.admin.dispose()
 
 
+def database_for(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database a fixture parametrized on "sqlite" and "postgresql" asks for: a SQLite file in
+    ``tmp_path``, or a fresh PostgreSQL database (dropped at the end of the session)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'service.db'}"
+    databases: PostgresDatabases = request.getfixturevalue("postgres")
+    return databases.create()
+
+
 def govmesh(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "govmesh.cli", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
@@ -190,6 +199,7 @@ class ServiceEnv:
                 f"{prefix}_INGEST_METRICS_PORT": str(ports["ingest_metrics"]),
             }
         self.processes: list[Process] = []
+        self._tokens: dict[str, str] = {}
 
     def database_url(self, service: str | None = None) -> str:
         return self.env[f"{(service or self.service).upper()}_DATABASE_URL"]
@@ -231,10 +241,17 @@ class ServiceEnv:
         return process.start()
 
     def token(self, caller: str, ttl_minutes: int | None = None) -> str:
+        """A bearer token for ``caller``. Minting runs a process, so a token of the policy's
+        lifetime (hours, longer than any mesh) is minted once per mesh and caller."""
+        if ttl_minutes is None and caller in self._tokens:
+            return self._tokens[caller]
         args = ["dev-token", caller] + ([] if ttl_minutes is None else ["--ttl-minutes", str(ttl_minutes)])
         result = govmesh(*args, env=self.env)
         assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        minted = result.stdout.strip()
+        if ttl_minutes is None:
+            self._tokens[caller] = minted
+        return minted
 
     def all_output(self) -> str:
         return "".join(p.logs() for p in self.processes)

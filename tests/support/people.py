@@ -4,6 +4,7 @@ identifiers (tests/unit/identity checks they stay valid), and helpers to make mo
 from __future__ import annotations
 
 import time
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,3 +41,18 @@ def wait_serving(target: str, service: str, timeout: float = 30) -> None:
                 pass
             time.sleep(0.1)
     raise AssertionError(f"{target} did not become SERVING in {timeout}s")
+
+
+_USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+_ORG_WEIGHTS: Final = (3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def credit_code(region: str, serial: int) -> str:
+    """A valid unified social credit code (GB 32100) of a company registered by market regulation
+    (91) in ``region``; ``serial`` picks the organisation code (MA + 6 characters, GB 11714)."""
+    org = "MA" + "".join(_USCC_ALPHABET[serial // 31**i % 31] for i in range(6))
+    org_check = 11 - sum(int(ch, 36) * w for ch, w in zip(org, _ORG_WEIGHTS, strict=True)) % 11
+    body = "91" + region + org + {10: "X", 11: "0"}.get(org_check, str(org_check))
+    total = sum(_USCC_ALPHABET.index(ch) * w for ch, w in zip(body, _USCC_WEIGHTS, strict=True))
+    return body + _USCC_ALPHABET[-total % 31]

@@ -8,36 +8,15 @@ import datetime
 import itertools
 import time
 from collections.abc import Callable, Collection
-from pathlib import Path
 from types import TracebackType
 
-import pytest
-
-from tests.support.mesh import Delivery, Integrator, PostgresDatabases, ServiceEnv, metrics_text
+from tests.support.mesh import Delivery, Integrator, metrics_text
 from tests.support.people import resident_id
 
 #: The people made here are born on consecutive days from this one.
 FIRST_BIRTHDAY = datetime.date(1950, 1, 1)
 
-_tokens: dict[tuple[str, str], str] = {}
 _serials = itertools.count(1)
-
-
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database of a module's shared mesh, by the fixture's parameter: a SQLite file in
-    ``tmp_path``, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'service.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("postgres")
-    return databases.create()
-
-
-def token(env: ServiceEnv, caller: str) -> str:
-    """A bearer token for the caller, minted once per mesh (minting starts a process)."""
-    key = (str(env.tmp_path), caller)
-    if key not in _tokens:
-        _tokens[key] = env.token(caller)
-    return _tokens[key]
 
 
 def new_resident(check: str | None = None) -> str:

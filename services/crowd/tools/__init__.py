@@ -1,8 +1,7 @@
 """Tools of the crowd service (the city brain's crowd levels at West Lake).
 
-Registered by `govmesh` as `govmesh crowd TOOL`. This module is imported whenever the command
-line is built, by every process kind (a worker before eventlet patches the standard library): it
-imports nothing but argparse, and each tool's own module only when that tool runs."""
+Imported whenever the command line is built, so standard library only: each tool's module is
+imported when it runs (docs/decisions/runtime-service-tools-found-by-name.md)."""
 
 from __future__ import annotations
 

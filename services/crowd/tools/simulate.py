@@ -6,46 +6,13 @@ every reading of :mod:`services.crowd.tools.demand`'s model to the broker exchan
 the service's history of the window beside the model's truth and the seed's figures: barriers up
 365 days a year under the old fixed policy, 36 days with live counts and a three-level response.
 
-Decisions a reader should know:
+Why it replays into a zone of its own, by event time, how it publishes and when it knows the
+service has caught up: docs/decisions/crowd-simulator-replays-into-its-own-zone.md (and
+runtime-amqp-client.md for the publisher). The figures: barrier days under the old fixed policy
+(every day of the window), a fixed calendar policy (the official calendar's days off), the live
+response (the service's GetZoneHistory) and the days the model's true peak reached level II.
 
-* Its own zone. Readings of a past year must not land in a live zone's history, so every run
-  creates ``sim_<zone>_<YYYYMMDDHHMMSS>`` (Asia/Shanghai wall clock at the start) with the
-  configuration of ``--zone`` if the service has that zone (ListZones), else the built-in West
-  Lake fountain configuration (:func:`builtin_zone`: capacity 20,000, the server's default
-  levels, hysteresis and minimum dwell, sensors silent after 15 minutes (three missed readings;
-  the server's default of 5 minutes would flag a sensor at its first missed reading), the
-  fountain's schedule), and UpsertZone's it. The zone stays afterwards, for GetZoneHistory and
-  the big screen; sensor ids are prefixed with the zone id, so runs never share a sensor.
-* Event time. The window is ``--days`` days ending yesterday (or from ``--start``), at most 400
-  (GetZoneHistory's limit) and never reaching today: the service decides by the readings' own
-  observed times, so a past year replays as fast as ingestion allows, and no clock offset is
-  needed (unlike the health simulator).
-* Publishing. One message per reading, the body the SensorReading's canonical proto3 JSON
-  (lowerCamelCase names, int64 as strings, as json_format writes it and docs/events.asyncapi.yaml
-  documents it; :func:`encode` writes the same bytes as json_format without its cost, which a
-  unit test checks), routing key the zone id, persistent, content type application/json,
-  mandatory. The exchange is declared passively: the crowd worker owns it, and a missing
-  exchange or a reading no queue takes means the worker has not run, said plainly. Publisher
-  confirms through govmesh.messaging's publisher (py-amqp, docs/decisions/runtime-amqp-client.md),
-  collected as they come with up to its IN_FLIGHT messages unconfirmed (waiting for each
-  message's confirm would cap it near 1,400/s). An authorization header on every message would
-  cost a third of the rate, so there is none. With the crowd api, ingest and worker on the same
-  host, a year of 2019 (about 1.05 million readings) published at 8,500/s (124 s, with the pika
-  publisher this one replaced, as fast within the bench's noise) and was applied 4 min 40 s
-  after the start.
-* Waiting. The service has applied everything when every sensor's last observation (GetZoneStatus)
-  has reached the time of that sensor's last reading sent (re-sends aside) and the zone's
-  updated_at that of the last reading. The sensors are what counts: updated_at is the machine
-  time of the last application, which a past window passes at once. If nothing moves for
-  ``stall_seconds`` the run fails and says which sensors lag.
-* Figures. Barrier days: the old fixed policy (every day of the window), a fixed calendar policy
-  (the official calendar's days off: weekends and public holidays, not the adjusted working
-  weekends; weekends only for years chinese-calendar does not know), the live response (the
-  service's GetZoneHistory), and the days the model's true peak reached the zone's level II
-  threshold. Rejections and duplicates are counted by the service, not answered over the broker:
-  the report gives what the simulator sent (re-sends, late readings, readings withheld by silent
-  sensors).
-* Exit codes: 0 done; 2 bad arguments, or the mesh (crowd api, broker, crowd worker) not
+Exit codes: 0 done; 2 bad arguments, or the mesh (crowd api, broker, crowd worker) not
   reachable, with one paragraph saying what to start; 1 anything else (the service did not keep
   up, refused a call).
 """
@@ -69,7 +36,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
-from govmesh import clock, messaging
+from govmesh import clock, enums, messaging
 from govmesh.auth import Policy, PolicyError, TokenIssuer
 from govmesh.config import Settings
 from govmesh.crowd.v1 import crowd_pb2 as pb
@@ -88,10 +55,10 @@ DEFAULT_LEVEL_II_BP: Final = 8_000
 #: The built-in zone's sensors read every 5 minutes: silent after three missed readings.
 SILENCE_AFTER_MINUTES: Final = 15
 ZONE_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
+#: A reading's sensor kind as the contract names it (proto3 JSON carries enum names).
 _KIND: Final = {
-    SensorKind.GATE_COUNTER: "SENSOR_KIND_GATE_COUNTER",
-    SensorKind.CAMERA: "SENSOR_KIND_CAMERA",
-    SensorKind.PHONE_SIGNAL: "SENSOR_KIND_PHONE_SIGNAL",
+    kind: pb.SensorKind.Name(pb.SensorKind.ValueType(enums.to_proto(pb.SensorKind, "SENSOR_KIND_", kind)))
+    for kind in SensorKind
 }
 _LEVELS: Final = (
     (pb.RESPONSE_LEVEL_NONE, "无 none"),

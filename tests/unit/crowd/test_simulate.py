@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 from google.protobuf import json_format
@@ -24,15 +22,6 @@ from services.crowd.tools.simulate import ArgumentError, Figures, Sent, Window
 D = datetime.date
 UTC = datetime.UTC
 TODAY = D(2026, 11, 27)
-
-
-@pytest.fixture(autouse=True)
-def pika_logger_restored() -> Iterator[None]:
-    """main() quiets pika's loggers for the command's life; other tests in this process need them."""
-    logger = logging.getLogger("pika")
-    level = logger.level
-    yield
-    logger.setLevel(level)
 
 
 def arguments(*argv: str) -> argparse.Namespace:

@@ -60,3 +60,18 @@ def test_an_optional_request_id_may_be_left_out_but_not_malformed() -> None:
 def test_content_that_is_not_plain_data_is_refused_rather_than_guessed() -> None:
     with pytest.raises(TypeError):
         idempotency.fingerprint(object())
+
+
+def test_a_stored_attempt_is_compared_by_its_content_in_the_requests_scope() -> None:
+    charge = idempotency.request("visit-1", "c-1", "x-ray", 12000)
+    assert charge.scope == "visit-1"
+    charge.replay_of("x-ray", 12000, what="charge")
+    with pytest.raises(AlreadyExists) as refused:
+        charge.replay_of("x-ray", 12001, what="charge")
+    assert refused.value.message == "request_id: was already used for a different charge"
+
+
+def test_a_missing_request_id_says_what_it_is_for() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        idempotency.request("portal", " ")
+    assert refused.value.message == "request_id: is required (e.g. a UUID), so a retried call has one effect"
