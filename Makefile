@@ -89,12 +89,12 @@ test: lint
 	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL)"
 	@$(BIN)/pytest -p no:cacheprovider --durations=15
 
+# One run's figures go to bench/results/<UTC start>.json (tests/bench/results.py), kept in git.
 bench: install
 	@scripts/ensure-broker
-	@$(BIN)/python -m tests.bench.identity
-	@$(BIN)/python -m tests.bench.amqp
-	@$(BIN)/python -m tests.bench.approvals
-	@$(BIN)/python -m tests.bench.crowd
+	@export GOVMESH_BENCH_RUN=$$(date -u +%Y%m%dT%H%M%SZ); \
+		$(BIN)/python -m tests.bench.identity && $(BIN)/python -m tests.bench.amqp \
+		&& $(BIN)/python -m tests.bench.approvals && $(BIN)/python -m tests.bench.crowd
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

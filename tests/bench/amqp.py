@@ -45,6 +45,7 @@ import pika.spec
 from govmesh import messaging
 from govmesh.crowd.v1 import crowd_pb2, events_pb2
 from govmesh.messaging import ConfirmingPublisher, Envelope
+from tests.bench import results
 from tests.support.mesh import virtual_host
 
 EXCHANGE = "crowd.events"
@@ -369,11 +370,18 @@ def one_round(uri: str, events: Sequence[Envelope], figures: Figures) -> None:
         connection.close()
 
 
-def row(name: str, rates: list[float], cpu: list[float], baseline: float) -> None:
+def row(section: str, name: str, rates: list[float], cpu: list[float], baseline: float) -> None:
     middle = statistics.median(rates)
-    print(
-        f"  {name:<54} {middle:8,.0f} {min(rates):7,.0f}-{max(rates):<7,.0f} {middle / baseline:6.0%}"
-        f" {statistics.median(cpu) * 1e6:7.0f}"
+    cpu_us = statistics.median(cpu) * 1e6
+    print(f"  {name:<54} {middle:8,.0f} {min(rates):7,.0f}-{max(rates):<7,.0f} {middle / baseline:6.0%} {cpu_us:7.0f}")
+    results.record(
+        section,
+        name,
+        per_second=round(middle),
+        lowest=round(min(rates)),
+        highest=round(max(rates)),
+        of_baseline=round(middle / baseline, 3),
+        cpu_us_per_message=round(cpu_us),
     )
 
 
@@ -391,13 +399,15 @@ def main() -> None:
     print(f"{args.messages:,} persistent messages ({size}-byte bodies, CloudEvents headers), quorum queues")
     title = f"messages a second (median, range of {args.rounds} rounds)"
     print(f"  {title:<54} {'median':>8} {'range':^15} {'/bare':>6} {'CPU µs':>7}")
-    for group in (PUBLISHERS, CONSUMERS):
+    for section, group in (("publish", PUBLISHERS), ("consume", CONSUMERS)):
         baseline = statistics.median(figures.rates[group[0][0]])
         for name, _ in group:
-            row(name, figures.rates[name], figures.cpu[name], baseline)
+            row(section, name, figures.rates[name], figures.cpu[name], baseline)
     for name, lost in figures.lost.items():
         if lost:
             print(f"  {name}: {lost:,} of {args.messages * args.rounds:,} messages never reached the queue")
+            results.record("lost", name, lost=lost)
+    print(f"figures kept in {results.write('amqp', vars(args)).relative_to(results.ROOT)}")
 
 
 if __name__ == "__main__":

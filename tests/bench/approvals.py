@@ -29,6 +29,7 @@ from govmesh import clock
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from tests.bench import results
 from tests.bench.identity import report
 from tests.support.approvals_mesh import publish, start_mesh
 from tests.support.approvals_scenarios import Scenario, scenarios
@@ -105,9 +106,9 @@ def bench_one_at_a_time(client: Client, cases: int) -> None:
             assert case.state == pb.CASE_STATE_APPROVED, case.decision.message_en
             recorded.append(case.decision_duration.ToTimedelta().total_seconds())
         print(f" {case_type}")
-        report("baseline: its 4 proofs by hand (records gRPC)", baseline)
-        report("submit -> decided, as the client waited", waited)
-        report("submit -> decided, decision_duration", recorded)
+        report("baseline: its 4 proofs by hand (records gRPC)", baseline, case_type)
+        report("submit -> decided, as the client waited", waited, case_type)
+        report("submit -> decided, decision_duration", recorded, case_type)
 
 
 def bench_burst(client: Client, burst: int) -> None:
@@ -123,6 +124,13 @@ def bench_burst(client: Client, burst: int) -> None:
     print(
         f"  all decided in {elapsed:.2f} s: {burst / elapsed:.0f} cases/s; decision_duration "
         f"p50 {durations[len(durations) // 2] * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms"
+    )
+    results.record(
+        "burst",
+        f"{burst} ride-hailing cases at once",
+        per_second=round(burst / elapsed, 1),
+        decision_p50_ms=round(durations[len(durations) // 2] * 1000),
+        decision_max_ms=round(durations[-1] * 1000),
     )
 
 
@@ -144,6 +152,7 @@ def main() -> None:
             client = Client(env)
             bench_one_at_a_time(client, args.cases)
             bench_burst(client, args.burst)
+            print(f"figures kept in {results.write('approvals', vars(args)).relative_to(results.ROOT)}")
         finally:
             env.stop_all()
             databases.drop_all()

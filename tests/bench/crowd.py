@@ -61,6 +61,7 @@ from govmesh.messaging import connect
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
 from services.crowd.contract import reading_from_pb
 from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
+from tests.bench import results
 from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
 from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host
 
@@ -477,14 +478,26 @@ def ingested(ports: Sequence[int]) -> float:
 
 def rate_row(name: str, rate: float, note: str = "") -> None:
     print(f"  {name:<58} {rate:9,.0f} /s   {note}")
+    results.record("ingestion", name, per_second=round(rate), note=note)
 
 
-def latency_row(name: str, samples: list[float]) -> None:
+def latency_row(name: str, samples: list[float], section: str) -> None:
     ordered = sorted(samples)
-    p95 = ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)]
-    print(
-        f"  {name:<58} {statistics.median(ordered) * 1000:7.1f} {p95 * 1000:7.1f} {ordered[-1] * 1000:7.1f}"
-        f" {statistics.fmean(ordered) * 1000:7.1f} {len(ordered):5d}"
+    p50, p95, most = (
+        statistics.median(ordered) * 1000,
+        ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)] * 1000,
+        ordered[-1] * 1000,
+    )
+    mean = statistics.fmean(ordered) * 1000
+    print(f"  {name:<58} {p50:7.1f} {p95:7.1f} {most:7.1f} {mean:7.1f} {len(ordered):5d}")
+    results.record(
+        section,
+        name,
+        p50_ms=round(p50, 1),
+        p95_ms=round(p95, 1),
+        max_ms=round(most, 1),
+        mean_ms=round(mean, 1),
+        n=len(ordered),
     )
 
 
@@ -494,9 +507,9 @@ def latency_header(title: str) -> None:
 
 def latency_block(title: str, measured: Latencies) -> None:
     print(f" {title}")
-    latency_row("publish -> level_changed received", measured.end_to_end)
-    latency_row("service: changed_at - triggered_by_observed_at", measured.service)
-    latency_row("rest: changed_at -> received (transaction, relay, hop out)", measured.after_decision)
+    latency_row("publish -> level_changed received", measured.end_to_end, title)
+    latency_row("service: changed_at - triggered_by_observed_at", measured.service, title)
+    latency_row("rest: changed_at -> received (transaction, relay, hop out)", measured.after_decision, title)
 
 
 def bench_ingestion(env: ServiceEnv, crowd: Crowd, amqp_uri: str, runs: dict[int, Replay]) -> list[tuple[Process, int]]:
@@ -524,7 +537,9 @@ def bench_ingestion(env: ServiceEnv, crowd: Crowd, amqp_uri: str, runs: dict[int
 def bench_latency(crowd: Crowd, amqp_uri: str, ports: list[int], samples: int, load: float) -> None:
     """Section 2."""
     latency_header("reading -> level_changed (a raise to III)")
-    latency_row("bare: one broker hop, quorum queue -> pika (baseline)", bare_round_trips(amqp_uri, samples))
+    latency_row(
+        "bare: one broker hop, quorum queue -> pika (baseline)", bare_round_trips(amqp_uri, samples), "bare broker hop"
+    )
     crowd.upsert(zone(LATENCY_ZONE, capacity=100, min_dwell=duration(0.001), hysteresis_bp=100))
     background = [f"background_{i:02d}" for i in range(20)]
     for zone_id in background:
@@ -592,6 +607,7 @@ def main() -> None:
             ingest = bench_ingestion(env, crowd, amqp_uri, runs)
             bench_latency(crowd, amqp_uri, [port for _, port in ingest], args.samples, args.load)
             print(f" load average at the end {os.getloadavg()[0]:.1f}")
+            print(f"figures kept in {results.write('crowd', vars(args)).relative_to(results.ROOT)}")
         finally:
             if crowd is not None:
                 crowd.close()

@@ -29,6 +29,7 @@ from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from govmesh.messaging import ConfirmingPublisher
 from govmesh.outbox import Outbox, OutboxRelay
 from services.identity import store
+from tests.bench import results
 from tests.support.mesh import AMQP_URI, ServiceEnv
 from tests.support.people import XU_WEI, resident_id, wait_serving
 
@@ -47,11 +48,13 @@ def latencies(call: object, n: int) -> list[float]:
     return out
 
 
-def report(name: str, samples: list[float]) -> None:
+def report(name: str, samples: list[float], section: str = "sequential unary gRPC") -> None:
     samples = sorted(samples)
     p50 = statistics.median(samples) * 1000
     p99 = samples[int(len(samples) * 0.99) - 1] * 1000
-    print(f"  {name:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   {len(samples) / sum(samples):8.0f} calls/s")
+    rate = len(samples) / sum(samples)
+    print(f"  {name:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   {rate:8.0f} calls/s")
+    results.record(section, name, p50_ms=round(p50, 3), p99_ms=round(p99, 3), per_second=round(rate))
 
 
 def bench_grpc(calls: int, tmp: Path) -> None:
@@ -109,6 +112,7 @@ def bench_events(events: int, tmp: Path) -> None:
     bare = time.perf_counter() - started
     connection.close()
     print(f"  {'bare pika, one confirm per message':<44} {events / bare:8.0f} events/s")
+    results.record("event publication", "bare pika, one confirm per message", per_second=round(events / bare))
 
     db = service_database("identity", f"sqlite:///{tmp / 'relay.db'}")
     db.migrate()
@@ -123,6 +127,9 @@ def bench_events(events: int, tmp: Path) -> None:
     elapsed = time.perf_counter() - started
     relay.stop()
     print(f"  {'outbox relay (read, batch confirm, mark sent)':<44} {events / elapsed:8.0f} events/s")
+    results.record(
+        "event publication", "outbox relay (read, batch confirm, mark sent)", per_second=round(events / elapsed)
+    )
 
 
 def main() -> None:
@@ -133,6 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_grpc(args.calls, Path(tmp))
         bench_events(args.events, Path(tmp))
+    print(f"figures kept in {results.write('identity', vars(args)).relative_to(results.ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The figures of a `make bench` run, kept as JSON beside the printed tables.
+
+Each benchmark records its figures here as it prints them; at its end it appends them to one file
+per run, bench/results/<GOVMESH_BENCH_RUN>.json (make bench names the run by its UTC start time, so
+every benchmark of one run lands in one file), with the commit and the machine's load, so a figure
+can be set beside its baseline of the same run and beside earlier runs."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+
+_figures: list[dict[str, Any]] = []
+
+
+def record(section: str, name: str, **figures: float | int | str) -> None:
+    """One row of a benchmark's table: what was measured (``name``, under ``section``) and its
+    figures (rates per second, latencies in ms, the baseline's name where the row is one)."""
+    _figures.append({"section": section, "name": name, **figures})
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def write(benchmark: str, settings: dict[str, Any]) -> Path:
+    """Appends this benchmark's figures to the run's file and returns its path."""
+    run = os.environ.get("GOVMESH_BENCH_RUN") or datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{run}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = (
+        json.loads(path.read_text())
+        if path.exists()
+        else {
+            "run": run,
+            "commit": _commit(),
+            "cpus": os.cpu_count(),
+            "benchmarks": {},
+        }
+    )
+    document["benchmarks"][benchmark] = {
+        "settings": settings,
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "load_average": round(os.getloadavg()[0], 2),
+        "figures": list(_figures),
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    _figures.clear()
+    return path
