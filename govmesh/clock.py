@@ -61,8 +61,14 @@ def as_utc(moment: datetime.datetime | None) -> datetime.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
-def timestamp(moment: datetime.datetime) -> Timestamp:
-    """``moment`` as the contracts' google.protobuf.Timestamp."""
+@overload
+def timestamp(moment: datetime.datetime) -> Timestamp: ...
+@overload
+def timestamp(moment: None) -> None: ...
+def timestamp(moment: datetime.datetime | None) -> Timestamp | None:
+    """``moment`` as the contracts' google.protobuf.Timestamp (None stays None: unset)."""
+    if moment is None:
+        return None
     stamp = Timestamp()
     stamp.FromDatetime(as_utc(moment))
     return stamp

@@ -83,9 +83,14 @@ class Database:
             yield session
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read-only unit of work: on SQLite it does not take the write lock."""
+    def read(self, snapshot: bool = False) -> Iterator[Session]:
+        """A read-only unit of work: on SQLite it does not take the write lock. With ``snapshot``,
+        every statement sees the database as of the first (PostgreSQL's default, READ COMMITTED,
+        lets each statement see what committed since; a SQLite read transaction is a snapshot
+        already)."""
         with self._read_sessions.begin() as session:
+            if snapshot and not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     # -- migrations -------------------------------------------------------------------------
@@ -96,13 +101,13 @@ class Database:
         config.attributes["connection"] = connection
         return config
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest revision, or to ``revision`` (idempotent)."""
         if not self.is_sqlite:
             with self.engine.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
         with self.engine.begin() as connection:
-            command.upgrade(self._alembic_config(connection), "head")
+            command.upgrade(self._alembic_config(connection), revision)
 
     def readiness(self) -> str | None:
         """None when the database answers and is migrated to head; else why not."""

@@ -46,12 +46,15 @@ class IdentityClient:
         assert isinstance(response, identity_pb2.RegisterSubjectResponse)
         return response.subject
 
-    def resolve(self, *, identifier: str = "", subject_id: str = "") -> identity_pb2.Subject | None:
-        """The subject, or None when identity knows no such subject."""
+    def resolve(
+        self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> identity_pb2.Subject | None:
+        """The subject, or None when identity knows no such subject (with allow_unregistered,
+        an unregistered identifier's would-be subject)."""
         if identifier:
-            request = identity_pb2.ResolveSubjectRequest(identifier=identifier)
+            request = identity_pb2.ResolveSubjectRequest(identifier=identifier, allow_unregistered=allow_unregistered)
         else:
-            request = identity_pb2.ResolveSubjectRequest(subject_id=subject_id)
+            request = identity_pb2.ResolveSubjectRequest(subject_id=subject_id, allow_unregistered=allow_unregistered)
         response = self._call("ResolveSubject", request)
         return None if response is None else response.subject  # type: ignore[attr-defined]
 

@@ -88,15 +88,19 @@ class RpcServiceError(Exception):
 
 class RpcAuthorizer(DependencyProvider):  # type: ignore[misc]
     """RPC between workers is authorised like a gRPC call: the caller passes its bearer token
-    and needs the right to the contract method the RPC stands for."""
+    and needs the right to the contract method the RPC stands for. ``authorize(token, None)``
+    only authenticates, for a method that checks the right itself (as in ApiDefinition's
+    authorized_inside)."""
 
     def setup(self) -> None:
         settings: Settings = self.container.config[SETTINGS_KEY]
         self.verifier = TokenVerifier.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
 
-    def get_dependency(self, worker_ctx: Any) -> Callable[[str, str], Caller]:
-        def authorize(authorization: str, method: str) -> Caller:
+    def get_dependency(self, worker_ctx: Any) -> Callable[[str, str | None], Caller]:
+        def authorize(authorization: str, method: str | None) -> Caller:
             try:
+                if method is None:
+                    return self.verifier.caller(authorization or None)
                 return self.verifier.authorize(authorization or None, f"/{method}")
             except Unauthenticated as exc:
                 raise RpcServiceError(f"UNAUTHENTICATED: {exc}") from None

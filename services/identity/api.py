@@ -36,8 +36,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def ResolveSubject(
         self, request: identity_pb2.ResolveSubjectRequest, context: grpc.ServicerContext
     ) -> identity_pb2.ResolveSubjectResponse:
-        subject = self.app.resolve(identifier=request.identifier, subject_id=request.subject_id)
-        return identity_pb2.ResolveSubjectResponse(subject=contract.subject_to_proto(subject))
+        subject, registered = self.app.resolve_or_pseudonym(
+            identifier=request.identifier, subject_id=request.subject_id, allow=request.allow_unregistered
+        )
+        return identity_pb2.ResolveSubjectResponse(
+            subject=contract.subject_to_proto(subject), unregistered=not registered
+        )
 
 
 def build(settings: Settings, db: Database) -> ApiDefinition:

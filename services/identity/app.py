@@ -73,8 +73,18 @@ class IdentityApp:
         return subject, True
 
     def resolve(self, *, identifier: str = "", subject_id: str = "") -> domain.Subject:
+        return self.resolve_or_pseudonym(identifier=identifier, subject_id=subject_id, allow=False)[0]
+
+    def resolve_or_pseudonym(
+        self, *, identifier: str = "", subject_id: str = "", allow: bool = True
+    ) -> tuple[domain.Subject, bool]:
+        """The subject and True; or, when ``allow`` and no subject is registered under the
+        identifier, the subject it would be (no name, no creation time) and False. The two take
+        the same path: one lookup, one pseudonym."""
+        validation = None
         if identifier:
-            wanted = self.pseudonym(self._valid(identifier))
+            validation = self._valid(identifier)
+            wanted = self.pseudonym(validation)
         elif subject_id:
             if len(subject_id) > MAX_SUBJECT_ID:
                 raise InvalidArgument("subject_id", "TOO_LONG", "is longer than any subject id")
@@ -82,6 +92,8 @@ class IdentityApp:
         else:
             raise InvalidArgument("key", "MISSING", "give an identifier or a subject_id")
         subject = queries.subject(self.db, wanted)
-        if subject is None:
-            raise NotFound("no subject is registered under that " + ("identifier" if identifier else "subject_id"))
-        return subject
+        if subject is not None:
+            return subject, True
+        if allow and validation is not None and validation.kind is not None:
+            return domain.Subject(wanted, validation.kind, validation.masked, "", None), False
+        raise NotFound("no subject is registered under that " + ("identifier" if identifier else "subject_id"))

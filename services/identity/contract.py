@@ -22,6 +22,7 @@ def subject_to_proto(subject: domain.Subject) -> identity_pb2.Subject:
 
 
 def subject_registered(subject: domain.Subject) -> events_pb2.SubjectRegistered:
+    assert subject.created_at is not None, "only a registered subject is announced"
     return events_pb2.SubjectRegistered(
         subject_id=subject.subject_id,
         kind=kind_to_proto(subject.kind),

@@ -45,14 +45,19 @@ class Worker:
         return _answer(subject, created)
 
     @rpc  # type: ignore[untyped-decorator]
-    def resolve_subject(self, authorization: str, identifier: str = "", subject_id: str = "") -> dict[str, Any] | None:
+    def resolve_subject(
+        self, authorization: str, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> dict[str, Any] | None:
         """ResolveSubject for other services' workers: the subject, or None when identity
-        knows no such subject."""
+        knows no such subject (with allow_unregistered, the subject an unregistered identifier
+        would be, with "unregistered": true)."""
         self.authorize(authorization, f"{SERVICE}/ResolveSubject")
         try:
-            subject = self.parts.identity.resolve(identifier=identifier, subject_id=subject_id)
+            subject, registered = self.parts.identity.resolve_or_pseudonym(
+                identifier=identifier, subject_id=subject_id, allow=allow_unregistered
+            )
         except NotFound:
             return None
         except ServiceError as exc:
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
-        return _answer(subject, created=False)
+        return {**_answer(subject, created=False), "unregistered": not registered}

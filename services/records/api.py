@@ -78,6 +78,16 @@ class RecordsServicer(records_pb2_grpc.RecordsServiceServicer):
     ) -> records_pb2.VerifyAuditTrailResponse:
         return self.records.verify_audit_trail()
 
+    def GetTreeHead(
+        self, request: records_pb2.GetTreeHeadRequest, context: grpc.ServicerContext
+    ) -> records_pb2.GetTreeHeadResponse:
+        return self.records.tree_head(request)
+
+    def GetConsistencyProof(
+        self, request: records_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> records_pb2.GetConsistencyProofResponse:
+        return self.records.consistency_proof(request)
+
 
 def build(settings: Settings, db: Database) -> ApiDefinition:
     parts = bootstrap.build(settings, db, "api")
@@ -87,4 +97,7 @@ def build(settings: Settings, db: Database) -> ApiDefinition:
         service="records",
         full_name=records_pb2.DESCRIPTOR.services_by_name["RecordsService"].full_name,
         add_servicer=lambda server: records_pb2_grpc.add_RecordsServiceServicer_to_server(servicer, server),
+        # GetProof checks the caller's right itself: a caller with none is refused there, on the
+        # subject's access log, like any other refused read.
+        authorized_inside=frozenset({"GetProof"}),
     )

@@ -1,5 +1,5 @@
 """Records' use cases: department feeds in, signed proofs out, every read of personal data on
-the audit trail. Called by the api (gRPC) and the worker (the records.ingest exchange) alike;
+the access log. Called by the api (gRPC) and the worker (the records.ingest exchange) alike;
 each hands in identity as it reaches it (clients.Subjects)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,12 +24,13 @@ from govmesh.auth import Caller, Policy, PolicyError
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from govmesh.idempotency import IdempotentRequest
+from govmesh.identity.v1 import identity_pb2
 from govmesh.outbox import Outbox
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
 from services.records import contract, queries, repository, signing, store
 from services.records.clients import InvalidSubject, Subjects
-from services.records.domain import audit, catalogue, feed, proofs
+from services.records.domain import access_log, catalogue, feed, proofs
 from services.records.domain.feed import (
     DUPLICATE,
     MAX_TEXT,
@@ -43,6 +45,9 @@ __all__ = ["MAX_TEXT", "RecordsApp", "SubjectCache"]
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+GET_PROOF = "/govmesh.records.v1.RecordsService/GetProof"
+#: The most entries one step of the sequencer seals: a step under load stays well under a second.
+SEAL_BATCH = 5000
 
 
 class SubjectCache:
@@ -99,6 +104,8 @@ class RecordsApp:
         self.signer = signer
         self.policy = policy
         self.clock = clock
+        # One log per deployment: the policy's issuer names the deployment.
+        self.log_id = f"{policy.issuer}/records/access-log"
         self.outbox = Outbox("records", store.outbox, store.inbox)
         self._key_published = False
         self._subjects_seen = SubjectCache()
@@ -300,21 +307,21 @@ class RecordsApp:
     # -- proofs -------------------------------------------------------------------------------------
 
     def get_proof(self, request: records_pb2.GetProofRequest, caller: Caller, subjects: Subjects) -> records_pb2.Proof:
-        """Issue a proof (see the contract). A refusal is audited and reveals nothing
+        """Issue a proof (see the contract). A refusal is on the subject's tracker and reveals
+        nothing: it takes the same path whether or not the subject is registered
         (docs/decisions/records-refusals-reveal-nothing.md)."""
         asked = self._proof_request(request, caller)
-        refusal = PermissionDenied(
-            f"caller {caller.caller_id!r} has no right to {asked.spec.code!r} proofs for this purpose; "
-            "the refusal is audited"
-        )
-        # A caller without the right learns nothing, not even whether the subject is registered.
-        subject = self._subject_for_read(
-            request.identifier, request.subject_id, subjects, refusal=None if asked.allowed else refusal
-        )
         if not asked.allowed:
+            subject = self._anyone(request.identifier, request.subject_id, subjects)
             with self.db.transaction() as session:
-                self._audit(session, caller, subject, asked.spec.code, asked.purpose, audit.Outcome.DENIED, "")
-            raise refusal
+                self._record_access(
+                    session, caller, subject, asked.spec.code, asked.purpose, access_log.Outcome.DENIED, ""
+                )
+            raise PermissionDenied(
+                f"caller {caller.caller_id!r} has no right to {asked.spec.code!r} proofs for this purpose; "
+                "the refusal is on the subject's access log"
+            )
+        subject = self._subject_for_read(request.identifier, request.subject_id, subjects)
         kind = contract.subject_kind(subject)
         if kind not in asked.spec.subject_kinds:
             raise InvalidArgument(
@@ -339,49 +346,82 @@ class RecordsApp:
         content = request.SerializeToString(deterministic=True)
         idempotent = idempotency.optional_request(caller.caller_id, request.request_id, content, max_length=MAX_TEXT)
         fingerprint = idempotent.fingerprint if idempotent else idempotency.fingerprint(caller.caller_id, content)
-        allowed = caller.may_read_proof(spec.code, basis, getattr(purpose, basis))
+        # A caller with no right to GetProof at all reaches this method too (api.AUTHORIZED_INSIDE),
+        # so that its refusal is on the subject's tracker like any other.
+        allowed = caller.may_call(GET_PROOF) and caller.may_read_proof(spec.code, basis, getattr(purpose, basis))
         return ProofRequest(spec, parameters, purpose, idempotent, fingerprint, allowed)
 
     def _issue(self, asked: ProofRequest, caller: Caller, subject: Party) -> records_pb2.Proof:
-        """The proof, signed, stored under its request id, audited and published; or the one an
-        earlier attempt with the same request id issued."""
-        with self.db.transaction() as session:
-            # Take the trail's head first: the entry needs it anyway, and it makes two retries
-            # of one request_id wait for each other instead of both issuing.
-            repository.lock_audit_head(session)
-            if asked.idempotent is not None:
-                earlier = repository.issued_proof(session, asked.idempotent.key)
+        """The proof, signed, stored under its request id, on the access log and published; or
+        the one an earlier attempt with the same request id issued."""
+        try:
+            with self.db.transaction() as session:
+                earlier = self._earlier_proof(session, asked)
                 if earlier is not None:
-                    asked.idempotent.replay(earlier[0], "proof request")
-                    return records_pb2.Proof.FromString(earlier[1])
-            now = self.clock()
-            stored = repository.subject_records(session, subject.subject_id, asked.spec.source_record_types)
-            as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
-            claims = proofs.derive_claims(asked.spec, stored, asked.parameters, as_of)
-            proof_id = str(uuid.uuid4())
-            proof = contract.new_proof(
-                proof_id, asked.spec, subject, claims, asked.parameters, caller.caller_id, asked.purpose, now
-            )
-            self.signer.sign(proof)
-            serialized = proof.SerializeToString(deterministic=True)
-            key = asked.idempotent.key if asked.idempotent else None
-            repository.add_issued_proof(session, proof_id, key, asked.fingerprint, serialized, now)
-            self._audit(session, caller, subject, asked.spec.code, asked.purpose, audit.Outcome.GRANTED, proof_id)
-            self.outbox.add(session, contract.proof_issued(proof), subject=subject.subject_id)
-        return proof
+                    return earlier
+                now = self.clock()
+                stored = repository.subject_records(session, subject.subject_id, asked.spec.source_record_types)
+                as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
+                claims = proofs.derive_claims(asked.spec, stored, asked.parameters, as_of)
+                proof_id = str(uuid.uuid4())
+                proof = contract.new_proof(
+                    proof_id, asked.spec, subject, claims, asked.parameters, caller.caller_id, asked.purpose, now
+                )
+                self.signer.sign(proof)
+                serialized = proof.SerializeToString(deterministic=True)
+                key = asked.idempotent.key if asked.idempotent else None
+                repository.add_issued_proof(session, proof_id, key, asked.fingerprint, serialized, now)
+                self._record_access(
+                    session, caller, subject, asked.spec.code, asked.purpose, access_log.Outcome.GRANTED, proof_id
+                )
+                self.outbox.add(session, contract.proof_issued(proof), subject=subject.subject_id)
+            return proof
+        except sa.exc.IntegrityError:
+            # A retry of the same request_id committed first (its request key is unique): this
+            # attempt wrote nothing, and answers with that one's proof.
+            with self.db.read() as session:
+                earlier = self._earlier_proof(session, asked)
+            if earlier is None:
+                raise
+            return earlier
 
+    @staticmethod
+    def _earlier_proof(session: Session, asked: ProofRequest) -> records_pb2.Proof | None:
+        if asked.idempotent is None:
+            return None
+        earlier = repository.issued_proof(session, asked.idempotent.key)
+        if earlier is None:
+            return None
+        asked.idempotent.replay(earlier[0], "proof request")
+        return records_pb2.Proof.FromString(earlier[1])
+
+    def _anyone(self, identifier: str, subject_id: str, subjects: Subjects) -> Party:
+        """The person a refused read is about, registered or not: an unregistered identifier is
+        the subject it would be registered under, so the refusal waits on their tracker, and
+        both take one lookup and one write."""
+        subject = self._subject_for_read(identifier, subject_id, subjects, allow_unregistered=True)
+        if subject is None:  # a subject_id that names no one: kept as given, bounded
+            return Party(subject_id[:64], "", identity_pb2.SUBJECT_KIND_UNSPECIFIED)
+        return subject
+
+    @overload
+    def _subject_for_read(self, identifier: str, subject_id: str, subjects: Subjects) -> Party: ...
+    @overload
     def _subject_for_read(
-        self, identifier: str, subject_id: str, subjects: Subjects, refusal: Exception | None = None
-    ) -> Party:
+        self, identifier: str, subject_id: str, subjects: Subjects, allow_unregistered: bool
+    ) -> Party | None: ...
+    def _subject_for_read(
+        self, identifier: str, subject_id: str, subjects: Subjects, allow_unregistered: bool = False
+    ) -> Party | None:
         if not identifier and not subject_id:
             raise InvalidArgument("subject", "MISSING", "give an identifier or a subject_id")
         try:
-            subject = subjects.resolve(identifier=identifier, subject_id=subject_id)
+            subject = subjects.resolve(
+                identifier=identifier, subject_id=subject_id, allow_unregistered=allow_unregistered
+            )
         except InvalidSubject as exc:
             raise InvalidArgument("identifier", "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
-        if subject is None:
-            if refusal is not None:
-                raise refusal
+        if subject is None and not allow_unregistered:
             raise NotFound("no subject is registered under that " + ("identifier" if identifier else "subject_id"))
         return subject
 
@@ -389,40 +429,92 @@ class RecordsApp:
         now = self.clock()
         return contract.proof_verification(signing.verify(proof, self.signing_keys(), now), now)
 
-    # -- the audit trail (docs/decisions/records-audit-hash-chain.md) ----------------------------
+    # -- the access log (docs/decisions/records-access-log-merkle-tree.md) -----------------------
 
-    def _audit(
+    def _record_access(
         self,
         session: Session,
         caller: Caller,
         subject: Party,
         proof_type: str,
         purpose: records_pb2.Purpose,
-        outcome: audit.Outcome,
+        outcome: access_log.Outcome,
         proof_id: str,
-    ) -> audit.Entry:
-        sequence, previous_hash = repository.lock_audit_head(session)
+    ) -> access_log.Entry:
+        """Writes the read's entry in the read's own transaction, locking nothing shared; the
+        sequencer seals it into the tree within a second or so."""
         basis = purpose.WhichOneof("basis") or ""
-        entry = audit.chain(
-            audit.Entry(
-                sequence=sequence + 1,
-                accessed_at=self.clock(),
-                caller_id=caller.caller_id,
-                caller_name=caller.name,
-                subject_id=subject.subject_id,
-                subject_masked_identifier=subject.masked_identifier,
-                proof_type=proof_type,
-                purpose_kind=basis,
-                purpose_value=getattr(purpose, basis) if basis else "",
-                purpose_note=purpose.note,
-                outcome=outcome,
-                proof_id=proof_id,
-                previous_hash=previous_hash,
-            )
+        entry = access_log.Entry(
+            accessed_at=self.clock(),
+            caller_id=caller.caller_id,
+            caller_name=caller.name,
+            subject_id=subject.subject_id,
+            subject_masked_identifier=subject.masked_identifier,
+            proof_type=proof_type,
+            purpose_kind=basis,
+            purpose_value=getattr(purpose, basis) if basis else "",
+            purpose_note=purpose.note,
+            outcome=outcome,
+            proof_id=proof_id,
         )
-        repository.append_audit_entry(session, entry)
+        entry = replace(entry, entry_id=repository.add_access_entry(session, entry))
         self.outbox.add(session, contract.data_accessed(entry), subject=subject.subject_id)
         return entry
+
+    def seal(self, limit: int = SEAL_BATCH) -> Sealed | None:
+        """The sequencer's step: give the oldest waiting entries (up to ``limit``) the next leaf
+        indexes, append them to the tree and sign its new head, in one transaction. None when
+        another sequencer holds the log, or when nothing waits and a head is already signed."""
+        self.publish_keys()
+        with self.db.transaction() as session:
+            if not repository.become_sequencer(session):
+                return None
+            latest = repository.tree_head(session)
+            waiting = repository.pending_entries(session, limit)
+            if not waiting and latest is not None:
+                return None
+            size = latest.tree_size if latest else 0
+            edge = access_log.Frontier.edge_nodes(size)
+            stored = repository.tree_nodes(session, set(edge))
+            frontier = access_log.Frontier(size, [stored[node] for node in edge])
+            sealed, made = [], []
+            for entry in waiting:
+                entry = entry.sealed_as(frontier.size)
+                made += frontier.append(access_log.leaf_hash(entry.leaf_bytes()))
+                sealed.append(entry)
+            # A head never says it was signed before the one it follows, whatever the clocks.
+            moment = max(self.clock(), latest.timestamp) if latest else self.clock()
+            head = self.signer.sign_head(access_log.TreeHead(self.log_id, frontier.size, frontier.root(), moment))
+            repository.seal(session, sealed, made, head)
+            self.outbox.add(session, contract.tree_head_signed(head), subject=self.log_id)
+        return Sealed(head, sealed)
+
+    def tree_head(self, request: records_pb2.GetTreeHeadRequest) -> records_pb2.GetTreeHeadResponse:
+        if request.tree_size < 0:
+            raise InvalidArgument("tree_size", "OUT_OF_RANGE", "must be 0 (the latest) or a tree head's size")
+        head = queries.tree_head(self.db, request.tree_size or None)
+        if head is None:
+            raise NotFound(
+                f"no tree head of size {request.tree_size} is kept"
+                if request.tree_size
+                else "no tree head is signed yet: records' worker signs the first within a second of starting"
+            )
+        return records_pb2.GetTreeHeadResponse(tree_head=contract.signed_tree_head(head))
+
+    def consistency_proof(
+        self, request: records_pb2.GetConsistencyProofRequest
+    ) -> records_pb2.GetConsistencyProofResponse:
+        latest = queries.tree_head(self.db)
+        size = latest.tree_size if latest else 0
+        first, second = request.first_size, request.second_size
+        if not 1 <= first <= size:
+            raise InvalidArgument("first_size", "OUT_OF_RANGE", f"must be 1 to the latest tree head's size ({size})")
+        if not first <= second <= size:
+            raise InvalidArgument(
+                "second_size", "OUT_OF_RANGE", f"must be first_size ({first}) to the latest tree head's size ({size})"
+            )
+        proof = queries.consistency_proof(self.db, first, second)
+        return records_pb2.GetConsistencyProofResponse(first_size=first, second_size=second, proof=proof)
 
     def list_accesses(
         self, request: records_pb2.ListAccessesRequest, subjects: Subjects
@@ -434,15 +526,26 @@ class RecordsApp:
         before = contract.read_page_token(request.page_token) if request.page_token else None
         start = contract.time_of(request.start_time, "start_time") if request.HasField("start_time") else None
         end = contract.time_of(request.end_time, "end_time") if request.HasField("end_time") else None
-        entries = queries.accesses(self.db, subject.subject_id, size + 1, before, start, end)
-        response = records_pb2.ListAccessesResponse(entries=[contract.access_entry(e) for e in entries[:size]])
-        if len(entries) > size:
-            response.next_page_token = contract.page_token(entries[size - 1].sequence)
+        view = queries.accesses(self.db, subject.subject_id, size + 1, before, start, end)
+        response = contract.accesses_page(view, size)
+        if len(view.entries) > size:
+            response.next_page_token = contract.page_token(view.entries[size - 1].entry_id)
         return response
 
     def verify_audit_trail(self) -> records_pb2.VerifyAuditTrailResponse:
-        verification = queries.verify_audit_trail(self.db)
-        return contract.trail_verification(verification, self.clock())
+        keys = self.signing_keys()
+        verification, pending = queries.verify_access_log(
+            self.db, lambda head: signing.head_signature_holds(head, keys)
+        )
+        return contract.log_verification(verification, pending, self.clock())
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What one step of the sequencer did."""
+
+    head: access_log.TreeHead
+    entries: list[access_log.Entry]
 
 
 def _about(item: Checked, answer: Party | Refused) -> Checked | Refused:

@@ -34,8 +34,9 @@ class Subjects(Protocol):
 
     def register(self, identifier: str, display_name: str) -> Party: ...
 
-    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
-        """The subject, or None when identity knows no such subject."""
+    def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
+        """The subject, or None when identity knows no such subject; with allow_unregistered, an
+        unregistered identifier's would-be subject (its pseudonym and masked form)."""
         ...
 
 
@@ -57,11 +58,13 @@ class IdentityOverGrpc:
         except IdentifierRefused as exc:
             raise InvalidSubject(str(exc)) from None
 
-    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
+    def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
         from govmesh.identity_client import IdentifierRefused
 
         try:
-            subject = self.client.resolve(identifier=identifier, subject_id=subject_id)
+            subject = self.client.resolve(
+                identifier=identifier, subject_id=subject_id, allow_unregistered=allow_unregistered
+            )
         except IdentifierRefused as exc:
             raise InvalidSubject(str(exc)) from None
         return None if subject is None else _party(subject)
@@ -96,11 +99,13 @@ class IdentityOverRpc:
         assert answer is not None
         return _party_of(answer)
 
-    def resolve(self, *, identifier: str = "", subject_id: str = "") -> Party | None:
-        answer = self._call("resolve_subject", identifier=identifier, subject_id=subject_id)
+    def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
+        answer = self._call(
+            "resolve_subject", identifier=identifier, subject_id=subject_id, allow_unregistered=allow_unregistered
+        )
         return None if answer is None else _party_of(answer)
 
-    def _call(self, method: str, **kwargs: str) -> dict[str, Any] | None:
+    def _call(self, method: str, **kwargs: object) -> dict[str, Any] | None:
         from nameko.exceptions import RemoteError
 
         from govmesh.worker import rpc_result

@@ -18,7 +18,7 @@ from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
 from govmesh.records.v1 import events_pb2, records_pb2
 from govmesh.texts import text_problem
-from services.records.domain import audit, catalogue, proofs
+from services.records.domain import access_log, catalogue, proofs
 from services.records.domain.feed import MAX_TEXT, Checked, PublishSummary, Refused, RejectionCode
 
 #: Longest note a purpose may carry.
@@ -276,30 +276,25 @@ def time_of(stamp: Timestamp, name: str) -> datetime.datetime:
         raise InvalidArgument(name, "INVALID", "is not a valid time") from None
 
 
-def outcome_to_proto(outcome: audit.Outcome) -> records_pb2.AccessOutcome.ValueType:
+def outcome_to_proto(outcome: access_log.Outcome) -> records_pb2.AccessOutcome.ValueType:
     return records_pb2.AccessOutcome.ValueType(enums.to_proto(records_pb2.AccessOutcome, "ACCESS_OUTCOME_", outcome))
 
 
-def purpose_of(entry: audit.Entry) -> records_pb2.Purpose:
+def purpose_of(entry: access_log.Entry) -> records_pb2.Purpose:
     purpose = records_pb2.Purpose(note=entry.purpose_note)
     if entry.purpose_kind:
         setattr(purpose, entry.purpose_kind, entry.purpose_value)
     return purpose
 
 
-def data_accessed(entry: audit.Entry) -> events_pb2.DataAccessed:
+def data_accessed(entry: access_log.Entry) -> events_pb2.DataAccessed:
     return events_pb2.DataAccessed(**_entry_fields(entry))
 
 
-def access_entry(entry: audit.Entry) -> records_pb2.AccessEntry:
-    return records_pb2.AccessEntry(**_entry_fields(entry), previous_hash=entry.previous_hash)
-
-
-def _entry_fields(entry: audit.Entry) -> dict[str, Any]:
-    """What the DataAccessed event and a ListAccesses entry both say of an audit entry."""
+def _entry_fields(entry: access_log.Entry) -> dict[str, Any]:
+    """What the DataAccessed event and a ListAccesses entry both say of an access entry."""
     return {
-        "sequence": entry.sequence,
-        "entry_hash": entry.entry_hash,
+        "sequence": entry.entry_id,
         "subject_id": entry.subject_id,
         "subject_masked_identifier": entry.subject_masked_identifier,
         "caller_id": entry.caller_id,
@@ -312,32 +307,74 @@ def _entry_fields(entry: audit.Entry) -> dict[str, Any]:
     }
 
 
-def trail_verification(
-    verification: audit.Verification, now: datetime.datetime
+def accesses_page(view: access_log.TrackerPage, size: int) -> records_pb2.ListAccessesResponse:
+    """A page of the tracker: each sealed entry with its leaf and its audit path to the head."""
+    response = records_pb2.ListAccessesResponse()
+    if view.head is not None:
+        response.tree_head.CopyFrom(signed_tree_head(view.head))
+    for entry in view.entries[:size]:
+        message = records_pb2.AccessEntry(**_entry_fields(entry))
+        path = view.paths.get(entry.entry_id)
+        if path is not None and entry.leaf_index is not None:
+            message.sealed = True
+            message.leaf_index = entry.leaf_index
+            message.leaf_bytes = entry.leaf_bytes()
+            message.entry_hash = view.leaf_hashes[entry.entry_id]
+            message.inclusion_proof.extend(path)
+        response.entries.append(message)
+    return response
+
+
+def signed_tree_head(head: access_log.TreeHead) -> records_pb2.SignedTreeHead:
+    return records_pb2.SignedTreeHead(
+        log_id=head.log_id,
+        tree_size=head.tree_size,
+        root_hash=head.root_hash,
+        timestamp=access_log.rfc3339(head.timestamp),
+        key_id=head.key_id,
+        signature=head.signature,
+    )
+
+
+def tree_head_signed(head: access_log.TreeHead) -> events_pb2.TreeHeadSigned:
+    return events_pb2.TreeHeadSigned(tree_head=signed_tree_head(head))
+
+
+def log_verification(
+    verification: access_log.Verification, pending: int, now: datetime.datetime
 ) -> records_pb2.VerifyAuditTrailResponse:
+    latest = verification.latest
     response = records_pb2.VerifyAuditTrailResponse(
         intact=verification.intact,
         entries_checked=verification.entries_checked,
-        head_hash=verification.head_hash,
+        tree_heads_checked=verification.tree_heads_checked,
+        entries_pending=pending,
+        head_hash=latest.root_hash if latest else b"",
         checked_at=clock.timestamp(now),
     )
+    if latest is not None:
+        response.tree_head.CopyFrom(signed_tree_head(latest))
     found = verification.first_break
     if found is not None:
         kind = enums.to_proto(records_pb2.AuditBreakKind, "AUDIT_BREAK_KIND_", found.kind)
         response.first_break.CopyFrom(
             records_pb2.AuditBreak(
-                sequence=found.sequence, kind=records_pb2.AuditBreakKind.ValueType(kind), message=found.message
+                sequence=found.entry_id,
+                kind=records_pb2.AuditBreakKind.ValueType(kind),
+                message=found.message,
+                leaf_index=found.leaf_index or 0,
+                tree_size=found.tree_size,
             )
         )
     return response
 
 
-def page_token(sequence: int) -> str:
-    return base64.urlsafe_b64encode(str(sequence).encode()).decode()
+def page_token(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(str(entry_id).encode()).decode()
 
 
 def read_page_token(token: str) -> int:
-    """The sequence a page token names; INVALID_ARGUMENT naming page_token when it names none."""
+    """The entry number a page token names; INVALID_ARGUMENT naming page_token when it names none."""
     try:
         before = int(base64.urlsafe_b64decode(token.encode()).decode())
     except (ValueError, UnicodeDecodeError):

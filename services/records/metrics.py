@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import datetime
 
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.records.domain.access_log import Entry, TreeHead
 from services.records.domain.feed import PublishSummary
 
 PROOFS = Counter(
@@ -18,6 +21,22 @@ PAPER_AVOIDED = Counter(
 RECORDS_INGESTED = Counter(
     "govmesh_records_ingested_total", "Department records received, by channel and outcome.", ["channel", "outcome"]
 )
+ACCESS_LOG_SIZE = Gauge("govmesh_records_access_log_size", "Leaves in the access log's latest signed tree head.")
+ACCESS_ENTRIES_SEALED = Counter(
+    "govmesh_records_access_entries_sealed_total", "Access entries the sequencer sealed into the log."
+)
+ACCESS_SEAL_DELAY = Histogram(
+    "govmesh_records_access_seal_delay_seconds",
+    "From a read of personal data to its entry being in a signed tree head.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+)
+
+
+def observe_seal(head: TreeHead, entries: list[Entry]) -> None:
+    ACCESS_LOG_SIZE.set(head.tree_size)
+    ACCESS_ENTRIES_SEALED.inc(len(entries))
+    for entry in entries:
+        ACCESS_SEAL_DELAY.observe(max(0.0, (head.timestamp - entry.accessed_at) / datetime.timedelta(seconds=1)))
 
 
 def count_ingest(summary: PublishSummary, channel: str) -> None:

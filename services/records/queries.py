@@ -1,19 +1,19 @@
-"""Records' read side: the signing keys, a subject's page of the audit trail, and the walk that
-verifies the whole trail."""
+"""Records' read side: the signing keys, a subject's page of the access log with its proofs, tree
+heads and consistency proofs, and the walk that verifies the whole log."""
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from govmesh import clock
 from govmesh.db import Database
-from services.records import signing, store
-from services.records.domain import audit
-from services.records.repository import audit_entry
+from services.records import repository, signing, store
+from services.records.domain import access_log
 
 #: Entries read per round trip while the trail is walked.
 WALK_BATCH = 1000
@@ -42,35 +42,76 @@ def accesses(
     before: int | None = None,
     start: datetime.datetime | None = None,
     end: datetime.datetime | None = None,
-) -> list[audit.Entry]:
-    """A subject's entries, newest first: at most ``limit``, older than sequence ``before``, accessed
-    in [start, end)."""
-    table = store.audit_entries
+) -> access_log.TrackerPage:
+    """A subject's entries, newest first: at most ``limit``, numbered below ``before``, accessed
+    in [start, end); each entry sealed under the latest tree head with its inclusion proof."""
+    table = store.access_entries
     query = sa.select(table).where(table.c.subject_id == subject_id)
     if before is not None:
-        query = query.where(table.c.sequence < before)
+        query = query.where(table.c.entry_id < before)
     if start is not None:
         query = query.where(table.c.accessed_at >= start)
     if end is not None:
         query = query.where(table.c.accessed_at < end)
     with db.read() as session:
-        rows = session.execute(query.order_by(table.c.sequence.desc()).limit(limit)).all()
-    return [audit_entry(row) for row in rows]
+        # The head first: an entry sealed after it (READ COMMITTED) is shown as not sealed yet.
+        head = repository.tree_head(session)
+        rows = session.execute(query.order_by(table.c.entry_id.desc()).limit(limit)).all()
+        entries = [repository.access_entry(row) for row in rows]
+        size = head.tree_size if head else 0
+        sealed = [e for e in entries if e.leaf_index is not None and e.leaf_index < size]
+        ranges = {e.entry_id: access_log.inclusion_ranges(_leaf(e), size) for e in sealed}
+        wanted = access_log.nodes_for(r for path in ranges.values() for r in path)
+        wanted |= {(0, _leaf(e)) for e in sealed}
+        nodes = repository.tree_nodes(session, wanted)
+    paths = {entry_id: access_log.hashes(path, nodes) for entry_id, path in ranges.items()}
+    leaves = {e.entry_id: nodes[(0, _leaf(e))] for e in sealed}
+    shown = [e if e.entry_id in paths else replace(e, leaf_index=None) for e in entries]
+    return access_log.TrackerPage(shown, head, paths, leaves)
 
 
-def verify_audit_trail(db: Database) -> audit.Verification:
-    """Walks the whole trail in order, then holds its end against the head."""
-    table = store.audit_entries
+def _leaf(entry: access_log.Entry) -> int:
+    assert entry.leaf_index is not None
+    return entry.leaf_index
+
+
+def tree_head(db: Database, tree_size: int | None = None) -> access_log.TreeHead | None:
     with db.read() as session:
+        return repository.tree_head(session, tree_size)
 
-        def entries() -> Iterator[audit.Entry]:
-            for row in session.execute(sa.select(table).order_by(table.c.sequence)).yield_per(WALK_BATCH):
-                yield audit_entry(row)
 
-        def hash_exists(entry_hash: bytes) -> bool:
-            found = session.execute(sa.select(table.c.sequence).where(table.c.entry_hash == entry_hash).limit(1))
-            return found.first() is not None
+def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
+    ranges = access_log.consistency_ranges(first, second)
+    with db.read() as session:
+        nodes = repository.tree_nodes(session, access_log.nodes_for(ranges))
+    return access_log.hashes(ranges, nodes)
 
-        verification = audit.verify(entries(), hash_exists)
-        head = session.execute(sa.select(store.audit_head).where(store.audit_head.c.id == 1)).one()
-    return audit.against_head(verification, head.sequence, head.entry_hash)
+
+def verify_access_log(
+    db: Database, signature_holds: Callable[[access_log.TreeHead], bool]
+) -> tuple[access_log.Verification, int]:
+    """Recomputes the tree from every sealed entry and holds it against every kept tree head;
+    also counts the entries not sealed yet."""
+    entries, nodes = store.access_entries, store.access_log_nodes
+    with db.read(snapshot=True) as session:
+        heads = repository.tree_heads(session)
+        size = heads[-1].tree_size if heads else 0
+        leaves = (
+            sa.select(entries, nodes.c.hash)
+            .outerjoin(nodes, sa.and_(nodes.c.level == 0, nodes.c.node_index == entries.c.leaf_index))
+            .where(entries.c.leaf_index.is_not(None), entries.c.leaf_index < size)
+            .order_by(entries.c.leaf_index)
+        )
+
+        def stored() -> Iterator[access_log.StoredLeaf]:
+            for row in session.execute(leaves).yield_per(WALK_BATCH):
+                yield access_log.StoredLeaf(repository.access_entry(row), None if row.hash is None else bytes(row.hash))
+
+        def leaf_hash_at(index: int) -> bytes | None:
+            return repository.tree_nodes(session, {(0, index)}).get((0, index))
+
+        verification = access_log.verify(stored(), heads, signature_holds, leaf_hash_at)
+        pending = session.execute(
+            sa.select(sa.func.count()).select_from(entries).where(entries.c.leaf_index.is_(None))
+        ).scalar_one()
+    return verification, int(pending)

@@ -1,5 +1,5 @@
-"""Records' rows and domain objects: department records, issued proofs, signing keys and the
-audit trail's entries, and the row lock that orders the trail (its head)."""
+"""Records' rows and domain objects: department records, issued proofs, signing keys, and the
+access log's entries, tree nodes and signed heads, with the lock that keeps one sequencer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from govmesh import clock
 from govmesh import typed_values as values
 from services.records import store
-from services.records.domain import audit, proofs
+from services.records.domain import access_log, proofs
 from services.records.domain.feed import Checked, StoredVersion
 
 #: Keys per IN list when looking many records up at once.
@@ -157,28 +157,128 @@ def add_signing_key(session: Session, key_id: str, public_key: bytes, active_fro
         )
 
 
-# -- the audit trail ------------------------------------------------------------------------------
+# -- the access log (docs/decisions/records-access-log-merkle-tree.md) ------------------------------
+
+#: The key of the PostgreSQL advisory lock the sequencer holds while it seals a batch.
+SEQUENCER_LOCK = 0x7265636F72647301  # "records" + 1
 
 
-def lock_audit_head(session: Session) -> tuple[int, bytes]:
-    """The trail's head (last sequence, last hash), locked until the transaction ends: appending
-    takes it, so entries get consecutive sequences."""
-    head = session.execute(sa.select(store.audit_head).where(store.audit_head.c.id == 1).with_for_update()).one()
-    return int(head.sequence), bytes(head.entry_hash)
+def add_access_entry(session: Session, entry: access_log.Entry) -> int:
+    """Stores a new entry, not sealed yet, and returns its number. Takes no shared lock: many
+    reads write their entries at once."""
+    values = {**entry.__dict__, "outcome": entry.outcome.value}
+    del values["entry_id"], values["leaf_index"]
+    table = store.access_entries
+    return int(session.execute(table.insert().values(**values).returning(table.c.entry_id)).scalar_one())
 
 
-def append_audit_entry(session: Session, entry: audit.Entry) -> None:
-    """Stores the entry and moves the head to it (the head must be locked)."""
-    session.execute(store.audit_entries.insert().values(**{**entry.__dict__, "outcome": entry.outcome.value}))
-    session.execute(
-        store.audit_head.update()
-        .where(store.audit_head.c.id == 1)
-        .values(sequence=entry.sequence, entry_hash=entry.entry_hash)
+def access_entry(row: sa.Row[tuple[object, ...]]) -> access_log.Entry:
+    m = row._mapping
+    return access_log.Entry(
+        accessed_at=clock.as_utc(m["accessed_at"]),
+        caller_id=m["caller_id"],
+        caller_name=m["caller_name"],
+        subject_id=m["subject_id"],
+        subject_masked_identifier=m["subject_masked_identifier"],
+        proof_type=m["proof_type"],
+        purpose_kind=m["purpose_kind"],
+        purpose_value=m["purpose_value"],
+        purpose_note=m["purpose_note"],
+        outcome=access_log.Outcome(m["outcome"]),
+        proof_id=m["proof_id"],
+        entry_id=m["entry_id"],
+        leaf_index=m["leaf_index"],
     )
 
 
-def audit_entry(row: sa.Row[tuple[object, ...]]) -> audit.Entry:
+def become_sequencer(session: Session) -> bool:
+    """Whether this transaction may seal: at most one sequencer seals at a time, whatever the
+    number of workers. PostgreSQL: a transaction-scoped advisory lock, taken without waiting;
+    SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))).scalar_one())
+
+
+def pending_entries(session: Session, limit: int) -> list[access_log.Entry]:
+    """Entries written but not sealed, in the order they were numbered."""
+    table = store.access_entries
+    rows = session.execute(
+        sa.select(table).where(table.c.leaf_index.is_(None)).order_by(table.c.entry_id).limit(limit)
+    ).all()
+    return [access_entry(row) for row in rows]
+
+
+def tree_nodes(session: Session, wanted: set[access_log.NodeId]) -> dict[access_log.NodeId, bytes]:
+    table = store.access_log_nodes
+    found: dict[access_log.NodeId, bytes] = {}
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
+        rows = session.execute(
+            sa.select(table.c.level, table.c.node_index, table.c.hash).where(
+                sa.tuple_(table.c.level, table.c.node_index).in_(chunk)
+            )
+        )
+        found.update(((row.level, row.node_index), bytes(row.hash)) for row in rows)
+    return found
+
+
+def tree_head(session: Session, tree_size: int | None = None) -> access_log.TreeHead | None:
+    """The kept tree head of a size, or the latest."""
+    table = store.access_log_heads
+    query = sa.select(table)
+    query = query.where(table.c.tree_size == tree_size) if tree_size else query.order_by(table.c.tree_size.desc())
+    row = session.execute(query.limit(1)).first()
+    return None if row is None else _tree_head(row)
+
+
+def tree_heads(session: Session, up_to: int | None = None) -> list[access_log.TreeHead]:
+    table = store.access_log_heads
+    query = sa.select(table).order_by(table.c.tree_size)
+    if up_to is not None:
+        query = query.where(table.c.tree_size <= up_to)
+    return [_tree_head(row) for row in session.execute(query)]
+
+
+def _tree_head(row: sa.Row[tuple[object, ...]]) -> access_log.TreeHead:
     m = row._mapping
-    return audit.Entry(
-        **{**dict(m), "accessed_at": clock.as_utc(m["accessed_at"]), "outcome": audit.Outcome(m["outcome"])}
+    return access_log.TreeHead(
+        log_id=m["log_id"],
+        tree_size=m["tree_size"],
+        root_hash=bytes(m["root_hash"]),
+        timestamp=clock.as_utc(m["signed_at"]),
+        key_id=m["key_id"],
+        signature=bytes(m["signature"]),
+    )
+
+
+def seal(
+    session: Session,
+    sealed: list[access_log.Entry],
+    nodes: list[tuple[access_log.NodeId, bytes]],
+    head: access_log.TreeHead,
+) -> None:
+    """Gives the entries their leaf indexes, stores the tree's new nodes and keeps the head."""
+    table = store.access_entries
+    if sealed:  # the first head of an empty log seals nothing
+        session.execute(
+            table.update()
+            .where(table.c.entry_id == sa.bindparam("sealed_id"))
+            .values(leaf_index=sa.bindparam("index")),
+            [{"sealed_id": entry.entry_id, "index": entry.leaf_index} for entry in sealed],
+        )
+        session.execute(
+            store.access_log_nodes.insert(),
+            [{"level": level, "node_index": index, "hash": digest} for (level, index), digest in nodes],
+        )
+    session.execute(
+        store.access_log_heads.insert().values(
+            tree_size=head.tree_size,
+            root_hash=head.root_hash,
+            signed_at=head.timestamp,
+            log_id=head.log_id,
+            key_id=head.key_id,
+            signature=head.signature,
+        )
     )

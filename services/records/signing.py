@@ -1,13 +1,13 @@
-"""Signed proofs: the canonical encoding, Ed25519 signatures and their verification. What the
-signature covers, and how anyone verifies a proof offline:
-docs/decisions/records-proof-signature-jcs.md. Not pure domain: it signs the contract's own
-(proto3 JSON) form of a proof."""
+"""Signed proofs and signed tree heads: the canonical encoding, Ed25519 signatures and their
+verification. What a proof's signature covers, and how anyone verifies a proof offline:
+docs/decisions/records-proof-signature-jcs.md; a tree head's: domain/access_log.TreeHead. Not pure
+domain: it signs the contract's own (proto3 JSON) form of a proof."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf import json_format
 
 from govmesh.records.v1 import records_pb2
+from services.records.domain.access_log import TreeHead
 
 SCHEME = records_pb2.SIGNATURE_SCHEME_ED25519_JCS
 #: A key's stored status and its contract value.
@@ -71,6 +72,22 @@ class Signer:
         proof.signature_scheme = SCHEME
         proof.ClearField("signature")
         proof.signature = self.private_key.sign(canonical_bytes(proof))
+
+    def sign_head(self, head: TreeHead) -> TreeHead:
+        return replace(head, key_id=self.key_id, signature=self.private_key.sign(head.signed_bytes()))
+
+
+def head_signature_holds(head: TreeHead, keys: dict[str, PublicKey]) -> bool:
+    """Whether a tree head was signed, as it stands, by the key it names (a revoked key's
+    signature does not hold)."""
+    key = keys.get(head.key_id)
+    if key is None or key.status == records_pb2.SIGNING_KEY_STATUS_REVOKED:
+        return False
+    try:
+        key.key.verify(head.signature, head.signed_bytes())
+    except InvalidSignature:
+        return False
+    return True
 
 
 def problem(code: records_pb2.ProofProblemCode.ValueType, message: str) -> records_pb2.ProofProblem:

@@ -33,10 +33,13 @@ records = sa.Table(
     sa.Index("ix_records_subject", "subject_id", "department_code", "record_type"),
 )
 
-audit_entries = sa.Table(
-    "audit_entries",
+#: The access log's entries: written by each read in its own transaction, with no shared row
+#: locked; the sequencer sets leaf_index when it seals them into the tree.
+access_entries = sa.Table(
+    "access_entries",
     metadata,
-    sa.Column("sequence", sa.BigInteger(), primary_key=True, autoincrement=False),
+    # Numbers entries in the order they were written (a database sequence: no lock).
+    sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("accessed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("caller_id", sa.String(64), nullable=False),
     sa.Column("caller_name", sa.String(200), nullable=False),
@@ -48,18 +51,37 @@ audit_entries = sa.Table(
     sa.Column("purpose_note", sa.String(500), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("proof_id", sa.String(36), nullable=False),
-    sa.Column("previous_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("entry_hash", sa.LargeBinary(32), nullable=False),
-    sa.Index("ix_audit_subject", "subject_id", "sequence"),
+    sa.Column("leaf_index", sa.BigInteger(), nullable=True, unique=True),
+    sa.Index("ix_access_entries_subject", "subject_id", "entry_id"),
+    # What the sequencer looks for: entries not sealed yet.
+    sa.Index(
+        "ix_access_entries_pending",
+        "entry_id",
+        sqlite_where=sa.text("leaf_index IS NULL"),
+        postgresql_where=sa.text("leaf_index IS NULL"),
+    ),
 )
 
-# One row: the chain's head. Appending locks it, so concurrent reads get consecutive sequences.
-audit_head = sa.Table(
-    "audit_head",
+#: The tree's perfect subtrees (level 0: the leaf hashes), so proofs are read, not recomputed.
+access_log_nodes = sa.Table(
+    "access_log_nodes",
     metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
-    sa.Column("sequence", sa.BigInteger(), nullable=False),
-    sa.Column("entry_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("level", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("node_index", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+#: Every signed tree head, kept.
+access_log_heads = sa.Table(
+    "access_log_heads",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    # The moment signed: its RFC 3339 form (access_log.rfc3339) is what the signature covers.
+    sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("log_id", sa.String(200), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.LargeBinary(64), nullable=False),
 )
 
 issued_proofs = sa.Table(

@@ -1,6 +1,7 @@
-"""Records' worker: the outbox relay, and the broker feed, where departments publish one
-DepartmentRecord (proto3 JSON) per message on the exchange records.ingest, routing key = their
-department code, with `authorization: Bearer <token>` in the headers like a gRPC call."""
+"""Records' worker: the outbox relay; the access log's sequencer; and the broker feed, where
+departments publish one DepartmentRecord (proto3 JSON) per message on the exchange records.ingest,
+routing key = their department code, with `authorization: Bearer <token>` in the headers like a
+gRPC call."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from nameko.rpc import RpcProxy, rpc
+from nameko.timer import timer
 
 from govmesh.errors import ServiceError
 from govmesh.outbox import Outbox
@@ -23,16 +25,19 @@ from govmesh.worker import (
     queue_handler,
 )
 from services.records import bootstrap, contract, store
+from services.records.app import SEAL_BATCH
 from services.records.bootstrap import Parts
 from services.records.clients import IdentityOverRpc
-from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest
+from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest, observe_seal
 
 log = logging.getLogger(__name__)
 INGEST_EXCHANGE = "records.ingest"
-GET_PROOF = "govmesh.records.v1.RecordsService/GetProof"
 PUBLISH_RECORDS = "govmesh.records.v1.RecordsService/PublishRecords"
 LIST_PROOF_TYPES = "govmesh.records.v1.RecordsService/ListProofTypes"
 LIST_DEPARTMENTS = "govmesh.records.v1.RecordsService/ListDepartments"
+#: How often the sequencer looks for entries to seal: an entry is in a signed tree head about
+#: this long after its read, plus the step itself (docs/decisions/records-access-log-merkle-tree.md).
+SEAL_INTERVAL_SECONDS = 0.25
 
 
 class Worker:
@@ -49,6 +54,18 @@ class Worker:
         identity = self.parts.identity
         assert isinstance(identity, IdentityOverRpc)
         return identity.through(self.identity_rpc)
+
+    @timer(interval=SEAL_INTERVAL_SECONDS, eager=True)  # type: ignore[untyped-decorator]
+    def seal_access_log(self) -> None:
+        """The access log's sequencer: seals what waits, a batch at a time, until nothing does.
+        Every worker runs it; one seals at a time (repository.become_sequencer)."""
+        while True:
+            sealed = self.parts.records.seal()
+            if sealed is None:
+                return
+            observe_seal(sealed.head, sealed.entries)
+            if len(sealed.entries) < SEAL_BATCH:
+                return
 
     @queue_handler(INGEST_EXCHANGE, "#")  # type: ignore[untyped-decorator]
     def ingest(self, body: Any) -> None:
@@ -74,7 +91,7 @@ class Worker:
         """GetProof for other services' workers (approvals pulls a case's proofs), with the
         caller's bearer token like a gRPC call: same rights, same audit trail. The request and
         the answer are the contract's GetProofRequest and Proof in proto3 JSON."""
-        caller = self.authorize(authorization, GET_PROOF)
+        caller = self.authorize(authorization, None)  # GetProof checks the right itself, on the log
         try:
             message = json_format.ParseDict(request, records_pb2.GetProofRequest())
             proof = self.parts.records.get_proof(message, caller, self._identity())

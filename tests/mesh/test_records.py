@@ -9,17 +9,21 @@ clock)."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
 import grpc
 import pika
 import pytest
 import rfc8785
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
@@ -102,7 +106,15 @@ class Records:
         return self.stub.VerifyProof(records_pb2.VerifyProofRequest(proof=proof), metadata=self.metadata, timeout=10)
 
     def audit(self) -> records_pb2.VerifyAuditTrailResponse:
-        return self.stub.VerifyAuditTrail(records_pb2.VerifyAuditTrailRequest(), metadata=self.metadata, timeout=30)
+        """The log's verification once the worker's sequencer has sealed every entry written."""
+        deadline = time.monotonic() + 20
+        while True:
+            result = self.stub.VerifyAuditTrail(
+                records_pb2.VerifyAuditTrailRequest(), metadata=self.metadata, timeout=30
+            )
+            if result.entries_pending == 0 or time.monotonic() > deadline:
+                return result
+            time.sleep(0.1)
 
 
 def typed(value: object) -> records_pb2.TypedValue:
@@ -476,10 +488,10 @@ def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh:
     Records(mesh, "public_security").publish(licence(person))
     transport = Records(mesh, "transport")
     portal = Records(mesh)
-    first = trail_length(portal) + 1  # this test's six entries are first .. first + 5
+    first = trail_length(portal)  # this test's six entries are leaves first .. first + 5
     for case in range(6):
         transport.proof("driving_licence", person, case_id=f"case-{case}")
-    assert portal.audit().intact and portal.audit().entries_checked == first + 5
+    assert portal.audit().intact and portal.audit().entries_checked == first + 6
     engine = records_engine(mesh)
 
     def tamper(*statements: str) -> records_pb2.AuditBreak:
@@ -491,30 +503,30 @@ def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh:
         return result.first_break
 
     with engine.connect() as connection:
-        saved = [dict(row._mapping) for row in connection.execute(sa.text("SELECT * FROM audit_entries"))]
+        saved = [dict(row._mapping) for row in connection.execute(sa.text("SELECT * FROM access_entries"))]
 
     def restore() -> None:
         with engine.begin() as connection:
-            connection.execute(sa.text("DELETE FROM audit_entries"))
-            connection.execute(sa.table("audit_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
+            connection.execute(sa.text("DELETE FROM access_entries"))
+            connection.execute(sa.table("access_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
         assert portal.audit().intact
 
-    second, third, fourth, fifth = first + 1, first + 2, first + 3, first + 4
+    second, third, fourth = first + 1, first + 2, first + 3
     try:
-        altered = tamper(f"UPDATE audit_entries SET caller_id = 'education' WHERE sequence = {third}")
-        assert (altered.sequence, altered.kind) == (third, records_pb2.AUDIT_BREAK_KIND_ALTERED)
+        altered = tamper(f"UPDATE access_entries SET caller_id = 'education' WHERE leaf_index = {third}")
+        assert (altered.leaf_index, altered.kind) == (third, records_pb2.AUDIT_BREAK_KIND_ALTERED)
         restore()
-        removed = tamper(f"DELETE FROM audit_entries WHERE sequence = {fourth}")
-        assert (removed.sequence, removed.kind) == (fifth, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+        removed = tamper(f"DELETE FROM access_entries WHERE leaf_index = {fourth}")
+        assert (removed.leaf_index, removed.kind) == (fourth, records_pb2.AUDIT_BREAK_KIND_REMOVED)
         restore()
         moved = tamper(
-            f"UPDATE audit_entries SET sequence = -2 WHERE sequence = {second}",
-            f"UPDATE audit_entries SET sequence = {second} WHERE sequence = {third}",
-            f"UPDATE audit_entries SET sequence = {third} WHERE sequence = -2",
+            f"UPDATE access_entries SET leaf_index = -2 WHERE leaf_index = {second}",
+            f"UPDATE access_entries SET leaf_index = {second} WHERE leaf_index = {third}",
+            f"UPDATE access_entries SET leaf_index = {third} WHERE leaf_index = -2",
         )
-        assert (moved.sequence, moved.kind) == (second, records_pb2.AUDIT_BREAK_KIND_REORDERED)
+        assert (moved.leaf_index, moved.kind) == (second, records_pb2.AUDIT_BREAK_KIND_REORDERED)
     finally:
-        restore()  # the trail is whole again for the tests that follow
+        restore()  # the log is whole again for the tests that follow
         engine.dispose()
 
 
@@ -632,25 +644,27 @@ def test_what_goes_into_the_trail_and_the_store_is_clean(mesh: ServiceEnv) -> No
     assert portal.audit().intact
 
 
-def test_removing_the_newest_audit_entries_is_found_against_the_head(mesh: ServiceEnv) -> None:
+def test_removing_the_newest_entries_is_found_against_the_signed_head(mesh: ServiceEnv) -> None:
     person = new_resident()
     Records(mesh, "public_security").publish(licence(person))
     portal = Records(mesh)
-    newest = trail_length(portal) + 3
+    newest = trail_length(portal) + 2
     for case in range(3):
         portal.proof("driving_licence", person, case_id=f"case-{case}")
+    assert portal.audit().entries_checked == newest + 1
     engine = records_engine(mesh)
     with engine.begin() as connection:
-        removed = connection.execute(sa.text(f"SELECT * FROM audit_entries WHERE sequence = {newest}"))
+        removed = connection.execute(sa.text(f"SELECT * FROM access_entries WHERE leaf_index = {newest}"))
         saved = [dict(row._mapping) for row in removed]
-        connection.execute(sa.text(f"DELETE FROM audit_entries WHERE sequence = {newest}"))
+        connection.execute(sa.text(f"DELETE FROM access_entries WHERE leaf_index = {newest}"))
     try:
         result = portal.audit()
         assert not result.intact
-        assert (result.first_break.sequence, result.first_break.kind) == (newest, records_pb2.AUDIT_BREAK_KIND_REMOVED)
+        found = result.first_break
+        assert (found.leaf_index, found.kind) == (newest, records_pb2.AUDIT_BREAK_KIND_REMOVED)
     finally:
         with engine.begin() as connection:  # put the entry back for the tests that follow
-            connection.execute(sa.table("audit_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
+            connection.execute(sa.table("access_entries", *[sa.column(c) for c in saved[0]]).insert(), saved)
         engine.dispose()
     assert portal.audit().intact
 
@@ -687,3 +701,77 @@ def test_one_trace_runs_from_a_department_feed_into_identity(mesh: ServiceEnv) -
     )
     identity_api = next(p for p in mesh.processes if p.args == ["api", "identity"])
     wait_for(lambda: f'"trace_id": "0x{trace_id}"' in identity_api.logs())  # identity's server span
+
+
+def readme_verifier() -> dict[str, Any]:
+    """The access log verifier exactly as the README shows it (it imports nothing of govmesh)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- access-log-verifier -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert "govmesh" not in block and len(block.splitlines()) < 40
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    return namespace
+
+
+def sealed_page(portal: Records, identifier: str) -> records_pb2.ListAccessesResponse:
+    deadline = time.monotonic() + 20
+    while True:
+        page = portal.stub.ListAccesses(
+            records_pb2.ListAccessesRequest(identifier=identifier), metadata=portal.metadata, timeout=10
+        )
+        if all(entry.sealed for entry in page.entries) or time.monotonic() > deadline:
+            return page
+        time.sleep(0.1)
+
+
+def test_the_readme_verifier_proves_each_entry_and_that_the_log_only_grew(
+    mesh: ServiceEnv, integrators: Integrators
+) -> None:
+    verify = readme_verifier()
+    witness = integrators.bind("records.events", "tree_head_signed")
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
+    transport, portal = Records(mesh, "transport"), Records(mesh)
+    for case in range(3):
+        transport.proof("driving_licence", person, case_id=f"case-{case}")
+    old = sealed_page(portal, person).tree_head
+    with pytest.raises(grpc.RpcError):
+        Records(mesh, "statistics").proof("driving_licence", person)  # no right to GetProof at all
+    transport.proof("driving_licence", person, case_id="case-3")
+    page = sealed_page(portal, person)
+    new = page.tree_head
+    assert len(page.entries) == 5 and all(entry.sealed for entry in page.entries)
+    assert page.entries[1].caller_id == "statistics" and page.entries[1].outcome == records_pb2.ACCESS_OUTCOME_DENIED
+    keys = portal.stub.ListSigningKeys(records_pb2.ListSigningKeysRequest(), metadata=portal.metadata).keys
+    public_key = next(key.public_key for key in keys if key.key_id == new.key_id)
+    verify["head_is_signed"](old, public_key)
+    verify["head_is_signed"](new, public_key)
+    for entry in page.entries:
+        assert verify["entry_is_in_log"](entry, new)
+        leaf = json.loads(entry.leaf_bytes)
+        assert (leaf["leaf_index"], leaf["caller_id"], leaf["subject_id"]) == (
+            entry.leaf_index,
+            entry.caller_id,
+            entry.subject_id,
+        )
+    consistency = portal.stub.GetConsistencyProof(
+        records_pb2.GetConsistencyProofRequest(first_size=old.tree_size, second_size=new.tree_size),
+        metadata=portal.metadata,
+    )
+    assert new.tree_size > old.tree_size and verify["log_only_grew"](old, new, list(consistency.proof))
+    # ... and each says no when it should.
+    altered = records_pb2.AccessEntry()
+    altered.CopyFrom(page.entries[0])
+    altered.leaf_bytes = altered.leaf_bytes.replace(b'"granted"', b'"denied"')
+    assert not verify["entry_is_in_log"](altered, new)
+    forged = records_pb2.SignedTreeHead()
+    forged.CopyFrom(old)
+    forged.root_hash = new.root_hash
+    with pytest.raises(InvalidSignature):
+        verify["head_is_signed"](forged, public_key)
+    assert not verify["log_only_grew"](forged, new, list(consistency.proof))
+    # The witness heard of every head, the newest included.
+    heard = receive_own(
+        witness, 1, lambda message: json.loads(message[2])["treeHead"]["treeSize"] == str(new.tree_size)
+    )
+    assert heard and json.loads(heard[0][2])["treeHead"]["rootHash"] == base64.b64encode(new.root_hash).decode()

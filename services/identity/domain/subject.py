@@ -18,7 +18,8 @@ class Subject:
     kind: IdentifierKind
     masked_identifier: str
     display_name: str
-    created_at: datetime.datetime
+    #: None for the subject an unregistered identifier would be.
+    created_at: datetime.datetime | None
 
 
 def display_name(raw: str) -> str:
