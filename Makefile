@@ -16,7 +16,7 @@ help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, crowd ingestion and level latency)"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, crowd ingestion and level latency, proofs under concurrency and a million-entry access log)"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -94,7 +94,8 @@ bench: install
 	@scripts/ensure-broker
 	@export GOVMESH_BENCH_RUN=$$(date -u +%Y%m%dT%H%M%SZ); \
 		$(BIN)/python -m tests.bench.identity && $(BIN)/python -m tests.bench.amqp \
-		&& $(BIN)/python -m tests.bench.approvals && $(BIN)/python -m tests.bench.crowd
+		&& $(BIN)/python -m tests.bench.approvals && $(BIN)/python -m tests.bench.crowd \
+		&& $(BIN)/python -m tests.bench.records --database sqlite && $(BIN)/python -m tests.bench.records --database postgresql
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

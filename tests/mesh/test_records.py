@@ -41,7 +41,16 @@ from tests.support.mesh import (
     virtual_host,
     wait_for,
 )
-from tests.support.people import ENTERPRISE, LUO_FANG, RAW_IDS, XU_WEI, wait_serving, with_wrong_check
+from tests.support.people import (
+    ENTERPRISE,
+    LUO_FANG,
+    RAW_IDS,
+    XU_WEI,
+    licence,
+    typed,
+    wait_serving,
+    with_wrong_check,
+)
 from tests.support.shared_mesh import Integrators, about, counter, new_resident, receive_own
 
 PROOF_TYPES_FOR_RESIDENTS = [
@@ -115,36 +124,6 @@ class Records:
             if result.entries_pending == 0 or time.monotonic() > deadline:
                 return result
             time.sleep(0.1)
-
-
-def typed(value: object) -> records_pb2.TypedValue:
-    if isinstance(value, bool):
-        return records_pb2.TypedValue(bool_value=value)
-    if isinstance(value, int):
-        return records_pb2.TypedValue(int_value=value)
-    if isinstance(value, datetime.date):
-        return records_pb2.TypedValue(date_value=value.isoformat())
-    return records_pb2.TypedValue(string_value=str(value))
-
-
-def licence(
-    identifier: str, reference: str | None = None, first_issued: str = "2015-03-01"
-) -> records_pb2.DepartmentRecord:
-    return records_pb2.DepartmentRecord(
-        department_code="public_security",
-        record_type="driving_licence",
-        subject_identifier=identifier,
-        subject_display_name="徐伟",
-        source_reference=reference or f"DL-{uuid.uuid4().hex[:10]}",
-        effective_from=first_issued,
-        fields={
-            "licence_class": typed("C1"),
-            "first_issued": typed(datetime.date.fromisoformat(first_issued)),
-            "valid_from": typed(datetime.date(2021, 3, 1)),
-            "valid_until": typed(datetime.date(2031, 3, 1)),
-            "status": typed("valid"),
-        },
-    )
 
 
 def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, caller: str = "public_security") -> None:

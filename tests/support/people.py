@@ -1,13 +1,18 @@
 """The people and enterprises of the seed's province the tests talk about, with valid
-identifiers (tests/unit/identity checks they stay valid), and helpers to make more."""
+identifiers (tests/unit/identity checks they stay valid), helpers to make more, and the record
+most tests publish about them."""
 
 from __future__ import annotations
 
+import datetime
 import time
+import uuid
 from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from govmesh.records.v1 import records_pb2
 
 XU_WEI = "330106198507154313"  # the Hangzhou ride-hailing driver (Xihu district)
 LUO_FANG = "33018319720303242X"  # the Fuyang patient
@@ -56,3 +61,35 @@ def credit_code(region: str, serial: int) -> str:
     body = "91" + region + org + {10: "X", 11: "0"}.get(org_check, str(org_check))
     total = sum(_USCC_ALPHABET.index(ch) * w for ch, w in zip(body, _USCC_WEIGHTS, strict=True))
     return body + _USCC_ALPHABET[-total % 31]
+
+
+def typed(value: object) -> records_pb2.TypedValue:
+    """A record field's value as a department sends it."""
+    if isinstance(value, bool):
+        return records_pb2.TypedValue(bool_value=value)
+    if isinstance(value, int):
+        return records_pb2.TypedValue(int_value=value)
+    if isinstance(value, datetime.date):
+        return records_pb2.TypedValue(date_value=value.isoformat())
+    return records_pb2.TypedValue(string_value=str(value))
+
+
+def licence(
+    identifier: str, reference: str | None = None, first_issued: str = "2015-03-01"
+) -> records_pb2.DepartmentRecord:
+    """Public security's driving licence record of a person: the record most tests publish."""
+    return records_pb2.DepartmentRecord(
+        department_code="public_security",
+        record_type="driving_licence",
+        subject_identifier=identifier,
+        subject_display_name="徐伟",
+        source_reference=reference or f"DL-{uuid.uuid4().hex[:10]}",
+        effective_from=first_issued,
+        fields={
+            "licence_class": typed("C1"),
+            "first_issued": typed(datetime.date.fromisoformat(first_issued)),
+            "valid_from": typed(datetime.date(2021, 3, 1)),
+            "valid_until": typed(datetime.date(2031, 3, 1)),
+            "status": typed("valid"),
+        },
+    )

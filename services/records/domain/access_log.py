@@ -12,10 +12,9 @@ import base64
 import datetime
 import enum
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-
-import rfc8785
 
 NodeId = tuple[int, int]
 
@@ -34,6 +33,17 @@ def leaf_hash(leaf: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def canonical_json(value: Mapping[str, object]) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of what a leaf holds: objects with ASCII keys, strings, and
+    integers below 2**53. For those, JCS is the standard library's sorted, compact JSON that keeps
+    non-ASCII text as it is: both escape only the quote, the backslash and control characters
+    (short forms for \\b \\f \\n \\r \\t, lowercase \\u00xx for the rest), and sorting ASCII keys by
+    UTF-16 unit is sorting them by code point. It runs in C, several times faster than the rfc8785
+    package, which matters when VerifyAuditTrail rebuilds a million leaves; the unit tests hold
+    the two equal on arbitrary text."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 def rfc3339(moment: datetime.datetime) -> str:
@@ -65,21 +75,19 @@ class Entry:
         index = self.leaf_index if leaf_index is None else leaf_index
         if index is None:
             raise ValueError("an entry becomes a leaf when it is sealed")
-        return bytes(
-            rfc8785.dumps(
-                {
-                    "leaf_index": index,
-                    "accessed_at": rfc3339(self.accessed_at),
-                    "caller_id": self.caller_id,
-                    "caller_name": self.caller_name,
-                    "subject_id": self.subject_id,
-                    "subject_masked_identifier": self.subject_masked_identifier,
-                    "proof_type": self.proof_type,
-                    "purpose": {"kind": self.purpose_kind, "value": self.purpose_value, "note": self.purpose_note},
-                    "outcome": self.outcome.value,
-                    "proof_id": self.proof_id,
-                }
-            )
+        return canonical_json(
+            {
+                "leaf_index": index,
+                "accessed_at": rfc3339(self.accessed_at),
+                "caller_id": self.caller_id,
+                "caller_name": self.caller_name,
+                "subject_id": self.subject_id,
+                "subject_masked_identifier": self.subject_masked_identifier,
+                "proof_type": self.proof_type,
+                "purpose": {"kind": self.purpose_kind, "value": self.purpose_value, "note": self.purpose_note},
+                "outcome": self.outcome.value,
+                "proof_id": self.proof_id,
+            }
         )
 
     def sealed_as(self, leaf_index: int) -> Entry:
@@ -99,15 +107,13 @@ class TreeHead:
     signature: bytes = b""
 
     def signed_bytes(self) -> bytes:
-        return bytes(
-            rfc8785.dumps(
-                {
-                    "log_id": self.log_id,
-                    "tree_size": self.tree_size,
-                    "root_hash": base64.b64encode(self.root_hash).decode(),
-                    "timestamp": rfc3339(self.timestamp),
-                }
-            )
+        return canonical_json(
+            {
+                "log_id": self.log_id,
+                "tree_size": self.tree_size,
+                "root_hash": base64.b64encode(self.root_hash).decode(),
+                "timestamp": rfc3339(self.timestamp),
+            }
         )
 
 

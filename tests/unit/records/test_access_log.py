@@ -5,8 +5,10 @@ consistency proofs. The service's code computes; those only check."""
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +136,35 @@ def test_the_signed_head_is_the_canonical_json_the_contract_names() -> None:
         b'{"log_id":"govmesh-dev/records/access-log","root_hash":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",'
         b'"timestamp":"2026-12-05T06:07:08.000009Z","tree_size":7}'
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(),
+    st.text(),
+    st.text(),
+    st.integers(min_value=0, max_value=2**53 - 1),
+    st.datetimes(timezones=st.just(datetime.UTC)),
+)
+def test_leaves_and_heads_are_exactly_what_the_rfc8785_package_makes(
+    caller_name: str, purpose_value: str, purpose_note: str, index: int, moment: datetime.datetime
+) -> None:
+    """access_log.canonical_json is the standard library's JSON, for speed: held to a JCS
+    implementation on any text a caller could put in an entry (control characters, quotes,
+    astral planes) and any leaf index."""
+    sealed = entry(
+        0,
+        caller_name=caller_name,
+        purpose_value=purpose_value,
+        purpose_note=purpose_note,
+        leaf_index=index,
+        accessed_at=moment,
+    )
+    leaf = json.loads(sealed.leaf_bytes())
+    assert sealed.leaf_bytes() == rfc8785.dumps(leaf)
+    assert leaf["caller_name"] == caller_name and leaf["purpose"]["note"] == purpose_note
+    head = TreeHead(caller_name, index, bytes(32), moment)
+    assert head.signed_bytes() == rfc8785.dumps(json.loads(head.signed_bytes()))
 
 
 # -- verifying the whole log ------------------------------------------------------------------------
