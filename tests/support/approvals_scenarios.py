@@ -36,7 +36,7 @@ from services.identity.domain import validate_identifier
 from services.records import app as records_app
 from services.records.domain import catalogue, proofs
 from services.records.domain.catalogue import SubjectKind
-from tests.support.people import credit_code, resident_id
+from tests.support.people import credit_code, resident_id, typed
 
 __all__ = ["Scenario", "scenarios"]
 
@@ -77,6 +77,7 @@ def scenarios(today: datetime.date) -> list[Scenario]:
 # --------------------------------------------------------------------------------------------
 # Identifiers, dates, records
 
+
 def _mask(identifier: str) -> str:
     """The masked form records accept where another person is named (330106********123X)."""
     return identifier[:6] + "*" * 8 + identifier[-4:]
@@ -96,19 +97,6 @@ def _add_years(day: datetime.date, years: int) -> datetime.date:
 
 def _ago(today: datetime.date, *, years: int = 0, days: int = 0) -> datetime.date:
     return _add_years(today, -years) - datetime.timedelta(days=days)
-
-
-def _typed(value: _Plain) -> records_pb2.TypedValue:
-    # bool before int: a bool is an int in Python.
-    if isinstance(value, bool):
-        return records_pb2.TypedValue(bool_value=value)
-    if isinstance(value, int):
-        return records_pb2.TypedValue(int_value=value)
-    if isinstance(value, datetime.date):
-        return records_pb2.TypedValue(date_value=value.isoformat())
-    if isinstance(value, list):
-        return records_pb2.TypedValue(list_value=records_pb2.TypedValueList(values=[_typed(v) for v in value]))
-    return records_pb2.TypedValue(string_value=value)
 
 
 _SURNAMES: Final = "王李张刘陈杨黄赵周吴徐孙朱马胡郭林何高罗"
@@ -166,7 +154,7 @@ class _Publisher:
                 subject_identifier=subject,
                 subject_display_name=self.names[subject],
                 source_reference=f"{_PREFIX[department]}-{self.tag}-{len(self.records) + 1}",
-                fields={name: _typed(value) for name, value in fields.items()},
+                fields={name: typed(value) for name, value in fields.items()},
                 effective_from=effective_from.isoformat(),
                 effective_to=effective_to.isoformat() if effective_to else "",
             )
@@ -648,4 +636,3 @@ def accepted(record: records_pb2.DepartmentRecord, today: datetime.date) -> proo
 
 
 CASE_TYPES_DIR = Path(__file__).resolve().parents[2] / "services" / "approvals" / "case_types"
-

@@ -65,12 +65,15 @@ def credit_code(region: str, serial: int) -> str:
 
 def typed(value: object) -> records_pb2.TypedValue:
     """A record field's value as a department sends it."""
+    # bool before int: a bool is an int in Python.
     if isinstance(value, bool):
         return records_pb2.TypedValue(bool_value=value)
     if isinstance(value, int):
         return records_pb2.TypedValue(int_value=value)
     if isinstance(value, datetime.date):
         return records_pb2.TypedValue(date_value=value.isoformat())
+    if isinstance(value, list):
+        return records_pb2.TypedValue(list_value=records_pb2.TypedValueList(values=[typed(v) for v in value]))
     return records_pb2.TypedValue(string_value=str(value))
 
 
