@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import overload
 
 import sqlalchemy as sa
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from govmesh import clock as govmesh_clock
@@ -372,9 +373,15 @@ class RecordsApp:
                 key = asked.idempotent.key if asked.idempotent else None
                 repository.add_issued_proof(session, proof_id, key, asked.fingerprint, serialized, now)
                 self._record_access(
-                    session, caller, subject, asked.spec.code, asked.purpose, access_log.Outcome.GRANTED, proof_id
+                    session,
+                    caller,
+                    subject,
+                    asked.spec.code,
+                    asked.purpose,
+                    access_log.Outcome.GRANTED,
+                    proof_id,
+                    contract.proof_issued(proof),
                 )
-                self.outbox.add(session, contract.proof_issued(proof), subject=subject.subject_id)
             return proof
         except sa.exc.IntegrityError:
             # A retry of the same request_id committed first (its request key is unique): this
@@ -440,9 +447,11 @@ class RecordsApp:
         purpose: records_pb2.Purpose,
         outcome: access_log.Outcome,
         proof_id: str,
+        *issued: Message,
     ) -> access_log.Entry:
         """Writes the read's entry in the read's own transaction, locking nothing shared; the
-        sequencer seals it into the tree within a second or so."""
+        sequencer seals it into the tree within a second or so. Its event and the read's others
+        (``issued``) go to the outbox in one statement."""
         basis = purpose.WhichOneof("basis") or ""
         entry = access_log.Entry(
             accessed_at=self.clock(),
@@ -458,7 +467,8 @@ class RecordsApp:
             proof_id=proof_id,
         )
         entry = replace(entry, entry_id=repository.add_access_entry(session, entry))
-        self.outbox.add(session, contract.data_accessed(entry), subject=subject.subject_id)
+        events = [contract.data_accessed(entry), *issued]
+        self.outbox.add_many(session, [(event, subject.subject_id) for event in events])
         return entry
 
     def seal(self, limit: int = SEAL_BATCH) -> Sealed | None:

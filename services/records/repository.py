@@ -87,17 +87,21 @@ def add_records(session: Session, rows: list[dict[str, object]], superseded: lis
         session.execute(store.records.update().where(store.records.c.record_id == old).values(superseded_by=new))
 
 
+# Built once: every proof runs these, and a statement built per call costs more to build and
+# look up in SQLAlchemy's cache than to execute.
+_SUBJECT_RECORDS = sa.select(store.records).where(
+    store.records.c.subject_id == sa.bindparam("subject_id"),
+    sa.tuple_(store.records.c.department_code, store.records.c.record_type).in_(sa.bindparam("kinds", expanding=True)),
+)
+_ADD_ISSUED_PROOF = store.issued_proofs.insert()
+_ADD_ACCESS_ENTRY = store.access_entries.insert().returning(store.access_entries.c.entry_id)
+
+
 def subject_records(
     session: Session, subject_id: str, record_types: tuple[tuple[str, str], ...]
 ) -> list[proofs.StoredRecord]:
     """A subject's records of the given (department, record type) pairs."""
-    table = store.records
-    rows = session.execute(
-        sa.select(table).where(
-            table.c.subject_id == subject_id,
-            sa.tuple_(table.c.department_code, table.c.record_type).in_(list(record_types)),
-        )
-    ).all()
+    rows = session.execute(_SUBJECT_RECORDS, {"subject_id": subject_id, "kinds": list(record_types)}).all()
     return [
         proofs.StoredRecord(
             record_id=row.record_id,
@@ -135,13 +139,14 @@ def add_issued_proof(
     issued_at: datetime.datetime,
 ) -> None:
     session.execute(
-        store.issued_proofs.insert().values(
-            proof_id=proof_id,
-            request_key=request_key,
-            request_fingerprint=fingerprint,
-            proof=proof,
-            issued_at=issued_at,
-        )
+        _ADD_ISSUED_PROOF,
+        {
+            "proof_id": proof_id,
+            "request_key": request_key,
+            "request_fingerprint": fingerprint,
+            "proof": proof,
+            "issued_at": issued_at,
+        },
     )
 
 
@@ -168,8 +173,7 @@ def add_access_entry(session: Session, entry: access_log.Entry) -> int:
     reads write their entries at once."""
     values = {**entry.__dict__, "outcome": entry.outcome.value}
     del values["entry_id"], values["leaf_index"]
-    table = store.access_entries
-    return int(session.execute(table.insert().values(**values).returning(table.c.entry_id)).scalar_one())
+    return int(session.execute(_ADD_ACCESS_ENTRY, values).scalar_one())
 
 
 def access_entry(row: sa.Row[tuple[object, ...]]) -> access_log.Entry:

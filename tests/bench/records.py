@@ -123,11 +123,13 @@ def proof_request(person: str, case: str) -> records_pb2.GetProofRequest:
     )
 
 
-def bench_proofs(mesh: Mesh, people: list[str], bare_target: str, seconds: float) -> int:
+def bench_proofs(
+    mesh: Mesh, people: list[str], bare_target: str, seconds: float, counts: tuple[int, ...] = CALLERS
+) -> int:
     """Returns the entry number before the load, so that (2) reads the entries it wrote."""
     print(f"GetProof, {seconds:g} s at each number of concurrent callers")
     first_entry = mesh.entries()
-    for callers in CALLERS:
+    for callers in counts:
         for name, target in (("bare grpcio server (baseline)", bare_target), ("records api GetProof", mesh.env.target)):
             stubs = [mesh.stub(target) for _ in range(callers)]
 
@@ -181,7 +183,7 @@ def fill_log(mesh: Mesh, size: int) -> None:
             .mappings()
             .all()
         )
-    missing = size - mesh.entries()
+    missing = max(0, size - mesh.entries())
     moment = datetime.datetime.now(datetime.UTC)
     started = time.perf_counter()
     chunk = 20_000
@@ -285,6 +287,9 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--log-size", type=int, default=1_000_000)
+    parser.add_argument(
+        "--callers", type=int, nargs="+", default=list(CALLERS), help="numbers of concurrent GetProof callers"
+    )
     args = parser.parse_args()
     databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp:
@@ -315,7 +320,7 @@ def main() -> None:
             bare_target = f"127.0.0.1:{bare_server.add_insecure_port('127.0.0.1:0')}"
             bare_server.start()
 
-            first_entry = bench_proofs(mesh, people, bare_target, args.seconds)
+            first_entry = bench_proofs(mesh, people, bare_target, args.seconds, tuple(args.callers))
             bench_sealing_delay(mesh, first_entry)
             if args.log_size:
                 bench_large_log(mesh, args.log_size, bare_target)
