@@ -407,7 +407,7 @@ def main() -> None:
         if lost:
             print(f"  {name}: {lost:,} of {args.messages * args.rounds:,} messages never reached the queue")
             results.record("lost", name, lost=lost)
-    print(f"figures kept in {results.write('amqp', vars(args)).relative_to(results.ROOT)}")
+    results.keep("amqp", vars(args))
 
 
 if __name__ == "__main__":

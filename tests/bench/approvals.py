@@ -152,7 +152,7 @@ def main() -> None:
             client = Client(env)
             bench_one_at_a_time(client, args.cases)
             bench_burst(client, args.burst)
-            print(f"figures kept in {results.write('approvals', vars(args)).relative_to(results.ROOT)}")
+            results.keep("approvals", vars(args))
         finally:
             env.stop_all()
             databases.drop_all()

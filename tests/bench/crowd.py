@@ -607,7 +607,7 @@ def main() -> None:
             ingest = bench_ingestion(env, crowd, amqp_uri, runs)
             bench_latency(crowd, amqp_uri, [port for _, port in ingest], args.samples, args.load)
             print(f" load average at the end {os.getloadavg()[0]:.1f}")
-            print(f"figures kept in {results.write('crowd', vars(args)).relative_to(results.ROOT)}")
+            results.keep("crowd", vars(args))
         finally:
             if crowd is not None:
                 crowd.close()

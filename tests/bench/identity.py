@@ -140,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_grpc(args.calls, Path(tmp))
         bench_events(args.events, Path(tmp))
-    print(f"figures kept in {results.write('identity', vars(args)).relative_to(results.ROOT)}")
+    results.keep("identity", vars(args))
 
 
 if __name__ == "__main__":

@@ -324,7 +324,7 @@ def main() -> None:
             bench_sealing_delay(mesh, first_entry)
             if args.log_size:
                 bench_large_log(mesh, args.log_size, bare_target)
-            print(f"figures kept in {results.write(f'records-{args.database}', vars(args)).relative_to(results.ROOT)}")
+            results.keep(f"records-{args.database}", vars(args))
         finally:
             bare_server.stop(0)
             env.stop_all()

@@ -3,7 +3,8 @@
 Each benchmark records its figures here as it prints them; at its end it appends them to one file
 per run, bench/results/<GOVMESH_BENCH_RUN>.json (make bench names the run by its UTC start time, so
 every benchmark of one run lands in one file), with the commit and the machine's load, so a figure
-can be set beside its baseline of the same run and beside earlier runs."""
+can be set beside its baseline of the same run and beside earlier runs. GOVMESH_BENCH_RESULTS
+names another folder (the suite's smoke runs keep theirs out of bench/results)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ def _commit() -> str:
 def write(benchmark: str, settings: dict[str, Any]) -> Path:
     """Appends this benchmark's figures to the run's file and returns its path."""
     run = os.environ.get("GOVMESH_BENCH_RUN") or datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{run}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("GOVMESH_BENCH_RESULTS") or RESULTS)
+    path = folder / f"{run}.json"
+    folder.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = (
         json.loads(path.read_text())
         if path.exists()
@@ -59,3 +61,9 @@ def write(benchmark: str, settings: dict[str, Any]) -> Path:
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     _figures.clear()
     return path
+
+
+def keep(benchmark: str, settings: dict[str, Any]) -> None:
+    """Writes the figures (see `write`) and says where they are."""
+    path = write(benchmark, settings)
+    print(f"figures kept in {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
