@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import itertools
 import json
 import threading
 import time
@@ -37,21 +38,26 @@ from tests.support.mesh import (
     call_nameko_rpc,
     consumers,
     database_for,
+    dead_letters,
     metrics_text,
     virtual_host,
     wait_for,
 )
 from tests.support.people import (
+    CONTROL_AND_FORMAT_CHARACTERS,
     ENTERPRISE,
     LUO_FANG,
     RAW_IDS,
     XU_WEI,
+    credit_code,
     licence,
     typed,
     wait_serving,
     with_wrong_check,
 )
 from tests.support.shared_mesh import Integrators, about, counter, new_resident, receive_own
+
+_companies = itertools.count(1)
 
 PROOF_TYPES_FOR_RESIDENTS = [
     "education_level",
@@ -377,17 +383,7 @@ def test_every_caller_gets_exactly_the_proofs_the_policy_grants(mesh: ServiceEnv
     person = new_resident()
     Records(mesh, "public_security").publish(licence(person))
     trail_before = trail_length(Records(mesh))
-    registered = Records(mesh, "market_regulation").publish(
-        records_pb2.DepartmentRecord(
-            department_code="market_regulation",
-            record_type="enterprise_registration",
-            subject_identifier=ENTERPRISE,
-            subject_display_name="杭州城市大脑有限公司",
-            source_reference=f"REG-{uuid.uuid4().hex[:8]}",
-            effective_from="2018-05-04",
-            fields=enterprise_fields(),
-        )
-    )
+    registered = Records(mesh, "market_regulation").publish(enterprise_registration(ENTERPRISE))
     assert registered.stored == 1, registered.rejections
     policy = Policy.load(ROOT / "policy" / "dev.yaml")
     allowed = denied = 0
@@ -621,6 +617,81 @@ def test_what_goes_into_the_trail_and_the_store_is_clean(mesh: ServiceEnv) -> No
     proof = portal.proof("driving_licence", person, case_id="  case-8" + " " * 1000)
     assert proof.purpose.case_id == "case-8"  # the purpose kept, signed and audited is the trimmed one
     assert portal.audit().intact
+
+
+def enterprise_registration(identifier: str, **fields: records_pb2.TypedValue) -> records_pb2.DepartmentRecord:
+    return records_pb2.DepartmentRecord(
+        department_code="market_regulation",
+        record_type="enterprise_registration",
+        subject_identifier=identifier,
+        subject_display_name="杭州城市大脑有限公司",
+        source_reference=f"REG-{uuid.uuid4().hex[:8]}",
+        effective_from="2018-05-04",
+        fields={**enterprise_fields(), **fields},
+    )
+
+
+def assert_nothing_about(portal: Records, identifier: str, proof_type: str) -> None:
+    """A read shows nothing of the refused record: identity was never asked to register its
+    subject, so there is no one to issue a proof about."""
+    with pytest.raises(grpc.RpcError) as error:
+        portal.proof(proof_type, identifier)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("char", CONTROL_AND_FORMAT_CHARACTERS, ids=lambda char: f"U+{ord(char):04X}")
+def test_control_and_formatting_characters_are_refused_naming_the_field(mesh: ServiceEnv, char: str) -> None:
+    police, market, portal = Records(mesh, "public_security"), Records(mesh, "market_regulation"), Records(mesh)
+    person, company = new_resident(), credit_code("330106", 800_000 + next(_companies))
+    bad_authority = licence(person)
+    bad_authority.fields["issuing_authority"].CopyFrom(typed(f"杭州市公安局{char}交通警察支队"))
+    bad_name = licence(person)
+    bad_name.subject_display_name = f"徐{char}伟"
+    bad_correction = licence(person)
+    bad_correction.supersedes_source_reference = f"DL-{char}1"
+    cases = [
+        (police, bad_authority, "fields.issuing_authority"),
+        (police, bad_name, "subject_display_name"),
+        (police, bad_correction, "supersedes_source_reference"),
+        (
+            market,
+            enterprise_registration(company, registered_name=typed(f"杭州{char}城市大脑有限公司")),
+            "fields.registered_name",
+        ),
+    ]
+    if char not in "\n\t":  # a multi-line field keeps newlines and tabs, and only those
+        scope = typed(f"城市数据智能服务{char}软件开发")
+        cases.append((market, enterprise_registration(company, business_scope=scope), "fields.business_scope"))
+    for client, record, field in cases:
+        answer = client.publish(record)
+        assert (answer.stored, answer.rejected) == (0, 1), field
+        rejection = answer.rejections[0]
+        assert rejection.code == records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD
+        assert rejection.message.startswith(f"{field}: must not contain"), rejection.message
+        assert f"U+{ord(char):04X}" in rejection.message and rejection.message.isprintable()
+    assert stored_records(mesh, references(*(record for _, record, _ in cases))) == 0
+    assert_nothing_about(portal, person, "driving_licence")
+    assert_nothing_about(portal, company, "enterprise_registration")
+
+
+def test_a_multi_line_field_keeps_its_newlines_and_tabs(mesh: ServiceEnv) -> None:
+    company = credit_code("330106", 800_000 + next(_companies))
+    scope = typed("城市数据智能服务；\n\t软件开发；\n信息系统集成")
+    answer = Records(mesh, "market_regulation").publish(enterprise_registration(company, business_scope=scope))
+    assert answer.stored == 1, answer.rejections
+    assert Records(mesh).proof("enterprise_registration", company).claims["has_record"].bool_value
+
+
+def test_a_record_with_a_control_character_is_refused_on_the_broker_too(mesh: ServiceEnv) -> None:
+    person = new_resident()
+    record = licence(person)
+    record.fields["issuing_authority"].CopyFrom(typed("杭州市公安局\u202e支队"))
+    publish_on_broker(mesh, record)
+    reference = record.source_reference
+    dead = dead_letters(mesh.env["AMQP_URI"], "records.records.ingest", lambda m: reference.encode() in m[2])
+    assert len(dead) == 1
+    assert stored_records(mesh, {reference}) == 0
+    assert_nothing_about(Records(mesh), person, "driving_licence")
 
 
 def test_removing_the_newest_entries_is_found_against_the_signed_head(mesh: ServiceEnv) -> None:
