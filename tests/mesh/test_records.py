@@ -674,6 +674,23 @@ def test_control_and_formatting_characters_are_refused_naming_the_field(mesh: Se
     assert_nothing_about(portal, company, "enterprise_registration")
 
 
+def test_a_subjects_name_is_refused_as_subject_display_name_before_identity_is_asked(mesh: ServiceEnv) -> None:
+    police, portal = Records(mesh, "public_security"), Records(mesh)
+    person = new_resident()
+    too_long = licence(person)
+    too_long.subject_display_name = "名" * 201
+    answer = police.publish(too_long)
+    assert (answer.stored, answer.rejected) == (0, 1)
+    rejection = answer.rejections[0]
+    assert rejection.code == records_pb2.RECORD_REJECTION_CODE_INVALID_FIELD
+    assert rejection.message == "subject_display_name: is 201 characters; at most 200"
+    assert_nothing_about(portal, person, "driving_licence")  # identity registered no one
+    # The same rule as identity's: white space collapsed, so 200 characters and spaces pass.
+    fits = licence(person)
+    fits.subject_display_name = "  " + "名" * 200 + "\u3000 "
+    assert police.publish(fits).stored == 1
+
+
 def test_a_multi_line_field_keeps_its_newlines_and_tabs(mesh: ServiceEnv) -> None:
     company = credit_code("330106", 800_000 + next(_companies))
     scope = typed("城市数据智能服务；\n\t软件开发；\n信息系统集成")
