@@ -166,6 +166,17 @@ def _date(text: str, name: str) -> datetime.date:
         raise Refused(RejectionCode.INVALID_FIELD, f"{name}: {text[:40]!r} is not a date") from None
 
 
+def rejection_code(code: RejectionCode) -> records_pb2.RecordRejectionCode.ValueType:
+    return records_pb2.RecordRejectionCode.ValueType(
+        enums.to_proto(records_pb2.RecordRejectionCode, "RECORD_REJECTION_CODE_", code)
+    )
+
+
+def rejection_code_name(code: RejectionCode) -> str:
+    """The contract's name of a rejection code (RECORD_REJECTION_CODE_INVALID_FIELD)."""
+    return records_pb2.RecordRejectionCode.Name(rejection_code(code))
+
+
 def publish_response(summary: PublishSummary) -> records_pb2.PublishRecordsResponse:
     return records_pb2.PublishRecordsResponse(
         received=summary.received,
@@ -177,9 +188,7 @@ def publish_response(summary: PublishSummary) -> records_pb2.PublishRecordsRespo
                 index=r.index,
                 department_code=r.department_code,
                 source_reference=r.source_reference,
-                code=records_pb2.RecordRejectionCode.ValueType(
-                    enums.to_proto(records_pb2.RecordRejectionCode, "RECORD_REJECTION_CODE_", r.code)
-                ),
+                code=rejection_code(r.code),
                 message=r.message,
             )
             for r in summary.rejections

@@ -133,19 +133,19 @@ class Records:
 
 
 def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, caller: str = "public_security") -> None:
+    body = json_format.MessageToJson(record).encode()
+    publish_raw(env, body, env.token(caller), record.department_code)
+
+
+def publish_raw(env: ServiceEnv, body: bytes, token: str, department: str = "public_security") -> None:
+    """A message on records.ingest as a department sends it, whatever its body."""
     connection = pika.BlockingConnection(pika.URLParameters(env.env["AMQP_URI"]))
     channel = connection.channel()
     channel.confirm_delivery()
-    channel.basic_publish(
-        "records.ingest",
-        record.department_code,
-        json_format.MessageToJson(record),
-        pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=2,
-            headers={"authorization": f"Bearer {env.token(caller)}"},
-        ),
+    properties = pika.BasicProperties(
+        content_type="application/json", delivery_mode=2, headers={"authorization": f"Bearer {token}"}
     )
+    channel.basic_publish("records.ingest", department, body, properties)
     connection.close()
 
 
@@ -699,16 +699,52 @@ def test_a_multi_line_field_keeps_its_newlines_and_tabs(mesh: ServiceEnv) -> Non
     assert Records(mesh).proof("enterprise_registration", company).claims["has_record"].bool_value
 
 
-def test_a_record_with_a_control_character_is_refused_on_the_broker_too(mesh: ServiceEnv) -> None:
+REFUSAL_HEADERS = ("x-govmesh-refusal-code", "x-govmesh-refusal-field", "x-govmesh-refusal-message")
+
+
+def refusal_of(letter: Delivery, token: str) -> tuple[str, str, str]:
+    """A dead letter's code, field and message, after checking that it carries no credential
+    and says where it came from."""
+    headers = letter[1].headers or {}
+    assert not {name.lower() for name in headers} & {"authorization", "nameko.authorization"}, headers
+    assert token not in json.dumps(headers, default=str)
+    assert headers["x-govmesh-original-exchange"] == "records.ingest"
+    code, field, message = (str(headers[name]) for name in REFUSAL_HEADERS)
+    assert message.startswith(f"{field}: ")
+    return code, field, message
+
+
+def test_a_record_refused_on_the_broker_is_dead_lettered_once_saying_why_without_its_token(mesh: ServiceEnv) -> None:
+    amqp, token = mesh.env["AMQP_URI"], mesh.token("public_security")
     person = new_resident()
     record = licence(person)
     record.fields["issuing_authority"].CopyFrom(typed("杭州市公安局\u202e支队"))
     publish_on_broker(mesh, record)
     reference = record.source_reference
-    dead = dead_letters(mesh.env["AMQP_URI"], "records.records.ingest", lambda m: reference.encode() in m[2])
-    assert len(dead) == 1
+    dead = dead_letters(amqp, "records.records.ingest", lambda letter: reference.encode() in letter[2])
+    assert len(dead) == 1  # exactly once
+    code, field, message = refusal_of(dead[0], token)
+    assert (code, field) == ("RECORD_REJECTION_CODE_INVALID_FIELD", "fields.issuing_authority")
+    assert "U+202E" in message
+    assert dead[0][1].headers["x-govmesh-original-routing-key"] == "public_security"
+    assert json_format.Parse(dead[0][2], records_pb2.DepartmentRecord()) == record  # the record, to replay
     assert stored_records(mesh, {reference}) == 0
     assert_nothing_about(Records(mesh), person, "driving_licence")
+
+    # A body that is not JSON, and a token that is not one, are dead-lettered the same way.
+    tag = uuid.uuid4().hex
+    publish_raw(mesh, f"{{not json {tag}".encode(), token)
+    publish_raw(mesh, json_format.MessageToJson(licence(new_resident(), reference=tag)).encode(), "x.y.z")
+    dead = dead_letters(amqp, "records.records.ingest", lambda letter: tag.encode() in letter[2], count=2)
+    assert len(dead) == 2
+    refusals = sorted(refusal_of(letter, token)[:2] for letter in dead)
+    assert refusals == [("INVALID_ARGUMENT", "body"), ("UNAUTHENTICATED", "authorization")]
+    # The worker goes on: the next record is stored.
+    good = licence(new_resident())
+    publish_on_broker(mesh, good)
+    wait_for(lambda: stored_records(mesh, references(good)) == 1)
+    worker = next(p for p in mesh.processes if p.args == ["worker", "records"])
+    assert token not in worker.logs() and person not in worker.logs()
 
 
 def test_removing_the_newest_entries_is_found_against_the_signed_head(mesh: ServiceEnv) -> None:
