@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 import amqp
 from google.protobuf import json_format
 from google.protobuf.message import Message
+
+from govmesh.privacy import mask_identifiers
 
 CONTENT_TYPE = "application/json"
 DELIVERY_LIMIT = 5
@@ -169,6 +171,52 @@ def declare_consumer_queue(
     for exchange, routing_key in bindings:
         channel.queue_bind(queue, exchange, routing_key=routing_key)
     return arguments
+
+
+#: Headers that carry a caller's credential (nameko's "nameko." prefix aside): never kept in a
+#: dead letter, which waits in a durable queue for whoever reads it.
+CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization"})
+#: The properties a dead letter keeps of its original (delivery mode is always persistent).
+_KEPT_PROPERTIES: Final = ("content_type", "content_encoding", "message_id", "correlation_id", "timestamp", "type")
+#: Longest refusal message a dead letter carries.
+MAX_REFUSAL_MESSAGE: Final = 1000
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a consumer refused a message for good: a code (a gRPC status name such as
+    INVALID_ARGUMENT or UNAUTHENTICATED, or the contract's own rejection code), the field and
+    the message, which starts with the field's name."""
+
+    code: str
+    field: str
+    message: str
+
+
+def dead_letter(
+    body: bytes, properties: Mapping[str, Any], headers: Mapping[str, Any], delivery: Mapping[str, Any], why: Refusal
+) -> amqp.Message:
+    """The copy of a refused message that waits in its dead-letter queue
+    (docs/decisions/runtime-dead-letters-say-why.md): the same body and headers without any
+    credential, and x-govmesh-refusal-code, -field and -message (identifiers masked) and
+    x-govmesh-original-exchange and -routing-key, where it came from (``delivery``: the
+    message's delivery info)."""
+    kept = {
+        name: value
+        for name, value in headers.items()
+        if name.lower().removeprefix("nameko.") not in CREDENTIAL_HEADERS and not name.startswith("x-govmesh-")
+    }
+    kept.update(
+        {
+            "x-govmesh-refusal-code": why.code,
+            "x-govmesh-refusal-field": why.field,
+            "x-govmesh-refusal-message": mask_identifiers(why.message)[:MAX_REFUSAL_MESSAGE],
+            "x-govmesh-original-exchange": str(delivery.get("exchange", "")),
+            "x-govmesh-original-routing-key": str(delivery.get("routing_key", "")),
+        }
+    )
+    copied = {name: properties[name] for name in _KEPT_PROPERTIES if properties.get(name) is not None}
+    return amqp.Message(body, delivery_mode=2, application_headers=kept, **copied)
 
 
 class BrokerRefused(BrokerUnavailable):

@@ -1,20 +1,47 @@
-"""Free text a service keeps (references, request ids, reasons, notes): it goes into databases,
-signed proofs, events and logs, so it is bounded, has no control characters (PostgreSQL refuses
-NUL, logs must stay one line) and never holds an identity number or credit code."""
+"""Free text a service keeps (references, request ids, reasons, notes, names): it goes into
+databases, signed proofs, events and logs, so it is bounded, has no control or invisible
+formatting characters (PostgreSQL refuses NUL, logs must stay one line, and a bidi override
+makes a signed text read as something else) and never holds an identity number or credit code
+(docs/decisions/runtime-no-control-characters.md)."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from govmesh.errors import InvalidArgument
 from govmesh.privacy import contains_identifier
+
+#: Longest display name of a subject, after white space is collapsed.
+MAX_DISPLAY_NAME = 200
+
+#: Unicode categories never kept: controls (Cc: C0, DEL, C1), format characters (Cf: bidi
+#: embeddings, overrides and isolates, zero-width characters, the soft hyphen, the BOM, ...),
+#: and the line and paragraph separators (Zl, Zp).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def control_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why ``value`` holds a character that may not be kept, naming the first one by code point
+    and position (never the text), or None. ``multiline`` allows newline and tab, nothing else."""
+    if value.isprintable():  # the common case: no control, format or separator character at all
+        return None
+    for position, char in enumerate(value, 1):
+        if multiline and char in "\n\t":
+            continue
+        category = unicodedata.category(char)
+        if category in _REFUSED_CATEGORIES:
+            kind = "a control character" if category == "Cc" else "an invisible formatting character"
+            return f"must not contain {kind} (U+{ord(char):04X} at character {position})"
+    return None
 
 
 def text_problem(value: str, max_length: int, *, multiline: bool = False) -> str | None:
     """Why ``value`` may not be kept, or None. ``multiline`` allows newlines and tabs (notes)."""
     if len(value) > max_length:
         return f"is longer than {max_length} characters"
-    allowed = "\n\t" if multiline else ""
-    if any((ord(c) < 32 and c not in allowed) or 0x7F <= ord(c) < 0xA0 for c in value):
-        return "must not contain control characters"
+    problem = control_problem(value, multiline=multiline)
+    if problem:
+        return problem
     if contains_identifier(value):
         return "must not contain an identity number or credit code"
     return None
@@ -31,3 +58,21 @@ def checked_text(value: str, field: str, max_length: int, *, required: bool = Fa
         reason = "TOO_LONG" if problem.startswith("is longer") else "INVALID"
         raise InvalidArgument(field, reason, problem)
     return value
+
+
+def display_name(raw: str, field: str, *, required: bool = True) -> str:
+    """A subject's name as it is kept: runs of white space collapsed to one space and the ends trimmed.
+    INVALID_ARGUMENT naming ``field`` when it holds a control or formatting character (tabs and
+    newlines included: a name is one line), is too long, or is empty while ``required``; an
+    empty name is "" otherwise. Identity and records both read names with it."""
+    problem = control_problem(raw)
+    if problem:
+        raise InvalidArgument(field, "INVALID", problem)
+    name = " ".join(raw.split())
+    if not name:
+        if required:
+            raise InvalidArgument(field, "EMPTY", "must not be empty")
+        return name
+    if len(name) > MAX_DISPLAY_NAME:
+        raise InvalidArgument(field, "TOO_LONG", f"is {len(name)} characters; at most {MAX_DISPLAY_NAME}")
+    return name

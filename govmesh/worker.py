@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextvars import Token
@@ -24,7 +25,7 @@ from kombu.entity import Exchange as KombuExchange
 from kombu.entity import Queue
 from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
-from nameko.messaging import Consumer
+from nameko.messaging import Consumer, QueueConsumer
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 
@@ -36,7 +37,10 @@ from govmesh.messaging import (
     DELIVERY_LIMIT,
     BrokerUnavailable,
     ConfirmingPublisher,
+    Publisher,
+    Refusal,
     connect,
+    dead_letter,
     declare_consumer_queue,
 )
 from govmesh.outbox import Outbox, OutboxRelay
@@ -228,19 +232,42 @@ DUPLICATE = "duplicate"
 
 
 class Rejected(Exception):
-    """A message that can never be handled (malformed, refused): dead-lettered at once instead
-    of being redelivered up to the limit. Any other exception means "try again"."""
+    """A message that can never be handled (malformed, refused): dead-lettered at once, saying
+    why, instead of being redelivered up to the limit. Any other exception means "try again".
+    ``code`` is a gRPC status name (INVALID_ARGUMENT, UNAUTHENTICATED, ...) or the contract's own
+    rejection code; ``reason`` says what is wrong with ``field``."""
+
+    def __init__(self, code: str, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.refusal = Refusal(code, field, f"{field}: {reason}")
+
+
+class _DecodingQueueConsumer(QueueConsumer):  # type: ignore[misc]
+    """nameko's queue consumer, except that a message whose body cannot be decoded (not JSON)
+    goes to its provider's ``undecodable`` instead of raising in the consumer's loop, which
+    would stop the worker and leave the message to come back to the next one."""
+
+    def get_consumers(self, consumer_cls: Any, channel: Any) -> Any:
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = getattr(provider, "undecodable", None)
+        return consumers
 
 
 class _DeadLettering:
     """Shared by the consumers below: quorum queue with a dead-letter exchange and a delivery
-    limit; a failing message is redelivered up to the limit, a Rejected one is parked at once in
-    `<queue>.dead-letter`, so a poison message never loops and never blocks the queue."""
+    limit. A Rejected message, and one whose body is not JSON, is dead-lettered here at once:
+    published to the queue's own dead-letter destination with why (messaging.dead_letter, no
+    credential kept), and acknowledged only once the broker confirmed the copy, so it is never
+    lost (and doubled only if the connection drops between the two). A message whose handler
+    fails otherwise is redelivered up to the limit, then the broker dead-letters it itself
+    (x-death says why); a poison message never loops and never blocks the queue
+    (docs/decisions/runtime-dead-letters-say-why.md)."""
 
     container: Any
     queue: Any
-    queue_consumer: Any
     delivery_limit: int
+    queue_consumer = _DecodingQueueConsumer()
 
     def declare_dead_lettering(self, exchange: str, exchange_type: str, routing_key: str) -> None:
         name = self.queue.name
@@ -263,15 +290,46 @@ class _DeadLettering:
             auto_delete=False,
             queue_arguments=arguments,
         )
+        self._dead_letters = Publisher(settings.amqp_uri, f"govmesh-{settings.service}-dead-letters")
+        self._dead_letters_lock = threading.Lock()  # one publisher, one worker at a time
+
+    def stop(self) -> None:
+        super().stop()  # type: ignore[misc]
+        self._dead_letters.close()
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         if exc_info is not None and isinstance(exc_info[1], Rejected):
-            if message.channel.connection:
-                message.reject(requeue=False)
+            self.dead_letter(message, exc_info[1].refusal)
         elif exc_info is not None:
             self.queue_consumer.requeue_message(message)
         else:
             self.queue_consumer.ack_message(message)
+
+    def undecodable(self, message: Any, exc: Exception) -> None:
+        """kombu's on_decode_error, in the consumer's loop: dead-lettered in a thread of its own."""
+        refusal = Refusal("INVALID_ARGUMENT", "body", f"body: is not JSON ({str(exc)[:200]})")
+        self.container.spawn_managed_thread(lambda: self.dead_letter(message, refusal))
+
+    def dead_letter(self, message: Any, refusal: Refusal) -> None:
+        if not message.channel.connection:
+            return  # the broker took the message back with the connection: it comes again
+        arguments = self.queue.queue_arguments
+        copy = dead_letter(message.body, message.properties, message.headers or {}, message.delivery_info, refusal)
+        where = {"queue": self.queue.name, "code": refusal.code, "field": refusal.field}
+        try:
+            with self._dead_letters_lock:
+                self._dead_letters.publish_to(
+                    arguments["x-dead-letter-exchange"],
+                    [(arguments["x-dead-letter-routing-key"], copy)],
+                    mandatory=True,
+                )
+        except BrokerUnavailable as exc:
+            # Kept in its queue: it comes again, and after the delivery limit the broker parks it.
+            log.warning("cannot dead-letter a refused message yet: %s", exc, extra=where)
+            self.queue_consumer.requeue_message(message)
+            return
+        log.warning("message dead-lettered: %s", refusal.message, extra=where)
+        self.queue_consumer.ack_message(message)
 
 
 class EventHandler(_DeadLettering, NamekoEventHandler):  # type: ignore[misc]

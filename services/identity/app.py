@@ -11,6 +11,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from govmesh import clock as govmesh_clock
+from govmesh import texts
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound
 from govmesh.outbox import Outbox
@@ -53,7 +54,7 @@ class IdentityApp:
     def register(self, raw: str, display_name: str) -> tuple[domain.Subject, bool]:
         """The subject and whether it was created now. Idempotent by identifier."""
         validation = self._valid(raw)
-        name = domain.display_name(display_name)
+        name = texts.display_name(display_name, "display_name")  # the rule records reads names with
         subject_id = self.pseudonym(validation)
         existing = queries.subject(self.db, subject_id)
         if existing is not None:

@@ -244,7 +244,7 @@ class RecordsApp:
                 if found is None:
                     raise Refused(RejectionCode.INVALID_SUBJECT, "subject_id: identity knows no such subject")
                 return found
-            name = " ".join(record.subject_display_name.split())
+            name = contract.display_name(record)  # read_record refused what identity would
             existing = None if name else subjects.resolve(identifier=record.subject_identifier)
             if existing is not None:
                 return existing

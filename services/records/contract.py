@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from govmesh import clock, enums
+from govmesh import clock, enums, texts
 from govmesh import typed_values as values
 from govmesh.errors import InvalidArgument
 from govmesh.identity.v1 import identity_pb2
@@ -100,6 +100,16 @@ def subject_key(record: records_pb2.DepartmentRecord) -> tuple[str, str]:
     return which, str(getattr(record, which)) if which else ""
 
 
+def display_name(record: records_pb2.DepartmentRecord) -> str:
+    """The subject's name as identity would keep it, "" when none is given; Refused naming
+    subject_display_name when it holds what no name may (identity's own rule, checked here so
+    that identity is never asked with it)."""
+    try:
+        return texts.display_name(record.subject_display_name, "subject_display_name", required=False)
+    except InvalidArgument as exc:
+        raise Refused(RejectionCode.INVALID_FIELD, exc.message) from None
+
+
 def read_record(record: records_pb2.DepartmentRecord, department: catalogue.DepartmentSpec) -> Checked:
     """A record of a known department read into domain values and checked against the catalogue;
     Refused naming the first field that does not hold."""
@@ -117,6 +127,7 @@ def read_record(record: records_pb2.DepartmentRecord, department: catalogue.Depa
         problem = "is required" if name == "source_reference" and not text else text_problem(text, MAX_TEXT)
         if problem:
             raise Refused(RejectionCode.INVALID_FIELD, f"{name}: {problem}")
+    display_name(record)
     effective_from = _date(record.effective_from, "effective_from")
     effective_to = _date(record.effective_to, "effective_to") if record.effective_to else None
     if effective_to and effective_to < effective_from:
@@ -155,6 +166,17 @@ def _date(text: str, name: str) -> datetime.date:
         raise Refused(RejectionCode.INVALID_FIELD, f"{name}: {text[:40]!r} is not a date") from None
 
 
+def rejection_code(code: RejectionCode) -> records_pb2.RecordRejectionCode.ValueType:
+    return records_pb2.RecordRejectionCode.ValueType(
+        enums.to_proto(records_pb2.RecordRejectionCode, "RECORD_REJECTION_CODE_", code)
+    )
+
+
+def rejection_code_name(code: RejectionCode) -> str:
+    """The contract's name of a rejection code (RECORD_REJECTION_CODE_INVALID_FIELD)."""
+    return records_pb2.RecordRejectionCode.Name(rejection_code(code))
+
+
 def publish_response(summary: PublishSummary) -> records_pb2.PublishRecordsResponse:
     return records_pb2.PublishRecordsResponse(
         received=summary.received,
@@ -166,9 +188,7 @@ def publish_response(summary: PublishSummary) -> records_pb2.PublishRecordsRespo
                 index=r.index,
                 department_code=r.department_code,
                 source_reference=r.source_reference,
-                code=records_pb2.RecordRejectionCode.ValueType(
-                    enums.to_proto(records_pb2.RecordRejectionCode, "RECORD_REJECTION_CODE_", r.code)
-                ),
+                code=rejection_code(r.code),
                 message=r.message,
             )
             for r in summary.rejections

@@ -5,7 +5,6 @@ gRPC call."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from google.protobuf import json_format
@@ -30,7 +29,6 @@ from services.records.bootstrap import Parts
 from services.records.clients import IdentityOverRpc
 from services.records.metrics import PAPER_AVOIDED, PROOFS, count_ingest, observe_seal
 
-log = logging.getLogger(__name__)
 INGEST_EXCHANGE = "records.ingest"
 PUBLISH_RECORDS = "govmesh.records.v1.RecordsService/PublishRecords"
 LIST_PROOF_TYPES = "govmesh.records.v1.RecordsService/ListProofTypes"
@@ -69,22 +67,23 @@ class Worker:
 
     @queue_handler(INGEST_EXCHANGE, "#")  # type: ignore[untyped-decorator]
     def ingest(self, body: Any) -> None:
+        """One DepartmentRecord; a refused one is dead-lettered by the runtime with the code, the
+        field and the reason, and without the department's token."""
         try:
             caller = self.authorize(str(self.headers.get("authorization", "")), PUBLISH_RECORDS)
         except RpcServiceError as exc:
-            log.warning("records.ingest: message refused: %s", exc)
-            raise Rejected(str(exc)) from None
+            status, _, reason = str(exc).partition(": ")
+            raise Rejected(status, "authorization", reason) from None
         try:
             record = json_format.ParseDict(body, records_pb2.DepartmentRecord(), ignore_unknown_fields=False)
         except (json_format.ParseError, TypeError) as exc:
-            log.warning("records.ingest: message is not a DepartmentRecord: %s", str(exc)[:200])
-            raise Rejected("not a DepartmentRecord") from None
+            raise Rejected("INVALID_ARGUMENT", "body", f"is not a DepartmentRecord: {str(exc)[:200]}") from None
         summary = self.parts.records.publish([[record]], caller, "broker", self._identity())
         count_ingest(summary, "broker")
         if summary.rejected:
-            reason = summary.rejections[0].message
-            log.warning("records.ingest: record refused (%s): %s", caller.caller_id, reason)
-            raise Rejected(reason)
+            rejection = summary.rejections[0]
+            field, _, reason = rejection.message.partition(": ")
+            raise Rejected(contract.rejection_code_name(rejection.code), field, reason)
 
     @rpc  # type: ignore[untyped-decorator]
     def get_proof(self, authorization: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from tests.support.mesh import (
     wait_for,
 )
 from tests.support.people import (
+    CONTROL_AND_FORMAT_CHARACTERS,
     ENTERPRISE,
     LEGACY_15,
     LEGACY_15_AS_18,
@@ -217,6 +218,12 @@ def test_validate_reports_every_problem_as_an_answer_not_an_error(running: Servi
         (lambda c, person: c.register(with_wrong_check(person)), "identifier"),
         (lambda c, person: c.register(person, "   "), "display_name"),
         (lambda c, person: c.register(person, "名" * 201), "display_name"),
+        # A name is one line of visible text: no control character (C0, DEL, C1, tabs and
+        # newlines too), no bidi override or isolate, no zero-width or other format character.
+        *(
+            (lambda c, person, char=char: c.register(person, f"徐{char}伟"), "display_name")
+            for char in CONTROL_AND_FORMAT_CHARACTERS
+        ),
         (lambda c, person: c.resolve(), "key"),
     ],
 )
@@ -228,6 +235,7 @@ def test_bad_requests_name_the_field_and_change_nothing(running: ServiceEnv, cal
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details().startswith(f"{field}:")
     assert dict(error.value.trailing_metadata())["govmesh-field"] == field
+    assert error.value.details().isprintable()  # the offending text is never echoed
     with pytest.raises(grpc.RpcError) as missing:
         client.resolve(identifier=person)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was registered

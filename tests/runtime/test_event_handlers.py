@@ -15,7 +15,7 @@ import pytest
 
 from govmesh.db import Database, service_database
 from govmesh.logs import mask_identifiers
-from tests.support.mesh import Process, ServiceEnv, consumers, wait_for
+from tests.support.mesh import Process, ServiceEnv, consumers, dead_letters, wait_for
 
 QUEUE = "evt-identity-subject_registered--echotest.on_subject_registered"
 
@@ -55,7 +55,9 @@ def echo(database_url: str, tmp_path: Path, amqp_uri: str) -> Iterator[tuple[Ech
     assert mask_identifiers(process.logs()) == process.logs()
 
 
-def publish(amqp_uri: str, subject: str, event_id: str, traceparent: str | None = None) -> None:
+def publish(
+    amqp_uri: str, subject: str, event_id: str, traceparent: str | None = None, body: bytes | None = None
+) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
     channel = connection.channel()
     channel.confirm_delivery()
@@ -71,7 +73,7 @@ def publish(amqp_uri: str, subject: str, event_id: str, traceparent: str | None 
     channel.basic_publish(
         "identity.events",
         "subject_registered",
-        json.dumps({"subjectId": subject, "kind": "SUBJECT_KIND_RESIDENT"}),
+        body or json.dumps({"subjectId": subject, "kind": "SUBJECT_KIND_RESIDENT"}),
         pika.BasicProperties(content_type="application/json", delivery_mode=2, headers=headers),
     )
     connection.close()
@@ -129,6 +131,32 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(
     assert json.loads(dead[1])["subjectId"] == poison
     assert process.logs().count("event handler on_subject_registered failed") == 4  # 1 + delivery limit 3
     assert effects(db, poison) == 0
+
+
+def test_a_refused_event_is_dead_lettered_at_once_saying_why(echo: tuple[EchoProcess, Database], amqp_uri: str) -> None:
+    process, db = echo
+    refused, event_id = f"sub_refused{uuid.uuid4().hex}", str(uuid.uuid4())
+    publish(amqp_uri, refused, event_id)
+    garbled = f"sub_{uuid.uuid4().hex}"
+    publish(amqp_uri, garbled, str(uuid.uuid4()), body=f"<{garbled}>".encode())
+    healthy = f"sub_{uuid.uuid4().hex}"
+    publish(amqp_uri, healthy, str(uuid.uuid4()))
+    wait_for(lambda: effects(db, healthy) == 1)  # neither stopped the handler
+
+    ours = (refused, garbled)
+    letters = dead_letters(amqp_uri, QUEUE, lambda letter: letter[1].headers.get("ce-subject") in ours, count=2)
+    by_subject = {letter[1].headers["ce-subject"]: letter for letter in letters}
+    assert len(letters) == 2 and set(by_subject) == set(ours)  # at once, and each exactly once
+    headers = by_subject[refused][1].headers
+    assert headers["ce-id"] == event_id and json.loads(by_subject[refused][2])["subjectId"] == refused
+    assert (headers["x-govmesh-refusal-code"], headers["x-govmesh-refusal-field"]) == ("INVALID_ARGUMENT", "subject_id")
+    assert headers["x-govmesh-refusal-message"] == "subject_id: is refused by this handler"
+    assert headers["x-govmesh-original-exchange"] == "identity.events"
+    assert headers["x-govmesh-original-routing-key"] == "subject_registered"
+    assert process.logs().count("message dead-lettered: subject_id") == 1
+    assert by_subject[garbled][2] == f"<{garbled}>".encode()
+    assert by_subject[garbled][1].headers["x-govmesh-refusal-field"] == "body"
+    assert effects(db, refused) == effects(db, garbled) == 0
 
 
 def test_the_handler_continues_the_publishers_trace(echo: tuple[EchoProcess, Database], amqp_uri: str) -> None:

@@ -342,6 +342,36 @@ class Integrator:
             self.connection.close()
 
 
+def dead_letters(
+    amqp_uri: str,
+    queue: str,
+    wanted: Callable[[Delivery], bool],
+    count: int = 1,
+    timeout: float = 15,
+    quiet: float = 1.5,
+) -> list[Delivery]:
+    """The messages of ``queue``'s dead-letter queue (``<queue>.dead-letter``) that ``wanted``
+    picks: waits until ``count`` of them have come (or ``timeout``), then until nothing has come
+    for ``quiet`` seconds, so that one copy too many is seen too. It takes every message it reads
+    (a test that shares the queue picks its own by what it published)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    picked: list[Delivery] = []
+    try:
+        channel = connection.channel()
+        deadline, last = time.monotonic() + timeout, time.monotonic()
+        while (len(picked) < count and time.monotonic() < deadline) or time.monotonic() - last < quiet:
+            method, properties, body = channel.basic_get(f"{queue}.dead-letter", auto_ack=True)
+            if method is None:
+                connection.sleep(0.05)
+                continue
+            if wanted((method, properties, body)):
+                picked.append((method, properties, body))
+                last = time.monotonic()
+    finally:
+        connection.close()
+    return picked
+
+
 def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) -> dict[str, object]:
     """Call a worker's nameko RPC the way any AMQP client can: nameko's wire protocol."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
@@ -372,4 +402,3 @@ def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) 
         raise AssertionError(f"no reply from {service}.{method}")
     finally:
         connection.close()
-

@@ -21,6 +21,13 @@ LEGACY_15 = "330106900307123"  # a legacy 15-digit number ...
 LEGACY_15_AS_18 = "330106199003071236"  # ... and its 18-character form
 ENTERPRISE = "91330106MA27XL0E9W"  # an enterprise registered in Hangzhou's Xihu district
 RAW_IDS = [XU_WEI, LUO_FANG, ZHUJI_RESIDENT, LEGACY_15, LEGACY_15_AS_18, ENTERPRISE]
+#: One of each kind of character no kept text may hold: C0 controls (NUL, BEL, ESC, and the tab
+#: and newline a one-line text refuses), DEL, C1 controls (NEL, CSI), bidi overrides and isolates
+#: (U+202E, U+2066, U+2069), a zero-width space, the line separator and the byte order mark.
+CONTROL_AND_FORMAT_CHARACTERS = (
+    "\x00", "\x07", "\x1b", "\t", "\n", "\x7f", "\x85", "\x9b",
+    "\u202e", "\u2066", "\u2069", "\u200b", "\u2028", "\ufeff",
+)  # fmt: skip
 
 
 def resident_id(body17: str) -> str:

@@ -15,10 +15,9 @@ from services.identity.domain.identifiers import (
     subject_pseudonym,
     validate_identifier,
 )
-from services.identity.domain.subject import MAX_DISPLAY_NAME, Subject, display_name
+from services.identity.domain.subject import Subject
 
 __all__ = [
-    "MAX_DISPLAY_NAME",
     "EnterpriseFacts",
     "IdentifierKind",
     "MalformedRequest",
@@ -28,7 +27,6 @@ __all__ = [
     "Sex",
     "Subject",
     "Validation",
-    "display_name",
     "mask",
     "normalize",
     "subject_pseudonym",

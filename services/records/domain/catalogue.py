@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from govmesh.privacy import contains_identifier
+from govmesh.texts import control_problem
 from govmesh.typed_values import Value
 
 __all__ = [
@@ -92,6 +93,10 @@ class FieldSpec:
     item and choices/range/pattern do not apply. For a LIST of scalars, choices, range and
     pattern apply to each item. A MAP always has declared ``item_fields``: there are no
     free-form maps, so every value that enters the platform has a known meaning.
+
+    A STRING is one line unless ``multiline`` (text written as paragraphs, such as a business
+    scope): no string holds a control or invisible formatting character, and a multi-line one
+    may hold newlines and tabs besides (govmesh.texts.control_problem).
     """
 
     name: str
@@ -104,6 +109,7 @@ class FieldSpec:
     item_fields: tuple[FieldSpec, ...] = ()
     item_type: FieldType | None = None
     pattern: str = ""
+    multiline: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,11 @@ def _string(
     required: bool = True,
     choices: tuple[str, ...] = (),
     pattern: str = "",
+    multiline: bool = False,
 ) -> FieldSpec:
-    return FieldSpec(name, FieldType.STRING, required, description, choices=choices, pattern=pattern)
+    return FieldSpec(
+        name, FieldType.STRING, required, description, choices=choices, pattern=pattern, multiline=multiline
+    )
 
 
 def _int(name: str, description: str, *, minimum: int | None, maximum: int | None, required: bool = True) -> FieldSpec:
@@ -747,7 +756,7 @@ _MARKET_REGULATION = DepartmentSpec(
                 _fen("registered_capital_fen", "registered capital"),
                 _date("established_on", "date of establishment"),
                 _string("status", "registration status", choices=("active", "revoked", "cancelled", "suspended")),
-                _string("business_scope", "business scope (经营范围)"),
+                _string("business_scope", "business scope (经营范围)", multiline=True),
                 _string("region_code", "region of the registering office", pattern=REGION_CODE),
             ),
         ),
@@ -775,7 +784,7 @@ _MARKET_REGULATION = DepartmentSpec(
                                 "shareholders",
                             ),
                         ),
-                        _string("summary", "what changed, without personal data", required=False),
+                        _string("summary", "what changed, without personal data", required=False, multiline=True),
                     ),
                 ),
             ),
@@ -1423,6 +1432,10 @@ def _check_string(s: FieldSpec, value: object, path: str, problems: list[FieldPr
     if not isinstance(value, str):
         problems.append(_wrong_type(path, "a string", value))
         return
+    control = control_problem(value, multiline=s.multiline)
+    if control:
+        problems.append(FieldProblem(path, f"{path}: {control}"))
+        return
     if contains_raw_identifier(value):
         problems.append(
             FieldProblem(
@@ -1467,6 +1480,7 @@ def _check_list(s: FieldSpec, value: object, path: str, problems: list[FieldProb
         maximum=s.maximum,
         item_fields=s.item_fields,
         pattern=s.pattern,
+        multiline=s.multiline,
     )
     for index, item in enumerate(value):
         _check_value(item_spec, item, f"{path}[{index}]", problems)

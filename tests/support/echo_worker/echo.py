@@ -15,7 +15,7 @@ from govmesh.config import Settings
 from govmesh.db import Database
 from govmesh.identity.v1 import events_pb2
 from govmesh.outbox import Outbox
-from govmesh.worker import DUPLICATE, Application, CurrentEvent, EventMeta, event_handler, parse_event
+from govmesh.worker import DUPLICATE, Application, CurrentEvent, EventMeta, Rejected, event_handler, parse_event
 from services.identity import store
 
 log = logging.getLogger("echotest")
@@ -43,6 +43,8 @@ class EchoWorker:
         registered = parse_event(body, events_pb2.SubjectRegistered)
         if registered.subject_id.startswith("sub_poison"):
             raise ValueError("this event always fails")
+        if registered.subject_id.startswith("sub_refused"):
+            raise Rejected("INVALID_ARGUMENT", "subject_id", "is refused by this handler")
         log.info("applying %s", registered.subject_id)
         with self.app.db.transaction() as session:
             if not self.app.outbox.claim(session, CONSUMER, self.event.event_id):
