@@ -18,6 +18,10 @@ MAX_DISPLAY_NAME = 200
 #: embeddings, overrides and isolates, zero-width characters, the soft hyphen, the BOM, ...),
 #: and the line and paragraph separators (Zl, Zp).
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+#: Format characters that are part of how a script is written, so a name may need them: the
+#: zero-width non-joiner and joiner (Uyghur and Persian in Arabic script, Indic scripts, emoji).
+#: They join or part letters; they cannot reorder text or hide one name behind another.
+_JOINERS = frozenset({"\u200c", "\u200d"})
 
 
 def control_problem(value: str, *, multiline: bool = False) -> str | None:
@@ -26,7 +30,7 @@ def control_problem(value: str, *, multiline: bool = False) -> str | None:
     if value.isprintable():  # the common case: no control, format or separator character at all
         return None
     for position, char in enumerate(value, 1):
-        if multiline and char in "\n\t":
+        if (multiline and char in "\n\t") or char in _JOINERS:
             continue
         category = unicodedata.category(char)
         if category in _REFUSED_CATEGORIES:
