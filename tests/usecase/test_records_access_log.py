@@ -23,7 +23,7 @@ from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
-from services.records import repository, signing, store
+from services.records import queries, repository, signing, store
 from services.records.app import RecordsApp
 from services.records.clients import InvalidSubject
 from services.records.domain import access_log
@@ -389,3 +389,29 @@ def test_the_hash_chained_trail_moves_into_the_log_in_its_order(database_url: st
     assert [e.sequence for e in entries][:7] == list(range(1, 8)) and entries[7].sequence == 8
     assert log.verify().intact
     db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_proofs_read_their_tree_nodes_by_the_primary_key_not_by_scanning(log: Log) -> None:
+    """A million-leaf log made a scan 198 ms per proof on SQLite (bench/results/20261206T023230Z)."""
+    for case in range(9):
+        log.read(XU_WEI, case=f"case-{case}")
+    log.seal_all()
+    statements: list[tuple[str, object]] = []
+
+    def keep(_conn: object, _cursor: object, statement: str, parameters: object, *_rest: object) -> None:
+        if "access_log_nodes" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(log.db.engine, "before_cursor_execute", keep)
+    try:
+        assert all(entry.sealed for entry in log.tracker(XU_WEI).entries)
+        assert queries.consistency_proof(log.db, 3, 9)
+    finally:
+        sa.event.remove(log.db.engine, "before_cursor_execute", keep)
+    assert statements
+    with log.db.engine.connect() as connection:
+        for statement, parameters in statements:
+            plan = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()  # type: ignore[arg-type]
+            details = " ".join(row[3] for row in plan)
+            assert "SCAN access_log_nodes" not in details and "SEARCH access_log_nodes" in details, details
