@@ -22,17 +22,22 @@ CHUNK = 500
 
 def stored_references(session: Session, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which (department, source reference) pairs are stored already."""
+    # One IN list per department, not (department, reference) IN pairs: SQLite scans the whole
+    # table for a row-value IN list (see tree_nodes).
     table = store.records
     found: set[tuple[str, str]] = set()
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
-        rows = session.execute(
-            sa.select(table.c.department_code, table.c.source_reference).where(
-                sa.tuple_(table.c.department_code, table.c.source_reference).in_(chunk)
+    by_department: dict[str, list[str]] = {}
+    for department, reference in sorted(keys):
+        by_department.setdefault(department, []).append(reference)
+    for department, references in by_department.items():
+        for start in range(0, len(references), CHUNK):
+            rows = session.execute(
+                sa.select(table.c.department_code, table.c.source_reference).where(
+                    table.c.department_code == department,
+                    table.c.source_reference.in_(references[start : start + CHUNK]),
+                )
             )
-        )
-        found.update((row.department_code, row.source_reference) for row in rows)
+            found.update((row.department_code, row.source_reference) for row in rows)
     return found
 
 
