@@ -14,6 +14,7 @@ BUF := node_modules/.bin/buf
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
+	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
 	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, crowd ingestion and level latency, proofs under concurrency and a million-entry access log)"
@@ -66,7 +67,9 @@ run: $(STAMPS)/generated
 	@echo "    gRPC identity 127.0.0.1:50051, records :50052, approvals :50053, health :50054, crowd :50055"
 	@echo "    metrics api :9101-9105, worker :9111-9115, crowd ingest :9125"
 	@echo "    a token for grpcurl: $(BIN)/govmesh dev-token demo-portal"
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile start
+	@mkdir -p var && $(BIN)/python scripts/scaled_procfile.py Procfile > var/Procfile.scaled
+	@[ -z "$$GOVMESH_SCALE" ] || echo "    scaled ($$GOVMESH_SCALE): instance k of a kind serves metrics 100 * k above the ports above"
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -d . -f var/Procfile.scaled start
 
 lint: install
 	@echo "==> ruff"

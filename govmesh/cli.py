@@ -41,7 +41,9 @@ def _start_process(service: str, process: str) -> config.Settings:
     from govmesh import logs, tracing
 
     settings = _settings(service)
-    logs.configure_logging(service, process, settings.log_level)
+    # One of several processes of a kind says which ("api.2"), as honcho names it.
+    named = process if settings.instances == 1 else f"{process}.{settings.instance}"
+    logs.configure_logging(service, named, settings.log_level)
     # Readiness checks read the migration state every few seconds; only `migrate` narrates it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # OTLP over gRPC would load grpcio, which cannot live in an eventlet worker: workers use HTTP.
@@ -65,7 +67,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         return 2
     metrics.serve(settings.bind_host, settings.api_metrics_port)
     bind = f"{settings.bind_host}:{settings.grpc_port}"
-    grpcserver.serve(definition, db, auth.TokenVerifier.from_key_dir(policy, settings.key_dir), bind)
+    verifier = auth.TokenVerifier.from_key_dir(policy, settings.key_dir)
+    grpcserver.serve(definition, db, verifier, bind, share_port=settings.shares_grpc_port)
     return 0
 
 

@@ -32,6 +32,12 @@ environment (defaults in brackets):
   <SERVICE>_API_METRICS_PORT  Prometheus port of the api process [9101..9105]
   <SERVICE>_WORKER_METRICS_PORT  Prometheus port of the worker process [9111..9115]
   <SERVICE>_INGEST_METRICS_PORT  Prometheus port of an ingest process (crowd's) [9121..9125]
+  GOVMESH_INSTANCES           how many processes of this kind run [1]; with more than one, the api
+                              processes of a service share its gRPC port (SO_REUSEPORT: the kernel
+                              spreads connections over them) and ingest processes split the shards
+  GOVMESH_INSTANCE            which of them this one is, 0..GOVMESH_INSTANCES-1 (a StatefulSet's
+                              ordinal) [0]; instance k's default metrics ports are the ones above
+                              + 100 * k (a port set explicitly is taken as it is)
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
@@ -84,6 +90,30 @@ def _port(name: str, default: int) -> int:
     return port
 
 
+def _whole(name: str, default: int, lowest: int, highest: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not lowest <= number <= highest:
+        raise ConfigError(f"{name}: {number} is outside {lowest}-{highest}")
+    return number
+
+
+#: A bound on processes of one kind on one machine, so instances' metrics ports (100 apart) stay below 16000.
+MAX_INSTANCES = 64
+
+
+def _instances() -> tuple[int, int]:
+    """(instance, instances): which of how many processes of its kind this one is (0-based)."""
+    instances = _whole("GOVMESH_INSTANCES", 1, 1, MAX_INSTANCES)
+    instance = _whole("GOVMESH_INSTANCE", 0, 0, MAX_INSTANCES - 1)
+    if instance >= instances:
+        raise ConfigError(f"GOVMESH_INSTANCE: {instance} is not below GOVMESH_INSTANCES ({instances})")
+    return instance, instances
+
+
 @dataclass(frozen=True)
 class Settings:
     service: str
@@ -99,6 +129,17 @@ class Settings:
     key_dir: Path
     traces_exporter: str
     log_level: str
+    #: Which of how many processes of its kind this one is (0-based): several api processes of a
+    #: service share its gRPC port, several workers compete for its queues, several ingest
+    #: processes split the shards.
+    instance: int = 0
+    instances: int = 1
+
+    @property
+    def shares_grpc_port(self) -> bool:
+        """Several api processes listen on one port (SO_REUSEPORT). Only then: with one, a port
+        already taken (a forgotten process of an older run) must stop the start, not be shared."""
+        return self.instances > 1
 
     @property
     def grpc_target(self) -> str:
@@ -119,6 +160,10 @@ def load(service: str) -> Settings:
     prefix = service.upper()
     default_db = f"sqlite:///{ROOT / 'var' / (service + '.db')}"
     level = _env("LOG_LEVEL", "INFO").upper()
+    instance, instances = _instances()
+    # Instance k of a kind takes the default metrics ports 100 higher per instance, so several
+    # processes of one kind on one machine each serve their own /metrics (one Prometheus target).
+    offset = 100 * instance
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
     return Settings(
@@ -127,11 +172,13 @@ def load(service: str) -> Settings:
         database_url=_env(f"{prefix}_DATABASE_URL", _env("DATABASE_URL", default_db)),
         bind_host=_env("BIND_HOST", "127.0.0.1"),
         grpc_port=_port(f"{prefix}_GRPC_PORT", 50051 + index),
-        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", 9101 + index),
-        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", 9111 + index),
-        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", 9121 + index),
+        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", 9101 + index + offset),
+        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", 9111 + index + offset),
+        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", 9121 + index + offset),
         policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
         key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
         traces_exporter=_env("OTEL_TRACES_EXPORTER", "none").lower(),
         log_level=level,
+        instance=instance,
+        instances=instances,
     )

@@ -32,6 +32,11 @@ def _normalise_url(url: str) -> sa.URL:
     return parsed
 
 
+#: Connections a process keeps to PostgreSQL, and how many more it may open for a moment.
+POOL_SIZE = 16
+POOL_OVERFLOW = 4
+
+
 class Database:
     def __init__(self, url: str, schema: str, migrations: Path) -> None:
         self.url = _normalise_url(url)
@@ -73,6 +78,11 @@ class Database:
         return sa.create_engine(
             self.url,
             pool_pre_ping=True,
+            # As many connections kept as the process has threads at work (an api's 16), so a
+            # busy process never opens and closes connections per call (a PostgreSQL backend
+            # each); a few more for a burst.
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
             connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
         )
 

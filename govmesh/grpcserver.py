@@ -258,8 +258,11 @@ def serve(
     bind: str,
     max_workers: int = 16,
     grace_seconds: float = 10.0,
+    share_port: bool = False,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then stop taking calls and drain those in flight."""
+    """Run until SIGTERM or SIGINT, then stop taking calls and drain those in flight.
+    ``share_port``: other api processes of the service listen on the same port (SO_REUSEPORT), the
+    kernel spreading new connections over them; otherwise a port already taken stops the start."""
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     readiness = Readiness(db, health_servicer, [definition.full_name])
     server = grpc.server(
@@ -273,7 +276,7 @@ def serve(
                 frozenset(f"/{definition.full_name}/{name}" for name in definition.authorized_inside),
             ),
         ],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", int(share_port))],
     )
     definition.add_servicer(server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -6,6 +6,7 @@ in every process kind, before a worker's eventlet patches the standard library."
 
 ENVIRONMENT = """\
   CROWD_INGEST_SHARDS         shard queues of the readings stream, fixed per deployment [8]
-  CROWD_INGEST_COUNT, CROWD_INGEST_INDEX  ingest processes and this one's index: it consumes
-                              its share of the shards first, the rest as standby [1, 0]
+                              (GOVMESH_INSTANCE of GOVMESH_INSTANCES ingest processes consumes
+                              shard % GOVMESH_INSTANCES == GOVMESH_INSTANCE first, the rest as
+                              standby)
 """

@@ -15,7 +15,7 @@ over SHARDS quorum queues `crowd.readings.shard.<n>` by the hash of the zone id,
 readings always land in one queue, in order. Each shard queue has a single active consumer
 (x-single-active-consumer): however many ingest processes run, one consumes a shard at a time,
 in order, and another takes over when it goes. Every process subscribes to every shard; a
-process first subscribes to its own share (shard % CROWD_INGEST_COUNT == CROWD_INGEST_INDEX,
+process first subscribes to its own share (shard % GOVMESH_INSTANCES == GOVMESH_INSTANCE,
 e.g. a StatefulSet's ordinal) and to the others STANDBY_DELAY later, so N processes split the
 shards between them and each is the others' standby. The shard count is fixed per deployment:
 changing it moves zones between queues (drain first).
@@ -66,6 +66,7 @@ QUIET: Final = 0.002
 #: Unacknowledged messages the broker may send ahead (two batches in flight).
 PREFETCH: Final = 2 * BATCH
 DEFAULT_SHARDS: Final = 8
+MAX_SHARDS: Final = 256
 STANDBY_DELAY: Final = 5.0
 
 
@@ -80,17 +81,13 @@ class Sharding:
     count: int
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str]) -> Sharding:
-        def number(name: str, default: int, low: int, high: int) -> int:
-            raw = environ.get(name, "").strip() or str(default)
-            if not raw.isdigit() or not low <= int(raw) <= high:
-                raise ConfigError(f"{name}: {raw!r} is not a whole number from {low} to {high}")
-            return int(raw)
-
-        shards = number("CROWD_INGEST_SHARDS", DEFAULT_SHARDS, 1, 256)
-        count = number("CROWD_INGEST_COUNT", 1, 1, 256)
-        index = number("CROWD_INGEST_INDEX", 0, 0, count - 1)
-        return cls(shards, index, count)
+    def from_environment(cls, environ: dict[str, str], settings: Settings) -> Sharding:
+        """CROWD_INGEST_SHARDS from ``environ``; which process of how many from the settings every
+        process kind shares (GOVMESH_INSTANCE of GOVMESH_INSTANCES)."""
+        raw = environ.get("CROWD_INGEST_SHARDS", "").strip() or str(DEFAULT_SHARDS)
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_SHARDS:
+            raise ConfigError(f"CROWD_INGEST_SHARDS: {raw!r} is not a whole number from 1 to {MAX_SHARDS}")
+        return cls(int(raw), settings.instance, settings.instances)
 
     def own(self) -> list[int]:
         return [s for s in range(self.shards) if s % self.count == self.index]
@@ -394,7 +391,7 @@ def run(settings: Settings) -> None:
     the fix in the StartupError; a broker not answering yet is waited for."""
     import os
 
-    sharding = Sharding.from_environment(dict(os.environ))
+    sharding = Sharding.from_environment(dict(os.environ), settings)
     db = service_database(settings.service, settings.database_url)
     metrics.prime("broker")
     govmesh_metrics.serve(settings.bind_host, settings.ingest_metrics_port)

@@ -10,7 +10,7 @@ RabbitMQ), beside bare baselines measured in the same run on the same broker.
    published to crowd.readings while no ingest process runs, so what is timed is ingestion alone:
    1 ingest process is started and timed from its first committed batch to its last (the
    govmesh_crowd_readings_total counter of its metrics port), then the same again for 2
-   processes (CROWD_INGEST_COUNT=2) on a second set of zones. Every zone is then checked through
+   processes (GOVMESH_INSTANCES=2) on a second set of zones. Every zone is then checked through
    GetZoneStatus: occupancy exact, each sensor's last sequence the last one published, and no
    reading late, duplicated or refused (per-zone order kept).
    Baselines: the same bodies published to a plain quorum queue (py-amqp, confirms collected as
@@ -63,7 +63,7 @@ from services.crowd.contract import reading_from_pb
 from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
 from tests.bench import results
 from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
-from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, free_port, metrics_text, virtual_host
+from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, metrics_text, virtual_host
 
 UTC = datetime.UTC
 GATES = 4
@@ -250,15 +250,8 @@ def start_ingest(env: ServiceEnv, count: int) -> list[tuple[Process, int]]:
     as start_crowd starts them."""
     started = []
     for index in range(count):
-        port = free_port()
-        env.env.update(
-            {
-                "CROWD_INGEST_COUNT": str(count),
-                "CROWD_INGEST_INDEX": str(index),
-                "CROWD_INGEST_METRICS_PORT": str(port),
-            }
-        )
-        started.append((env.process("ingest", "crowd"), port))
+        process = env.process("ingest", "crowd", instance=(index, count))
+        started.append((process, env.metrics_port_of(process, "ingest")))
     return started
 
 

@@ -3,8 +3,10 @@ million entries, beside a bare baseline measured in the same run.
 
     .venv/bin/python -m tests.bench.records [--database sqlite|postgresql] [--seconds S] [--log-size N]
 
-1. GetProof with 1, 4, 8 and 16 concurrent callers (a thread and a channel each), S seconds at
+1. GetProof with 1, 4, 8 and 16 concurrent callers (a thread and a connection each), S seconds at
    each, on the real mesh (identity and records, an api and a worker each): proofs/s, p50, p99.
+   With --api-processes 1 2 3, records runs 3 api processes sharing its port (SO_REUSEPORT) and
+   the load is measured with 3, then 2, then 1 of them (the others stopped).
    Baseline: a bare grpcio server answering GetProof with a constant proof, same clients.
 2. Read -> sealed: for every access entry written in (1), from the read (its accessed_at) to the
    first signed tree head that holds it (the head's timestamp), as records stored them.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import random
+import resource
 import statistics
 import tempfile
 import time
@@ -36,7 +40,7 @@ from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from services.records import store
 from tests.bench import results
 from tests.bench.identity import latencies, report
-from tests.support.mesh import PostgresDatabases, ServiceEnv, consumers, virtual_host, wait_for
+from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, consumers, virtual_host, wait_for
 from tests.support.people import licence, resident_id, wait_serving
 
 CALLERS = (1, 4, 8, 16)
@@ -57,8 +61,19 @@ class Bare(records_pb2_grpc.RecordsServiceServicer):
         return self.page
 
 
-def under_load(call: Callable[[int, int], object], callers: int, seconds: float) -> tuple[list[float], float]:
-    """Each caller calls in a loop for ``seconds``: every call's latency, and the time they took."""
+def busy_cpu_seconds() -> float:
+    """CPU time this machine spent busy, all cores together, less this process's own (the
+    callers): what the servers (api, worker, identity, the database) burned."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK") - own.ru_utime - own.ru_stime
+
+
+def under_load(call: Callable[[int, int], object], callers: int, seconds: float) -> tuple[list[float], float, float]:
+    """Each caller calls in a loop for ``seconds``: every call's latency, the time they took and
+    the servers' CPU seconds meanwhile (busy_cpu_seconds)."""
+    cpu = busy_cpu_seconds()
     stop = time.monotonic() + seconds
     samples: list[list[float]] = [[] for _ in range(callers)]
 
@@ -73,16 +88,24 @@ def under_load(call: Callable[[int, int], object], callers: int, seconds: float)
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(callers) as pool:
         list(pool.map(caller, range(callers)))
-    return [s for own in samples for s in own], time.perf_counter() - started
+    return [s for own in samples for s in own], time.perf_counter() - started, busy_cpu_seconds() - cpu
 
 
-def report_load(name: str, samples: list[float], elapsed: float, section: str) -> float:
+def report_load(name: str, samples: list[float], elapsed: float, cpu_seconds: float | None, section: str) -> float:
+    """Prints and records one load's figures, with the servers' CPU per call: on a machine whose
+    cores are all busy, throughput is cores / CPU per call, whatever the concurrency. None when
+    the server runs in this process (the bare baseline), whose CPU is the callers'."""
     samples = sorted(samples)
     p50 = statistics.median(samples) * 1000
     p99 = samples[max(0, int(len(samples) * 0.99) - 1)] * 1000
     rate = len(samples) / elapsed
-    print(f"  {name:<44} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:8.0f} calls/s")
-    results.record(section, name, p50_ms=round(p50, 2), p99_ms=round(p99, 2), per_second=round(rate))
+    line = f"  {name:<52} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:6.0f} calls/s"
+    figures = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "per_second": round(rate)}
+    if cpu_seconds is not None:
+        figures["cpu_ms_per_call"] = round(cpu_seconds * 1000 / len(samples), 2)
+        line += f"   servers' cpu {figures['cpu_ms_per_call']:5.2f} ms/call"
+    print(line)
+    results.record(section, name, **figures)
     return rate
 
 
@@ -97,7 +120,11 @@ class Mesh:
         self.engine = records_engine(env)
 
     def stub(self, target: str | None = None) -> records_pb2_grpc.RecordsServiceStub:
-        return records_pb2_grpc.RecordsServiceStub(grpc.insecure_channel(target or self.env.target))
+        # A connection of its own, as a caller in another process would have: grpcio otherwise
+        # shares one connection between channels to one target, and the kernel spreads
+        # connections, not calls, over api processes sharing a port.
+        channel = grpc.insecure_channel(target or self.env.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        return records_pb2_grpc.RecordsServiceStub(channel)
 
     def head(self, stub: records_pb2_grpc.RecordsServiceStub) -> records_pb2.SignedTreeHead:
         request = records_pb2.GetTreeHeadRequest()
@@ -124,13 +151,19 @@ def proof_request(person: str, case: str) -> records_pb2.GetProofRequest:
 
 
 def bench_proofs(
-    mesh: Mesh, people: list[str], bare_target: str, seconds: float, counts: tuple[int, ...] = CALLERS
-) -> int:
-    """Returns the entry number before the load, so that (2) reads the entries it wrote."""
-    print(f"GetProof, {seconds:g} s at each number of concurrent callers")
-    first_entry = mesh.entries()
+    mesh: Mesh,
+    people: list[str],
+    bare_target: str | None,
+    seconds: float,
+    counts: tuple[int, ...] = CALLERS,
+    api_processes: int = 1,
+) -> None:
+    """GetProof at each number of callers, beside the bare server unless ``bare_target`` is None."""
+    print(f"GetProof, {seconds:g} s at each number of concurrent callers, {api_processes} api process(es)")
+    ours = "records api GetProof" + ("" if api_processes == 1 else f" ({api_processes} api processes)")
     for callers in counts:
-        for name, target in (("bare grpcio server (baseline)", bare_target), ("records api GetProof", mesh.env.target)):
+        targets = [("bare grpcio server (baseline)", bare_target)] if bare_target else []
+        for name, target in (*targets, (ours, mesh.env.target)):
             stubs = [mesh.stub(target) for _ in range(callers)]
 
             def call(number: int, n: int, stubs: list[records_pb2_grpc.RecordsServiceStub] = stubs) -> object:
@@ -141,9 +174,10 @@ def bench_proofs(
 
             for n in range(20):  # warm up the channels
                 call(n % callers, n)
-            samples, elapsed = under_load(call, callers, seconds)
-            report_load(f"{name}, {callers} callers", samples, elapsed, "GetProof under concurrency")
-    return first_entry
+            samples, elapsed, cpu = under_load(call, callers, seconds)
+            in_process = target == bare_target
+            section = "GetProof under concurrency"
+            report_load(f"{name}, {callers} callers", samples, elapsed, None if in_process else cpu, section)
 
 
 def bench_sealing_delay(mesh: Mesh, first_entry: int) -> None:
@@ -270,16 +304,23 @@ def mesh_people(mesh: Mesh) -> set[str]:
         return set(connection.execute(sa.select(store.access_entries.c.subject_id).distinct().limit(PEOPLE)).scalars())
 
 
-def start(env: ServiceEnv, amqp: str) -> None:
+def start(env: ServiceEnv, amqp: str, api_processes: int) -> list[Process]:
+    """Identity's api and worker, records' worker and ``api_processes`` records api processes
+    (sharing its port when more than one); returns records' api processes."""
     env.migrate("identity")
     env.migrate("records")
-    for service in ("identity", "records"):
-        env.process("api", service)
-        env.process("worker", service)
+    env.process("api", "identity")
+    env.process("worker", "identity")
+    env.process("worker", "records")
+    shared = api_processes > 1
+    apis = [
+        env.process("api", "records", instance=(k, api_processes) if shared else None) for k in range(api_processes)
+    ]
     wait_for(lambda: consumers(amqp, "rpc-identity") > 0, timeout=30)
     wait_for(lambda: consumers(amqp, "rpc-records") > 0, timeout=30)
     wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
     wait_serving(env.target, "govmesh.records.v1.RecordsService")
+    return apis
 
 
 def main() -> None:
@@ -290,6 +331,13 @@ def main() -> None:
     parser.add_argument(
         "--callers", type=int, nargs="+", default=list(CALLERS), help="numbers of concurrent GetProof callers"
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="numbers of records api processes to measure GetProof with (most first, then fewer)",
+    )
     args = parser.parse_args()
     databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp:
@@ -299,7 +347,7 @@ def main() -> None:
         env.env |= {"OTEL_TRACES_EXPORTER": "none", "LOG_LEVEL": "WARNING"}
         bare_server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         try:
-            start(env, amqp)
+            apis = start(env, amqp, max(args.api_processes))
             mesh = Mesh(env)
             people = [
                 resident_id(f"330106{19600101 + i % 28 + i // 28 * 100:08d}{i % 1000:03d}") for i in range(PEOPLE)
@@ -320,7 +368,12 @@ def main() -> None:
             bare_target = f"127.0.0.1:{bare_server.add_insecure_port('127.0.0.1:0')}"
             bare_server.start()
 
-            first_entry = bench_proofs(mesh, people, bare_target, args.seconds, tuple(args.callers))
+            first_entry = mesh.entries()
+            for n, count in enumerate(sorted(set(args.api_processes), reverse=True)):
+                for extra in apis[count:]:
+                    extra.stop()
+                baseline = bare_target if n == 0 else None
+                bench_proofs(mesh, people, baseline, args.seconds, tuple(args.callers), count)
             bench_sealing_delay(mesh, first_entry)
             if args.log_size:
                 bench_large_log(mesh, args.log_size, bare_target)

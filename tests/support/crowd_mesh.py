@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
-from tests.support.mesh import Integrator, ServiceEnv, consumers, free_port, metrics_text, wait_for
+from tests.support.mesh import Integrator, ServiceEnv, consumers, metrics_text, wait_for
 from tests.support.people import wait_serving
 
 OPERATOR = "city_brain"
@@ -138,16 +138,8 @@ def start_crowd(env: ServiceEnv, amqp: str, ingest: int = 1) -> list[int]:
     env.process("worker", "crowd")
     ports = []
     for index in range(ingest):
-        port = env.ports["crowd"]["ingest_metrics"] if index == 0 else free_port()
-        ports.append(port)
-        env.env.update(
-            {
-                "CROWD_INGEST_COUNT": str(ingest),
-                "CROWD_INGEST_INDEX": str(index),
-                "CROWD_INGEST_METRICS_PORT": str(port),
-            }
-        )
-        env.process("ingest", "crowd")
+        process = env.process("ingest", "crowd", instance=(index, ingest))
+        ports.append(env.metrics_port_of(process, "ingest"))
     wait_for(lambda: consumers(amqp, "crowd.readings.shard.0") > 0, timeout=60)
     wait_serving(env.target_of("crowd"), "govmesh.crowd.v1.CrowdService", timeout=60)
     return ports
@@ -173,4 +165,3 @@ def metric(port: int, name: str, labels: str = "") -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")]
     assert values, f"no {series} in the metrics"
     return values[0]
-

@@ -233,12 +233,24 @@ class ServiceEnv:
         result = govmesh("migrate", service or self.service, env=self.env)
         assert result.returncode == 0, result.stderr
 
-    def process(self, kind: str, service: str | None = None) -> Process:
+    def process(self, kind: str, service: str | None = None, instance: tuple[int, int] | None = None) -> Process:
+        """Start a process of ``kind``; ``instance`` (k, n) makes it the k-th (0-based) of n of
+        its kind, as `make run` with GOVMESH_SCALE starts them: every instance but the first has
+        a metrics port of its own."""
         name = service or self.service
         log_path = self.tmp_path / f"{name}-{kind}-{len(self.processes)}.log"
-        process = Process([kind, name], self.env, log_path)
+        env = self.env
+        if instance is not None:
+            index, count = instance
+            env = env | {"GOVMESH_INSTANCE": str(index), "GOVMESH_INSTANCES": str(count)}
+            if index > 0:
+                env[f"{name.upper()}_{kind.upper()}_METRICS_PORT"] = str(free_port())
+        process = Process([kind, name], env, log_path)
         self.processes.append(process)
         return process.start()
+
+    def metrics_port_of(self, process: Process, kind: str) -> int:
+        return int(process.env[f"{process.args[1].upper()}_{kind.upper()}_METRICS_PORT"])
 
     def token(self, caller: str, ttl_minutes: int | None = None) -> str:
         """A bearer token for ``caller``. Minting runs a process, so a token of the policy's

@@ -10,6 +10,7 @@ import random
 import pytest
 from google.protobuf import json_format
 
+from govmesh import config
 from govmesh.config import ConfigError
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from services.crowd.contract import reading_from_pb
@@ -96,17 +97,22 @@ def test_an_empty_zone_id_is_the_routing_keys_and_other_offsets_are_read_by_prot
     assert parsed.delta == 2 and parsed.absolute_count is None and parsed.kind is None
 
 
-def test_shards_are_split_between_ingest_processes_and_bad_settings_are_named() -> None:
-    assert Sharding.from_environment({}).own() == list(range(8))
-    first = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "0"})
-    second = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "1"})
-    third = Sharding.from_environment({"CROWD_INGEST_COUNT": "3", "CROWD_INGEST_INDEX": "2"})
+def test_shards_are_split_between_ingest_processes_and_bad_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sharding(environ: dict[str, str]) -> Sharding:
+        for name in ("GOVMESH_INSTANCE", "GOVMESH_INSTANCES"):
+            monkeypatch.setenv(name, environ.get(name, ""))
+        return Sharding.from_environment(environ, config.load("crowd"))
+
+    assert sharding({}).own() == list(range(8))
+    first, second, third = (sharding({"GOVMESH_INSTANCES": "3", "GOVMESH_INSTANCE": str(i)}) for i in range(3))
     assert sorted(first.own() + second.own() + third.own()) == list(range(8)), "every shard has one owner"
     assert first.standby() == [1, 2, 4, 5, 7]
     for environ, name in [
         ({"CROWD_INGEST_SHARDS": "0"}, "CROWD_INGEST_SHARDS"),
-        ({"CROWD_INGEST_COUNT": "2", "CROWD_INGEST_INDEX": "2"}, "CROWD_INGEST_INDEX"),
-        ({"CROWD_INGEST_COUNT": "two"}, "CROWD_INGEST_COUNT"),
+        ({"GOVMESH_INSTANCES": "2", "GOVMESH_INSTANCE": "2"}, "GOVMESH_INSTANCE"),
+        ({"GOVMESH_INSTANCES": "two"}, "GOVMESH_INSTANCES"),
     ]:
         with pytest.raises(ConfigError, match=name):
-            Sharding.from_environment(environ)
+            sharding(environ)

@@ -38,7 +38,7 @@ def test_the_help_lists_the_runtimes_variables_and_each_services_own() -> None:
     doc = cli.environment_doc()
     for variable in ("AMQP_URI", "DATABASE_URL", "APPROVALS_CASE_TYPES_DIR", "APPROVALS_STALL_SECONDS"):
         assert variable in doc
-    assert "CROWD_INGEST_SHARDS" in doc and "CROWD_INGEST_COUNT" in doc
+    assert "CROWD_INGEST_SHARDS" in doc and "GOVMESH_INSTANCES" in doc
     assert doc.index("AMQP_URI") < doc.index("APPROVALS_CASE_TYPES_DIR"), "the runtime's variables come first"
     assert "CROWD_INGEST_SHARDS" in cli.parser().format_help()
 

@@ -1,0 +1,75 @@
+"""The Procfile `make run` starts: the project's Procfile with each process scaled as
+GOVMESH_SCALE asks, e.g. ``GOVMESH_SCALE=approvals-worker=2,records-api=2``.
+
+A process scaled to N becomes N lines, ``records-api-0`` .. ``records-api-<N-1>``, each told which
+of how many it is (GOVMESH_INSTANCE, GOVMESH_INSTANCES): api processes then share their service's
+gRPC port, ingest processes split their shards, and each takes metrics ports of its own
+(govmesh/config.py). Workers need nothing more: they compete for their service's queues, and what
+must run once (outbox relays, sequencers, timers) already takes a database lock or lease.
+
+Usage: scripts/scaled_procfile.py [PROCFILE]   (writes the scaled Procfile to standard output)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from govmesh.config import MAX_INSTANCES
+
+_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+):\s*(?P<command>.+)$")
+
+
+class ScaleError(ValueError):
+    """GOVMESH_SCALE names a process the Procfile does not have, or a count it cannot run."""
+
+
+def parse_scale(raw: str, known: list[str]) -> dict[str, int]:
+    """``name=N,name=N`` into counts; every name must be one of ``known``."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, equals, number = part.partition("=")
+        name, number = name.strip(), number.strip()
+        if not equals:
+            raise ScaleError(f"GOVMESH_SCALE: {part!r} is not name=count (e.g. records-api=2)")
+        if name not in known:
+            raise ScaleError(f"GOVMESH_SCALE: {name!r} is not a process of the Procfile ({', '.join(known)})")
+        if not number.isdigit() or not 0 <= int(number) <= MAX_INSTANCES:
+            raise ScaleError(f"GOVMESH_SCALE: {name}: {number!r} is not a count from 0 to {MAX_INSTANCES}")
+        if name in counts:
+            raise ScaleError(f"GOVMESH_SCALE: {name} is named twice")
+        counts[name] = int(number)
+    return counts
+
+
+def scaled(procfile: str, raw_scale: str) -> str:
+    processes = [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
+    counts = parse_scale(raw_scale, [p["name"] for p in processes])
+    lines = []
+    for process in processes:
+        name, command = process["name"], process["command"]
+        count = counts.get(name, 1)
+        if count == 1:
+            lines.append(f"{name}: {command}")
+            continue
+        for instance in range(count):  # a count of 0 leaves the process out
+            lines.append(f"{name}-{instance}: GOVMESH_INSTANCE={instance} GOVMESH_INSTANCES={count} {command}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    procfile = Path(argv[1] if len(argv) > 1 else "Procfile")
+    try:
+        sys.stdout.write(scaled(procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", "")))
+    except ScaleError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,50 @@
+"""Settings of one of several processes of a kind (GOVMESH_INSTANCE of GOVMESH_INSTANCES)."""
+
+from __future__ import annotations
+
+import pytest
+
+from govmesh import config
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GOVMESH_INSTANCE", "GOVMESH_INSTANCES", "RECORDS_API_METRICS_PORT", "RECORDS_WORKER_METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_one_process_of_a_kind_keeps_its_port_to_itself() -> None:
+    settings = config.load("records")
+    assert (settings.instance, settings.instances) == (0, 1)
+    assert not settings.shares_grpc_port, "a forgotten process on the port must stop the start, not share it"
+    assert (settings.api_metrics_port, settings.worker_metrics_port) == (9102, 9112)
+
+
+def test_instance_k_takes_metrics_ports_100_k_higher_unless_a_port_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOVMESH_INSTANCES", "3")
+    monkeypatch.setenv("GOVMESH_INSTANCE", "2")
+    settings = config.load("records")
+    assert settings.shares_grpc_port
+    assert settings.grpc_port == 50052, "every api process of a service listens on the service's port"
+    assert (settings.api_metrics_port, settings.worker_metrics_port) == (9302, 9312)
+    monkeypatch.setenv("RECORDS_API_METRICS_PORT", "19000")
+    assert config.load("records").api_metrics_port == 19000
+
+
+@pytest.mark.parametrize(
+    ("instance", "instances", "named"),
+    [
+        ("1", "1", "GOVMESH_INSTANCE: 1 is not below GOVMESH_INSTANCES (1)"),
+        ("-1", "2", "GOVMESH_INSTANCE: -1 is outside 0-63"),
+        ("0", "0", "GOVMESH_INSTANCES: 0 is outside 1-64"),
+        ("0", "many", "GOVMESH_INSTANCES: 'many' is not a whole number"),
+    ],
+)
+def test_a_bad_instance_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, instance: str, instances: str, named: str
+) -> None:
+    monkeypatch.setenv("GOVMESH_INSTANCE", instance)
+    monkeypatch.setenv("GOVMESH_INSTANCES", instances)
+    with pytest.raises(config.ConfigError) as raised:
+        config.load("records")
+    assert str(raised.value) == named

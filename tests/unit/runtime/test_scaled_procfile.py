@@ -1,0 +1,63 @@
+"""`make run`'s Procfile under GOVMESH_SCALE (scripts/scaled_procfile.py), run as make runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def scaled(scale: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "GOVMESH_SCALE"}
+    if scale is not None:
+        env["GOVMESH_SCALE"] = scale
+    return subprocess.run(
+        [sys.executable, "scripts/scaled_procfile.py", "Procfile"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_without_a_scale_the_procfile_is_run_as_it_is() -> None:
+    result = scaled(None)
+    assert result.returncode == 0, result.stderr
+    original = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()]
+    assert result.stdout.splitlines() == original
+
+
+def test_a_scaled_process_becomes_numbered_instances_that_know_which_they_are() -> None:
+    result = scaled("records-api=2, approvals-worker=3,crowd-ingest=0")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "records-api-0: GOVMESH_INSTANCE=0 GOVMESH_INSTANCES=2 govmesh api records" in lines
+    assert "records-api-1: GOVMESH_INSTANCE=1 GOVMESH_INSTANCES=2 govmesh api records" in lines
+    assert [line.split(":")[0] for line in lines if "worker approvals" in line] == [
+        "approvals-worker-0",
+        "approvals-worker-1",
+        "approvals-worker-2",
+    ]
+    assert not any("ingest crowd" in line for line in lines), "a count of 0 leaves the process out"
+    assert "identity-api: govmesh api identity" in lines, "the others are left as they are"
+    names = [re.match(r"[\w-]+", line).group() for line in lines]  # type: ignore[union-attr]
+    assert len(names) == len(set(names)), "every process has a name of its own"
+
+
+def test_a_bad_scale_is_refused_naming_what_is_wrong_and_writes_nothing() -> None:
+    for scale, reason in [
+        ("records-apii=2", "'records-apii' is not a process of the Procfile"),
+        ("records-api", "'records-api' is not name=count"),
+        ("records-api=two", "records-api: 'two' is not a count"),
+        ("records-api=65", "records-api: '65' is not a count from 0 to 64"),
+        ("records-api=2,records-api=3", "records-api is named twice"),
+    ]:
+        result = scaled(scale)
+        assert result.returncode == 2, scale
+        assert reason in result.stderr and result.stderr.startswith("GOVMESH_SCALE: "), result.stderr
+        assert result.stdout == ""
