@@ -1,0 +1,202 @@
+"""More processes, no double effects: records and approvals each run two api processes (sharing
+their port, SO_REUSEPORT) and two workers (competing for their queues) on PostgreSQL, beside
+identity's one of each, as `GOVMESH_SCALE=records-api=2,records-worker=2,approvals-api=2,
+approvals-worker=2 make run` starts them.
+
+Cases are submitted over many connections (so both approvals apis take them), each twice with one
+request id; proofs are pulled straight from records' two apis, each twice with one request id. Then
+every case is decided once, every proof issued once, every event published once, and records'
+access log, sealed by whichever sequencer held the lock, verifies whole."""
+
+from __future__ import annotations
+
+import collections
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from govmesh import clock
+from govmesh.approvals.v1 import approvals_pb2 as pb
+from govmesh.approvals.v1 import approvals_pb2_grpc
+from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from tests.support.approvals_mesh import FINAL, accesses, publish
+from tests.support.approvals_scenarios import scenarios
+from tests.support.mesh import (
+    Integrator,
+    PostgresDatabases,
+    Process,
+    ServiceEnv,
+    consumers,
+    metrics_text,
+    virtual_host,
+    wait_for,
+)
+from tests.support.people import wait_serving
+
+CASES = 30
+PROOFS = 40
+CASE_QUEUE = "evt-approvals-case_submitted--approvals.on_case_submitted"
+
+
+def own_connection(target: str) -> grpc.Channel:
+    """A channel with a connection of its own, as a caller in another process has: grpcio would
+    otherwise share one connection between channels, and the kernel spreads connections, not
+    calls, over the processes sharing a port."""
+    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+class ScaledMesh:
+    def __init__(self, env: ServiceEnv, amqp: str) -> None:
+        self.env = env
+        self.amqp = amqp
+        self.scaled: dict[tuple[str, str], list[Process]] = {}
+
+    def start(self) -> None:
+        env = self.env
+        with futures.ThreadPoolExecutor(3) as pool:
+            list(pool.map(env.migrate, ("identity", "records", "approvals")))
+        env.process("api", "identity")
+        env.process("worker", "identity")
+        for service in ("records", "approvals"):
+            for kind in ("worker", "api"):
+                self.scaled[service, kind] = [env.process(kind, service, instance=(k, 2)) for k in range(2)]
+        wait_for(lambda: consumers(self.amqp, "rpc-records") == 2, timeout=60)
+        wait_for(lambda: consumers(self.amqp, CASE_QUEUE) == 2, timeout=60)
+        for service in ("identity", "records", "approvals"):
+            wait_serving(env.target_of(service), f"govmesh.{service}.v1.{service.capitalize()}Service", timeout=60)
+
+    def calls_handled(self, service: str, method: str) -> list[float]:
+        """Each api process's count of ``method`` calls answered OK, from its own /metrics."""
+        series = f'govmesh_grpc_requests_total{{code="OK",method="{method}",service="{service}"}}'
+        return [
+            sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text(port).splitlines() if line.startswith(series))
+            for port in (self.env.metrics_port_of(p, "api") for p in self.scaled[service, "api"])
+        ]
+
+    def events_applied(self, handler: str) -> list[float]:
+        series = f'govmesh_events_handled_total{{handler="{handler}",outcome="applied",service="approvals"}}'
+        ports = [self.env.metrics_port_of(p, "worker") for p in self.scaled["approvals", "worker"]]
+        return [
+            sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text(port).splitlines() if line.startswith(series))
+            for port in ports
+        ]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresDatabases) -> Iterator[ScaledMesh]:
+    tmp_path: Path = tmp_path_factory.mktemp("scale-out")
+    with virtual_host() as amqp:
+        env = ServiceEnv("approvals", postgres.create(), tmp_path, amqp, others=("identity", "records"))
+        env.env |= {"OTEL_TRACES_EXPORTER": "none", "LOG_LEVEL": "INFO"}
+        scaled = ScaledMesh(env, amqp)
+        try:
+            scaled.start()
+            yield scaled
+        finally:
+            env.stop_all()
+
+
+def test_two_apis_and_two_workers_decide_every_case_once_and_publish_every_event_once(mesh: ScaledMesh) -> None:
+    env = mesh.env
+    permits = (s for s in scenarios(clock.shanghai_date()) if s.case_type == "ride_hailing_driver_permit")
+    scenario = next(s for s in permits if not s.failing_rules)
+    publish(env, list(scenario.records))
+    decided = Integrator(mesh.amqp, "approvals.events", "case_decided")
+    records_events = Integrator(mesh.amqp, "records.events", "#")
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+
+    def submit(request_id: str) -> str:
+        stub = approvals_pb2_grpc.ApprovalsServiceStub(own_connection(env.target_of("approvals")))
+        request = pb.SubmitCaseRequest(
+            case_type=scenario.case_type,
+            applicant_identifier=scenario.applicant,
+            parameters=scenario.parameters,
+            request_id=request_id,
+        )
+        return str(stub.SubmitCase(request, metadata=metadata, timeout=30).case.case_id)
+
+    request_ids = [str(uuid.uuid4()) for _ in range(CASES)]
+    with futures.ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(submit, request_ids))
+        again = list(pool.map(submit, request_ids))
+    assert first == again, "a request id names one case, whichever api process took it"
+    assert len(set(first)) == CASES
+
+    stub = approvals_pb2_grpc.ApprovalsServiceStub(own_connection(env.target_of("approvals")))
+
+    def all_final() -> bool:
+        return all(stub.GetCase(pb.GetCaseRequest(case_id=c), metadata=metadata).case.state in FINAL for c in first)
+
+    wait_for(all_final, timeout=120)
+    cases = [stub.GetCase(pb.GetCaseRequest(case_id=c), metadata=metadata).case for c in first]
+    assert {c.state for c in cases} == {pb.CASE_STATE_APPROVED}, [c.decision.message_en for c in cases]
+
+    decisions = decided.drain(quiet=3)
+    ids = [properties.headers["ce-id"] for _, properties, _ in decisions]
+    decided_cases = collections.Counter(json.loads(body)["caseId"] for _, _, body in decisions)
+    assert len(ids) == len(set(ids)) == CASES, "every case_decided published once"
+    assert decided_cases == dict.fromkeys(first, 1), "every case decided once"
+
+    # Four proofs per case, each pulled once: one granted entry per proof on the applicant's tracker.
+    subject = cases[0].applicant_subject_id
+    per_case = collections.Counter(e.purpose.case_id for e in accesses(env, subject) if e.purpose.case_id in first)
+    assert per_case == dict.fromkeys(first, 4), "no proof pulled twice by two workers"
+
+    assert all(n > 0 for n in mesh.calls_handled("approvals", "SubmitCase")), "both approvals apis took cases"
+    assert all(n > 0 for n in mesh.events_applied("on_case_submitted")), "both approvals workers worked cases"
+    records_events.close()
+    decided.close()
+
+
+def test_two_records_apis_issue_each_proof_once_and_two_sequencers_seal_one_log(mesh: ScaledMesh) -> None:
+    env = mesh.env
+    scenario = next(s for s in scenarios(clock.shanghai_date()) if s.case_type == "ride_hailing_driver_permit")
+    publish(env, list(scenario.records))
+    issued = Integrator(mesh.amqp, "records.events", "proof_issued")
+    metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+
+    def pull(request_id: str) -> str:
+        stub = records_pb2_grpc.RecordsServiceStub(own_connection(env.target_of("records")))
+        request = records_pb2.GetProofRequest(
+            identifier=scenario.applicant,
+            proof_type="driving_licence",
+            purpose=records_pb2.Purpose(case_id="scale-out"),
+            request_id=request_id,
+        )
+        return str(stub.GetProof(request, metadata=metadata, timeout=30).proof.proof_id)
+
+    request_ids = [str(uuid.uuid4()) for _ in range(PROOFS)]
+    with futures.ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(pull, request_ids))
+        again = list(pool.map(pull, request_ids))
+    assert first == again, "a request id names one proof, whichever api process took it"
+    assert all(n > 0 for n in mesh.calls_handled("records", "GetProof")), "both records apis issued proofs"
+
+    events = issued.drain(quiet=3)
+    proof_ids = collections.Counter(json.loads(body)["proofId"] for _, _, body in events)
+    assert proof_ids == dict.fromkeys(first, 1), "every proof_issued published once, by one of two relays"
+    issued.close()
+
+    records = records_pb2_grpc.RecordsServiceStub(own_connection(env.target_of("records")))
+    subject = records.GetProof(
+        records_pb2.GetProofRequest(
+            identifier=scenario.applicant, proof_type="driving_licence", purpose=records_pb2.Purpose(case_id="x")
+        ),
+        metadata=metadata,
+    ).proof.subject_id
+    entries = [e for e in accesses(env, subject) if e.purpose.case_id == "scale-out"]
+    assert len(entries) == PROOFS, "one access entry per proof, none for an idempotent repeat"
+
+    def sealed() -> bool:
+        return all(e.sealed for e in accesses(env, subject))
+
+    wait_for(sealed, timeout=30)
+    leaves = [e.leaf_index for e in accesses(env, subject)]
+    assert len(leaves) == len(set(leaves)), "two sequencers never gave two entries one leaf"
+    verified = records.VerifyAuditTrail(records_pb2.VerifyAuditTrailRequest(), metadata=metadata, timeout=60)
+    assert verified.intact, verified
