@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -48,6 +48,14 @@ def own_connection(target: str) -> grpc.Channel:
     otherwise share one connection between channels, and the kernel spreads connections, not
     calls, over the processes sharing a port."""
     return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def each_twice(call: Callable[[str], str], count: int) -> tuple[list[str], list[str]]:
+    """``count`` calls from 8 threads, each with a request id of its own, then all again with the
+    same ids: what each call answered, the first time and the second."""
+    request_ids = [str(uuid.uuid4()) for _ in range(count)]
+    with futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(call, request_ids)), list(pool.map(call, request_ids))
 
 
 class ScaledMesh:
@@ -120,10 +128,7 @@ def test_two_apis_and_two_workers_decide_every_case_once_and_publish_every_event
         )
         return str(stub.SubmitCase(request, metadata=metadata, timeout=30).case.case_id)
 
-    request_ids = [str(uuid.uuid4()) for _ in range(CASES)]
-    with futures.ThreadPoolExecutor(8) as pool:
-        first = list(pool.map(submit, request_ids))
-        again = list(pool.map(submit, request_ids))
+    first, again = each_twice(submit, CASES)
     assert first == again, "a request id names one case, whichever api process took it"
     assert len(set(first)) == CASES
 
@@ -170,10 +175,7 @@ def test_two_records_apis_issue_each_proof_once_and_two_sequencers_seal_one_log(
         )
         return str(stub.GetProof(request, metadata=metadata, timeout=30).proof.proof_id)
 
-    request_ids = [str(uuid.uuid4()) for _ in range(PROOFS)]
-    with futures.ThreadPoolExecutor(8) as pool:
-        first = list(pool.map(pull, request_ids))
-        again = list(pool.map(pull, request_ids))
+    first, again = each_twice(pull, PROOFS)
     assert first == again, "a request id names one proof, whichever api process took it"
     assert all(n > 0 for n in mesh.calls_handled("records", "GetProof")), "both records apis issued proofs"
 
