@@ -77,9 +77,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     # Known and accepted (ARCHITECTURE.md): nameko needs eventlet, kept behind govmesh.worker.
     warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+    import os
+
     import eventlet
 
     eventlet.monkey_patch()
+    # psycopg waits for PostgreSQL in C (wait_c), which eventlet cannot see: every query would
+    # stall the hub and every other green thread of the worker. Its select() wait, imported after
+    # the patch above, yields to them instead (psycopg only detects gevent's patching).
+    os.environ["PSYCOPG_WAIT_FUNC"] = "wait_select"
     from govmesh import worker
 
     settings = _start_process(args.service, "worker")

@@ -4,11 +4,6 @@ can never change."""
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import os
-import threading
-
 import grpc
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
@@ -16,6 +11,7 @@ from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 from govmesh.auth import ServiceCredentials
 from govmesh.errors import InvalidArgument, Unavailable
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
+from govmesh.known_subjects import KnownSubjects
 from govmesh.parties import Party
 
 
@@ -24,60 +20,20 @@ class IdentifierRefused(Exception):
     contains the identifier."""
 
 
-#: How many lookups an api process remembers (about 200 bytes each).
-KNOWN_SUBJECTS = 100_000
-
-
-class KnownSubjects:
-    """Identity's answers that can never change, so that a busy api asks identity once per
-    person rather than once per call (records' GetProof spent 40% of its time waiting on it).
-
-    A registered subject is never changed or removed (identity registers idempotently and has
-    no other write), so its answer holds for ever. The would-be subject of an unregistered
-    identifier (ResolveSubject with allow_unregistered) holds for callers that accept one, but
-    not for those that need a registration, which may since have happened: they ask again.
-    Refusals and "not found" are never kept. Keys are a keyed hash of the identifier under a
-    key of this process, so the cache holds no identifier. Thread-safe, least recently used
-    out first."""
-
-    def __init__(self, size: int = KNOWN_SUBJECTS) -> None:
-        self.size = size
-        self._salt = os.urandom(16)
-        self._answers: collections.OrderedDict[bytes, tuple[identity_pb2.Subject, bool]] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def _key(self, identifier: str, subject_id: str) -> bytes:
-        kind, value = (b"identifier", identifier) if identifier else (b"subject_id", subject_id)
-        return hashlib.blake2b(value.encode(), key=self._salt, person=kind, digest_size=16).digest()
-
-    def get(self, identifier: str, subject_id: str, allow_unregistered: bool) -> identity_pb2.Subject | None:
-        key = self._key(identifier, subject_id)
-        with self._lock:
-            found = self._answers.get(key)
-            if found is None or not (found[1] or allow_unregistered):
-                return None
-            self._answers.move_to_end(key)
-            return found[0]
-
-    def keep(self, identifier: str, subject_id: str, subject: identity_pb2.Subject, registered: bool) -> None:
-        key = self._key(identifier, subject_id)
-        with self._lock:
-            self._answers[key] = (subject, registered)
-            self._answers.move_to_end(key)
-            while len(self._answers) > self.size:
-                self._answers.popitem(last=False)
-
-
 class IdentityClient:
     def __init__(
-        self, target: str, credentials: ServiceCredentials, timeout: float = 5.0, known: KnownSubjects | None = None
+        self,
+        target: str,
+        credentials: ServiceCredentials,
+        timeout: float = 5.0,
+        known: KnownSubjects[identity_pb2.Subject] | None = None,
     ) -> None:
         # The client interceptor carries the trace (traceparent) from the caller's call into identity's.
         self.channel = intercept_channel(grpc.insecure_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
         self.stub = identity_pb2_grpc.IdentityServiceStub(self.channel)
         self.credentials = credentials
         self.timeout = timeout
-        self.known = known if known is not None else KnownSubjects()
+        self.known: KnownSubjects[identity_pb2.Subject] = known if known is not None else KnownSubjects()
 
     def _call(self, method: str, request: object) -> object | None:
         try:

@@ -11,6 +11,7 @@ from govmesh import enums
 from govmesh.auth import ServiceCredentials
 from govmesh.errors import Unavailable
 from govmesh.identity.v1 import identity_pb2
+from govmesh.known_subjects import KnownSubjects
 from govmesh.parties import Party
 from services.records.domain.catalogue import SubjectKind
 
@@ -85,25 +86,40 @@ class IdentityOverRpc:
     parallel = False  # a nameko proxy is called from its entrypoint's own green thread
 
     def __init__(
-        self, credentials: ServiceCredentials, timeout: float = IDENTITY_TIMEOUT_SECONDS, proxy: Any = None
+        self,
+        credentials: ServiceCredentials,
+        timeout: float = IDENTITY_TIMEOUT_SECONDS,
+        proxy: Any = None,
+        known: KnownSubjects[Party] | None = None,
     ) -> None:
         self.credentials = credentials
         self.timeout = timeout
         self.proxy = proxy
+        # One for the process, shared by every entrypoint's client (through()).
+        self.known: KnownSubjects[Party] = known if known is not None else KnownSubjects()
 
     def through(self, proxy: Any) -> IdentityOverRpc:
-        return IdentityOverRpc(self.credentials, self.timeout, proxy)
+        return IdentityOverRpc(self.credentials, self.timeout, proxy, self.known)
 
     def register(self, identifier: str, display_name: str) -> Party:
         answer = self._call("register_subject", identifier=identifier, display_name=display_name)
         assert answer is not None
-        return _party_of(answer)
+        party = _party_of(answer)
+        self.known.keep(identifier, "", party, registered=True)
+        return party
 
     def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
+        known = self.known.get(identifier, subject_id, allow_unregistered)
+        if known is not None:
+            return known
         answer = self._call(
             "resolve_subject", identifier=identifier, subject_id=subject_id, allow_unregistered=allow_unregistered
         )
-        return None if answer is None else _party_of(answer)
+        if answer is None:
+            return None
+        party = _party_of(answer)
+        self.known.keep(identifier, subject_id, party, registered=not answer.get("unregistered", False))
+        return party
 
     def _call(self, method: str, **kwargs: object) -> dict[str, Any] | None:
         from nameko.exceptions import RemoteError

@@ -15,7 +15,8 @@ import pytest
 from govmesh import auth
 from govmesh.config import ROOT
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
-from govmesh.identity_client import IdentifierRefused, IdentityClient, KnownSubjects
+from govmesh.identity_client import IdentifierRefused, IdentityClient
+from govmesh.known_subjects import KnownSubjects
 from tests.support.people import LUO_FANG, XU_WEI, ZHUJI_RESIDENT
 from tests.support.standins import subject_of
 
@@ -68,7 +69,7 @@ def identity() -> Iterator[tuple[StandInIdentity, str]]:
     server.stop(0)
 
 
-def client(target: str, tmp_path: Path, known: KnownSubjects | None = None) -> IdentityClient:
+def client(target: str, tmp_path: Path, known: KnownSubjects[identity_pb2.Subject] | None = None) -> IdentityClient:
     policy = auth.Policy.load(ROOT / "policy" / "dev.yaml")
     credentials = auth.ServiceCredentials(auth.TokenIssuer.from_key_dir(policy, tmp_path), "records")
     return IdentityClient(target, credentials, known=known)
@@ -121,7 +122,7 @@ def test_the_least_recently_used_answer_goes_first_and_no_identifier_is_held(
     identity: tuple[StandInIdentity, str], tmp_path: Path
 ) -> None:
     stand_in, target = identity
-    known = KnownSubjects(size=2)
+    known: KnownSubjects[identity_pb2.Subject] = KnownSubjects(size=2)
     records = client(target, tmp_path, known)
     for person in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
         stand_in.registered[person] = stand_in.subject(person)
