@@ -73,19 +73,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import warnings
+    from govmesh.green import patch_worker_process
 
-    # Known and accepted (ARCHITECTURE.md): nameko needs eventlet, kept behind govmesh.worker.
-    warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
-    import os
-
-    import eventlet
-
-    eventlet.monkey_patch()
-    # psycopg waits for PostgreSQL in C (wait_c), which eventlet cannot see: every query would
-    # stall the hub and every other green thread of the worker. Its select() wait, imported after
-    # the patch above, yields to them instead (psycopg only detects gevent's patching).
-    os.environ["PSYCOPG_WAIT_FUNC"] = "wait_select"
+    patch_worker_process()
     from govmesh import worker
 
     settings = _start_process(args.service, "worker")

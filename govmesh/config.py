@@ -38,6 +38,8 @@ environment (defaults in brackets):
   GOVMESH_INSTANCE            which of them this one is, 0..GOVMESH_INSTANCES-1 (a StatefulSet's
                               ordinal) [0]; instance k's default metrics ports are the ones above
                               + 100 * k (a port set explicitly is taken as it is)
+  GOVMESH_WORKER_CONCURRENCY  events, RPCs and timers a worker handles at once (nameko's
+                              max_workers; its database pool follows) [10]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
@@ -134,6 +136,8 @@ class Settings:
     #: processes split the shards.
     instance: int = 0
     instances: int = 1
+    #: Entrypoints (events, RPCs, timers) a worker runs at once, each a green thread.
+    worker_concurrency: int = 10
 
     @property
     def shares_grpc_port(self) -> bool:
@@ -181,4 +185,5 @@ def load(service: str) -> Settings:
         log_level=level,
         instance=instance,
         instances=instances,
+        worker_concurrency=_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
     )

@@ -32,16 +32,18 @@ def _normalise_url(url: str) -> sa.URL:
     return parsed
 
 
-#: Connections a process keeps to PostgreSQL, and how many more it may open for a moment.
+#: Connections a process keeps to PostgreSQL (an api's threads; a worker keeps its handlers'
+#: concurrency and its timers'), and how many more it may open for a moment.
 POOL_SIZE = 16
 POOL_OVERFLOW = 4
 
 
 class Database:
-    def __init__(self, url: str, schema: str, migrations: Path) -> None:
+    def __init__(self, url: str, schema: str, migrations: Path, pool_size: int = POOL_SIZE) -> None:
         self.url = _normalise_url(url)
         self.schema = schema
         self.migrations = migrations
+        self.pool_size = pool_size
         self.engine = self._create_engine()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
@@ -81,7 +83,7 @@ class Database:
             # As many connections kept as the process has threads at work (an api's 16), so a
             # busy process never opens and closes connections per call (a PostgreSQL backend
             # each); a few more for a burst.
-            pool_size=POOL_SIZE,
+            pool_size=self.pool_size,
             max_overflow=POOL_OVERFLOW,
             connect_args={"options": f"-csearch_path={self.schema}", "connect_timeout": 5},
         )
@@ -150,7 +152,8 @@ def run_alembic_env(target_metadata: sa.MetaData) -> None:
         context.run_migrations()
 
 
-def service_database(service: str, url: str) -> Database:
-    """The database of `service`, whose migrations live in services/<service>/migrations."""
+def service_database(service: str, url: str, pool_size: int = POOL_SIZE) -> Database:
+    """The database of `service`, whose migrations live in services/<service>/migrations;
+    ``pool_size``: connections kept to PostgreSQL, at least the process's concurrent users."""
     migrations = Path(__file__).resolve().parent.parent / "services" / service / "migrations"
-    return Database(url, schema=service, migrations=migrations)
+    return Database(url, schema=service, migrations=migrations, pool_size=pool_size)

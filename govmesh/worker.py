@@ -32,7 +32,7 @@ from opentelemetry.context import Context
 from govmesh import metrics, tracing
 from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
 from govmesh.config import ProcessKind, Settings
-from govmesh.db import Database, service_database
+from govmesh.db import POOL_SIZE, Database, service_database
 from govmesh.messaging import (
     DELIVERY_LIMIT,
     BrokerUnavailable,
@@ -66,7 +66,9 @@ class Application(DependencyProvider):  # type: ignore[misc]
 
     def setup(self) -> None:
         settings: Settings = self.container.config[SETTINGS_KEY]
-        self.db = service_database(settings.service, settings.database_url)
+        # Every entrypoint running at once may hold a connection (the relay has its own).
+        pool_size = max(POOL_SIZE, settings.worker_concurrency + 2)
+        self.db = service_database(settings.service, settings.database_url, pool_size)
         self.app = self.build(settings, self.db, "worker")
 
     def stop(self) -> None:
@@ -153,7 +155,8 @@ def run(settings: Settings) -> None:
     assert_no_grpc()
     metrics.serve(settings.bind_host, settings.worker_metrics_port)
     log.info("worker starting", extra={"amqp": settings.amqp_uri.rsplit("@", 1)[-1]})
-    nameko_run([service_class], {"AMQP_URI": settings.amqp_uri, SETTINGS_KEY: settings})
+    config = {"AMQP_URI": settings.amqp_uri, "max_workers": settings.worker_concurrency, SETTINGS_KEY: settings}
+    nameko_run([service_class], config)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from govmesh.config import ROOT, SERVICES
+from tests.support.mesh import PostgresDatabases
 
 PROBE = """
 import sys, warnings
@@ -42,3 +43,45 @@ def test_the_guard_itself_fails_when_grpcio_is_loaded() -> None:
     probe = PROBE.format(modules=["grpc"]).replace("govmesh.worker.assert_no_grpc()", "")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "'grpc'" in result.stdout
+
+
+STALL_PROBE = """
+import sys
+from govmesh.green import patch_worker_process
+{patch}
+import eventlet
+from govmesh.db import service_database
+
+db = service_database("records", {url!r})
+ticks = []
+
+def ticker():
+    while True:
+        eventlet.sleep(0.01)
+        ticks.append(1)
+
+def slow_query():
+    with db.read() as session:
+        session.execute(__import__("sqlalchemy").text("SELECT pg_sleep(1)"))
+
+eventlet.spawn(ticker)
+eventlet.spawn(slow_query).wait()
+print("ticks during a 1 s query:", len(ticks))
+"""
+
+
+def test_a_worker_waiting_for_postgresql_lets_its_other_green_threads_run(postgres: PostgresDatabases) -> None:
+    """A handler's query must not stall the worker: the worker's process patch makes psycopg
+    wait the green way. Without it (the probe left unpatched but for eventlet), the ticker
+    stops for the whole query."""
+    url = postgres.create()
+
+    def ticks(patch: str) -> int:
+        probe = STALL_PROBE.format(patch=patch, url=url)
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.rsplit(":", 1)[1])
+
+    assert ticks("patch_worker_process()") >= 50, "the worker's other green threads ran while it waited"
+    unpatched = "import eventlet; eventlet.monkey_patch()"
+    assert ticks(unpatched) <= 5, "the probe itself must show a stall when psycopg waits in C"

@@ -1,0 +1,22 @@
+"""How a worker process becomes cooperative before anything else is imported: eventlet patches
+the standard library, and the database drivers are made to wait the patched way, so a handler
+waiting for PostgreSQL lets every other green thread of the worker run.
+
+Imports only the standard library at load time (the command line calls it first thing)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+
+def patch_worker_process() -> None:
+    # Known and accepted (ARCHITECTURE.md): nameko needs eventlet, kept behind govmesh.worker.
+    warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+    # psycopg waits for PostgreSQL in C (wait_c), which eventlet cannot see: every query would
+    # stall the hub and every other green thread of the worker. Its select() wait, imported after
+    # the patch above, yields to them instead (psycopg only detects gevent's patching).
+    os.environ["PSYCOPG_WAIT_FUNC"] = "wait_select"
