@@ -17,7 +17,7 @@ help:
 	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, crowd ingestion and level latency, proofs under concurrency and a million-entry access log)"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log), then the verdict on every target"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -92,13 +92,18 @@ test: lint
 	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL)"
 	@$(BIN)/pytest -p no:cacheprovider --durations=15
 
-# One run's figures go to bench/results/<UTC start>.json (tests/bench/results.py), kept in git.
+# One run's figures go to bench/results/<UTC start>.json (tests/bench/results.py), kept in git;
+# the run ends with the verdict: every target beside its figure, met or not (tests/bench/verdict.py).
 bench: install
 	@scripts/ensure-broker
 	@export GOVMESH_BENCH_RUN=$$(date -u +%Y%m%dT%H%M%SZ); \
 		$(BIN)/python -m tests.bench.identity && $(BIN)/python -m tests.bench.amqp \
-		&& $(BIN)/python -m tests.bench.approvals && $(BIN)/python -m tests.bench.crowd \
-		&& $(BIN)/python -m tests.bench.records --database sqlite && $(BIN)/python -m tests.bench.records --database postgresql
+		&& $(BIN)/python -m tests.bench.approvals \
+		&& $(BIN)/python -m tests.bench.approvals --database postgresql --offered 50 --offered-seconds 60 \
+		&& $(BIN)/python -m tests.bench.crowd \
+		&& $(BIN)/python -m tests.bench.records --database sqlite \
+		&& $(BIN)/python -m tests.bench.records --database postgresql --api-processes 1 2; \
+		status=$$?; $(BIN)/python -m tests.bench.verdict; exit $$status
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -10,7 +10,11 @@ beside a bare baseline measured in the same run.
    decision_duration (submitted_at to decided_at, as the service records it).
    Baseline: the same four proofs pulled by hand, one GetProof after another over records' gRPC
    api, which is the least a caller would wait to have the data in hand, with nothing decided.
-2. A burst: N cases submitted at once; the time until the last is decided, and cases per second.
+2. A burst: N cases submitted at once; the time until the last is decided, and cases per second;
+   then again with a second approvals worker competing for the same queue (--workers 2).
+3. Offered load (--offered R --offered-seconds S): R ride-hailing cases a second submitted for S
+   seconds, at their times whatever the mesh does (an open loop, as citizens arrive); then how
+   many were decided (none may be lost) and submit -> decided p50 / p99 / max (decision_duration).
 Figures vary with the machine; read them side by side, never as absolutes.
 """
 
@@ -33,9 +37,10 @@ from tests.bench import results
 from tests.bench.identity import report
 from tests.support.approvals_mesh import publish, start_mesh
 from tests.support.approvals_scenarios import Scenario, scenarios
-from tests.support.mesh import PostgresDatabases, ServiceEnv, virtual_host
+from tests.support.mesh import PostgresDatabases, ServiceEnv, consumers, virtual_host, wait_for
 
 FINAL = (pb.CASE_STATE_APPROVED, pb.CASE_STATE_REJECTED, pb.CASE_STATE_CANCELLED)
+CASE_QUEUE = "evt-approvals-case_submitted--approvals.on_case_submitted"
 
 
 def qualifying(case_type: str) -> Scenario:
@@ -56,6 +61,9 @@ class Client:
             request_id=str(uuid.uuid4()),
         )
         return self.approvals.SubmitCase(request, metadata=self.metadata, timeout=30).case
+
+    def get(self, case_id: str) -> pb.Case:
+        return self.approvals.GetCase(pb.GetCaseRequest(case_id=case_id), metadata=self.metadata, timeout=30).case
 
     def decided(self, case_id: str) -> pb.Case:
         stream = self.approvals.WatchCase(pb.WatchCaseRequest(case_id=case_id), metadata=self.metadata, timeout=120)
@@ -111,9 +119,9 @@ def bench_one_at_a_time(client: Client, cases: int) -> None:
         report("submit -> decided, decision_duration", recorded, case_type)
 
 
-def bench_burst(client: Client, burst: int) -> None:
+def bench_burst(client: Client, burst: int, section: str = "burst") -> None:
     scenario = qualifying("ride_hailing_driver_permit")
-    print(f"a burst of {burst} ride-hailing cases submitted at once (8 client threads)")
+    print(f"{section}: {burst} ride-hailing cases submitted at once (8 client threads)")
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(8) as pool:
         submitted = list(pool.map(lambda _: client.submit(scenario).case_id, range(burst)))
@@ -126,11 +134,64 @@ def bench_burst(client: Client, burst: int) -> None:
         f"p50 {durations[len(durations) // 2] * 1000:.0f} ms, max {durations[-1] * 1000:.0f} ms"
     )
     results.record(
-        "burst",
+        section,
         f"{burst} ride-hailing cases at once",
+        seconds=round(elapsed, 2),
         per_second=round(burst / elapsed, 1),
         decision_p50_ms=round(durations[len(durations) // 2] * 1000),
         decision_max_ms=round(durations[-1] * 1000),
+    )
+
+
+def bench_offered(client: Client, rate: float, seconds: float) -> None:
+    """An open loop: case i is submitted at start + i / rate by a pool of submitters, however long
+    the mesh takes; then every case is awaited and its decision_duration read."""
+    scenario = qualifying("ride_hailing_driver_permit")
+    count = int(rate * seconds)
+    print(f"offered load: {rate:g} ride-hailing cases/s for {seconds:g} s ({count} cases)")
+    start = time.monotonic() + 0.5
+    late: list[float] = []
+
+    def submit_at(i: int) -> str:
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            late.append(-delay)
+        return str(client.submit(scenario).case_id)
+
+    with futures.ThreadPoolExecutor(32) as pool:
+        submitted = list(pool.map(submit_at, range(count)))
+    offered_for = time.monotonic() - start
+    deadline = time.monotonic() + 120
+    cases: dict[str, pb.Case] = {}
+    while len(cases) < len(submitted) and time.monotonic() < deadline:
+        for case_id in submitted:
+            if case_id not in cases:
+                case = client.get(case_id)
+                if case.state in FINAL:
+                    cases[case_id] = case
+        if len(cases) < len(submitted):
+            time.sleep(0.5)
+    lost = len(submitted) - len(cases)
+    durations = sorted(c.decision_duration.ToTimedelta().total_seconds() * 1000 for c in cases.values())
+    p50, p99 = durations[len(durations) // 2], durations[max(0, int(len(durations) * 0.99) - 1)]
+    print(
+        f"  {count} submitted in {offered_for:.1f} s ({count / offered_for:.1f}/s; {len(late)} late), "
+        f"{len(cases)} decided, {lost} not decided within 120 s; submit -> decided p50 {p50:.0f} ms, "
+        f"p99 {p99:.0f} ms, max {durations[-1]:.0f} ms"
+    )
+    results.record(
+        "offered load",
+        f"{rate:g} ride-hailing cases/s offered",
+        offered_per_second=round(count / offered_for, 1),
+        seconds=seconds,
+        submitted=count,
+        lost=lost,
+        p50_ms=round(p50),
+        p99_ms=round(p99),
+        max_ms=round(durations[-1]),
     )
 
 
@@ -139,6 +200,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=2, help="burst again with 2 approvals workers")
+    parser.add_argument("--offered", type=float, default=0, help="cases/s offered in an open loop (0: none)")
+    parser.add_argument("--offered-seconds", type=float, default=60)
     args = parser.parse_args()
     databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp:
@@ -152,7 +216,13 @@ def main() -> None:
             client = Client(env)
             bench_one_at_a_time(client, args.cases)
             bench_burst(client, args.burst)
-            results.keep("approvals", vars(args))
+            if args.offered:
+                bench_offered(client, args.offered, args.offered_seconds)
+            if args.workers == 2:
+                env.process("worker", "approvals", instance=(1, 2))
+                wait_for(lambda: consumers(amqp, CASE_QUEUE) == 2, timeout=60)
+                bench_burst(client, args.burst, "burst, 2 workers")
+            results.keep(f"approvals-{args.database}", vars(args))
         finally:
             env.stop_all()
             databases.drop_all()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench import results
+from tests.bench import results, verdict
 
 
 def test_the_benchmarks_of_one_run_share_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,3 +26,32 @@ def test_the_benchmarks_of_one_run_share_one_file(tmp_path: Path, monkeypatch: p
     assert document["benchmarks"]["crowd"]["figures"] == [
         {"section": "ingestion", "name": "crowd: 1 ingest process", "per_second": 14873}
     ]
+
+
+def test_the_verdict_sets_each_target_beside_its_figure_and_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setenv("GOVMESH_BENCH_RUN", "20261206T040000Z")
+    for callers, rate, p99 in ((1, 200, 6.0), (16, 640, 48.0)):
+        name = f"records api GetProof (2 api processes), {callers} callers"
+        results.record("GetProof under concurrency", name, per_second=rate, p99_ms=p99)
+    results.record("read -> sealed", "14016 entries of the GetProof load", p99_ms=2400.0)
+    path = results.write("records-postgresql", {})
+    results.record("burst", "200 ride-hailing cases at once", per_second=20.0, seconds=10.0)
+    results.record("burst, 2 workers", "200 ride-hailing cases at once", per_second=31.0, seconds=6.5)
+    results.write("approvals-postgresql", {})
+
+    assert verdict.main(["verdict"]) == 0
+    verdicts = {v["target"]: v for v in json.loads(path.read_text())["verdicts"]}
+    assert verdicts["records: GetProof, 16 callers, PostgreSQL"]["met"] is True
+    assert verdicts["records: GetProof p99, 16 callers, PostgreSQL"]["met"] is True
+    ratio = verdicts["records: GetProof, 16 callers vs 1, PostgreSQL"]
+    assert (ratio["value"], ratio["baseline"], ratio["ratio"], ratio["met"]) == (640, 200, 3.2, False)
+    sealed = verdicts["records: read -> sealed p99, postgresql"]
+    assert sealed["value"] == 2400 and sealed["met"] is False, "a figure past its bound is not met"
+    workers = verdicts["approvals: 2 workers vs 1, cases/s, PostgreSQL"]
+    assert (workers["value"], workers["baseline"], workers["met"]) == (31, 20, True), "sections are told apart"
+    assert verdicts["approvals: a burst of 200 decided, PostgreSQL"]["value"] == 10
+    unmeasured = verdicts["identity: ValidateIdentifier vs bare grpcio"]
+    assert unmeasured["measured"] is False and unmeasured["met"] is False, "only a figure meets a target"
