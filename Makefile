@@ -102,7 +102,8 @@ bench: install
 		&& $(BIN)/python -m tests.bench.approvals --database postgresql --offered 50 --offered-seconds 60 \
 		&& $(BIN)/python -m tests.bench.crowd \
 		&& $(BIN)/python -m tests.bench.records --database sqlite \
-		&& $(BIN)/python -m tests.bench.records --database postgresql --api-processes 1 2; \
+		&& $(BIN)/python -m tests.bench.records --database postgresql --api-processes 1 2 \
+		&& $(BIN)/python -m tests.bench.watchers; \
 		status=$$?; $(BIN)/python -m tests.bench.verdict; exit $$status
 
 lock:

@@ -249,6 +249,9 @@ class ApiDefinition:
     #: Methods (by name) that authenticate here but check the caller's right themselves, so that
     #: a refusal can be recorded where it belongs (records audits every refused read of a person).
     authorized_inside: frozenset[str] = frozenset()
+    #: Streams (watchers) the servicer serves at once, each holding a server thread of its own
+    #: beside the threads for unary calls.
+    streams: int = 0
 
 
 def serve(
@@ -266,7 +269,10 @@ def serve(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     readiness = Readiness(db, health_servicer, [definition.full_name])
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{definition.service}-grpc"),
+        # Threads are made as calls come: a parked watcher costs a thread, never a unary call's.
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers + definition.streams, thread_name_prefix=f"{definition.service}-grpc"
+        ),
         interceptors=[
             server_interceptor(),  # type: ignore[no-untyped-call]
             CallPipeline(

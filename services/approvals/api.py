@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import grpc
 
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
+from govmesh.change_feed import ChangeFeed, Full
 from govmesh.config import Settings
 from govmesh.db import Database
 from govmesh.errors import Unavailable
@@ -17,8 +17,11 @@ from govmesh.parties import Parties
 from services.approvals import bootstrap
 from services.approvals.app import ApprovalsApp
 
-#: Each watcher holds one of the server's threads while its case is open.
-MAX_WATCHERS = 8
+#: Cases one api process streams at once: each watcher holds a server thread, parked on the
+#: feed's event until its case changes (govmesh/change_feed.py).
+MAX_WATCHERS = 1000
+#: How long a watcher waits for a change before it checks that its client is still there.
+STILL_THERE_SECONDS = 1.0
 
 
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
@@ -26,7 +29,7 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
         self.approvals = approvals
         self.parties = parties
         self.case_types = pb.ListCaseTypesResponse(case_types=approvals.list_case_types())
-        self.watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self.feed: ChangeFeed[str, None] = ChangeFeed("cases", approvals.latest_revisions, capacity=MAX_WATCHERS)
 
     def ListCaseTypes(
         self, request: pb.ListCaseTypesRequest, context: grpc.ServicerContext
@@ -53,13 +56,18 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
         return self.approvals.list_cases(request, applicant, current_caller())
 
     def WatchCase(self, request: pb.WatchCaseRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchCaseResponse]:
-        if not self.watchers.acquire(blocking=False):
-            raise Unavailable(f"this server already streams {MAX_WATCHERS} cases; retry shortly or poll GetCase")
         try:
-            for case in self.approvals.watch(request.case_id, current_caller(), context.is_active):
+            subscription = self.feed.subscribe([request.case_id])
+        except Full:
+            busy = f"this server already streams {MAX_WATCHERS} cases; retry shortly or poll GetCase"
+            raise Unavailable(busy) from None
+        with subscription:
+
+            def moved(revision: int) -> object:
+                return subscription.wait({request.case_id: revision}, STILL_THERE_SECONDS)
+
+            for case in self.approvals.watch(request.case_id, current_caller(), context.is_active, moved):
                 yield pb.WatchCaseResponse(case=case)
-        finally:
-            self.watchers.release()
 
     def ListReviewTasks(
         self, request: pb.ListReviewTasksRequest, context: grpc.ServicerContext
@@ -85,4 +93,5 @@ def build(settings: Settings, db: Database) -> ApiDefinition:
         service="approvals",
         full_name=pb.DESCRIPTOR.services_by_name["ApprovalsService"].full_name,
         add_servicer=lambda server: approvals_pb2_grpc.add_ApprovalsServiceServicer_to_server(servicer, server),
+        streams=MAX_WATCHERS,
     )

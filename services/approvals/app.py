@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -190,17 +189,24 @@ class ApprovalsApp:
             case_types=self.case_types,
         )
 
-    def watch(self, case_id: str, caller: Caller, active: Callable[[], bool], poll: float = 0.05) -> Iterator[pb.Case]:
+    def watch(
+        self, case_id: str, caller: Caller, active: Callable[[], bool], moved: Callable[[int], object]
+    ) -> Iterator[pb.Case]:
         """The case now, then every later revision in order, until it is final or ``active()``
-        is false. Changes come from other processes (the workers), so new revisions are polled:
-        one indexed read per interval per watcher."""
+        is false. Changes come from other processes (the workers): ``moved(revision)`` returns
+        once the case may be past ``revision`` (or after a while, so ``active`` is asked again),
+        and only then are its new revisions read."""
         case = self.read(case_id, caller)
         yield case
         while case.state not in FINAL and active():
-            time.sleep(poll)
+            moved(case.revision)
             for revision in queries.revisions_after(self.db, case_id, case.revision):
                 case = revision
                 yield case
+
+    def latest_revisions(self, case_ids: list[str] | None) -> dict[str, int]:
+        """Each case's latest revision: what the api's watchers' feed polls, for all at once."""
+        return queries.latest_revisions(self.db, case_ids)
 
     # ----------------------------------------------------------------------------------------
     # Changing a case

@@ -74,6 +74,17 @@ def list_cases(
     )
 
 
+def latest_revisions(db: Database, case_ids: list[str] | None) -> dict[str, int]:
+    """Each case's latest revision (what WatchCase's feed polls for every watched case at once);
+    every case when ``case_ids`` is None."""
+    table = store.cases
+    query = sa.select(table.c.case_id, table.c.revision)
+    if case_ids is not None:
+        query = query.where(table.c.case_id.in_(case_ids))
+    with db.read() as session:
+        return {row.case_id: int(row.revision) for row in session.execute(query)}
+
+
 def revisions_after(db: Database, case_id: str, seen: int) -> list[pb.Case]:
     """The case's revisions after ``seen``, in order."""
     table = store.case_revisions

@@ -2,21 +2,22 @@
 
 ReportReadings applies each message of the stream in its own transaction (a large message in
 chunks), so a stream cut half-way keeps what it delivered and a client resending it gets the
-rest applied and the rest reported as duplicates. WatchZones polls the zones' versions (the
-ingest and worker processes change zones, not this one) and sends what changed: level and
-sensor changes at once, occupancy at most once per min_interval per zone."""
+rest applied and the rest reported as duplicates. WatchZones learns from the process's one feed
+which zones changed (the ingest and worker processes change zones, not this one; the feed polls
+their versions for every watcher at once) and sends what changed: level and sensor changes at
+once, occupancy at most once per min_interval per zone."""
 
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 import grpc
 
+from govmesh.change_feed import ChangeFeed, Full, Subscription
 from govmesh.config import Settings
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import crowd_pb2_grpc
@@ -29,10 +30,13 @@ from services.crowd.app import CrowdApp
 from services.crowd.domain.occupancy import Outcome
 from services.crowd.domain.zones import shown_id
 
-#: Streams one api process serves at once (each holds a server thread).
-MAX_WATCHERS: Final = 8
-#: How often a watcher looks for changes.
-POLL_SECONDS: Final = 0.2
+#: Streams one api process serves at once: each holds a server thread, parked on the feed's
+#: event until a zone it watches changes (govmesh/change_feed.py).
+MAX_WATCHERS: Final = 1000
+#: How often the feed asks which zones changed, for every watcher at once.
+POLL_SECONDS: Final = 0.05
+#: How long a watcher waits for a change before it checks that its client is still there.
+STILL_THERE_SECONDS: Final = 1.0
 #: Readings applied per transaction when a client sends a very large message.
 CHUNK: Final = 1000
 DEFAULT_MIN_INTERVAL: Final = datetime.timedelta(seconds=1)
@@ -43,6 +47,10 @@ MAX_WATCHED_ZONES: Final = 1000
 MAX_REJECTIONS_DETAILED: Final = 1000
 ZONE_PAGE_DEFAULT: Final = 100
 ZONE_PAGE_MAX: Final = 1000
+
+
+#: A zone as its watchers are sent it: its version and status.
+_Status: TypeAlias = tuple[int, pb.ZoneStatus]
 
 
 @dataclass
@@ -56,7 +64,16 @@ class _Sent:
 class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
     def __init__(self, crowd: CrowdApp) -> None:
         self.crowd = crowd
-        self.watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self.feed: ChangeFeed[str, _Status] = ChangeFeed(
+            "zones", crowd.versions, self._statuses, interval=POLL_SECONDS, capacity=MAX_WATCHERS
+        )
+
+    def _statuses(self, zone_ids: list[str] | None) -> dict[str, tuple[int, _Status]]:
+        """Zones as watchers are sent them; the feed reads changed ones once for all watchers."""
+        return {
+            zone_id: (zone.version, (zone.version, contract.status_pb(zone)))
+            for zone_id, zone in self.crowd.statuses(zone_ids).items()
+        }
 
     def UpsertZone(self, request: pb.UpsertZoneRequest, context: grpc.ServicerContext) -> pb.UpsertZoneResponse:
         if not request.HasField("zone"):
@@ -122,32 +139,29 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                         field=f"zone_ids[{index}]",
                         reason="UNKNOWN_ZONE",
                     )
-        if not self.watchers.acquire(blocking=False):
-            raise Unavailable(f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll")
         try:
-            yield from self._watch(zone_ids, min_interval.total_seconds(), context)
-        finally:
-            self.watchers.release()
+            subscription = self.feed.subscribe(zone_ids)
+        except Full:
+            busy = f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll"
+            raise Unavailable(busy) from None
+        with subscription:
+            yield from self._watch(subscription, zone_ids, min_interval.total_seconds(), context)
 
     def _watch(
-        self, zone_ids: list[str] | None, min_interval: float, context: grpc.ServicerContext
+        self,
+        subscription: Subscription[str, _Status],
+        zone_ids: list[str] | None,
+        min_interval: float,
+        context: grpc.ServicerContext,
     ) -> Iterator[pb.WatchZonesResponse]:
+        """The snapshot, read after subscribing so no change falls between, then each change the
+        feed announces (occupancy at most once per ``min_interval`` a zone, the latest kept)."""
         sent: dict[str, _Sent] = {}
-        versions: dict[str, int] = {}
-        first = True
-        while context.is_active():
-            if not first:
-                time.sleep(POLL_SECONDS)
-                versions = self.crowd.versions(zone_ids)
-                wanted = [z for z, v in versions.items() if z not in sent or sent[z].version != v or sent[z].pending]
-                if not wanted:
-                    continue
-            statuses = self.crowd.statuses(zone_ids if first else wanted)
-            first = False
+        statuses = {zone_id: status for zone_id, (_, status) in self._statuses(zone_ids).items()}
+        while True:
             now = time.monotonic()
             for zone_id in sorted(statuses):
-                zone = statuses[zone_id]
-                version, status = zone.version, contract.status_pb(zone)
+                version, status = statuses[zone_id]
                 kind = _update_kind(sent.get(zone_id), status)
                 previous = sent.get(zone_id)
                 if kind == pb.ZONE_UPDATE_KIND_OCCUPANCY and previous and now - previous.at < min_interval:
@@ -156,6 +170,23 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                 sent[zone_id] = _Sent(version, status, now)
                 if kind is not None:
                     yield pb.WatchZonesResponse(kind=kind, status=status)
+            if not context.is_active():
+                return
+            held = [s.at + min_interval - now for s in sent.values() if s.pending]
+            timeout = max(0.0, min(held)) if held else STILL_THERE_SECONDS
+            versions = subscription.wait({zone_id: s.version for zone_id, s in sent.items()}, timeout)
+            now = time.monotonic()
+            wanted = [
+                zone_id
+                for zone_id, version in versions.items()
+                if zone_id not in sent
+                or version > sent[zone_id].version
+                or (sent[zone_id].pending and now - sent[zone_id].at >= min_interval)
+            ]
+            statuses = subscription.values(wanted)
+            missing = [zone_id for zone_id in wanted if zone_id not in statuses]
+            if missing:  # not loaded by the feed yet (a zone new to it)
+                statuses |= {zone_id: status for zone_id, (_, status) in self._statuses(missing).items()}
 
     def GetZoneHistory(
         self, request: pb.GetZoneHistoryRequest, context: grpc.ServicerContext
@@ -190,4 +221,5 @@ def build(settings: Settings, db: Database) -> ApiDefinition:
         service="crowd",
         full_name=pb.DESCRIPTOR.services_by_name["CrowdService"].full_name,
         add_servicer=lambda server: crowd_pb2_grpc.add_CrowdServiceServicer_to_server(servicer, server),
+        streams=MAX_WATCHERS,
     )

@@ -34,6 +34,7 @@ from tests.support.crowd_mesh import (
     metric,
     reading,
     start_crowd,
+    watch_deliveries,
     zone,
 )
 from tests.support.mesh import Integrator, ServiceEnv, database_for, virtual_host, wait_for
@@ -74,10 +75,6 @@ def publisher(mesh: tuple[ServiceEnv, str]) -> Iterator[Publisher]:
     client = Publisher(mesh[1])
     yield client
     client.close()
-
-
-
-
 
 
 def test_readings_over_grpc_are_deduplicated_ordered_and_refused_with_reasons(
@@ -270,6 +267,18 @@ def test_watchers_see_a_snapshot_then_each_level_change(crowd: Crowd, publisher:
     finally:
         stream.cancel()
         thread.join(5)
+
+
+def test_a_hundred_watchers_of_one_api_process_each_see_every_change(
+    mesh: tuple[ServiceEnv, str], crowd: Crowd
+) -> None:
+    """More watchers than the server has threads for unary calls (the old limit was 8: the 9th
+    was UNAVAILABLE): one feed for all, every watcher served."""
+    env, _ = mesh
+    crowd.upsert(zone("screens", capacity=100_000))
+    delays, complete = watch_deliveries(env, ["screens"], 100, changes=3, spacing=1.0)
+    assert complete == 100, f"only {complete} of 100 watchers got every change"
+    assert len(delays) == 300
 
 
 def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(

@@ -165,3 +165,56 @@ def metric(port: int, name: str, labels: str = "") -> float:
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")]
     assert values, f"no {series} in the metrics"
     return values[0]
+
+
+def watch_deliveries(
+    env: ServiceEnv, zone_ids: Sequence[str], watchers: int, changes: int, spacing: float = 0.3
+) -> tuple[list[float], int]:
+    """``watchers`` WatchZones streams on one api process, watcher n on zone n % len(zone_ids)
+    (grpc.aio: one client thread for them all, as a control room's gateway would hold them), then
+    ``changes`` occupancy changes reported by the sensors' gRPC call, ``spacing`` apart, change c
+    to zone c % len(zone_ids). Returns the seconds from each report to each receipt of it by a
+    watcher of its zone (every delivery), and how many watchers got every change of their zone
+    (one that falls behind is sent the latest status, as a screen wants)."""
+    import asyncio
+
+    operator = (("authorization", f"Bearer {env.token(OPERATOR)}"),)
+    sensors = (("authorization", f"Bearer {env.token(SENSORS)}"),)
+
+    async def run() -> tuple[list[float], int]:
+        async with grpc.aio.insecure_channel(env.target_of("crowd")) as channel:
+            stub = crowd_pb2_grpc.CrowdServiceStub(channel)
+            received: list[dict[int, float]] = [{} for _ in range(watchers)]
+            snapshots = asyncio.Semaphore(0)
+
+            async def watch(number: int) -> None:
+                request = pb.WatchZonesRequest(zone_ids=[zone_ids[number % len(zone_ids)]], min_interval=duration(0))
+                async for update in stub.WatchZones(request, metadata=operator, timeout=600):
+                    if update.kind == pb.ZONE_UPDATE_KIND_SNAPSHOT:
+                        snapshots.release()
+                    else:
+                        received[number].setdefault(update.status.occupancy, time.perf_counter())
+
+            tasks = [asyncio.ensure_future(watch(n)) for n in range(watchers)]
+            for _ in range(watchers):
+                await asyncio.wait_for(snapshots.acquire(), timeout=120)
+            reported: dict[int, float] = {}  # by occupancy, new with each change
+            now = datetime.datetime.now(UTC)
+            for change in range(changes):
+                zone_id, count = zone_ids[change % len(zone_ids)], 10 + change
+                message = pb.ReportReadingsRequest(
+                    readings=[reading(zone_id, "camera", change + 1, now, count=count, kind=pb.SENSOR_KIND_CAMERA)]
+                )
+                reported[count] = time.perf_counter()
+                await stub.ReportReadings(iter([message]), metadata=sensors, timeout=30)
+                await asyncio.sleep(spacing)
+            await asyncio.sleep(2)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        delays = [at - reported[count] for got in received for count, at in got.items() if count in reported]
+        wanted = [{10 + c for c in range(changes) if c % len(zone_ids) == n % len(zone_ids)} for n in range(watchers)]
+        complete = sum(1 for n in range(watchers) if wanted[n] <= set(received[n]))
+        return delays, complete
+
+    return asyncio.run(run())
