@@ -33,7 +33,7 @@ from govmesh import clock
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
-from tests.bench import results
+from tests.bench import cpu, results
 from tests.bench.identity import report
 from tests.support.approvals_mesh import publish, start_mesh
 from tests.support.approvals_scenarios import Scenario, scenarios
@@ -119,14 +119,16 @@ def bench_one_at_a_time(client: Client, cases: int) -> None:
         report("submit -> decided, decision_duration", recorded, case_type)
 
 
-def bench_burst(client: Client, burst: int, section: str = "burst") -> None:
+def bench_burst(client: Client, env: ServiceEnv, burst: int, section: str = "burst") -> None:
     scenario = qualifying("ride_hailing_driver_permit")
     print(f"{section}: {burst} ride-hailing cases submitted at once (8 client threads)")
+    cpu_before = cpu.snapshot(env)
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(8) as pool:
         submitted = list(pool.map(lambda _: client.submit(scenario).case_id, range(burst)))
         cases = list(pool.map(client.decided, submitted))
     elapsed = time.perf_counter() - started
+    spent = cpu.per_unit(cpu_before, cpu.snapshot(env), burst)
     assert all(c.state == pb.CASE_STATE_APPROVED for c in cases)
     durations = sorted(c.decision_duration.ToTimedelta().total_seconds() for c in cases)
     print(
@@ -141,6 +143,8 @@ def bench_burst(client: Client, burst: int, section: str = "burst") -> None:
         decision_p50_ms=round(durations[len(durations) // 2] * 1000),
         decision_max_ms=round(durations[-1] * 1000),
     )
+    print("  CPU per case, ms: " + ", ".join(f"{name} {ms:g}" for name, ms in spent.items()))
+    results.record(f"{section}: CPU per case", "ms of CPU per case, by process", **spent)
 
 
 def bench_offered(client: Client, rate: float, seconds: float) -> None:
@@ -215,13 +219,13 @@ def main() -> None:
             publish(env, [r for s in scenarios(clock.shanghai_date()) for r in s.records])
             client = Client(env)
             bench_one_at_a_time(client, args.cases)
-            bench_burst(client, args.burst)
+            bench_burst(client, env, args.burst)
             if args.offered:
                 bench_offered(client, args.offered, args.offered_seconds)
             if args.workers == 2:
                 env.process("worker", "approvals", instance=(1, 2))
                 wait_for(lambda: consumers(amqp, CASE_QUEUE) == 2, timeout=60)
-                bench_burst(client, args.burst, "burst, 2 workers")
+                bench_burst(client, env, args.burst, "burst, 2 workers")
             results.keep(f"approvals-{args.database}", vars(args))
         finally:
             env.stop_all()
