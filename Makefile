@@ -67,7 +67,7 @@ run: $(STAMPS)/generated
 	@echo "    gRPC identity 127.0.0.1:50051, records :50052, approvals :50053, health :50054, crowd :50055"
 	@echo "    metrics api :9101-9105, worker :9111-9115, crowd ingest :9125"
 	@echo "    a token for grpcurl: $(BIN)/govmesh dev-token demo-portal"
-	@mkdir -p var && $(BIN)/python scripts/scaled_procfile.py Procfile > var/Procfile.scaled
+	@mkdir -p var && $(BIN)/python scripts/scaled_procfile.py Procfile --prometheus-targets var/prometheus > var/Procfile.scaled
 	@[ -z "$$GOVMESH_SCALE" ] || echo "    scaled ($$GOVMESH_SCALE): instance k of a kind serves metrics 100 * k above the ports above"
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -d . -f var/Procfile.scaled start
 

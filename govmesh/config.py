@@ -92,6 +92,16 @@ def _port(name: str, default: int) -> int:
     return port
 
 
+#: The default metrics port of each process kind, for the first service (identity); the n-th
+#: service in SERVICES adds n, instance k of a kind adds 100 * k.
+_METRICS_PORTS = {"api": 9101, "worker": 9111, "ingest": 9121}
+
+
+def default_metrics_port(service: str, kind: str, instance: int = 0) -> int:
+    """Where a process serves /metrics unless <SERVICE>_<KIND>_METRICS_PORT says otherwise."""
+    return _METRICS_PORTS[kind] + SERVICES.index(service) + 100 * instance
+
+
 def _whole(name: str, default: int, lowest: int, highest: int) -> int:
     raw = _env(name, str(default))
     try:
@@ -164,10 +174,9 @@ def load(service: str) -> Settings:
     prefix = service.upper()
     default_db = f"sqlite:///{ROOT / 'var' / (service + '.db')}"
     level = _env("LOG_LEVEL", "INFO").upper()
-    instance, instances = _instances()
     # Instance k of a kind takes the default metrics ports 100 higher per instance, so several
     # processes of one kind on one machine each serve their own /metrics (one Prometheus target).
-    offset = 100 * instance
+    instance, instances = _instances()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
     return Settings(
@@ -176,9 +185,9 @@ def load(service: str) -> Settings:
         database_url=_env(f"{prefix}_DATABASE_URL", _env("DATABASE_URL", default_db)),
         bind_host=_env("BIND_HOST", "127.0.0.1"),
         grpc_port=_port(f"{prefix}_GRPC_PORT", 50051 + index),
-        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", 9101 + index + offset),
-        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", 9111 + index + offset),
-        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", 9121 + index + offset),
+        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", default_metrics_port(service, "api", instance)),
+        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", default_metrics_port(service, "worker", instance)),
+        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", default_metrics_port(service, "ingest", instance)),
         policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
         key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
         traces_exporter=_env("OTEL_TRACES_EXPORTER", "none").lower(),

@@ -7,11 +7,17 @@ gRPC port, ingest processes split their shards, and each takes metrics ports of 
 (govmesh/config.py). Workers need nothing more: they compete for their service's queues, and what
 must run once (outbox relays, sequencers, timers) already takes a database lock or lease.
 
-Usage: scripts/scaled_procfile.py [PROCFILE]   (writes the scaled Procfile to standard output)
+With --prometheus-targets DIR it also writes DIR/<kind>.json, Prometheus file_sd targets for
+every instance past the first (deploy/prometheus/prometheus.yml scrapes the first ones by name and
+reads these files), rewritten each time so a process scaled back down is no longer scraped.
+
+Usage: scripts/scaled_procfile.py [PROCFILE] [--prometheus-targets DIR]   (the Procfile to stdout)
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import sys
@@ -19,9 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from govmesh.config import MAX_INSTANCES
+from govmesh.config import MAX_INSTANCES, default_metrics_port
 
 _LINE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+):\s*(?P<command>.+)$")
+_GOVMESH = re.compile(r"^govmesh (?P<kind>api|worker|ingest) (?P<service>[a-z]+)$")
+KINDS = ("api", "worker", "ingest")
 
 
 class ScaleError(ValueError):
@@ -46,8 +54,32 @@ def parse_scale(raw: str, known: list[str]) -> dict[str, int]:
     return counts
 
 
+def _processes(procfile: str) -> list[dict[str, str]]:
+    return [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
+
+
+def prometheus_targets(procfile: str, raw_scale: str) -> dict[str, list[dict[str, object]]]:
+    """Per process kind, file_sd target groups of the instances past the first."""
+    processes = _processes(procfile)
+    counts = parse_scale(raw_scale, [p["name"] for p in processes])
+    groups: dict[str, list[dict[str, object]]] = {kind: [] for kind in KINDS}
+    for process in processes:
+        found = _GOVMESH.match(process["command"])
+        if found is None:
+            continue
+        kind, service = found["kind"], found["service"]
+        for instance in range(1, counts.get(process["name"], 1)):
+            groups[kind].append(
+                {
+                    "targets": [f"127.0.0.1:{default_metrics_port(service, kind, instance)}"],
+                    "labels": {"govmesh_service": service, "govmesh_instance": str(instance)},
+                }
+            )
+    return groups
+
+
 def scaled(procfile: str, raw_scale: str) -> str:
-    processes = [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
+    processes = _processes(procfile)
     counts = parse_scale(raw_scale, [p["name"] for p in processes])
     lines = []
     for process in processes:
@@ -62,12 +94,22 @@ def scaled(procfile: str, raw_scale: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    procfile = Path(argv[1] if len(argv) > 1 else "Procfile")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("procfile", nargs="?", default="Procfile", type=Path)
+    parser.add_argument("--prometheus-targets", type=Path, help="folder for the file_sd targets of scaled processes")
+    args = parser.parse_args(argv[1:])
+    procfile, scale = args.procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", "")
     try:
-        sys.stdout.write(scaled(procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", "")))
+        text = scaled(procfile, scale)
+        targets = prometheus_targets(procfile, scale)
     except ScaleError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.prometheus_targets is not None:
+        args.prometheus_targets.mkdir(parents=True, exist_ok=True)
+        for kind, groups in targets.items():
+            (args.prometheus_targets / f"{kind}.json").write_text(json.dumps(groups, indent=2) + "\n")
+    sys.stdout.write(text)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,12 +12,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def scaled(scale: str | None) -> subprocess.CompletedProcess[str]:
+def scaled(scale: str | None, *options: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GOVMESH_SCALE"}
     if scale is not None:
         env["GOVMESH_SCALE"] = scale
     return subprocess.run(
-        [sys.executable, "scripts/scaled_procfile.py", "Procfile"],
+        [sys.executable, "scripts/scaled_procfile.py", "Procfile", *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -61,3 +62,19 @@ def test_a_bad_scale_is_refused_naming_what_is_wrong_and_writes_nothing() -> Non
         assert result.returncode == 2, scale
         assert reason in result.stderr and result.stderr.startswith("GOVMESH_SCALE: "), result.stderr
         assert result.stdout == ""
+
+
+def test_prometheus_is_told_where_every_instance_past_the_first_serves_its_metrics(tmp_path: Path) -> None:
+    targets = tmp_path / "prometheus"
+    result = scaled("records-api=3,crowd-ingest=2", "--prometheus-targets", str(targets))
+    assert result.returncode == 0, result.stderr
+    api = json.loads((targets / "api.json").read_text())
+    assert [(g["targets"], g["labels"]["govmesh_instance"]) for g in api] == [
+        (["127.0.0.1:9202"], "1"),
+        (["127.0.0.1:9302"], "2"),
+    ]
+    assert all(g["labels"]["govmesh_service"] == "records" for g in api)
+    assert json.loads((targets / "ingest.json").read_text())[0]["targets"] == ["127.0.0.1:9225"]
+    assert json.loads((targets / "worker.json").read_text()) == []
+    assert scaled(None, "--prometheus-targets", str(targets)).returncode == 0
+    assert json.loads((targets / "api.json").read_text()) == [], "scaled back down: no longer scraped"
