@@ -41,8 +41,11 @@ def add_new(session: Session, subjects: Sequence[tuple[domain.Subject, str]]) ->
         }
         for subject, normalized in sorted(subjects, key=lambda pair: pair[0].subject_id)
     ]
-    statement = insert_new(session, store.subjects).values(rows).returning(store.subjects.c.subject_id)
-    return set(session.scalars(statement))
+    # Rows as executemany parameters, not as the statement's VALUES: the statement is then
+    # compiled once per process (compiling 6,000 bound values took a fifth of a batch's time),
+    # and SQLAlchemy still sends the rows as one multi-row INSERT (its "insertmanyvalues").
+    statement = insert_new(session, store.subjects).returning(store.subjects.c.subject_id)
+    return set(session.scalars(statement, rows))
 
 
 def subjects(session: Session, subject_ids: Collection[str]) -> dict[str, domain.Subject]:
