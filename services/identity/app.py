@@ -13,6 +13,7 @@ from govmesh import texts
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound
 from govmesh.outbox import Outbox
+from govmesh.privacy import mask_identifiers
 from services.identity import contract, domain, queries, repository, store
 
 #: Longest subject id a lookup accepts (the column's width).
@@ -77,6 +78,8 @@ class IdentityApp:
                 validation = self._valid(raw, now)
                 name = texts.display_name(display_name, "display_name")  # the rule records reads names with
             except InvalidArgument as refusal:
+                # It leaves in an OK answer, past the masking the transports give error messages.
+                refusal.message = mask_identifiers(refusal.message)
                 read.append(refusal)
                 continue
             assert validation.kind is not None

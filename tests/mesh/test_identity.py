@@ -543,6 +543,7 @@ def test_a_batch_of_more_than_1000_is_refused_naming_the_field_and_registers_nob
         client.resolve(identifier=people[0])
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert len(register_all(client, *((person, "x") for person in people[:1000])).results) == 1000
+    assert not register_all(client).results  # nothing asked, nothing answered
 
 
 def test_overlapping_batches_at_once_make_each_subject_once_with_one_event(
