@@ -552,10 +552,11 @@ def test_overlapping_batches_at_once_make_each_subject_once_with_one_event(
     from concurrent.futures import ThreadPoolExecutor
 
     integrator = integrators.bind("identity.events", "subject_registered")
-    people = [new_resident() for _ in range(200)]
-    # Each caller sends the same people in its own order: on PostgreSQL, batches that took their
-    # rows in these orders would wait on each other in a cycle.
-    orders = [people, people[::-1], people[100:] + people[:100], people[::2] + people[1::2]]
+    people = [new_resident() for _ in range(400)]
+    # Eight callers send the same people at once, each in its own order: whichever inserts a
+    # person first creates them, the others find them (identity inserts in subject id order, so
+    # that such batches never wait on each other in a cycle on PostgreSQL).
+    orders = [people, people[::-1], people[200:] + people[:200], people[::2] + people[1::2]] * 2
     clients = [Client(running) for _ in orders]
     with ThreadPoolExecutor(len(orders)) as pool:
         answers = list(
@@ -570,7 +571,7 @@ def test_overlapping_batches_at_once_make_each_subject_once_with_one_event(
     assert all(len({r.subject.subject_id for r in results}) == 1 for results in by_person.values())
     assert all(sum(r.created for r in results) == 1 for results in by_person.values())
     subjects = {results[0].subject.subject_id for results in by_person.values()}
-    events = receive_own(integrator, 200, about(subjects), timeout=30)
+    events = receive_own(integrator, len(people), about(subjects), timeout=30)
     events += [m for m in integrator.drain(quiet=1.0) if about(subjects)(m)]
     assert sorted(props.headers["ce-subject"] for _, props, _ in events) == sorted(subjects)
 
