@@ -5,7 +5,8 @@
 
 1. Sequential unary gRPC latency: `ValidateIdentifier` on the real identity api (auth, metrics,
    tracing, error mapping, domain validation) against a bare grpcio server answering the same
-   method with a constant, same client, same proto.
+   method with a constant, same client, same proto; the bare server both in this process and in
+   a process of its own (as the api is, so crossing the same process boundary).
 2. RegisterSubject (a write: a subject row and an outbox row in one transaction) on SQLite.
 3. Registration under load, on each of --registration-databases (PostgreSQL by default): N
    callers (a thread and a connection each) registering new residents with RegisterSubject one
@@ -20,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 
@@ -87,6 +91,34 @@ def report(name: str, samples: list[float], section: str = "sequential unary gRP
     results.record(section, name, p50_ms=round(p50, 3), p99_ms=round(p99, 3), per_second=round(rate))
 
 
+def serve_bare() -> None:
+    """The bare server in a process of its own, as the identity api is: prints its port, serves
+    until its stdin closes."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(Bare(), server)
+    print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+    server.start()
+    sys.stdin.read()
+    server.stop(0)
+
+
+@contextlib.contextmanager
+def bare_process() -> Iterator[str]:
+    """The bare server beside the in-process one: the identity api is a process of its own, so
+    this baseline crosses the same process boundary (the in-process one shares the caller's)."""
+    code = "from tests.bench.identity import serve_bare; serve_bare()"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=results.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield f"127.0.0.1:{process.stdout.readline().strip()}"
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(10)
+
+
 def bench_grpc(calls: int, tmp: Path) -> None:
     print(f"sequential unary gRPC, {calls} calls each")
     bare = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -108,6 +140,14 @@ def bench_grpc(calls: int, tmp: Path) -> None:
                 bare_stub.ValidateIdentifier(request)
                 real_stub.ValidateIdentifier(request, metadata=metadata)
             report("bare grpcio server (baseline)", latencies(lambda: bare_stub.ValidateIdentifier(request), calls))
+            with bare_process() as target, grpc.insecure_channel(target) as c3:
+                apart = identity_pb2_grpc.IdentityServiceStub(c3)
+                for _ in range(200):
+                    apart.ValidateIdentifier(request)
+                report(
+                    "bare grpcio server, own process (baseline)",
+                    latencies(lambda: apart.ValidateIdentifier(request), calls),
+                )
             report(
                 "identity api ValidateIdentifier",
                 latencies(lambda: real_stub.ValidateIdentifier(request, metadata=metadata), calls),
