@@ -20,8 +20,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 
 def _normalise_url(url: str) -> sa.URL:
@@ -136,6 +138,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_new(session: Session, table: sa.Table) -> Insert:
+    """``INSERT INTO table ... ON CONFLICT DO NOTHING`` in the session's dialect (SQLite and
+    PostgreSQL spell it alike, but SQLAlchemy has it only on each dialect's own insert): for
+    idempotent writes of many rows in one statement, with ``.returning(...)`` naming those that
+    were new."""
+    dialect = session.get_bind().dialect.name
+    insert = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+    return insert.on_conflict_do_nothing()
 
 
 def run_alembic_env(target_metadata: sa.MetaData) -> None:

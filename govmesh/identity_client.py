@@ -4,6 +4,8 @@ can never change."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
@@ -17,7 +19,12 @@ from govmesh.parties import Party
 
 class IdentifierRefused(Exception):
     """Identity refused the identifier (INVALID_ARGUMENT); the message says why and never
-    contains the identifier."""
+    contains the identifier. ``field`` is the request's field at fault: "identifier", or for a
+    registration "display_name"."""
+
+    def __init__(self, message: str, field: str = "identifier") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class IdentityClient:
@@ -46,15 +53,27 @@ class IdentityClient:
             if code == grpc.StatusCode.NOT_FOUND:
                 return None
             if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise IdentifierRefused(error.details()) from None
+                raise IdentifierRefused(error.details() or "") from None
             raise Unavailable(f"identity did not answer ({code.name}): {error.details()}") from None
 
-    def register(self, identifier: str, display_name: str) -> identity_pb2.Subject:
-        request = identity_pb2.RegisterSubjectRequest(identifier=identifier, display_name=display_name)
-        response = self._call("RegisterSubject", request)
-        assert isinstance(response, identity_pb2.RegisterSubjectResponse)
-        self.known.keep(identifier, "", response.subject, registered=True)
-        return response.subject
+    def register_many(self, people: Sequence[tuple[str, str]]) -> list[identity_pb2.Subject | IdentifierRefused]:
+        """Each (identifier, display name) registered, or found registered, in order, in one
+        RegisterSubjects call (identity takes up to 1,000); an item identity refuses is answered
+        with its refusal (the field named on it, not in its message), the others registered."""
+        request = identity_pb2.RegisterSubjectsRequest(
+            subjects=[identity_pb2.RegisterSubjectRequest(identifier=i, display_name=n) for i, n in people]
+        )
+        response = self._call("RegisterSubjects", request)
+        assert isinstance(response, identity_pb2.RegisterSubjectsResponse)
+        answers: list[identity_pb2.Subject | IdentifierRefused] = []
+        for (identifier, _), result in zip(people, response.results, strict=True):
+            if result.WhichOneof("result") == "refused":
+                refusal = result.refused
+                answers.append(IdentifierRefused(refusal.message.removeprefix(f"{refusal.field}: "), refusal.field))
+                continue
+            self.known.keep(identifier, "", result.registered.subject, registered=True)
+            answers.append(result.registered.subject)
+        return answers
 
     def resolve(
         self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False

@@ -10,7 +10,7 @@ from govmesh.grpcserver import ApiDefinition
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import bootstrap, contract
 from services.identity.app import IdentityApp
-from services.identity.metrics import REGISTRATIONS, VALIDATIONS
+from services.identity.metrics import REGISTRATIONS, VALIDATIONS, count_registration, count_registrations
 
 __all__ = ["REGISTRATIONS", "VALIDATIONS", "IdentityServicer", "build"]
 
@@ -30,8 +30,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.RegisterSubjectRequest, context: grpc.ServicerContext
     ) -> identity_pb2.RegisterSubjectResponse:
         subject, created = self.app.register(request.identifier, request.display_name)
-        REGISTRATIONS.labels(subject.kind.value, str(created).lower()).inc()
-        return identity_pb2.RegisterSubjectResponse(subject=contract.subject_to_proto(subject), created=created)
+        count_registration(subject, created)
+        return contract.registration_to_proto((subject, created))
+
+    def RegisterSubjects(
+        self, request: identity_pb2.RegisterSubjectsRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.RegisterSubjectsResponse:
+        outcomes = self.app.register_many([(item.identifier, item.display_name) for item in request.subjects])
+        count_registrations(outcomes)
+        return contract.registrations_to_proto(outcomes)
 
     def ResolveSubject(
         self, request: identity_pb2.ResolveSubjectRequest, context: grpc.ServicerContext

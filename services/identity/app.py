@@ -6,19 +6,21 @@ that a registration and its SubjectRegistered event commit together."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
-
-import sqlalchemy as sa
+from collections.abc import Callable, Sequence
 
 from govmesh import clock as govmesh_clock
 from govmesh import texts
 from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound
 from govmesh.outbox import Outbox
+from govmesh.privacy import mask_identifiers
 from services.identity import contract, domain, queries, repository, store
 
 #: Longest subject id a lookup accepts (the column's width).
 MAX_SUBJECT_ID = 64
+#: The most subjects one RegisterSubjects call registers: a batch's one statement stays well
+#: under a second and within SQLite's and PostgreSQL's limits on a statement's parameters.
+MAX_BATCH = 1000
 
 
 class IdentityApp:
@@ -33,15 +35,17 @@ class IdentityApp:
         self.clock = clock
         self.outbox = Outbox("identity", store.outbox, store.inbox)
 
-    def validate(self, raw: str) -> domain.Validation:
+    def validate(self, raw: str, now: datetime.datetime | None = None) -> domain.Validation:
+        """``now``: the moment a batch is judged at, read once for the batch (the clock's read
+        was a third of a batch's time, one per item)."""
         try:
             # Birth dates are judged against the province's calendar day.
-            return domain.validate_identifier(raw, govmesh_clock.shanghai_date(self.clock()))
+            return domain.validate_identifier(raw, govmesh_clock.shanghai_date(now or self.clock()))
         except domain.MalformedRequest as exc:
             raise InvalidArgument("identifier", "MALFORMED", str(exc).removeprefix("identifier: ")) from None
 
-    def _valid(self, raw: str) -> domain.Validation:
-        validation = self.validate(raw)
+    def _valid(self, raw: str, now: datetime.datetime | None = None) -> domain.Validation:
+        validation = self.validate(raw, now)
         if not validation.valid or validation.kind is None:
             problems = "; ".join(p.message for p in validation.problems)
             raise InvalidArgument("identifier", "INVALID_IDENTIFIER", f"not a valid identifier: {problems}")
@@ -51,27 +55,57 @@ class IdentityApp:
         assert validation.kind is not None
         return domain.subject_pseudonym(self.pseudonym_key, validation.kind, validation.normalized)
 
-    def register(self, raw: str, display_name: str) -> tuple[domain.Subject, bool]:
+    def register(self, raw: str, display_name: str) -> domain.Registration:
         """The subject and whether it was created now. Idempotent by identifier."""
-        validation = self._valid(raw)
-        name = texts.display_name(display_name, "display_name")  # the rule records reads names with
-        subject_id = self.pseudonym(validation)
-        existing = queries.subject(self.db, subject_id)
-        if existing is not None:
-            return existing, False
-        assert validation.kind is not None
-        subject = domain.Subject(subject_id, validation.kind, validation.masked, name, self.clock())
-        try:
+        [outcome] = self.register_many([(raw, display_name)])
+        if isinstance(outcome, InvalidArgument):
+            raise outcome
+        return outcome
+
+    def register_many(self, items: Sequence[tuple[str, str]]) -> list[domain.Registration | InvalidArgument]:
+        """Each (identifier, display name) registered as ``register`` would, answered in order:
+        the subject and whether this item created it, or the item's refusal. A refused item
+        leaves the others to be registered (docs/decisions/identity-batch-registration.md). One
+        transaction writes every new subject and its SubjectRegistered event; an identifier
+        given twice is one subject, created (and announced) by its first item only."""
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument("subjects", "TOO_MANY", f"at most {MAX_BATCH} subjects per call, got {len(items)}")
+        now = self.clock()
+        wanted: dict[str, tuple[domain.Subject, str]] = {}
+        read: list[str | InvalidArgument] = []
+        for raw, display_name in items:
+            try:
+                validation = self._valid(raw, now)
+                name = texts.display_name(display_name, "display_name")  # the rule records reads names with
+            except InvalidArgument as refusal:
+                # It leaves in an OK answer, past the masking the transports give error messages.
+                refusal.message = mask_identifiers(refusal.message)
+                read.append(refusal)
+                continue
+            assert validation.kind is not None
+            subject_id = self.pseudonym(validation)
+            if subject_id not in wanted:
+                subject = domain.Subject(subject_id, validation.kind, validation.masked, name, now)
+                wanted[subject_id] = (subject, validation.normalized)
+            read.append(subject_id)
+        stored: dict[str, domain.Subject] = {}
+        created: set[str] = set()
+        if wanted:
             with self.db.transaction() as session:
-                repository.add(session, subject, validation.normalized)
-                self.outbox.add(session, contract.subject_registered(subject), subject=subject.subject_id)
-        except sa.exc.IntegrityError:
-            # A concurrent registration of the same identifier won the race: theirs stands.
-            winner = queries.subject(self.db, subject_id)
-            if winner is None:
-                raise
-            return winner, False
-        return subject, True
+                created = repository.add_new(session, list(wanted.values()))
+                new = [wanted[subject_id][0] for subject_id in sorted(created)]
+                self.outbox.add_many(session, [(contract.subject_registered(s), s.subject_id) for s in new])
+                # Registered before (or by a concurrent call, which the insert waited for): theirs stands.
+                stored = repository.subjects(session, wanted.keys() - created)
+            stored.update((subject.subject_id, subject) for subject in new)
+        outcomes: list[domain.Registration | InvalidArgument] = []
+        for item in read:
+            if isinstance(item, InvalidArgument):
+                outcomes.append(item)
+                continue
+            outcomes.append((stored[item], item in created))
+            created.discard(item)  # a repeat of the identifier in this batch is not created again
+        return outcomes
 
     def resolve(self, *, identifier: str = "", subject_id: str = "") -> domain.Subject:
         return self.resolve_or_pseudonym(identifier=identifier, subject_id=subject_id, allow=False)[0]

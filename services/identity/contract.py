@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from govmesh import clock, enums
+from govmesh.errors import InvalidArgument
 from govmesh.identity.v1 import events_pb2, identity_pb2
 from services.identity import domain
 
@@ -19,6 +22,27 @@ def subject_to_proto(subject: domain.Subject) -> identity_pb2.Subject:
         display_name=subject.display_name,
         created_at=clock.timestamp(subject.created_at),
     )
+
+
+def registration_to_proto(registration: domain.Registration) -> identity_pb2.RegisterSubjectResponse:
+    subject, created = registration
+    return identity_pb2.RegisterSubjectResponse(subject=subject_to_proto(subject), created=created)
+
+
+def registrations_to_proto(
+    outcomes: Sequence[domain.Registration | InvalidArgument],
+) -> identity_pb2.RegisterSubjectsResponse:
+    """A batch's answers in its order: each registration, or the item's refusal by index."""
+    results = []
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, InvalidArgument):
+            refusal = identity_pb2.RegistrationRefusal(
+                index=index, field=outcome.field, reason=outcome.reason, message=outcome.message
+            )
+            results.append(identity_pb2.RegisterSubjectsResult(refused=refusal))
+        else:
+            results.append(identity_pb2.RegisterSubjectsResult(registered=registration_to_proto(outcome)))
+    return identity_pb2.RegisterSubjectsResponse(results=results)
 
 
 def subject_registered(subject: domain.Subject) -> events_pb2.SubjectRegistered:

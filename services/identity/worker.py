@@ -1,5 +1,5 @@
 """Identity's worker: the outbox relay, and nameko RPC for other services' workers that must
-register a subject met in a department feed (records' broker path); it answers with the
+register the subjects met in a department feed (records' broker path); it answers with the
 pseudonymous subject id and masked identifier only."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ from typing import Any
 
 from nameko.rpc import rpc
 
-from govmesh.errors import NotFound, ServiceError
+from govmesh.errors import InvalidArgument, NotFound, ServiceError
 from govmesh.outbox import Outbox
 from govmesh.worker import Application, OutboxRelayRunner, RpcAuthorizer, RpcServiceError
 from services.identity import bootstrap, store
 from services.identity.bootstrap import Parts
 from services.identity.domain import Subject
+from services.identity.metrics import count_registration, count_registrations
 
 SERVICE = "govmesh.identity.v1.IdentityService"
 
@@ -42,7 +43,31 @@ class Worker:
             subject, created = self.parts.identity.register(identifier, display_name)
         except ServiceError as exc:
             raise RpcServiceError(f"{exc.status}: {exc.message}") from None
+        count_registration(subject, created)
         return _answer(subject, created)
+
+    @rpc  # type: ignore[untyped-decorator]
+    def register_subjects(self, authorization: str, subjects: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """RegisterSubjects for other services' workers: ``subjects`` as [{"identifier": ...,
+        "display_name": ...}]; answers in order, each as register_subject does, or
+        {"refused": {"index", "field", "reason", "message"}} for an item refused on its own."""
+        self.authorize(authorization, f"{SERVICE}/RegisterSubjects")
+        try:
+            items = [(str(item.get("identifier", "")), str(item.get("display_name", ""))) for item in subjects]
+            outcomes = self.parts.identity.register_many(items)
+        except (AttributeError, TypeError):
+            raise RpcServiceError(
+                "INVALID_ARGUMENT: subjects: each must be a mapping of identifier and display_name"
+            ) from None
+        except ServiceError as exc:
+            raise RpcServiceError(f"{exc.status}: {exc.message}") from None
+        count_registrations(outcomes)
+        return [
+            {"refused": {"index": index, "field": outcome.field, "reason": outcome.reason, "message": outcome.message}}
+            if isinstance(outcome, InvalidArgument)
+            else _answer(*outcome)
+            for index, outcome in enumerate(outcomes)
+        ]
 
     @rpc  # type: ignore[untyped-decorator]
     def resolve_subject(

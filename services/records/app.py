@@ -30,7 +30,7 @@ from govmesh.outbox import Outbox
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
 from services.records import contract, queries, repository, signing, store
-from services.records.clients import InvalidSubject, Subjects
+from services.records.clients import REGISTER_BATCH, InvalidSubject, Subjects
 from services.records.domain import access_log, catalogue, feed, proofs
 from services.records.domain.feed import (
     DUPLICATE,
@@ -210,52 +210,79 @@ class RecordsApp:
     ) -> None:
         pending = [(position, item) for position, item in enumerate(outcomes) if isinstance(item, Checked)]
         distinct = {contract.subject_key(records[position]): records[position] for position, _ in pending}
+        found: dict[tuple[str, str], Party | Refused] = {}
+        named, unnamed = [], []
+        for key, record in distinct.items():
+            seen = self._subjects_seen.get(key)
+            if seen is not None:
+                found[key] = seen
+            elif key[0] == "subject_identifier" and contract.display_name(record):
+                named.append(key)  # read_record refused any name identity would
+            else:
+                unnamed.append(key)
+        found.update(self._register(named, distinct, subjects))
 
-        def who(record: records_pb2.DepartmentRecord) -> Party | Refused:
+        def who(key: tuple[str, str]) -> Party | Refused:
             try:
-                return self._subject_of(record, subjects)
+                return self._subjects_seen.put(key, self._ask_identity(distinct[key], subjects))
             except Refused as refusal:
                 return refusal
 
         if subjects.parallel:
             # Pool threads do not inherit context variables: carry the trace into each call.
             context = contextvars.copy_context()
-            answers = list(self._identity_pool.map(lambda record: context.copy().run(who, record), distinct.values()))
+            answers = list(self._identity_pool.map(lambda key: context.copy().run(who, key), unnamed))
         else:
-            answers = [who(record) for record in distinct.values()]
-        found = dict(zip(distinct, answers, strict=True))
+            answers = [who(key) for key in unnamed]
+        found.update(zip(unnamed, answers, strict=True))
         for position, item in pending:
             outcomes[position] = _about(item, found[contract.subject_key(records[position])])
 
-    def _subject_of(self, record: records_pb2.DepartmentRecord, subjects: Subjects) -> Party:
+    def _register(
+        self,
+        keys: list[tuple[str, str]],
+        records: dict[tuple[str, str], records_pb2.DepartmentRecord],
+        subjects: Subjects,
+    ) -> dict[tuple[str, str], Party | Refused]:
+        """The batch's new people who come with a name, registered (or found registered) in one
+        call to identity per REGISTER_BATCH rather than one each; identity's refusal of one is
+        that person's alone."""
+        found: dict[tuple[str, str], Party | Refused] = {}
+        for start in range(0, len(keys), REGISTER_BATCH):
+            chunk = keys[start : start + REGISTER_BATCH]
+            people = [(records[key].subject_identifier, contract.display_name(records[key])) for key in chunk]
+            try:
+                answers = subjects.register_many(people)
+            except InvalidSubject as exc:  # the call itself refused: every item with it
+                answers = [exc] * len(chunk)
+            for key, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, InvalidSubject):
+                    found[key] = Refused(RejectionCode.INVALID_SUBJECT, f"subject_{answer.field}: {answer}")
+                else:
+                    found[key] = self._subjects_seen.put(key, answer)
+        return found
+
+    def _ask_identity(self, record: records_pb2.DepartmentRecord, subjects: Subjects) -> Party:
+        """The subject of a record that names it by id, or by an identifier without a name (which
+        identity must know already)."""
         which = record.WhichOneof("subject")
         if which is None:
             raise Refused(RejectionCode.INVALID_SUBJECT, "subject: give subject_identifier or subject_id")
-        key = contract.subject_key(record)
-        subject = self._subjects_seen.get(key)
-        if subject is None:
-            subject = self._subjects_seen.put(key, self._ask_identity(record, which, subjects))
-        return subject
-
-    def _ask_identity(self, record: records_pb2.DepartmentRecord, which: str, subjects: Subjects) -> Party:
         try:
             if which == "subject_id":
                 found = subjects.resolve(subject_id=record.subject_id)
                 if found is None:
                     raise Refused(RejectionCode.INVALID_SUBJECT, "subject_id: identity knows no such subject")
                 return found
-            name = contract.display_name(record)  # read_record refused what identity would
-            existing = None if name else subjects.resolve(identifier=record.subject_identifier)
-            if existing is not None:
-                return existing
-            if not name:
+            existing = subjects.resolve(identifier=record.subject_identifier)
+            if existing is None:
                 raise Refused(
                     RejectionCode.INVALID_SUBJECT,
                     "subject_display_name: needed to register a subject identity does not know yet",
                 )
-            return subjects.register(record.subject_identifier, name)
+            return existing
         except InvalidSubject as exc:
-            raise Refused(RejectionCode.INVALID_SUBJECT, f"subject_identifier: {exc}") from None
+            raise Refused(RejectionCode.INVALID_SUBJECT, f"subject_{exc.field}: {exc}") from None
 
     def _write_batch(self, session: Session, items: list[Checked], channel: str) -> dict[int, Refused | None]:
         """Writes the batch: new records in one statement when nothing stands in the way, else

@@ -5,6 +5,7 @@ imports neither at load time: each client imports its transport where it is buil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from govmesh import enums
@@ -22,18 +23,31 @@ if TYPE_CHECKING:
 IDENTITY_TIMEOUT_SECONDS = 5.0
 
 
+#: The most subjects identity registers in one call (RegisterSubjects, register_subjects).
+REGISTER_BATCH = 1000
+
+
 class InvalidSubject(Exception):
-    """Identity refused the identifier; the message says why and never contains it."""
+    """Identity refused the identifier (or, registering, the name: ``field``); the message says
+    why, without the field's name, and never contains the identifier."""
+
+    def __init__(self, message: str, field: str = "identifier") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class Subjects(Protocol):
     """Identity, as records' use cases reach it."""
 
-    #: Whether calls may be made from several threads at once (a batch's new subjects are then
-    #: looked up side by side).
+    #: Whether calls may be made from several threads at once (a batch's subjects known only by
+    #: their id are then looked up side by side).
     parallel: bool
 
-    def register(self, identifier: str, display_name: str) -> Party: ...
+    def register_many(self, people: Sequence[tuple[str, str]]) -> list[Party | InvalidSubject]:
+        """Each (identifier, display name) registered, or found registered, in order, in one call
+        (up to REGISTER_BATCH); an item identity refuses is its InvalidSubject, the others are
+        registered all the same."""
+        ...
 
     def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
         """The subject, or None when identity knows no such subject; with allow_unregistered, an
@@ -51,13 +65,17 @@ class IdentityOverGrpc:
 
         self.client: IdentityClient = IdentityClient(target, credentials, timeout)
 
-    def register(self, identifier: str, display_name: str) -> Party:
+    def register_many(self, people: Sequence[tuple[str, str]]) -> list[Party | InvalidSubject]:
         from govmesh.identity_client import IdentifierRefused
 
         try:
-            return _party(self.client.register(identifier, display_name))
+            answers = self.client.register_many(people)
         except IdentifierRefused as exc:
             raise InvalidSubject(str(exc)) from None
+        return [
+            InvalidSubject(str(answer), answer.field) if isinstance(answer, IdentifierRefused) else _party(answer)
+            for answer in answers
+        ]
 
     def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
         from govmesh.identity_client import IdentifierRefused
@@ -79,7 +97,7 @@ def _party(subject: identity_pb2.Subject) -> Party:
 
 
 class IdentityOverRpc:
-    """Identity's worker RPC (register_subject, resolve_subject), for records' worker, called with
+    """Identity's worker RPC (register_subjects, resolve_subject), for records' worker, called with
     records' own credentials. nameko gives each running entrypoint its own RPC proxy (it carries
     that call's context), so the worker binds the client to it per call: ``through(proxy)``."""
 
@@ -101,12 +119,22 @@ class IdentityOverRpc:
     def through(self, proxy: Any) -> IdentityOverRpc:
         return IdentityOverRpc(self.credentials, self.timeout, proxy, self.known)
 
-    def register(self, identifier: str, display_name: str) -> Party:
-        answer = self._call("register_subject", identifier=identifier, display_name=display_name)
-        assert answer is not None
-        party = _party_of(answer)
-        self.known.keep(identifier, "", party, registered=True)
-        return party
+    def register_many(self, people: Sequence[tuple[str, str]]) -> list[Party | InvalidSubject]:
+        subjects = [{"identifier": identifier, "display_name": name} for identifier, name in people]
+        answers = self._call("register_subjects", subjects=subjects)
+        assert isinstance(answers, list)
+        registered: list[Party | InvalidSubject] = []
+        for (identifier, _), answer in zip(people, answers, strict=True):
+            if "refused" in answer:
+                refusal = answer["refused"]
+                registered.append(
+                    InvalidSubject(refusal["message"].removeprefix(f"{refusal['field']}: "), refusal["field"])
+                )
+                continue
+            party = _party_of(answer)
+            self.known.keep(identifier, "", party, registered=True)
+            registered.append(party)
+        return registered
 
     def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:
         known = self.known.get(identifier, subject_id, allow_unregistered)
@@ -121,7 +149,7 @@ class IdentityOverRpc:
         self.known.keep(identifier, subject_id, party, registered=not answer.get("unregistered", False))
         return party
 
-    def _call(self, method: str, **kwargs: object) -> dict[str, Any] | None:
+    def _call(self, method: str, **kwargs: object) -> Any:
         from nameko.exceptions import RemoteError
 
         from govmesh.worker import rpc_result
@@ -130,7 +158,7 @@ class IdentityOverRpc:
             raise RuntimeError("IdentityOverRpc is called through an entrypoint's proxy: use through(proxy)")
         reply = getattr(self.proxy, method).call_async(authorization=self.credentials.authorization(), **kwargs)
         try:
-            answer: dict[str, Any] | None = rpc_result(reply, self.timeout)
+            answer = rpc_result(reply, self.timeout)
         except TimeoutError:
             raise Unavailable(f"identity did not answer within {self.timeout:g} s") from None
         except RemoteError as error:

@@ -456,3 +456,158 @@ def test_a_request_that_does_not_parse_is_invalid_argument_after_authentication(
         raw_call(not_utf8, metadata=Client(running).metadata, timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details().startswith("request:")
+
+
+def register_all(client: Client, *items: tuple[str, str]) -> identity_pb2.RegisterSubjectsResponse:
+    request = identity_pb2.RegisterSubjectsRequest(
+        subjects=[identity_pb2.RegisterSubjectRequest(identifier=i, display_name=n) for i, n in items]
+    )
+    return client.stub.RegisterSubjects(request, metadata=client.metadata, timeout=30)
+
+
+def test_a_batch_registers_its_good_items_refuses_bad_ones_alone_and_announces_each_new_subject_once(
+    running: ServiceEnv, integrators: Integrators
+) -> None:
+    integrator = integrators.bind("identity.events", "subject_registered")
+    client = Client(running)
+    earlier = new_resident()
+    known = client.register(earlier, "罗舫").subject  # registered before the batch
+    first, second, bad = new_resident(), new_enterprise(), with_wrong_check(new_resident())
+    refused_before = counter(
+        running.api_metrics_port,
+        'govmesh_identity_registrations_refused_total{field="identifier",reason="INVALID_IDENTIFIER"}',
+    )
+
+    response = register_all(
+        client,
+        (first, "徐伟"),
+        (bad, "x"),
+        (second, "杭州城市大脑有限公司"),
+        (first.lower()[:6] + " " + first[6:], "徐 伟"),  # the same person typed differently
+        (first[:6] + "********" + first[-4:], "x"),  # not an identifier at all
+        (new_resident(), "徐\u202e伟"),  # a name with a bidi override
+        (earlier, "另一个名字"),
+    )
+
+    kinds = [result.WhichOneof("result") for result in response.results]
+    assert kinds == ["registered", "refused", "registered", "registered", "refused", "refused", "registered"]
+    created = [r.registered.created for r in response.results if r.WhichOneof("result") == "registered"]
+    assert created == [True, True, False, False]  # a repeat in the batch is the same subject, not new
+    subject = response.results[0].registered.subject
+    assert response.results[3].registered.subject == subject
+    assert response.results[6].registered.subject == known  # registered before: its name stands
+    assert subject.display_name == "徐伟" and subject.masked_identifier == first[:6] + "********" + first[-4:]
+    assert response.results[2].registered.subject.kind == identity_pb2.SUBJECT_KIND_ENTERPRISE
+    refusals = {r.refused.index: r.refused for r in response.results if r.WhichOneof("result") == "refused"}
+    assert {i: (r.field, r.reason) for i, r in refusals.items()} == {
+        1: ("identifier", "INVALID_IDENTIFIER"),
+        4: ("identifier", "INVALID_IDENTIFIER"),
+        5: ("display_name", "INVALID"),
+    }
+    for refusal in refusals.values():
+        assert refusal.message.startswith(f"{refusal.field}:") and refusal.message.isprintable()
+        assert bad not in refusal.message and bad[:-1] not in refusal.message
+    assert "U+202E" in refusals[5].message
+    after = counter(
+        running.api_metrics_port,
+        'govmesh_identity_registrations_refused_total{field="identifier",reason="INVALID_IDENTIFIER"}',
+    )
+    assert after - refused_before == 2
+
+    # The good items are registered as RegisterSubject would have; the refused ones are not.
+    assert client.resolve(identifier=first).subject == subject
+    assert client.resolve(identifier=second).subject == response.results[2].registered.subject
+    with pytest.raises(grpc.RpcError) as missing:
+        client.resolve(identifier=bad[:-1] + resident_id(bad[:17])[-1])
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    # Registering again, one by one or in a batch, creates nothing.
+    assert not client.register(second, "x").created
+    again = register_all(client, (first, "x"), (second, "x"))
+    assert [r.registered.created for r in again.results] == [False, False]
+
+    new = {subject.subject_id, response.results[2].registered.subject.subject_id}
+    events = receive_own(integrator, 2, about(new)) + [m for m in integrator.drain(quiet=1.0) if about(new)(m)]
+    assert sorted(props.headers["ce-subject"] for _, props, _ in events) == sorted(new)
+    assert not [m for m in integrator.drain(quiet=0.2) if about({known.subject_id})(m)]
+
+
+def test_a_batch_of_more_than_1000_is_refused_naming_the_field_and_registers_nobody(running: ServiceEnv) -> None:
+    client = Client(running)
+    people = [new_resident() for _ in range(1001)]
+    with pytest.raises(grpc.RpcError) as error:
+        register_all(client, *((person, "x") for person in people))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("subjects: at most 1000")
+    assert dict(error.value.trailing_metadata())["govmesh-field"] == "subjects"
+    with pytest.raises(grpc.RpcError) as missing:
+        client.resolve(identifier=people[0])
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(register_all(client, *((person, "x") for person in people[:1000])).results) == 1000
+    assert not register_all(client).results  # nothing asked, nothing answered
+
+
+def test_overlapping_batches_at_once_make_each_subject_once_with_one_event(
+    running: ServiceEnv, integrators: Integrators
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    integrator = integrators.bind("identity.events", "subject_registered")
+    people = [new_resident() for _ in range(400)]
+    # Eight callers send the same people at once, each in its own order: whichever inserts a
+    # person first creates them, the others find them (identity inserts in subject id order, so
+    # that such batches never wait on each other in a cycle on PostgreSQL).
+    orders = [people, people[::-1], people[200:] + people[:200], people[::2] + people[1::2]] * 2
+    clients = [Client(running) for _ in orders]
+    with ThreadPoolExecutor(len(orders)) as pool:
+        answers = list(
+            pool.map(
+                lambda pair: register_all(pair[0], *((p, "x") for p in pair[1])), zip(clients, orders, strict=True)
+            )
+        )
+    by_person: dict[str, list[identity_pb2.RegisterSubjectResponse]] = {}
+    for order, answer in zip(orders, answers, strict=True):
+        for person, result in zip(order, answer.results, strict=True):
+            by_person.setdefault(person, []).append(result.registered)
+    assert all(len({r.subject.subject_id for r in results}) == 1 for results in by_person.values())
+    assert all(sum(r.created for r in results) == 1 for results in by_person.values())
+    subjects = {results[0].subject.subject_id for results in by_person.values()}
+    events = receive_own(integrator, len(people), about(subjects), timeout=30)
+    events += [m for m in integrator.drain(quiet=1.0) if about(subjects)(m)]
+    assert sorted(props.headers["ce-subject"] for _, props, _ in events) == sorted(subjects)
+
+
+def test_worker_registers_a_batch_for_other_workers_over_nameko_rpc(
+    running: ServiceEnv, integrators: Integrators
+) -> None:
+    integrator = integrators.bind("identity.events", "subject_registered")
+    amqp = running.env["AMQP_URI"]
+    records = f"Bearer {running.token('records')}"
+    person, bad = new_resident(), with_wrong_check(new_resident())
+    items = [{"identifier": person, "display_name": "诸暨居民"}, {"identifier": bad, "display_name": "x"}]
+    reply = call_nameko_rpc(amqp, "identity", "register_subjects", authorization=records, subjects=items)
+    assert reply["error"] is None
+    registered, refused = reply["result"]  # type: ignore[misc]
+    assert registered["created"] is True
+    assert registered["masked_identifier"] == person[:6] + "********" + person[-4:]
+    assert refused == {
+        "refused": {
+            "index": 1,
+            "field": "identifier",
+            "reason": "INVALID_IDENTIFIER",
+            "message": refused["refused"]["message"],
+        }
+    }
+    assert refused["refused"]["message"].startswith("identifier: not a valid identifier")
+    assert person not in json.dumps(reply) and bad[:-1] not in json.dumps(reply)
+    assert len(receive_own(integrator, 1, about({registered["subject_id"]}))) == 1
+    assert Client(running).resolve(identifier=person).subject.subject_id == registered["subject_id"]
+
+    too_many = [{"identifier": person, "display_name": "x"}] * 1001
+    for authorization, subjects, refusal in (
+        (records, too_many, "INVALID_ARGUMENT: subjects:"),
+        (records, "not a list of mappings", "INVALID_ARGUMENT: subjects:"),
+        (f"Bearer {running.token('statistics')}", items, "PERMISSION_DENIED"),
+        ("", items, "UNAUTHENTICATED"),
+    ):
+        answer = call_nameko_rpc(amqp, "identity", "register_subjects", authorization=authorization, subjects=subjects)
+        assert str(answer["error"]["value"]).startswith(refusal)  # type: ignore[index]

@@ -212,6 +212,40 @@ def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv
         assert body["subjectId"].startswith("sub_") and "*" in body["subjectMaskedIdentifier"]
 
 
+def test_a_feed_batch_registers_its_new_people_with_identity_in_one_call(mesh: ServiceEnv) -> None:
+    identity = mesh.ports["identity"]
+    calls = {
+        method: f'govmesh_grpc_requests_total{{code="OK",method="{method}",service="identity"}}'
+        for method in ("RegisterSubjects", "RegisterSubject", "ResolveSubject")
+    }
+    before = {method: counter(identity["api_metrics"], series) for method, series in calls.items()}
+    people = [new_resident() for _ in range(40)]
+    bad = with_wrong_check(new_resident())
+    batch = [licence(person) for person in people] + [licence(person) for person in people[:10]] + [licence(bad)]
+
+    response = Records(mesh, "public_security").publish(*batch)
+
+    assert (response.received, response.stored, response.rejected) == (51, 50, 1)
+    [rejection] = response.rejections
+    assert rejection.index == 50 and rejection.code == records_pb2.RECORD_REJECTION_CODE_INVALID_SUBJECT
+    assert rejection.message.startswith("subject_identifier: not a valid identifier")  # the field named once
+    assert bad[:-1] not in rejection.message
+    after = {method: counter(identity["api_metrics"], series) for method, series in calls.items()}
+    assert {method: after[method] - before[method] for method in calls} == {
+        "RegisterSubjects": 1,  # the 41 people the batch brings, in one call
+        "RegisterSubject": 0,
+        "ResolveSubject": 0,
+    }
+
+    # The broker's feed registers through identity's worker in the same way (a batch of one).
+    created = 'govmesh_identity_registrations_total{created="true",kind="resident"}'
+    registered_before = counter(identity["worker_metrics"], created)
+    reference = f"DL-{uuid.uuid4().hex[:10]}"
+    publish_on_broker(mesh, licence(new_resident(), reference=reference))
+    wait_for(lambda: stored_records(mesh, {reference}) == 1)
+    assert counter(identity["worker_metrics"], created) - registered_before == 1
+
+
 def test_the_same_records_arriving_on_both_paths_at_once_are_stored_once(
     mesh: ServiceEnv, integrators: Integrators
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 
 import pytest
@@ -48,7 +48,7 @@ class Identity:
         self.registered = set(registered)
         self.lookups = 0
 
-    def register(self, identifier: str, display_name: str) -> Party:
+    def register_many(self, people: Sequence[tuple[str, str]]) -> list[Party | InvalidSubject]:
         raise AssertionError("reads never register anyone")
 
     def resolve(self, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False) -> Party | None:

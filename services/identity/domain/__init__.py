@@ -15,7 +15,7 @@ from services.identity.domain.identifiers import (
     subject_pseudonym,
     validate_identifier,
 )
-from services.identity.domain.subject import Subject
+from services.identity.domain.subject import Registration, Subject
 
 __all__ = [
     "EnterpriseFacts",
@@ -23,6 +23,7 @@ __all__ = [
     "MalformedRequest",
     "Problem",
     "ProblemCode",
+    "Registration",
     "ResidentFacts",
     "Sex",
     "Subject",

@@ -17,3 +17,7 @@ class Subject:
     display_name: str
     #: None for the subject an unregistered identifier would be.
     created_at: datetime.datetime | None
+
+
+#: A registration's answer: the subject, and whether that registration created it.
+Registration = tuple[Subject, bool]

@@ -36,6 +36,13 @@ def test_dev_policy_has_the_demo_portal_and_one_caller_per_department(policy: au
     assert not policy.callers["public_security"].may_call("/govmesh.crowd.v1.CrowdService/UpsertZone")
 
 
+def test_whoever_may_register_a_subject_may_register_a_batch_and_no_one_else(policy: auth.Policy) -> None:
+    one, batch = (f"/govmesh.identity.v1.IdentityService/{m}" for m in ("RegisterSubject", "RegisterSubjects"))
+    may_register = {c.caller_id for c in policy.callers.values() if c.may_call(one)}
+    assert {"records", "demo-portal"} <= may_register
+    assert {c.caller_id for c in policy.callers.values() if c.may_call(batch)} == may_register
+
+
 def test_token_round_trip_and_rights(issuer: auth.TokenIssuer, verifier: auth.TokenVerifier) -> None:
     token = issuer.issue("taxation")
     caller = verifier.authorize(f"Bearer {token}", "/govmesh.identity.v1.IdentityService/ResolveSubject")

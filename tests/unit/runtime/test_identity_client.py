@@ -36,11 +36,21 @@ class StandInIdentity(identity_pb2_grpc.IdentityServiceServicer):
             masked_identifier=identifier[:6] + "********" + identifier[-4:],
         )
 
-    def RegisterSubject(
-        self, request: identity_pb2.RegisterSubjectRequest, context: grpc.ServicerContext
-    ) -> identity_pb2.RegisterSubjectResponse:
-        subject = self.registered.setdefault(request.identifier, self.subject(request.identifier))
-        return identity_pb2.RegisterSubjectResponse(subject=subject)
+    def RegisterSubjects(
+        self, request: identity_pb2.RegisterSubjectsRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.RegisterSubjectsResponse:
+        results = []
+        for index, item in enumerate(request.subjects):
+            if item.identifier == INVALID:
+                refusal = identity_pb2.RegistrationRefusal(
+                    index=index, field="identifier", reason="INVALID_IDENTIFIER", message="identifier: bad check"
+                )
+                results.append(identity_pb2.RegisterSubjectsResult(refused=refusal))
+                continue
+            subject = self.registered.setdefault(item.identifier, self.subject(item.identifier))
+            registered = identity_pb2.RegisterSubjectResponse(subject=subject)
+            results.append(identity_pb2.RegisterSubjectsResult(registered=registered))
+        return identity_pb2.RegisterSubjectsResponse(results=results)
 
     def ResolveSubject(
         self, request: identity_pb2.ResolveSubjectRequest, context: grpc.ServicerContext
@@ -78,7 +88,7 @@ def client(target: str, tmp_path: Path, known: KnownSubjects[identity_pb2.Subjec
 def test_a_registered_subject_is_asked_for_once(identity: tuple[StandInIdentity, str], tmp_path: Path) -> None:
     stand_in, target = identity
     records = client(target, tmp_path)
-    registered = records.register(XU_WEI, "徐伟")
+    [registered] = records.register_many([(XU_WEI, "徐伟")])
     for _ in range(3):
         assert records.resolve(identifier=XU_WEI) == registered
         assert records.resolve(identifier=XU_WEI, allow_unregistered=True) == registered
@@ -106,6 +116,23 @@ def test_a_would_be_subject_serves_refusals_but_a_read_asks_again_until_register
     assert records.resolve(identifier=ZHUJI_RESIDENT) == would_be  # asked again, and now registered
     assert records.resolve(identifier=ZHUJI_RESIDENT) == would_be
     assert stand_in.asked[ZHUJI_RESIDENT] == 3
+
+
+def test_a_batch_registers_in_one_call_answers_in_order_and_keeps_only_the_registered(
+    identity: tuple[StandInIdentity, str], tmp_path: Path
+) -> None:
+    stand_in, target = identity
+    records = client(target, tmp_path)
+    answers = records.register_many([(XU_WEI, "徐伟"), (INVALID, "x"), (LUO_FANG, "罗舫")])
+    assert [getattr(a, "subject_id", None) for a in answers] == [subject_of(XU_WEI), None, subject_of(LUO_FANG)]
+    refused = answers[1]
+    assert isinstance(refused, IdentifierRefused)
+    assert (refused.field, str(refused)) == ("identifier", "bad check")  # the field is named once, on it
+    for person in (XU_WEI, LUO_FANG):
+        assert records.resolve(identifier=person) is not None
+    with pytest.raises(IdentifierRefused):
+        records.resolve(identifier=INVALID)
+    assert (stand_in.asked[XU_WEI], stand_in.asked[LUO_FANG], stand_in.asked[INVALID]) == (0, 0, 1)
 
 
 def test_refusals_and_not_found_are_never_kept(identity: tuple[StandInIdentity, str], tmp_path: Path) -> None:
