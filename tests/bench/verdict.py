@@ -60,8 +60,11 @@ def _proofs(callers: int, processes: int = 1) -> Figure:
 
 
 _PROOFS_16 = _proofs(16, 2)
-_BARE_GRPC = Figure("identity", "sequential unary gRPC", "bare grpcio server (baseline)", "per_second")
+# The bare server in a process of its own, as the identity api is (the other one shares the
+# callers' process and its GIL).
+_BARE_GRPC = Figure("identity", "sequential unary gRPC", "bare grpcio server, own process (baseline)", "per_second")
 _BURST = "200 ride-hailing cases at once"
+_BATCHES = "identity api RegisterSubjects, batches of 500"
 
 TARGETS: tuple[Target, ...] = (
     # Issue 12: records' access log.
@@ -143,7 +146,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "identity: registration, 16 callers, PostgreSQL",
         13,
-        Figure("identity", "registration", "RegisterSubjects, 16 callers, PostgreSQL", "per_second"),
+        Figure("identity", "registration, 16 callers, postgresql", _BATCHES, "per_second"),
         at_least=3000,
         unit="subjects/s",
     ),
@@ -224,7 +227,7 @@ def judge(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "baseline": baseline,
                 "ratio": None if ratio is None else round(ratio, 3),
                 "wanted": target.describe(),
-                "measured": value is not None,
+                "measured": value is not None and (target.baseline is None or baseline is not None),
                 "met": met,
             }
         )
