@@ -17,7 +17,7 @@ help:
 	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log), then the verdict on every target"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log, a million people seeded: about 2 hours), then the verdict on every target"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
@@ -103,7 +103,8 @@ bench: install
 		&& $(BIN)/python -m tests.bench.crowd \
 		&& $(BIN)/python -m tests.bench.records --database sqlite \
 		&& $(BIN)/python -m tests.bench.records --database postgresql --api-processes 1 2 \
-		&& $(BIN)/python -m tests.bench.watchers; \
+		&& $(BIN)/python -m tests.bench.watchers \
+		&& $(BIN)/python -m tests.bench.population --subjects 1000000; \
 		status=$$?; $(BIN)/python -m tests.bench.verdict; exit $$status
 
 lock:

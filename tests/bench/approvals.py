@@ -147,7 +147,7 @@ def bench_burst(client: Client, env: ServiceEnv, burst: int, section: str = "bur
     results.record(f"{section}: CPU per case", "ms of CPU per case, by process", **spent)
 
 
-def bench_offered(client: Client, rate: float, seconds: float) -> None:
+def bench_offered(client: Client, rate: float, seconds: float, section: str = "offered load") -> None:
     """An open loop: case i is submitted at start + i / rate by a pool of submitters, however long
     the mesh takes; then every case is awaited and its decision_duration read."""
     scenario = qualifying("ride_hailing_driver_permit")
@@ -187,7 +187,7 @@ def bench_offered(client: Client, rate: float, seconds: float) -> None:
         f"p99 {p99:.0f} ms, max {durations[-1]:.0f} ms"
     )
     results.record(
-        "offered load",
+        section,
         f"{rate:g} ride-hailing cases/s offered",
         offered_per_second=round(count / offered_for, 1),
         seconds=seconds,

@@ -65,6 +65,7 @@ _PROOFS_16 = _proofs(16, 2)
 _BARE_GRPC = Figure("identity", "sequential unary gRPC", "bare grpcio server, own process (baseline)", "per_second")
 _BURST = "200 ride-hailing cases at once"
 _BATCHES = "identity api RegisterSubjects, batches of 500"
+_MILLION = "1,000,000 people"
 
 TARGETS: tuple[Target, ...] = (
     # Issue 12: records' access log.
@@ -135,6 +136,20 @@ TARGETS: tuple[Target, ...] = (
         Figure("approvals-postgresql", "burst, 2 workers", _BURST, "per_second"),
         baseline=Figure("approvals-postgresql", "burst", _BURST, "per_second"),
         ratio_at_least=1.5,
+    ),
+    Target(
+        "population: 1,000,000 subjects seeded, GetProof p99 at 16 callers, PostgreSQL",
+        13,
+        Figure("population-postgresql", _MILLION + ": GetProof", "records api GetProof, 16 callers", "p99_ms"),
+        at_most=50,
+        unit="ms",
+    ),
+    Target(
+        "population: 50 cases/s offered against it, p99 submit -> decided",
+        13,
+        Figure("population-postgresql", _MILLION + ": offered load", "50 ride-hailing cases/s offered", "p99_ms"),
+        at_most=1000,
+        unit="ms",
     ),
     Target(
         "identity: ValidateIdentifier vs bare grpcio",
