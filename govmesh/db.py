@@ -10,6 +10,9 @@ tables; Alembic's version table lives in that schema too.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,34 @@ def _normalise_url(url: str) -> sa.URL:
         # psycopg 3 is the driver we ship; SQLAlchemy's bare default is psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+#: How long a write transaction waits for SQLite's write lock before it fails.
+SQLITE_LOCK_WAIT_SECONDS = 30.0
+
+
+def _green() -> bool:
+    """Whether this is a worker process, where eventlet patched the standard library: a wait
+    inside SQLite's C busy handler would stall every green thread of the process."""
+    patcher = sys.modules.get("eventlet.patcher")
+    return bool(patcher is not None and patcher.is_monkey_patched("thread"))
+
+
+def _begin_immediate(connection: sa.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock by sleeping between tries (a green sleep in a
+    worker, so its other green threads run), up to SQLITE_LOCK_WAIT_SECONDS."""
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except sa.exc.OperationalError as exc:
+            locked = isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+            if not locked or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 #: Connections a process keeps to PostgreSQL (an api's threads; a worker keeps its handlers'
@@ -60,7 +91,11 @@ class Database:
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": 30})
+            # A worker waits for the write lock itself, cooperatively (_begin_immediate); its
+            # busy timeout only covers the rare waits after BEGIN (WAL recovery, a checkpoint).
+            green = _green()
+            busy_ms = 50 if green else int(SQLITE_LOCK_WAIT_SECONDS * 1000)
+            engine = sa.create_engine(self.url, connect_args={"timeout": busy_ms / 1000})
 
             @event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -70,13 +105,18 @@ class Database:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
                 cursor.close()
 
             @event.listens_for(engine, "begin")
             def _sqlite_begin(connection: sa.Connection) -> None:
                 read_only = connection.get_execution_options().get("govmesh_read_only", False)
-                connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+                if read_only:
+                    connection.exec_driver_sql("BEGIN")
+                elif green:
+                    _begin_immediate(connection)
+                else:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
         return sa.create_engine(
