@@ -72,6 +72,10 @@ BATCH_WAIT: Final = 0.05
 QUIET: Final = 0.002
 #: Unacknowledged messages the broker may send ahead (two batches of single readings in flight).
 PREFETCH: Final = 2 * BATCH
+#: Bytes asked of the socket at once. py-amqp asks it for each frame's header, payload and end
+#: byte apart (nine system calls a one-reading message, half the process's time when profiled);
+#: read ahead, most frames come from memory. Small, as py-amqp copies its buffer's rest per read.
+READ_AHEAD: Final = 16384
 DEFAULT_SHARDS: Final = 8
 MAX_SHARDS: Final = 256
 STANDBY_DELAY: Final = 5.0
@@ -397,6 +401,7 @@ class ReadingsConsumer:
     def _consume(self) -> None:
         connection = connect(self.settings.amqp_uri, "govmesh-crowd-ingest")
         try:
+            _read_ahead(connection)
             channel = connection.channel()
             channel.auto_decode = False  # bodies stay bytes: binary protobuf, or JSON read as UTF-8
             self._channel = channel
@@ -421,6 +426,7 @@ class ReadingsConsumer:
                 idle = False
                 try:
                     connection.drain_events(timeout=QUIET if self._pending.messages else 0.5)
+                    _drain_read_ahead(connection)
                 except TimeoutError:
                     idle = True
                 pending = self._pending
@@ -515,6 +521,27 @@ class ReadingsConsumer:
                 if self._stop.wait(pause):
                     raise _Stopping from None
                 pause = min(pause * 2, 30.0)
+
+
+def _read_ahead(connection: amqp.Connection) -> None:
+    """Reads of the socket ask for READ_AHEAD bytes at least; py-amqp keeps what a frame does not
+    use for the next. TLS transports read their own way and are left as they are."""
+    transport = connection.transport
+    if isinstance(transport, amqp.transport.TCPTransport):
+        recv = transport._quick_recv
+        transport._quick_recv = lambda size: recv(max(size, READ_AHEAD))
+
+
+def _drain_read_ahead(connection: amqp.Connection) -> None:
+    """Handles the frames already read ahead, whole, without a wait: drain_events sets the
+    socket's timeout and puts it back around every frame (two system calls each)."""
+    transport = connection.transport
+    while True:
+        buffered = getattr(transport, "_read_buffer", b"")
+        # A frame: type (1 byte), channel (2), payload size (4), payload, end byte.
+        if len(buffered) < 7 or len(buffered) < 8 + int.from_bytes(buffered[3:7], "big"):
+            return
+        connection.blocking_read(None)  # no timeout: the frame is in memory
 
 
 class _Stopping(Exception):
