@@ -512,8 +512,8 @@ def test_a_gateways_batches_in_json_and_binary_are_applied_and_bad_parts_refused
     message of an unknown type are refused and counted by reason; the batch's other readings are
     applied, once, and the other zone is left as it was."""
     env, amqp = mesh
-    crowd.upsert(zone("pier", capacity=1000))
-    crowd.upsert(zone("pier_other", capacity=1000))
+    crowd.upsert(zone("jetty", capacity=1000))
+    crowd.upsert(zone("jetty_other", capacity=1000))
     port = env.ports["crowd"]["ingest_metrics"]
 
     def refused(reason: str) -> float:
@@ -523,13 +523,13 @@ def test_a_gateways_batches_in_json_and_binary_are_applied_and_bad_parts_refused
     now = datetime.datetime.now(UTC)
     json_batch = pb.SensorReadingBatch(
         readings=[
-            reading("pier", "east", 1, now, delta=10),
-            reading("pier_other", "east", 2, now, delta=500),  # not the routing key's zone
+            reading("jetty", "east", 1, now, delta=10),
+            reading("jetty_other", "east", 2, now, delta=500),  # not the routing key's zone
             reading("", "east", 3, now, delta=5),  # empty: the routing key's
         ]
     )
-    binary_batch = pb.SensorReadingBatch(readings=[reading("pier", "west", seq, now, delta=2) for seq in (1, 2, 3)])
-    single = reading("pier", "north", 1, now, delta=7)
+    binary_batch = pb.SensorReadingBatch(readings=[reading("jetty", "west", seq, now, delta=2) for seq in (1, 2, 3)])
+    single = reading("jetty", "north", 1, now, delta=7)
     connection = pika.BlockingConnection(pika.URLParameters(amqp))
     try:
         channel = connection.channel()
@@ -547,16 +547,16 @@ def test_a_gateways_batches_in_json_and_binary_are_applied_and_bad_parts_refused
             (single.SerializeToString(), "application/x-protobuf", "govmesh.crowd.v1.Zone"),  # not a reading type
         ]:
             properties = pika.BasicProperties(content_type=content_type, type=message_type, delivery_mode=2)
-            channel.basic_publish("crowd.readings", "pier", body, properties, mandatory=True)
+            channel.basic_publish("crowd.readings", "jetty", body, properties, mandatory=True)
     finally:
         connection.close()
     wait_for(lambda: refused("missing_field") == before["missing_field"] + 1, timeout=15)
     wait_for(lambda: refused("misrouted") == before["misrouted"] + 1, timeout=15)
-    status = crowd.status("pier")
+    status = crowd.status("jetty")
     assert status.occupancy == 10 + 5 + 3 * 2 + 7, "every good reading applied once, the resent batch not again"
     assert {s.sensor_id: s.last_sequence for s in status.sensors} == {"east": 3, "west": 3, "north": 1}
-    east = crowd.status("pier_other")
-    assert (east.occupancy, east.sensors_total) == (0, 0), "the misrouted reading changed nothing"
+    other = crowd.status("jetty_other")
+    assert (other.occupancy, other.sensors_total) == (0, 0), "the misrouted reading changed nothing"
     time.sleep(1)
     assert refused("misrouted") == before["misrouted"] + 1, "counted once, never redelivered"
     assert refused("missing_field") == before["missing_field"] + 1
