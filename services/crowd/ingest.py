@@ -66,7 +66,7 @@ READINGS_EXCHANGE: Final = "crowd.readings"
 SHARDS_EXCHANGE: Final = "crowd.readings.shards"
 #: Readings applied per transaction at most (whole messages: one bigger message is applied alone), and
 #: how long a partial batch waits.
-BATCH: Final = 500
+BATCH: Final = 1000
 BATCH_WAIT: Final = 0.05
 #: No message for this long: the queue is empty for now, so the batch in hand is applied.
 QUIET: Final = 0.002

@@ -17,7 +17,16 @@ from govmesh.config import ConfigError
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from services.crowd.contract import reading_from_pb
 from services.crowd.domain.occupancy import Reading, RejectedReading, Rejection
-from services.crowd.ingest import BATCH_TYPE, MAX_READINGS_PER_MESSAGE, PROTOBUF, READING_TYPE, Sharding, parse_message
+from services.crowd.ingest import (
+    BATCH,
+    BATCH_TYPE,
+    MAX_READINGS_PER_MESSAGE,
+    PROTOBUF,
+    READING_TYPE,
+    Sharding,
+    _Pending,
+    parse_message,
+)
 
 KINDS = [pb.SENSOR_KIND_UNSPECIFIED, pb.SENSOR_KIND_GATE_COUNTER, pb.SENSOR_KIND_CAMERA, pb.SENSOR_KIND_PHONE_SIGNAL]
 
@@ -229,3 +238,18 @@ def test_shards_are_split_between_ingest_processes_and_bad_settings_are_named(
     ]:
         with pytest.raises(ConfigError, match=name):
             sharding(environ)
+
+
+def test_a_transaction_takes_whole_messages_up_to_a_batch_of_readings_and_a_bigger_one_alone() -> None:
+    pending = _Pending()
+    refusal = RejectedReading(Rejection.MISSING_FIELD, "x")
+    sizes = [600, 300, 200, BATCH + 500, 10, 0]
+    for tag, size in enumerate(sizes):
+        pending.add(tag, [refusal] * size)  # type: ignore[arg-type]  # a message stands in by its tag
+    taken = []
+    while pending.messages:
+        messages, readings = pending.take()
+        assert [len(r) for r in readings] == [sizes[m] for m in messages]
+        taken.append(messages)
+        assert pending.count == sum(sizes[m] for m in pending.messages)
+    assert taken == [[0, 1], [2], [3], [4, 5]]
