@@ -48,19 +48,29 @@ RAW_IDENTIFIER_FIELD = re.compile(r"(^|_)(identifier|id_number|id_card(_number)?
 
 @dataclass(frozen=True)
 class Ingest:
-    """An inbound exchange whose messages are a service's own protobuf message, one per message."""
+    """An inbound exchange whose messages are a service's own protobuf messages, one per message.
+    With more than one, the AMQP type property names a message's (none: the first)."""
 
     service: str
     exchange: str
     module: str
-    message: str
-    key_field: str  # the field whose value is the routing key
+    messages: tuple[str, ...]
+    key_field: str  # the field of the first message whose value is the routing key
+    binary: bool = False  # binary protobuf accepted beside proto3 JSON
 
 
 INGESTS = (
-    Ingest("records", "records.ingest", "govmesh.records.v1.records_pb2", "DepartmentRecord", "department_code"),
-    Ingest("crowd", "crowd.readings", "govmesh.crowd.v1.crowd_pb2", "SensorReading", "zone_id"),
+    Ingest("records", "records.ingest", "govmesh.records.v1.records_pb2", ("DepartmentRecord",), "department_code"),
+    Ingest(
+        "crowd",
+        "crowd.readings",
+        "govmesh.crowd.v1.crowd_pb2",
+        ("SensorReading", "SensorReadingBatch"),
+        "zone_id",
+        binary=True,
+    ),
 )
+BINARY_CONTENT_TYPE = "application/x-protobuf"
 
 INFO_DESCRIPTION = """\
 Every event of the govmesh services, and the inbound feeds that arrive on the broker. Generated
@@ -475,6 +485,22 @@ def message_object(descriptor: Descriptor, service: str, comments: Comments, hea
     return message
 
 
+def ingest_description(ingest: Ingest, names: list[str], key: str) -> str:
+    head = f"Inbound {' and '.join(names)} feed of {ingest.service}: exchange `{ingest.exchange}` (topic, durable), "
+    if len(names) == 1:
+        return head + f"routing key = `{key}` of the body, one {names[0]} per message."
+    text = (
+        head + f"routing key = the `{key}` of every {names[0]} carried, one {' or one '.join(names)} per message; "
+        f"the AMQP type property is the full name of the body's message (none: {names[0]})."
+    )
+    if ingest.binary:
+        text += (
+            f" The body is proto3 JSON (content type {CONTENT_TYPE}, or none) or binary protobuf (content type "
+            f"{BINARY_CONTENT_TYPE})."
+        )
+    return text
+
+
 def build() -> dict[str, Any]:
     """The AsyncAPI document, as plain data in a stable order."""
     descriptor_set = compile_descriptor_set()
@@ -516,37 +542,37 @@ def build() -> dict[str, Any]:
             services.add(service)
 
     for ingest in INGESTS:
-        descriptor = getattr(importlib.import_module(ingest.module), ingest.message).DESCRIPTOR
-        key = descriptor.fields_by_name[ingest.key_field]
+        module = importlib.import_module(ingest.module)
+        descriptors = [getattr(module, name).DESCRIPTOR for name in ingest.messages]
+        key = descriptors[0].fields_by_name[ingest.key_field]
         channel_id = ingest.exchange
-        schemas.message(descriptor)
-        messages[descriptor.full_name] = message_object(descriptor, ingest.service, comments, None)
-        description = (
-            f"Inbound {descriptor.name} feed of {ingest.service}: exchange `{ingest.exchange}` (topic, durable), "
-            f"routing key = `{key.json_name}` of the body, one {descriptor.name} per message."
-        )
-        if carries_raw_identifier(descriptor):
+        for descriptor in descriptors:
+            schemas.message(descriptor)
+            messages[descriptor.full_name] = message_object(descriptor, ingest.service, comments, None)
+        names = " or ".join(d.name for d in descriptors)
+        description = ingest_description(ingest, [d.name for d in descriptors], key.json_name)
+        if any(carries_raw_identifier(d) for d in descriptors):
             description += f" This channel {RAW_IDENTIFIER_NOTE}; its messages are never republished or logged."
+        parameter = {"description": comments.get("field", key.full_name) or f"The body's {key.json_name}."}
+        if len(descriptors) == 1:
+            parameter["location"] = f"$message.payload#/{key.json_name}"
+        else:  # in no one place of every body
+            parameter["description"] = f"The {key.json_name} of every {descriptors[0].name} the message carries."
         channels[channel_id] = {
             "address": f"{{{key.json_name}}}",
             "title": ingest.exchange,
             "description": description,
-            "messages": {descriptor.name: {"$ref": f"#/components/messages/{descriptor.full_name}"}},
-            "parameters": {
-                key.json_name: {
-                    "description": comments.get("field", key.full_name) or f"The body's {key.json_name}.",
-                    "location": f"$message.payload#/{key.json_name}",
-                }
-            },
+            "messages": {d.name: {"$ref": f"#/components/messages/{d.full_name}"} for d in descriptors},
+            "parameters": {key.json_name: parameter},
             "bindings": {"amqp": amqp_exchange(ingest.exchange)},
         }
         operations[f"{channel_id}.receive"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel_id}"},
-            "summary": f"{ingest.service} consumes {descriptor.name} messages.",
+            "summary": f"{ingest.service} consumes {names} messages.",
             "tags": [{"name": ingest.service}],
             "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
-            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{descriptor.name}"}],
+            "messages": [{"$ref": f"#/channels/{channel_id}/messages/{d.name}"} for d in descriptors],
         }
         services.add(ingest.service)
 

@@ -207,23 +207,32 @@ def status_pb(zone: ZoneState) -> pb.ZoneStatus:
 # Readings
 
 
+#: Sensor kinds by contract number, and the earliest and latest seconds a Timestamp may hold: the
+#: hot path of every reading (a dict and two comparisons instead of enum names and ToDatetime's
+#: checks, about twice as fast, measured; the same values).
+_KIND_OF: Final = {int(pb.SensorKind.Value(_KIND + kind.name)): kind for kind in SensorKind}
+_SECONDS: Final = range(-62_135_596_800, 253_402_300_800)
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
 def reading_from_pb(message: pb.SensorReading) -> Reading | RejectedReading:
     """The contract's reading as the domain reads it: unset fields are None, and occupancy's
     validation names them. A time no calendar holds is refused here, naming observed_at."""
     value = message.WhichOneof("value")
     observed_at = None
     if message.HasField("observed_at"):
+        stamp = message.observed_at
+        seconds, nanos = stamp.seconds, stamp.nanos
         try:
-            observed_at = message.observed_at.ToDatetime(datetime.UTC)
+            if seconds not in _SECONDS or not 0 <= nanos < 1_000_000_000:
+                raise ValueError
+            observed_at = _EPOCH + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
         except (ValueError, OverflowError):
-            return RejectedReading(
-                Rejection.ABSURD_VALUE,
-                f"observed_at ({message.observed_at.seconds} s, {message.observed_at.nanos} ns) is not a time",
-            )
+            return RejectedReading(Rejection.ABSURD_VALUE, f"observed_at ({seconds} s, {nanos} ns) is not a time")
     return Reading(
         zone_id=message.zone_id,
         sensor_id=message.sensor_id,
-        kind=from_proto(SensorKind, pb.SensorKind, _KIND, message.sensor_kind),
+        kind=_KIND_OF.get(message.sensor_kind),
         sequence=message.sequence,
         observed_at=observed_at,
         delta=message.delta if value == "delta" else None,

@@ -3,7 +3,7 @@ crowd service as it runs (api, worker and `govmesh ingest crowd` processes, SQLi
 RabbitMQ), beside bare baselines measured in the same run on the same broker.
 
     .venv/bin/python -m tests.bench.crowd [--readings N] [--zones N] [--samples K] [--load RATE]
-                                          [--database sqlite|postgresql]
+                                          [--batch B] [--database sqlite|postgresql] [--no-latency]
 
 1. Ingestion. N readings (four gate counters per zone, each counting up its own sequence,
    observed over the last hour as a crowd builds and disperses, some zones through level I) are
@@ -12,10 +12,14 @@ RabbitMQ), beside bare baselines measured in the same run on the same broker.
    govmesh_crowd_readings_total counter of its metrics port), then the same again for 2
    processes (GOVMESH_INSTANCES=2) on a second set of zones. Every zone is then checked through
    GetZoneStatus: occupancy exact, each sensor's last sequence the last one published, and no
-   reading late, duplicated or refused (per-zone order kept).
+   reading late, duplicated or refused (per-zone order kept). The same for the forms a gateway
+   may send (a run and a set of zones each, 1 process): one reading a message in binary protobuf,
+   and SensorReadingBatch messages of B readings of one zone in proto3 JSON and in binary, and the
+   binary batches with 2 processes too.
    Baselines: the same bodies published to a plain quorum queue (py-amqp, confirms collected as
    they come, at most 2,000 unconfirmed; the same publisher feeds crowd.readings), and drained by
-   a bare pika consumer (prefetch 1000, one multiple ack per 500) that does nothing with them.
+   a bare pika consumer (prefetch 1000, one multiple ack per 500) that does nothing with them;
+   for one reading a message and for the binary batches (in readings/s).
 2. Latency. A zone at NONE (capacity 100, dwell 1 ms, hysteresis 1 %) gets one reading observed
    now that takes it to 60 %, level III; timed from publishing it to an integrator's consumer
    (bound to crowd.events level_changed) receiving the event; then a reading lowers it back
@@ -60,13 +64,15 @@ from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
 from services.crowd.contract import reading_from_pb
-from services.crowd.ingest import BATCH_WAIT, QUIET, READINGS_EXCHANGE, parse_message
+from services.crowd.ingest import BATCH_TYPE, BATCH_WAIT, JSON, PROTOBUF, QUIET, READINGS_EXCHANGE, parse_message
 from tests.bench import results
 from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
 from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, metrics_text, virtual_host
 
 UTC = datetime.UTC
 GATES = 4
+#: A gate reading: (observed at, zone id, sensor id, sequence, delta).
+Gate = tuple[datetime.datetime, str, str, int, int]
 CAPACITY = 10_000
 LATENCY_ZONE = "latency"
 #: The crowd worker's outbox relay poll and the ingest's partial-batch waits, quoted in the notes.
@@ -85,10 +91,15 @@ def body(zone_id: str, sensor_id: str, sequence: int, at: datetime.datetime, del
 
 
 def check_body() -> None:
+    """Every form's bodies read as the contract's readings."""
     at = datetime.datetime.now(UTC).replace(microsecond=123456)
     ours = parse_message(body("zone_x", "gate_1", 7, at, -3), "zone_x")
     contract = json_format.MessageToJson(reading("zone_x", "gate_1", 7, at, delta=-3), indent=None)
-    assert ours == reading_from_pb(json_format.Parse(contract, pb.SensorReading())), (ours, contract)
+    assert ours == [reading_from_pb(json_format.Parse(contract, pb.SensorReading()))], (ours, contract)
+    gate = [(at, "zone_x", "gate_1", 7, -3), (at, "zone_x", "gate_2", 8, 2)]
+    for form in (Form(1, True), Form(2, False), Form(2, True)):
+        readings = [r for _, text in encode(gate, form) for r in parse_message(text, "zone_x", *form.properties)]
+        assert readings == [ours[0], *parse_message(body("zone_x", "gate_2", 8, at, 2), "zone_x")], form
 
 
 class Publisher:
@@ -119,8 +130,12 @@ class Publisher:
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         raise RuntimeError(f"the broker refused (nacked) message {delivery_tag}")
 
-    def publish(self, exchange: str, routing_key: str, text: str) -> None:
-        message = amqp.Message(text, content_type="application/json", delivery_mode=2)
+    def publish(
+        self, exchange: str, routing_key: str, text: str | bytes, content_type: str = JSON, kind: str | None = None
+    ) -> None:
+        """``kind``: the AMQP type property (none: one SensorReading)."""
+        properties = {"type": kind} if kind else {}
+        message = amqp.Message(text, content_type=content_type, delivery_mode=2, **properties)
         self.channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
         self.tag += 1
         self.unconfirmed.append(self.tag)
@@ -137,12 +152,18 @@ class Publisher:
         self.connection.close()
 
 
-def publish_all(amqp_uri: str, exchange: str, messages: Sequence[tuple[str, str]]) -> float:
+def publish_all(
+    amqp_uri: str,
+    exchange: str,
+    messages: Sequence[tuple[str, str | bytes]],
+    content_type: str = JSON,
+    kind: str | None = None,
+) -> float:
     """Publishes (routing key, body) pairs, every one confirmed; returns messages a second."""
     publisher = Publisher(amqp_uri, "bench-publisher")
     started = time.perf_counter()
     for routing_key, text in messages:
-        publisher.publish(exchange, routing_key, text)
+        publisher.publish(exchange, routing_key, text, content_type, kind)
     publisher.wait()
     elapsed = time.perf_counter() - started
     publisher.close()
@@ -158,6 +179,9 @@ class Replay:
     """An hour of readings of a set of zones, in the order a live stream would bring them."""
 
     zone_ids: list[str]
+    #: (observed at, zone id, sensor id, sequence, delta), in the order a live stream brings them.
+    readings: list[Gate] = field(default_factory=list)
+    #: One proto3 JSON reading a message: (routing key, body).
     messages: list[tuple[str, str]] = field(default_factory=list)
     occupancy: dict[str, int] = field(default_factory=dict)
     last_sequences: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -170,7 +194,7 @@ def replay(prefix: str, zones: int, readings: int, rng: random.Random) -> Replay
     end = datetime.datetime.now(UTC) - datetime.timedelta(seconds=30)
     start = end - datetime.timedelta(hours=1)
     result = Replay([f"{prefix}_{i:03d}" for i in range(zones)])
-    timed: list[tuple[datetime.datetime, str, str]] = []
+    timed: list[Gate] = []
     for index, zone_id in enumerate(result.zone_ids):
         count = readings // zones + (1 if index < readings % zones else 0)
         peak = rng.uniform(0.3, 1.1) * CAPACITY
@@ -183,21 +207,74 @@ def replay(prefix: str, zones: int, readings: int, rng: random.Random) -> Replay
             sensor = f"gate_{i % GATES}"
             sequences[sensor] = sequences.get(sensor, 0) + 1
             at = start + offset + step * i
-            timed.append((at, zone_id, body(zone_id, sensor, sequences[sensor], at, target - occupancy)))
+            timed.append((at, zone_id, sensor, sequences[sensor], target - occupancy))
             occupancy = target
         result.occupancy[zone_id] = max(0, occupancy)
         result.last_sequences[zone_id] = sequences
     timed.sort(key=lambda item: item[0])  # stable: one zone's readings keep their order
-    result.messages = [(zone_id, text) for _, zone_id, text in timed]
+    result.readings = timed
+    result.messages = [(gate[1], body(*gate[1:4], gate[0], gate[4])) for gate in timed]
     return result
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a gateway sends readings: `per_message` a message (more than one: SensorReadingBatch
+    messages of one zone), in proto3 JSON or binary protobuf."""
+
+    per_message: int
+    binary: bool
+
+    @property
+    def properties(self) -> tuple[str, str | None]:
+        """(content type, AMQP type); one JSON reading a message goes as before batches, untyped."""
+        return (PROTOBUF if self.binary else JSON, BATCH_TYPE if self.per_message > 1 else None)
+
+    @property
+    def label(self) -> str:
+        count = "1 reading a message" if self.per_message == 1 else f"batches of {self.per_message}"
+        return f"{count}, {'binary' if self.binary else 'JSON'}"
+
+
+SINGLE_JSON = Form(1, False)
+
+
+def encode(readings: Sequence[Gate], form: Form) -> list[tuple[str, str | bytes]]:
+    """(routing key, body) of each message of the readings in `form`. A batch holds the next
+    `per_message` readings of one zone; batches go in the order of their first reading, so each
+    zone's readings keep their order."""
+    if form.per_message == 1:
+        if form.binary:
+            return [(g[1], reading(*g[1:4], g[0], delta=g[4]).SerializeToString()) for g in readings]
+        return [(g[1], body(*g[1:4], g[0], g[4])) for g in readings]
+    open_batches: dict[str, list[Gate]] = {}
+    batches: list[list[Gate]] = []
+    for gate in readings:
+        batch = open_batches.get(gate[1])
+        if batch is None or len(batch) == form.per_message:
+            batch = open_batches[gate[1]] = []
+            batches.append(batch)
+        batch.append(gate)
+    if form.binary:
+        return [
+            (
+                batch[0][1],
+                pb.SensorReadingBatch(readings=[reading(*g[1:4], g[0], delta=g[4]) for g in batch]).SerializeToString(),
+            )
+            for batch in batches
+        ]
+    return [
+        (batch[0][1], '{"readings": [' + ", ".join(body(*g[1:4], g[0], g[4]) for g in batch) + "]}")
+        for batch in batches
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
 # Ingestion
 
 
-def bare_baseline(amqp_uri: str, messages: Sequence[tuple[str, str]]) -> tuple[float, float]:
-    """(publish rate, drain rate) of the bodies through a plain quorum queue."""
+def bare_baseline(amqp_uri: str, messages: Sequence[tuple[str, str | bytes]]) -> tuple[float, float]:
+    """(publish rate, drain rate) of the bodies through a plain quorum queue, in messages/s."""
     queue = "bench.bare"
     connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
     channel = connection.channel()
@@ -265,14 +342,16 @@ class IngestRun:
 
 
 def ingest_run(
-    env: ServiceEnv, crowd: Crowd, amqp_uri: str, data: Replay, processes: int
+    env: ServiceEnv, crowd: Crowd, amqp_uri: str, data: Replay, processes: int, form: Form
 ) -> tuple[float, IngestRun, list[tuple[Process, int]]]:
-    """Publishes the readings with no ingest process running, then times `processes` of them
-    draining the shards. Returns the publish rate, the run, and the processes (left running)."""
+    """Publishes the readings in `form` with no ingest process running, then times `processes`
+    of them draining the shards. Returns the publish rate (readings/s), the run, and the
+    processes (left running)."""
     for zone_id in data.zone_ids:
         crowd.upsert(zone(zone_id, capacity=CAPACITY))
-    published = publish_all(amqp_uri, READINGS_EXCHANGE, data.messages)
-    total = len(data.messages)
+    messages = data.messages if form == SINGLE_JSON else encode(data.readings, form)
+    total = len(data.readings)
+    published = publish_all(amqp_uri, READINGS_EXCHANGE, messages, *form.properties) * total / len(messages)
     ingest = start_ingest(env, processes)
     first: tuple[float, float] | None = None
     deadline = time.monotonic() + 900
@@ -505,23 +584,33 @@ def latency_block(title: str, measured: Latencies) -> None:
     latency_row("rest: changed_at -> received (transaction, relay, hop out)", measured.after_decision, title)
 
 
-def bench_ingestion(env: ServiceEnv, crowd: Crowd, amqp_uri: str, runs: dict[int, Replay]) -> list[tuple[Process, int]]:
+def bench_ingestion(
+    env: ServiceEnv, crowd: Crowd, amqp_uri: str, runs: Sequence[tuple[int, Form, Replay]]
+) -> list[tuple[Process, int]]:
     """Section 1; returns the ingest processes of the last run, left running."""
     print(f" ingestion{'readings/s':>71}")
-    bare_publish, bare_drain = bare_baseline(amqp_uri, runs[1].messages)
+    bare_publish, bare_drain = bare_baseline(amqp_uri, runs[0][2].messages)
     rate_row("bare: publish to a quorum queue (py-amqp, async confirms)", bare_publish)
     rate_row("bare: pika consumer, prefetch 1000, ack per 500 (baseline)", bare_drain)
+    bare: dict[Form, float] = {SINGLE_JSON: bare_drain}
+    for form in sorted({f for _, f, _ in runs if f.per_message > 1 and f.binary}, key=str):
+        batches = encode(runs[0][2].readings, form)
+        per_message = len(runs[0][2].readings) / len(batches)
+        bare[form] = bare_baseline(amqp_uri, batches)[1] * per_message
+        rate_row(f"bare: pika consumer, {form.label} (baseline)", bare[form])
     ingest: list[tuple[Process, int]] = []
-    for count, data in runs.items():
+    for count, form, data in runs:
         stop(ingest)
-        published, run, ingest = ingest_run(env, crowd, amqp_uri, data, count)
-        rate_row(f"publish to crowd.readings ({len(data.zone_ids)} new zones, 8 shard queues)", published)
+        published, run, ingest = ingest_run(env, crowd, amqp_uri, data, count, form)
+        what = "" if form == SINGLE_JSON else f", {form.label}"
+        rate_row(f"publish to crowd.readings ({len(data.zone_ids)} new zones{what})", published)
         shares = " / ".join(f"{share:.0%}" for share in run.shares)
+        baseline = bare.get(form, bare_drain)
         rate_row(
-            f"crowd: {count} ingest process{'es' if count > 1 else ''}",
+            f"crowd: {count} ingest process{'es' if count > 1 else ''}{what}",
             run.rate,
-            f"{run.rate / bare_drain:4.0%} of bare; {run.seconds:.1f} s, mean batch {run.mean_batch:.0f}"
-            + (f", shares {shares}" if count > 1 else ""),
+            f"{run.rate / baseline:4.0%} of bare{'' if form in bare else ' (1 a message)'}; {run.seconds:.1f} s, "
+            f"mean batch {run.mean_batch:.0f}" + (f", shares {shares}" if count > 1 else ""),
         )
     print("  checked: every zone's occupancy exact, every sensor at its last sequence, none late, none refused")
     return ingest
@@ -577,11 +666,22 @@ def main() -> None:
     parser.add_argument("--zones", type=int, default=50)
     parser.add_argument("--samples", type=int, default=50, help="level changes timed per latency row")
     parser.add_argument("--load", type=float, default=2000, help="background readings a second")
+    parser.add_argument("--batch", type=int, default=100, help="readings per SensorReadingBatch message")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--no-latency", action="store_true", help="ingestion only (section 1)")
     args = parser.parse_args()
     check_body()
     rng = random.Random(7)
-    runs = {count: replay(f"run{count}", args.zones, args.readings, rng) for count in (1, 2)}
+    batch_json, batch_binary = Form(args.batch, False), Form(args.batch, True)
+    plan = [
+        (1, SINGLE_JSON),
+        (1, Form(1, True)),
+        (1, batch_json),
+        (1, batch_binary),
+        (2, batch_binary),
+        (2, SINGLE_JSON),
+    ]
+    runs = [(count, form, replay(f"run{i}", args.zones, args.readings, rng)) for i, (count, form) in enumerate(plan)]
     databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp_uri:
         url = f"sqlite:///{Path(tmp) / 'service.db'}" if args.database == "sqlite" else databases.create()
@@ -598,7 +698,8 @@ def main() -> None:
                 f" observed over the last hour ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
             )
             ingest = bench_ingestion(env, crowd, amqp_uri, runs)
-            bench_latency(crowd, amqp_uri, [port for _, port in ingest], args.samples, args.load)
+            if not args.no_latency:
+                bench_latency(crowd, amqp_uri, [port for _, port in ingest], args.samples, args.load)
             print(f" load average at the end {os.getloadavg()[0]:.1f}")
             results.keep("crowd", vars(args))
         finally:

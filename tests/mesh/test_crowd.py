@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
+import pika
 import pytest
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
@@ -513,6 +514,65 @@ def test_a_message_that_is_not_a_reading_is_refused_counted_and_never_redelivere
     time.sleep(1)
     rejected = metric(port, "govmesh_crowd_readings_total", 'outcome="rejected",path="broker"') - rejected_before
     assert rejected == 2, "counted once each, never redelivered"
+
+
+def test_a_gateways_batches_in_json_and_binary_are_applied_and_bad_parts_refused_and_counted(
+    mesh: tuple[ServiceEnv, str], crowd: Crowd
+) -> None:
+    """A sensor gateway publishing as the contract says, with pika and the contract's messages
+    only: batches (AMQP type govmesh.crowd.v1.SensorReadingBatch) in proto3 JSON and in binary
+    protobuf, and a single binary reading. A reading of another zone than the routing key and a
+    message of an unknown type are refused and counted by reason; the batch's other readings are
+    applied, once, and the other zone is left as it was."""
+    env, amqp = mesh
+    crowd.upsert(zone("jetty", capacity=1000))
+    crowd.upsert(zone("jetty_other", capacity=1000))
+    port = env.ports["crowd"]["ingest_metrics"]
+
+    def refused(reason: str) -> float:
+        return metric(port, "govmesh_crowd_readings_rejected_total", f'reason="{reason}"')
+
+    before = {reason: refused(reason) for reason in ("misrouted", "missing_field")}
+    now = datetime.datetime.now(UTC)
+    json_batch = pb.SensorReadingBatch(
+        readings=[
+            reading("jetty", "east", 1, now, delta=10),
+            reading("jetty_other", "east", 2, now, delta=500),  # not the routing key's zone
+            reading("", "east", 3, now, delta=5),  # empty: the routing key's
+        ]
+    )
+    binary_batch = pb.SensorReadingBatch(readings=[reading("jetty", "west", seq, now, delta=2) for seq in (1, 2, 3)])
+    single = reading("jetty", "north", 1, now, delta=7)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for body, content_type, message_type in [
+            (
+                json_format.MessageToJson(json_batch, indent=None),
+                "application/json",
+                "govmesh.crowd.v1.SensorReadingBatch",
+            ),
+            (binary_batch.SerializeToString(), "application/x-protobuf", "govmesh.crowd.v1.SensorReadingBatch"),
+            # resent, as a gateway does when a confirm is lost: duplicates
+            (binary_batch.SerializeToString(), "application/x-protobuf", "govmesh.crowd.v1.SensorReadingBatch"),
+            (single.SerializeToString(), "application/x-protobuf", "govmesh.crowd.v1.SensorReading"),
+            (single.SerializeToString(), "application/x-protobuf", "govmesh.crowd.v1.Zone"),  # not a reading type
+        ]:
+            properties = pika.BasicProperties(content_type=content_type, type=message_type, delivery_mode=2)
+            channel.basic_publish("crowd.readings", "jetty", body, properties, mandatory=True)
+    finally:
+        connection.close()
+    wait_for(lambda: refused("missing_field") == before["missing_field"] + 1, timeout=15)
+    wait_for(lambda: refused("misrouted") == before["misrouted"] + 1, timeout=15)
+    status = crowd.status("jetty")
+    assert status.occupancy == 10 + 5 + 3 * 2 + 7, "every good reading applied once, the resent batch not again"
+    assert {s.sensor_id: s.last_sequence for s in status.sensors} == {"east": 3, "west": 3, "north": 1}
+    other = crowd.status("jetty_other")
+    assert (other.occupancy, other.sensors_total) == (0, 0), "the misrouted reading changed nothing"
+    time.sleep(1)
+    assert refused("misrouted") == before["misrouted"] + 1, "counted once, never redelivered"
+    assert refused("missing_field") == before["missing_field"] + 1
 
 
 def test_absurd_requests_are_refused_naming_the_field_never_internal(crowd: Crowd, sensors: Crowd) -> None:

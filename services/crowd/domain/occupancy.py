@@ -187,6 +187,8 @@ class Rejection(enum.Enum):
     FUTURE_TIME = "future_time"
     TOO_OLD = "too_old"
     SENSOR_KIND_MISMATCH = "sensor_kind_mismatch"
+    #: Broker only: the reading names another zone than the routing key its message was queued by.
+    MISROUTED = "misrouted"
 
 
 @dataclass(frozen=True)

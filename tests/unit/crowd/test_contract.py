@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import random
 
 import pytest
 
@@ -16,7 +17,7 @@ from govmesh.errors import InvalidArgument
 from services.crowd import contract
 from services.crowd.domain.decisions import LevelChanged
 from services.crowd.domain.levels import MeasuresChange
-from services.crowd.domain.occupancy import Rejection, SilenceEvent
+from services.crowd.domain.occupancy import Reading, RejectedReading, Rejection, SilenceEvent
 from services.crowd.domain.zones import Level, Measure, SensorKind, ZoneRecord, build_zone
 from tests.support.hubin import hubin
 
@@ -77,3 +78,43 @@ def test_decisions_become_their_events_in_order() -> None:
     assert list(changed.measures_to_take) == [pb.MEASURE_BARRIERS_UP]
     assert changed.changed_at.ToDatetime(UTC) == T0 + datetime.timedelta(seconds=1)
     assert not changed.HasField("triggered_by_observed_at"), "a timer's decision has no triggering reading"
+
+
+def _reading_as_protobuf_reads_it(message: pb.SensorReading) -> Reading | RejectedReading:
+    """reading_from_pb as it was written before its hot path: protobuf's own conversions."""
+    observed_at = None
+    if message.HasField("observed_at"):
+        try:
+            observed_at = message.observed_at.ToDatetime(UTC)
+        except (ValueError, OverflowError):
+            return RejectedReading(
+                Rejection.ABSURD_VALUE,
+                f"observed_at ({message.observed_at.seconds} s, {message.observed_at.nanos} ns) is not a time",
+            )
+    value = message.WhichOneof("value")
+    return Reading(
+        zone_id=message.zone_id,
+        sensor_id=message.sensor_id,
+        kind=from_proto(SensorKind, pb.SensorKind, "SENSOR_KIND_", message.sensor_kind),
+        sequence=message.sequence,
+        observed_at=observed_at,
+        delta=message.delta if value == "delta" else None,
+        absolute_count=message.absolute_count if value == "absolute_count" else None,
+    )
+
+
+def test_a_reading_is_read_as_protobufs_own_conversions_read_it() -> None:
+    rng = random.Random(5)
+    edges = [-62_135_596_801, -62_135_596_800, -1, 0, 1_800_000_000, 253_402_300_799, 253_402_300_800, 2**62]
+    for _ in range(3000):
+        message = pb.SensorReading(zone_id="hubin", sensor_id="g", sequence=rng.randint(-5, 2**40))
+        message.sensor_kind = rng.choice([0, 1, 2, 3, 9])  # 9: a number no kind has
+        if rng.random() < 0.9:
+            message.observed_at.seconds = rng.choice([*edges, rng.randint(-(2**40), 2**40)])
+            message.observed_at.nanos = rng.choice([0, 999, 1000, 123_456_789, 999_999_999, 10**9, -1])
+        arm = rng.random()
+        if arm < 0.4:
+            message.delta = rng.randint(-(2**40), 2**40)
+        elif arm < 0.8:
+            message.absolute_count = rng.randint(-5, 2**40)
+        assert contract.reading_from_pb(message) == _reading_as_protobuf_reads_it(message), message

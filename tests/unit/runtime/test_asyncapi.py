@@ -57,8 +57,9 @@ def resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
             return schema
 
 
-def payload(document: dict[str, Any], channel: dict[str, Any]) -> dict[str, Any]:
-    (message,) = channel["messages"].values()
+def payload(document: dict[str, Any], channel: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The payload schema of the channel's message (the one named, when it carries several)."""
+    (message,) = channel["messages"].values() if name is None else [channel["messages"][name]]
     return resolve(document, resolve(document, message)["payload"])
 
 
@@ -194,7 +195,11 @@ def test_ingest_channels(document: dict[str, Any]) -> None:
     assert "carries a raw identifier: restricted to department feeds" in records["description"]
     crowd = document["channels"]["crowd.readings"]
     assert crowd["address"] == "{zoneId}"
-    assert payload(document, crowd) is document["components"]["schemas"]["govmesh.crowd.v1.SensorReading"]
+    schemas = document["components"]["schemas"]
+    assert payload(document, crowd, "SensorReading") is schemas["govmesh.crowd.v1.SensorReading"]
+    batch = payload(document, crowd, "SensorReadingBatch")
+    assert resolve(document, batch["properties"]["readings"]["items"]) is schemas["govmesh.crowd.v1.SensorReading"]
+    assert "AMQP type property" in crowd["description"] and "application/x-protobuf" in crowd["description"]
     assert "raw identifier" not in crowd["description"]
     for channel_id in ("records.ingest", "crowd.readings"):
         (operation,) = [
