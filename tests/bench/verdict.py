@@ -175,7 +175,7 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "crowd: readings/s, 1 ingest process, batches",
         13,
-        Figure("crowd", "ingestion", "crowd: 1 ingest process, batches", "per_second"),
+        Figure("crowd", "ingestion", "crowd: 1 ingest process, batches of 100, binary", "per_second"),
         at_least=20000,
         unit="readings/s",
     ),
