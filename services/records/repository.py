@@ -218,12 +218,26 @@ def pending_entries(session: Session, limit: int) -> list[access_log.Entry]:
     return [access_entry(row) for row in rows]
 
 
+#: PostgreSQL's read of a proof's nodes: the wanted pairs as two arrays joined to the primary key,
+#: one statement whatever their number. Built per call, the OR of per-level lists below cost more
+#: Python than the query itself (two thirds of a 6.5 ms ListAccesses at 200,000 leaves).
+_NODES_JOINED = sa.text(
+    "SELECT n.level, n.node_index, n.hash FROM access_log_nodes AS n"
+    " JOIN unnest(CAST(:levels AS integer[]), CAST(:indexes AS bigint[])) AS w(level, node_index)"
+    " ON n.level = w.level AND n.node_index = w.node_index"
+)
+
+
 def tree_nodes(session: Session, wanted: set[access_log.NodeId]) -> dict[access_log.NodeId, bytes]:
-    # One IN list per level, not (level, node_index) IN pairs: SQLite scans the whole table for
-    # a row-value IN list (200 ms at a million leaves), while an OR of per-level lists is a
-    # search of the primary key on both databases.
+    # Never (level, node_index) IN pairs: SQLite scans the whole table for a row-value IN list
+    # (200 ms at a million leaves). On SQLite an OR of per-level lists searches the primary key.
     table = store.access_log_nodes
     found: dict[access_log.NodeId, bytes] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        pairs = sorted(wanted)
+        levels, indexes = [level for level, _ in pairs], [index for _, index in pairs]
+        rows = session.execute(_NODES_JOINED, {"levels": levels, "indexes": indexes})
+        return {(row.level, row.node_index): bytes(row.hash) for row in rows}
     by_level: dict[int, list[int]] = {}
     for level, index in sorted(wanted):
         by_level.setdefault(level, []).append(index)
