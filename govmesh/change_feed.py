@@ -59,7 +59,6 @@ class ChangeFeed(Generic[K, V]):
         self._everything: set[Subscription[K, V]] = set()
         self._count = 0
         self._poller: threading.Thread | None = None
-        self._stopped = threading.Event()
 
     @property
     def watchers(self) -> int:
@@ -81,9 +80,6 @@ class ChangeFeed(Generic[K, V]):
                 self._poller = threading.Thread(target=self._poll, name=f"{self.name}-feed", daemon=True)
                 self._poller.start()
         return subscription
-
-    def stop(self) -> None:
-        self._stopped.set()
 
     def _unsubscribe(self, subscription: Subscription[K, V]) -> None:
         with self._lock:
@@ -108,13 +104,15 @@ class ChangeFeed(Generic[K, V]):
                 return dict(self._versions)
             return {key: self._versions[key] for key in keys if key in self._versions}
 
-    def values(self, keys: Iterable[K]) -> dict[K, V]:
+    def values(self, keys: Iterable[K]) -> dict[K, tuple[int, V]]:
+        """(version, value) of each loaded key, the two as loaded together."""
         with self._lock:
-            return {key: self._values[key] for key in keys if key in self._values}
+            return {key: (self._versions[key], self._values[key]) for key in keys if key in self._values}
 
     def _poll(self) -> None:
+        """The poller's thread: runs while anyone watches (subscribe starts it again after)."""
         pause = RETRY_SECONDS
-        while not self._stopped.is_set():
+        while True:
             with self._lock:
                 if self._count == 0:
                     self._poller = None
@@ -129,12 +127,12 @@ class ChangeFeed(Generic[K, V]):
                 # The watchers keep what they have and the feed asks again, less often while the
                 # database stays away; whatever else failed is logged with its trace, not fatal.
                 log.exception("%s: cannot read changes; asking again in %.0f s", self.name, pause)
-                self._stopped.wait(pause)
+                time.sleep(pause)
                 pause = min(pause * 2, MAX_RETRY_SECONDS)
                 continue
             pause = RETRY_SECONDS
             self._publish(versions, changed, loaded)
-            self._stopped.wait(self.interval)
+            time.sleep(self.interval)
 
     def _publish(self, versions: Mapping[K, int], changed: list[K], loaded: Mapping[K, tuple[int, V]]) -> None:
         woken: set[Subscription[K, V]] = set()
@@ -172,8 +170,9 @@ class Subscription(Generic[K, V]):
                 return current
             self.event.wait(remaining)
 
-    def values(self, keys: Iterable[K]) -> dict[K, V]:
-        """What the feed loaded for ``keys`` (only with ``load``; a key not loaded yet is absent)."""
+    def values(self, keys: Iterable[K]) -> dict[K, tuple[int, V]]:
+        """(version, value) the feed loaded for ``keys`` (only with ``load``; a key not loaded yet
+        is absent)."""
         return self.feed.values(keys)
 
     def __enter__(self) -> Subscription[K, V]:

@@ -81,15 +81,20 @@ def env_path(name: str, default: Path) -> Path:
     return Path(_env(name, str(default)))
 
 
-def _port(name: str, default: int) -> int:
+def env_whole(name: str, default: int, lowest: int, highest: int, what: str = "whole number") -> int:
+    """A whole number from the environment, from ``lowest`` to ``highest``; ConfigError names it."""
     raw = _env(name, str(default))
     try:
-        port = int(raw)
+        number = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{name}: {port} is outside 0-65535")
-    return port
+        raise ConfigError(f"{name}: {raw!r} is not a {what}") from None
+    if not lowest <= number <= highest:
+        raise ConfigError(f"{name}: {number} is outside {lowest}-{highest}")
+    return number
+
+
+def _port(name: str, default: int) -> int:
+    return env_whole(name, default, 0, 65535, "port number")
 
 
 #: The default metrics port of each process kind, for the first service (identity); the n-th
@@ -98,19 +103,9 @@ _METRICS_PORTS = {"api": 9101, "worker": 9111, "ingest": 9121}
 
 
 def default_metrics_port(service: str, kind: str, instance: int = 0) -> int:
-    """Where a process serves /metrics unless <SERVICE>_<KIND>_METRICS_PORT says otherwise."""
+    """Where a process serves /metrics unless <SERVICE>_<KIND>_METRICS_PORT says otherwise: 100
+    higher per instance, so several processes of a kind on one machine each serve their own."""
     return _METRICS_PORTS[kind] + SERVICES.index(service) + 100 * instance
-
-
-def _whole(name: str, default: int, lowest: int, highest: int) -> int:
-    raw = _env(name, str(default))
-    try:
-        number = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
-    if not lowest <= number <= highest:
-        raise ConfigError(f"{name}: {number} is outside {lowest}-{highest}")
-    return number
 
 
 #: A bound on processes of one kind on one machine, so instances' metrics ports (100 apart) stay below 16000.
@@ -119,8 +114,8 @@ MAX_INSTANCES = 64
 
 def _instances() -> tuple[int, int]:
     """(instance, instances): which of how many processes of its kind this one is (0-based)."""
-    instances = _whole("GOVMESH_INSTANCES", 1, 1, MAX_INSTANCES)
-    instance = _whole("GOVMESH_INSTANCE", 0, 0, MAX_INSTANCES - 1)
+    instances = env_whole("GOVMESH_INSTANCES", 1, 1, MAX_INSTANCES)
+    instance = env_whole("GOVMESH_INSTANCE", 0, 0, MAX_INSTANCES - 1)
     if instance >= instances:
         raise ConfigError(f"GOVMESH_INSTANCE: {instance} is not below GOVMESH_INSTANCES ({instances})")
     return instance, instances
@@ -174,8 +169,6 @@ def load(service: str) -> Settings:
     prefix = service.upper()
     default_db = f"sqlite:///{ROOT / 'var' / (service + '.db')}"
     level = _env("LOG_LEVEL", "INFO").upper()
-    # Instance k of a kind takes the default metrics ports 100 higher per instance, so several
-    # processes of one kind on one machine each serve their own /metrics (one Prometheus target).
     instance, instances = _instances()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -194,5 +187,5 @@ def load(service: str) -> Settings:
         log_level=level,
         instance=instance,
         instances=instances,
-        worker_concurrency=_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
+        worker_concurrency=env_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
+from govmesh.green import is_green_process
+
 
 def _normalise_url(url: str) -> sa.URL:
     parsed = make_url(url)
@@ -41,16 +42,10 @@ def _normalise_url(url: str) -> sa.URL:
 SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
-def _green() -> bool:
-    """Whether this is a worker process, where eventlet patched the standard library: a wait
-    inside SQLite's C busy handler would stall every green thread of the process."""
-    patcher = sys.modules.get("eventlet.patcher")
-    return bool(patcher is not None and patcher.is_monkey_patched("thread"))
-
-
 def _begin_immediate(connection: sa.Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for the write lock by sleeping between tries (a green sleep in a
-    worker, so its other green threads run), up to SQLITE_LOCK_WAIT_SECONDS."""
+    """BEGIN IMMEDIATE, waiting for the write lock up to SQLITE_LOCK_WAIT_SECONDS: in SQLite's
+    busy handler where that blocks only its own thread, else (a worker) by sleeping between tries,
+    a green sleep, so the worker's other green threads run."""
     deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
     pause = 0.001
     while True:
@@ -93,8 +88,7 @@ class Database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             # A worker waits for the write lock itself, cooperatively (_begin_immediate); its
             # busy timeout only covers the rare waits after BEGIN (WAL recovery, a checkpoint).
-            green = _green()
-            busy_ms = 50 if green else int(SQLITE_LOCK_WAIT_SECONDS * 1000)
+            busy_ms = 50 if is_green_process() else int(SQLITE_LOCK_WAIT_SECONDS * 1000)
             engine = sa.create_engine(self.url, connect_args={"timeout": busy_ms / 1000})
 
             @event.listens_for(engine, "connect")
@@ -113,10 +107,8 @@ class Database:
                 read_only = connection.get_execution_options().get("govmesh_read_only", False)
                 if read_only:
                     connection.exec_driver_sql("BEGIN")
-                elif green:
-                    _begin_immediate(connection)
                 else:
-                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    _begin_immediate(connection)
 
             return engine
         return sa.create_engine(

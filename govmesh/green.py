@@ -7,6 +7,7 @@ Imports only the standard library at load time (the command line calls it first 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 
@@ -23,3 +24,10 @@ def patch_worker_process() -> None:
     # wait_c (still 7x the province's peak, docs/sizing.md). PSYCOPG_WAIT_FUNC set by the operator
     # wins, for a worker that only does bulk work and may stall.
     os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
+
+
+def is_green_process() -> bool:
+    """Whether eventlet patched this process (a worker): there, a wait inside a C library (SQLite's
+    busy handler, psycopg's C wait) stalls every green thread of the process."""
+    patcher = sys.modules.get("eventlet.patcher")
+    return bool(patcher is not None and patcher.is_monkey_patched("thread"))

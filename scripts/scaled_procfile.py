@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,21 +55,30 @@ def parse_scale(raw: str, known: list[str]) -> dict[str, int]:
     return counts
 
 
-def _processes(procfile: str) -> list[dict[str, str]]:
-    return [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
+@dataclass(frozen=True)
+class Process:
+    name: str
+    command: str
+    #: How many of it run (0: left out).
+    count: int
 
 
-def prometheus_targets(procfile: str, raw_scale: str) -> dict[str, list[dict[str, object]]]:
+def plan(procfile: str, raw_scale: str) -> list[Process]:
+    """The Procfile's processes, each with the count GOVMESH_SCALE gives it (1 when it says none)."""
+    lines = [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
+    counts = parse_scale(raw_scale, [line["name"] for line in lines])
+    return [Process(line["name"], line["command"], counts.get(line["name"], 1)) for line in lines]
+
+
+def prometheus_targets(processes: list[Process]) -> dict[str, list[dict[str, object]]]:
     """Per process kind, file_sd target groups of the instances past the first."""
-    processes = _processes(procfile)
-    counts = parse_scale(raw_scale, [p["name"] for p in processes])
     groups: dict[str, list[dict[str, object]]] = {kind: [] for kind in KINDS}
     for process in processes:
-        found = _GOVMESH.match(process["command"])
+        found = _GOVMESH.match(process.command)
         if found is None:
             continue
         kind, service = found["kind"], found["service"]
-        for instance in range(1, counts.get(process["name"], 1)):
+        for instance in range(1, process.count):
             groups[kind].append(
                 {
                     "targets": [f"127.0.0.1:{default_metrics_port(service, kind, instance)}"],
@@ -78,18 +88,17 @@ def prometheus_targets(procfile: str, raw_scale: str) -> dict[str, list[dict[str
     return groups
 
 
-def scaled(procfile: str, raw_scale: str) -> str:
-    processes = _processes(procfile)
-    counts = parse_scale(raw_scale, [p["name"] for p in processes])
+def scaled(processes: list[Process]) -> str:
     lines = []
     for process in processes:
-        name, command = process["name"], process["command"]
-        count = counts.get(name, 1)
-        if count == 1:
-            lines.append(f"{name}: {command}")
+        if process.count == 1:
+            lines.append(f"{process.name}: {process.command}")
             continue
-        for instance in range(count):  # a count of 0 leaves the process out
-            lines.append(f"{name}-{instance}: GOVMESH_INSTANCE={instance} GOVMESH_INSTANCES={count} {command}")
+        for instance in range(process.count):  # a count of 0 leaves the process out
+            lines.append(
+                f"{process.name}-{instance}: GOVMESH_INSTANCE={instance} GOVMESH_INSTANCES={process.count} "
+                f"{process.command}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -98,18 +107,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("procfile", nargs="?", default="Procfile", type=Path)
     parser.add_argument("--prometheus-targets", type=Path, help="folder for the file_sd targets of scaled processes")
     args = parser.parse_args(argv[1:])
-    procfile, scale = args.procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", "")
     try:
-        text = scaled(procfile, scale)
-        targets = prometheus_targets(procfile, scale)
+        processes = plan(args.procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", ""))
     except ScaleError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.prometheus_targets is not None:
         args.prometheus_targets.mkdir(parents=True, exist_ok=True)
-        for kind, groups in targets.items():
+        for kind, groups in prometheus_targets(processes).items():
             (args.prometheus_targets / f"{kind}.json").write_text(json.dumps(groups, indent=2) + "\n")
-    sys.stdout.write(text)
+    sys.stdout.write(scaled(processes))
     return 0
 
 

@@ -13,7 +13,7 @@ import datetime
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final
 
 import grpc
 
@@ -49,10 +49,6 @@ ZONE_PAGE_DEFAULT: Final = 100
 ZONE_PAGE_MAX: Final = 1000
 
 
-#: A zone as its watchers are sent it: its version and status.
-_Status: TypeAlias = tuple[int, pb.ZoneStatus]
-
-
 @dataclass
 class _Sent:
     version: int
@@ -64,16 +60,15 @@ class _Sent:
 class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
     def __init__(self, crowd: CrowdApp) -> None:
         self.crowd = crowd
-        self.feed: ChangeFeed[str, _Status] = ChangeFeed(
+        self.feed: ChangeFeed[str, pb.ZoneStatus] = ChangeFeed(
             "zones", crowd.versions, self._statuses, interval=POLL_SECONDS, capacity=MAX_WATCHERS
         )
 
-    def _statuses(self, zone_ids: list[str] | None) -> dict[str, tuple[int, _Status]]:
-        """Zones as watchers are sent them; the feed reads changed ones once for all watchers."""
-        return {
-            zone_id: (zone.version, (zone.version, contract.status_pb(zone)))
-            for zone_id, zone in self.crowd.statuses(zone_ids).items()
-        }
+    def _statuses(self, zone_ids: list[str] | None) -> dict[str, tuple[int, pb.ZoneStatus]]:
+        """Each zone's version and status as watchers are sent it; the feed reads changed zones
+        once for all their watchers."""
+        zones = self.crowd.statuses(zone_ids)
+        return {zone_id: (zone.version, contract.status_pb(zone)) for zone_id, zone in zones.items()}
 
     def UpsertZone(self, request: pb.UpsertZoneRequest, context: grpc.ServicerContext) -> pb.UpsertZoneResponse:
         if not request.HasField("zone"):
@@ -149,7 +144,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
 
     def _watch(
         self,
-        subscription: Subscription[str, _Status],
+        subscription: Subscription[str, pb.ZoneStatus],
         zone_ids: list[str] | None,
         min_interval: float,
         context: grpc.ServicerContext,
@@ -157,7 +152,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
         """The snapshot, read after subscribing so no change falls between, then each change the
         feed announces (occupancy at most once per ``min_interval`` a zone, the latest kept)."""
         sent: dict[str, _Sent] = {}
-        statuses = {zone_id: status for zone_id, (_, status) in self._statuses(zone_ids).items()}
+        statuses = self._statuses(zone_ids)
         while True:
             now = time.monotonic()
             for zone_id in sorted(statuses):
@@ -186,7 +181,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             statuses = subscription.values(wanted)
             missing = [zone_id for zone_id in wanted if zone_id not in statuses]
             if missing:  # not loaded by the feed yet (a zone new to it)
-                statuses |= {zone_id: status for zone_id, (_, status) in self._statuses(missing).items()}
+                statuses |= self._statuses(missing)
 
     def GetZoneHistory(
         self, request: pb.GetZoneHistoryRequest, context: grpc.ServicerContext

@@ -49,7 +49,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from govmesh import metrics as govmesh_metrics
-from govmesh.config import ConfigError, Settings
+from govmesh.config import Settings, env_whole
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
 from govmesh.errors import StartupError
@@ -93,13 +93,11 @@ class Sharding:
     count: int
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str], settings: Settings) -> Sharding:
-        """CROWD_INGEST_SHARDS from ``environ``; which process of how many from the settings every
-        process kind shares (GOVMESH_INSTANCE of GOVMESH_INSTANCES)."""
-        raw = environ.get("CROWD_INGEST_SHARDS", "").strip() or str(DEFAULT_SHARDS)
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_SHARDS:
-            raise ConfigError(f"CROWD_INGEST_SHARDS: {raw!r} is not a whole number from 1 to {MAX_SHARDS}")
-        return cls(int(raw), settings.instance, settings.instances)
+    def from_settings(cls, settings: Settings) -> Sharding:
+        """CROWD_INGEST_SHARDS; which process of how many from the settings every process kind
+        shares (GOVMESH_INSTANCE of GOVMESH_INSTANCES)."""
+        shards = env_whole("CROWD_INGEST_SHARDS", DEFAULT_SHARDS, 1, MAX_SHARDS)
+        return cls(shards, settings.instance, settings.instances)
 
     def own(self) -> list[int]:
         return [s for s in range(self.shards) if s % self.count == self.index]
@@ -554,9 +552,7 @@ def run(settings: Settings) -> None:
     """Run the readings consumer until SIGTERM or Ctrl-C. The consumer declares the topology as
     it connects, so a broker without the consistent-hash plugin stops the process at once with
     the fix in the StartupError; a broker not answering yet is waited for."""
-    import os
-
-    sharding = Sharding.from_environment(dict(os.environ), settings)
+    sharding = Sharding.from_settings(settings)
     db = service_database(settings.service, settings.database_url)
     metrics.prime("broker")
     govmesh_metrics.serve(settings.bind_host, settings.ingest_metrics_port)

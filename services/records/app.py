@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
-import hashlib
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -26,6 +23,7 @@ from govmesh.db import Database
 from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from govmesh.idempotency import IdempotentRequest
 from govmesh.identity.v1 import identity_pb2
+from govmesh.known_subjects import KnownSubjects
 from govmesh.outbox import Outbox
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
@@ -42,43 +40,13 @@ from services.records.domain.feed import (
     RejectionCode,
 )
 
-__all__ = ["MAX_TEXT", "RecordsApp", "SubjectCache"]
+__all__ = ["MAX_TEXT", "RecordsApp"]
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 GET_PROOF = "/govmesh.records.v1.RecordsService/GetProof"
 #: The most entries one step of the sequencer seals: a step under load stays well under a second.
 SEAL_BATCH = 5000
-
-
-class SubjectCache:
-    """Who an identifier is never changes, so a feed need not ask identity twice: a bounded,
-    thread-safe memory of recent answers, keyed by a hash of the identifier (the identifier
-    itself is not kept)."""
-
-    def __init__(self, size: int = 200_000) -> None:
-        self.size = size
-        self._entries: OrderedDict[bytes, Party] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(key: tuple[str, str]) -> bytes:
-        return hashlib.blake2b("\0".join(key).encode(), digest_size=16).digest()
-
-    def get(self, key: tuple[str, str]) -> Party | None:
-        digest = self._key(key)
-        with self._lock:
-            found = self._entries.get(digest)
-            if found is not None:
-                self._entries.move_to_end(digest)
-            return found
-
-    def put(self, key: tuple[str, str], subject: Party) -> Party:
-        with self._lock:
-            self._entries[self._key(key)] = subject
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return subject
 
 
 @dataclass(frozen=True)
@@ -109,7 +77,8 @@ class RecordsApp:
         self.log_id = f"{policy.issuer}/records/access-log"
         self.outbox = Outbox("records", store.outbox, store.inbox)
         self._key_published = False
-        self._subjects_seen = SubjectCache()
+        # Who a feed's subject is never changes: a feed asks identity once per person.
+        self._subjects_seen: KnownSubjects[Party] = KnownSubjects()
         self._identity_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="records-identity")
         self._check_policy()
 
@@ -213,7 +182,7 @@ class RecordsApp:
         found: dict[tuple[str, str], Party | Refused] = {}
         named, unnamed = [], []
         for key, record in distinct.items():
-            seen = self._subjects_seen.get(key)
+            seen = self._seen(key)
             if seen is not None:
                 found[key] = seen
             elif key[0] == "subject_identifier" and contract.display_name(record):
@@ -224,7 +193,7 @@ class RecordsApp:
 
         def who(key: tuple[str, str]) -> Party | Refused:
             try:
-                return self._subjects_seen.put(key, self._ask_identity(distinct[key], subjects))
+                return self._remember(key, self._ask_identity(distinct[key], subjects))
             except Refused as refusal:
                 return refusal
 
@@ -237,6 +206,13 @@ class RecordsApp:
         found.update(zip(unnamed, answers, strict=True))
         for position, item in pending:
             outcomes[position] = _about(item, found[contract.subject_key(records[position])])
+
+    def _seen(self, key: tuple[str, str]) -> Party | None:
+        return self._subjects_seen.get(*_identifier_or_id(key), allow_unregistered=False)
+
+    def _remember(self, key: tuple[str, str], party: Party) -> Party:
+        self._subjects_seen.keep(*_identifier_or_id(key), party, registered=True)
+        return party
 
     def _register(
         self,
@@ -259,7 +235,7 @@ class RecordsApp:
                 if isinstance(answer, InvalidSubject):
                     found[key] = Refused(RejectionCode.INVALID_SUBJECT, f"subject_{answer.field}: {answer}")
                 else:
-                    found[key] = self._subjects_seen.put(key, answer)
+                    found[key] = self._remember(key, answer)
         return found
 
     def _ask_identity(self, record: records_pb2.DepartmentRecord, subjects: Subjects) -> Party:
@@ -583,6 +559,12 @@ class Sealed:
 
     head: access_log.TreeHead
     entries: list[access_log.Entry]
+
+
+def _identifier_or_id(key: tuple[str, str]) -> tuple[str, str]:
+    """(identifier, subject_id) of a record's subject key (contract.subject_key), one of them ""."""
+    field, value = key
+    return (value, "") if field == "subject_identifier" else ("", value)
 
 
 def _about(item: Checked, answer: Party | Refused) -> Checked | Refused:

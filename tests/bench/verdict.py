@@ -67,68 +67,67 @@ _BURST = "200 ride-hailing cases at once"
 _BATCHES = "identity api RegisterSubjects, batches of 500"
 _MILLION = "1,000,000 people"
 
+
+def _at_most(label: str, issue: int, figure: Figure, bound: float, unit: str = "") -> Target:
+    return Target(label, issue, figure, at_most=bound, unit=unit)
+
+
+def _at_least(label: str, issue: int, figure: Figure, bound: float, unit: str) -> Target:
+    return Target(label, issue, figure, at_least=bound, unit=unit)
+
+
+def _records_on_both(label: str, section: str, name: str, field: str, bound: float, unit: str) -> tuple[Target, ...]:
+    """An issue 12 bound on records, on SQLite and on PostgreSQL."""
+    return tuple(
+        _at_most(f"records: {label}, {database}", 12, Figure(f"records-{database}", section, name, field), bound, unit)
+        for database in ("sqlite", "postgresql")
+    )
+
+
+_OFFERED = "50 ride-hailing cases/s offered"
+
 TARGETS: tuple[Target, ...] = (
     # Issue 12: records' access log.
-    Target("records: GetProof, 16 callers, PostgreSQL", 12, _PROOFS_16, at_least=600, unit="proofs/s"),
+    _at_least("records: GetProof, 16 callers, PostgreSQL", 12, _PROOFS_16, 600, "proofs/s"),
     Target("records: GetProof, 16 callers vs 1, PostgreSQL", 12, _PROOFS_16, baseline=_proofs(1, 2), ratio_at_least=4),
-    Target(
+    _at_most(
         "records: GetProof p99, 16 callers, PostgreSQL",
         12,
         Figure("records-postgresql", "GetProof under concurrency", _PROOFS_16.name, "p99_ms"),
-        at_most=50,
-        unit="ms",
+        50,
+        "ms",
     ),
-    *(
-        Target(
-            f"records: read -> sealed p99, {database}",
-            12,
-            Figure(f"records-{database}", "read -> sealed", "entries of the GetProof load", "p99_ms"),
-            at_most=2000,
-            unit="ms",
-        )
-        for database in ("sqlite", "postgresql")
-    ),
-    *(
-        Target(
-            f"records: VerifyAuditTrail, 1,000,000 entries, {database}",
-            12,
-            Figure(f"records-{database}", "a large log", "VerifyAuditTrail", "seconds"),
-            at_most=60,
-            unit="s",
-        )
-        for database in ("sqlite", "postgresql")
-    ),
-    *(
-        Target(
-            # The issue gives this one no percentile, unlike its others: the typical call.
-            f"records: inclusion proof p50 at 1,000,000 entries, {database}",
-            12,
-            Figure(f"records-{database}", "a large log", "ListAccesses, 1 entry + inclusion proof", "p50_ms"),
-            at_most=5,
-            unit="ms",
-        )
-        for database in ("sqlite", "postgresql")
+    *_records_on_both("read -> sealed p99", "read -> sealed", "entries of the GetProof load", "p99_ms", 2000, "ms"),
+    *_records_on_both("VerifyAuditTrail, 1,000,000 entries", "a large log", "VerifyAuditTrail", "seconds", 60, "s"),
+    # The issue gives this one no percentile, unlike its others: the typical call.
+    *_records_on_both(
+        "inclusion proof p50 at 1,000,000 entries",
+        "a large log",
+        "ListAccesses, 1 entry + inclusion proof",
+        "p50_ms",
+        5,
+        "ms",
     ),
     # Issue 13: throughput and scale-out.
-    Target(
+    _at_most(
         "approvals: 50 cases/s offered for 60 s, p99 submit -> decided, PostgreSQL",
         13,
-        Figure("approvals-postgresql", "offered load", "50 ride-hailing cases/s offered", "p99_ms"),
-        at_most=1000,
-        unit="ms",
+        Figure("approvals-postgresql", "offered load", _OFFERED, "p99_ms"),
+        1000,
+        "ms",
     ),
-    Target(
+    _at_most(
         "approvals: 50 cases/s offered, cases lost, PostgreSQL",
         13,
-        Figure("approvals-postgresql", "offered load", "50 ride-hailing cases/s offered", "lost"),
-        at_most=0,
+        Figure("approvals-postgresql", "offered load", _OFFERED, "lost"),
+        0,
     ),
-    Target(
+    _at_most(
         "approvals: a burst of 200 decided, PostgreSQL",
         13,
         Figure("approvals-postgresql", "burst", _BURST, "seconds"),
-        at_most=5,
-        unit="s",
+        5,
+        "s",
     ),
     Target(
         "approvals: 2 workers vs 1, cases/s, PostgreSQL",
@@ -137,19 +136,19 @@ TARGETS: tuple[Target, ...] = (
         baseline=Figure("approvals-postgresql", "burst", _BURST, "per_second"),
         ratio_at_least=1.5,
     ),
-    Target(
+    _at_most(
         "population: 1,000,000 subjects seeded, GetProof p99 at 16 callers, PostgreSQL",
         13,
         Figure("population-postgresql", _MILLION + ": GetProof", "records api GetProof, 16 callers", "p99_ms"),
-        at_most=50,
-        unit="ms",
+        50,
+        "ms",
     ),
-    Target(
+    _at_most(
         "population: 50 cases/s offered against it, p99 submit -> decided",
         13,
-        Figure("population-postgresql", _MILLION + ": offered load", "50 ride-hailing cases/s offered", "p99_ms"),
-        at_most=1000,
-        unit="ms",
+        Figure("population-postgresql", _MILLION + ": offered load", _OFFERED, "p99_ms"),
+        1000,
+        "ms",
     ),
     Target(
         "identity: ValidateIdentifier vs bare grpcio",
@@ -158,12 +157,12 @@ TARGETS: tuple[Target, ...] = (
         baseline=_BARE_GRPC,
         ratio_at_least=0.7,
     ),
-    Target(
+    _at_least(
         "identity: registration, 16 callers, PostgreSQL",
         13,
         Figure("identity", "registration, 16 callers, postgresql", _BATCHES, "per_second"),
-        at_least=3000,
-        unit="subjects/s",
+        3000,
+        "subjects/s",
     ),
     Target(
         "events: outbox relay vs bare pika with confirms in flight",
@@ -172,33 +171,33 @@ TARGETS: tuple[Target, ...] = (
         baseline=Figure("amqp", "publish", "(c) pika SelectConnection, 2,000 in flight", "per_second"),
         ratio_at_least=0.5,
     ),
-    Target(
+    _at_least(
         "crowd: readings/s, 1 ingest process, batches",
         13,
         Figure("crowd", "ingestion", "crowd: 1 ingest process, batches of 100, binary", "per_second"),
-        at_least=20000,
-        unit="readings/s",
+        20000,
+        "readings/s",
     ),
-    Target(
+    _at_least(
         "crowd: readings/s, 1 ingest process, one reading per message",
         13,
         Figure("crowd", "ingestion", "crowd: 1 ingest process", "per_second"),
-        at_least=12000,
-        unit="readings/s",
+        12000,
+        "readings/s",
     ),
-    Target(
+    _at_most(
         "crowd: reading -> level_changed p99 under 2,000 readings/s of other zones",
         13,
         Figure("crowd", "under load", "publish -> level_changed received", "p99_ms"),
-        at_most=100,
-        unit="ms",
+        100,
+        "ms",
     ),
-    Target(
+    _at_most(
         "watchers: 1,000 per api process, p99 delivery",
         13,
         Figure("watchers", "1,000 watchers of one api process", "change -> delivered to every watcher", "p99_ms"),
-        at_most=100,
-        unit="ms",
+        100,
+        "ms",
     ),
 )
 

@@ -223,9 +223,9 @@ def test_shards_are_split_between_ingest_processes_and_bad_settings_are_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def sharding(environ: dict[str, str]) -> Sharding:
-        for name in ("GOVMESH_INSTANCE", "GOVMESH_INSTANCES"):
+        for name in ("GOVMESH_INSTANCE", "GOVMESH_INSTANCES", "CROWD_INGEST_SHARDS"):
             monkeypatch.setenv(name, environ.get(name, ""))
-        return Sharding.from_environment(environ, config.load("crowd"))
+        return Sharding.from_settings(config.load("crowd"))
 
     assert sharding({}).own() == list(range(8))
     first, second, third = (sharding({"GOVMESH_INSTANCES": "3", "GOVMESH_INSTANCE": str(i)}) for i in range(3))

@@ -54,7 +54,7 @@ def test_a_change_wakes_only_the_watchers_of_its_key_and_is_loaded_once_for_them
         for thread in threads:
             thread.join(5)
         assert woke == [{"lake": 2}, {"lake": 2}]
-        assert lake_a.values(["lake"]) == {"lake": "lake@2"}
+        assert lake_a.values(["lake"]) == {"lake": (2, "lake@2")}
         assert db.loaded == [["lake"]], "read once for every watcher of the zone"
         started = time.monotonic()
         assert hill.wait({"hill": 1}, 0.2) == {"hill": 1}, "hill's watcher sleeps until its timeout"

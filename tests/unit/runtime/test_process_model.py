@@ -47,6 +47,13 @@ def test_the_guard_itself_fails_when_grpcio_is_loaded() -> None:
     assert result.returncode == 1 and "'grpc'" in result.stdout
 
 
+def probe_ticks(probe: str) -> int:
+    """Runs a probe that reports how often a green ticker ran while another green thread waited."""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.rsplit(":", 1)[1])
+
+
 STALL_PROBE = """
 import sys
 from govmesh.green import patch_worker_process
@@ -79,10 +86,7 @@ def test_a_worker_waiting_for_postgresql_lets_its_other_green_threads_run(postgr
     url = postgres.create()
 
     def ticks(patch: str) -> int:
-        probe = STALL_PROBE.format(patch=patch, url=url)
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert result.returncode == 0, result.stderr
-        return int(result.stdout.rsplit(":", 1)[1])
+        return probe_ticks(STALL_PROBE.format(patch=patch, url=url))
 
     assert ticks("patch_worker_process()") >= 50, "the worker's other green threads ran while it waited"
     unpatched = "import eventlet; eventlet.monkey_patch()"
@@ -136,11 +140,9 @@ def test_a_worker_waiting_for_sqlites_write_lock_lets_its_other_green_threads_ru
 
     def ticks(patch: str, name: str) -> int:
         path = str(tmp_path / f"{name}.db")
-        probe = SQLITE_PROBE.format(patch=patch, path=path, holder=HOLDER.format(path=path))
-        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
-        assert result.returncode == 0, result.stderr
+        counted = probe_ticks(SQLITE_PROBE.format(patch=patch, path=path, holder=HOLDER.format(path=path)))
         assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (1,), "the write landed"
-        return int(result.stdout.rsplit(":", 1)[1])
+        return counted
 
     assert ticks("from govmesh.green import patch_worker_process; patch_worker_process()", "green") >= 20
     assert ticks("", "plain") <= 5, "the probe itself must show the stall of a process that is not green"
