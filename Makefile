@@ -10,13 +10,14 @@ STAMPS := .stamps
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: help install run test lint bench migrate generate lock clean
+.PHONY: help install run test lint bench chaos migrate generate lock clean
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
+	@echo "make chaos  every fault (broker, worker and api kill -9, the database gone 30 s, poison messages, doubled and reordered deliveries) on SQLite and PostgreSQL under load, then a 30-minute soak: lost, doubled and stuck counted (about 50 minutes)"
 	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log, a million people seeded: about 2 hours), then the verdict on every target"
 
 $(STAMPS)/venv:
@@ -106,6 +107,12 @@ bench: install
 		&& $(BIN)/python -m tests.bench.watchers \
 		&& $(BIN)/python -m tests.bench.population --subjects 1000000; \
 		status=$$?; $(BIN)/python -m tests.bench.verdict; exit $$status
+
+# Faults go to a RabbitMQ node and a PostgreSQL cluster of the run's own (tests/chaos/infra.py);
+# the counts go to chaos/results/<UTC start>.json (tests/chaos/__main__.py), kept in git.
+chaos: install
+	@scripts/ensure-broker
+	@$(BIN)/python -m tests.chaos --seconds 60 --soak-minutes $${GOVMESH_SOAK_MINUTES:-30}
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -1,0 +1,336 @@
+"""The faults: each scenario streams the load through the real processes, injects one fault, waits
+for the mesh to recover and counts (tests/chaos/audit.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pika
+
+from .audit import COPY_HEADER, POISON_HEADER, Count, EventTap, count, settle
+from .infra import PrivateBroker, PrivatePostgres, sqlite_taken_away
+from .load import Load, Rates
+from .mesh import SERVICES, ChaosMesh, wait_until
+
+#: The mesh's settings under chaos: a case's proof retried soon, a stalled step escalated late
+#: enough that a 30 s outage does not send every case to a person.
+SETTINGS = {
+    "APPROVALS_PROOF_TIMEOUT_SECONDS": "5",
+    "APPROVALS_RETRY_SECONDS": "1",
+    "LOG_LEVEL": "INFO",
+    "OTEL_TRACES_EXPORTER": "none",
+}
+
+
+@dataclass
+class Context:
+    mesh: ChaosMesh
+    broker: PrivateBroker
+    vhost: str
+    database: str
+    postgres: PrivatePostgres | None
+    load: Load
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str
+    fault: Callable[[Context], None]
+    duplicate_broker_readings: bool = False
+
+
+def broker_killed(ctx: Context) -> None:
+    ctx.broker.kill()
+    time.sleep(10)
+    ctx.broker.start()
+
+
+def workers_killed(ctx: Context) -> None:
+    for service, kind in (
+        ("approvals", "worker"),
+        ("records", "worker"),
+        ("identity", "worker"),
+        ("crowd", "ingest"),
+        ("crowd", "worker"),
+        ("health", "worker"),
+    ):
+        ctx.mesh.supervisor.kill(service, kind)
+        time.sleep(2)
+
+
+def apis_killed(ctx: Context) -> None:
+    for service in ("approvals", "records", "crowd", "identity", "health"):
+        ctx.mesh.supervisor.kill(service, "api")
+        time.sleep(2)
+
+
+def database_gone(ctx: Context, seconds: float = 30) -> None:
+    if ctx.postgres is not None:
+        ctx.postgres.crash()
+        time.sleep(seconds)
+        ctx.postgres.start()
+        return
+    files = [Path(ctx.mesh.database_url(s).removeprefix("sqlite:///")) for s in SERVICES]
+    with sqlite_taken_away(files, seconds):
+        time.sleep(seconds)
+
+
+def poison_everywhere(ctx: Context) -> None:
+    """A message no handler can take, put on every queue a service consumes: each must be
+    dead-lettered (at once, or after the delivery limit) or refused and counted, while the rest
+    flows; then every dead letter is replayed where it came from, and comes back once."""
+    queues = _consumed_queues(ctx)
+    connection = pika.BlockingConnection(pika.URLParameters(ctx.mesh.amqp_uri))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for queue in queues:
+            channel.basic_publish(
+                "",
+                queue,
+                b"\xff\xfe not a message of any contract",
+                pika.BasicProperties(content_type="application/json", delivery_mode=2, headers={POISON_HEADER: queue}),
+            )
+    finally:
+        connection.close()
+    ctx.notes["poisoned_queues"] = queues
+    wait_until(lambda: not any(ctx.broker.queue_depths(ctx.vhost).get(q) for q in queues), timeout=60)
+    ctx.notes["replayed"] = replay_dead_letters(ctx.mesh.amqp_uri, [f"{q}.dead-letter" for q in queues])
+
+
+def replay_dead_letters(amqp_uri: str, queues: list[str]) -> int:
+    """Every message of the dead-letter ``queues`` published again where it first went (the
+    x-govmesh-original-* headers of a consumer's refusal, or the broker's x-death record of a
+    delivery limit): what an operator does once the cause is mended."""
+    replayed = 0
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for queue in queues:
+            with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
+                channel.queue_declare(queue, passive=True)
+            if not channel.is_open:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                continue
+            while True:
+                method, properties, body = channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                headers = dict(properties.headers or {})
+                deaths = headers.get("x-death") or [{}]
+                exchange = headers.get("x-govmesh-original-exchange", deaths[0].get("exchange", ""))
+                key = headers.get("x-govmesh-original-routing-key", (deaths[0].get("routing-keys") or [""])[0])
+                for name in [h for h in headers if h.startswith("x-govmesh-") or h == "x-death"]:
+                    del headers[name]
+                properties.headers = headers
+                channel.basic_publish(exchange, key, body, properties)
+                channel.basic_ack(method.delivery_tag)
+                replayed += 1
+    finally:
+        connection.close()
+    return replayed
+
+
+def _consumed_queues(ctx: Context) -> list[str]:
+    out = ctx.broker.ctl("list_queues", "-p", ctx.vhost, "--no-table-headers", "name", "consumers", "exclusive")
+    queues = []
+    for line in out.splitlines():
+        name, consumers, exclusive = line.split("\t")
+        if int(consumers) and exclusive != "true" and not name.startswith(("chaos-audit.", "amq.")):
+            queues.append(name)
+    return sorted(queues)
+
+
+@contextlib.contextmanager
+def events_doubled_and_reordered(amqp_uri: str, exchanges: tuple[str, ...]) -> Iterator[dict[str, int]]:
+    """Every event on ``exchanges`` published once more, up to two seconds later (so copies
+    overtake later events): what a publisher's retry and a broker's redelivery do."""
+    copied = {"events": 0}
+    stop = threading.Event()
+
+    def copy() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        for exchange in exchanges:
+            channel.exchange_declare(exchange, "topic", durable=True)
+            channel.queue_bind(queue, exchange, "#")
+        later: list[tuple[float, str, str, bytes, pika.BasicProperties]] = []
+        while not stop.is_set() or later:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is not None and not (properties.headers or {}).get(COPY_HEADER):
+                headers = dict(properties.headers or {}) | {COPY_HEADER: 1}
+                properties.headers = headers
+                later.append(
+                    (time.monotonic() + random.uniform(0, 2), method.exchange, method.routing_key, body, properties)
+                )
+            due = [m for m in later if m[0] <= time.monotonic()]
+            later = [m for m in later if m[0] > time.monotonic()]
+            for _, exchange, key, body, properties in due:
+                channel.basic_publish(exchange, key, body, properties)
+                copied["events"] += 1
+            if method is None:
+                connection.sleep(0.02)
+        connection.close()
+
+    thread = threading.Thread(target=copy, name="doubler", daemon=True)
+    thread.start()
+    try:
+        yield copied
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("broker-kill", "RabbitMQ kill -9, started again 10 s later", broker_killed),
+        Scenario("worker-kill", "kill -9 of every worker and the ingest, one by one", workers_killed),
+        Scenario("api-kill", "kill -9 of every api mid-call, one by one", apis_killed),
+        Scenario("database-gone", "the database gone for 30 s", database_gone),
+        Scenario("poison", "a poison message on every consumed queue", poison_everywhere),
+        Scenario(
+            "duplicate-reorder",
+            "every event and every broker reading delivered twice, copies out of order",
+            lambda ctx: time.sleep(0),
+            duplicate_broker_readings=True,
+        ),
+    )
+}
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    database: str
+    count: Count
+    seconds_to_settle: float
+    unplanned_restarts: dict[str, int]
+    serving: bool
+    bugs: int
+    answers: dict[str, int]
+    notes: dict[str, Any]
+
+    @property
+    def recovered(self) -> bool:
+        return self.serving and not self.unplanned_restarts
+
+    @property
+    def clean(self) -> bool:
+        totals = self.count.totals()
+        return self.recovered and not (totals["lost"] or totals["duplicated"] or totals["stuck"] or self.bugs)
+
+    def as_json(self) -> dict[str, Any]:
+        totals = self.count.totals()
+        return {
+            "scenario": self.scenario,
+            "database": self.database,
+            "lost": totals["lost"],
+            "duplicated": totals["duplicated"],
+            "stuck": totals["stuck"],
+            "redelivered": totals["redelivered"],
+            "recovered": self.recovered,
+            "internal_or_unknown_answers": self.bugs,
+            "accepted": self.count.accepted,
+            "detail": {
+                "lost": self.count.lost,
+                "duplicated": self.count.duplicated,
+                "stuck": self.count.stuck,
+                "redelivered": self.count.redelivered,
+                "poison_dead_lettered": self.count.poison,
+            },
+            "seconds_to_settle": round(self.seconds_to_settle, 1),
+            "unplanned_restarts": self.unplanned_restarts,
+            "answers": self.answers,
+            "notes": self.notes,
+        }
+
+
+def run(
+    scenario: Scenario,
+    database: str,
+    broker: PrivateBroker,
+    postgres: PrivatePostgres | None,
+    tmp_path: Path,
+    rates: Rates,
+    seconds: float,
+    settle_timeout: float = 180,
+) -> Outcome:
+    """One scenario on one database: a mesh of its own (virtual host, database), the load for
+    ``seconds`` with the fault a third of the way in, then the count."""
+    vhost = broker.add_vhost()
+    url = postgres.create_database() if postgres is not None else f"sqlite:///{tmp_path / 'service.db'}"
+    mesh = ChaosMesh(url, broker.uri_of(vhost), tmp_path, SETTINGS)
+    try:
+        mesh.start()
+        tap = EventTap(mesh.amqp_uri)
+        load = Load(mesh, rates, duplicate_broker_readings=scenario.duplicate_broker_readings)
+        load.prepare()
+        ctx = Context(mesh, broker, vhost, database, postgres, load)
+        doubling = (
+            events_doubled_and_reordered(mesh.amqp_uri, tuple(f"{s}.events" for s in SERVICES))
+            if scenario.duplicate_broker_readings
+            else contextlib.nullcontext({})
+        )
+        with doubling as copied:
+            load.start()
+            started = time.monotonic()
+            time.sleep(seconds / 3)
+            scenario.fault(ctx)
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+            load.stop()
+            taken = settle(mesh, load.ledger, settle_timeout)
+            # The last events and readings on their way, the outboxes emptied.
+            wait_until(lambda: _quiet(ctx), timeout=60)
+        ctx.notes |= {"copies_published": copied.get("events", 0)} if copied else {}
+        result = count(mesh, broker, vhost, load.ledger, tap)
+        return Outcome(
+            scenario.name,
+            database,
+            result,
+            taken,
+            mesh.supervisor.unplanned_restarts(),
+            mesh.serving(timeout=30),
+            load.ledger.bugs(),
+            dict(load.ledger.answers),
+            ctx.notes,
+        )
+    finally:
+        mesh.stop()
+        with contextlib.suppress(RuntimeError):
+            broker.ctl("delete_vhost", vhost)
+
+
+def _quiet(ctx: Context) -> bool:
+    depths = ctx.broker.queue_depths(ctx.vhost)
+    return not any(
+        n for q, n in depths.items() if not q.startswith(("chaos-audit.", "amq.")) and not q.endswith(".dead-letter")
+    )
+
+
+def processes_of(mesh: ChaosMesh) -> list[int]:
+    return [w.process.popen.pid for w in mesh.supervisor.watched if w.process.popen]
+
+
+def resources(pids: list[int]) -> dict[str, int]:
+    """Resident memory (KiB) and open file descriptors, summed over the mesh's processes."""
+    rss = fds = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            rss += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return {"rss_kib": rss, "fds": fds}

@@ -1,0 +1,87 @@
+"""The fast subset of `make chaos` (tests/chaos): a few faults, each on one database, with a short
+load; the whole set, both databases and the soak run in `make chaos`. Faults go to a RabbitMQ node
+and a PostgreSQL cluster of the run's own, never to the machine's shared ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.audit import EventTap, count
+from tests.chaos.infra import PrivateBroker, PrivatePostgres
+from tests.chaos.load import Load, Rates
+from tests.chaos.mesh import ChaosMesh
+from tests.chaos.scenarios import SCENARIOS, SETTINGS, run
+from tests.support.crowd_mesh import Crowd
+
+#: (scenario, database): each fault once, on the database where it has bitten before.
+FAST_SUBSET = [
+    ("broker-kill", "postgresql"),
+    ("worker-kill", "sqlite"),
+    ("api-kill", "postgresql"),
+    ("poison", "sqlite"),
+]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[PrivateBroker]:
+    node = PrivateBroker()
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    cluster = PrivatePostgres()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("scenario", "database"), FAST_SUBSET, ids=[f"{s}-{d}" for s, d in FAST_SUBSET])
+def test_nothing_is_lost_doubled_or_stuck(
+    scenario: str, database: str, broker: PrivateBroker, private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    outcome = run(
+        SCENARIOS[scenario],
+        database,
+        broker,
+        private_postgres if database == "postgresql" else None,
+        tmp_path,
+        Rates(),
+        seconds=15,
+    )
+    report = outcome.as_json()
+    assert outcome.count.accepted["cases"] > 0 and outcome.count.accepted["readings"] > 0, report
+    assert (report["lost"], report["duplicated"], report["stuck"]) == (0, 0, 0), report
+    assert report["recovered"], report
+    assert report["internal_or_unknown_answers"] == 0, report
+
+
+@pytest.mark.timeout(180)
+def test_the_audit_sees_what_was_lost_and_doubled(broker: PrivateBroker, tmp_path: Path) -> None:
+    """The count can fail: a case the API never kept, readings the zone never got and a zone that
+    got more than was sent are each seen."""
+    vhost = broker.add_vhost()
+    mesh = ChaosMesh(f"sqlite:///{tmp_path / 'service.db'}", broker.uri_of(vhost), tmp_path, SETTINGS)
+    try:
+        mesh.start()
+        tap = EventTap(mesh.amqp_uri)
+        load = Load(mesh, Rates(zones=2))
+        load.prepare()
+        load.ledger.case_ids.add("00000000-0000-4000-8000-000000000000")
+        load.ledger.source_references.add("never-published")
+        load.ledger.readings[load.zone_ids[0]] += 3
+        # Two readings the mesh applies that no client counted, as a doubled delivery would.
+        crowd = Crowd(mesh.env, caller="crowd_sensors")
+        crowd.report([load.next_readings(load.zone_ids[1], 2)])
+        crowd.close()
+        seen = count(mesh, broker, vhost, load.ledger, tap)
+    finally:
+        mesh.stop()
+    assert seen.lost["cases"] == 1 and seen.lost["records"] == 1 and seen.lost["readings"] == 3, seen
+    assert seen.duplicated["readings"] == 2, seen
