@@ -23,7 +23,7 @@ from typing import Any, Final, TextIO
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
-from govmesh.privacy import mask_identifiers
+from govmesh.privacy import mask_credentials, mask_identifiers
 
 __all__ = [
     "IdentifierMaskingFilter",
@@ -35,11 +35,16 @@ __all__ = [
 # --- masking: govmesh.privacy knows the shapes; this module applies them to log records ---------
 
 
+def _mask_text(text: str) -> str:
+    """What a log may show of a text: identifiers masked, and the passwords of URIs."""
+    return mask_credentials(mask_identifiers(text))
+
+
 def mask_value(value: object, depth: int = 0) -> object:
     """Mask identifiers in a log field or span attribute: strings, integers written as ID numbers,
     and shallow containers of them. Returns `value` itself when nothing changed."""
     if isinstance(value, str):
-        return mask_identifiers(value)
+        return _mask_text(value)
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -96,7 +101,7 @@ def _mask_message(record: logging.LogRecord) -> None:
         record.msg = mask_value(record.msg)
         record.args = mask_value(record.args)  # type: ignore[assignment]
         return
-    masked = mask_identifiers(message)
+    masked = _mask_text(message)
     if masked != message:
         record.msg = masked
         record.args = ()
@@ -119,9 +124,9 @@ def _mask_exception(record: logging.LogRecord) -> None:
         # Format it once here, masked; logging.Formatter and JsonLogFormatter use exc_text.
         record.exc_text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
     if record.exc_text:
-        record.exc_text = mask_identifiers(record.exc_text)
+        record.exc_text = _mask_text(record.exc_text)
     if record.stack_info:
-        record.stack_info = mask_identifiers(record.stack_info)
+        record.stack_info = _mask_text(record.stack_info)
 
 
 # --- JSON lines ----------------------------------------------------------------------------------

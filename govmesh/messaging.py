@@ -112,28 +112,48 @@ class BrokerUnavailable(ConnectionError):
     """The broker could not be reached or did not confirm in time."""
 
 
+def broker_uris(uri: str) -> list[str]:
+    """The brokers AMQP_URI names: one URI, or several separated by ";" (the nodes of a cluster,
+    in the form kombu, and so nameko, reads for failover)."""
+    uris = [part.strip() for part in uri.split(";") if part.strip()]
+    if not uris:
+        raise ValueError("AMQP_URI: names no broker")
+    return uris
+
+
+def shown_brokers(uri: str) -> str:
+    """The brokers of ``uri`` as a log may show them: host, port and virtual host, no credential."""
+    return "; ".join(one.rsplit("@", 1)[-1] for one in broker_uris(uri))
+
+
 def connect(
     uri: str, name: str, timeout: float = 5.0, write_timeout: float | None = None, frame_writer: Any = None
 ) -> amqp.Connection:
-    """`write_timeout`: how long a write may wait, e.g. while the broker blocks publishers (a
+    """A connection to the first broker of ``uri`` that answers (several, separated by ";", are
+    the nodes of one cluster: when a node dies, the next connect finds another).
+    `write_timeout`: how long a write may wait, e.g. while the broker blocks publishers (a
     resource alarm); None waits as long as it takes. `frame_writer`: py-amqp's own unless given."""
-    params = AmqpParams.from_uri(uri)
-    connection = amqp.Connection(
-        frame_writer=frame_writer or amqp.method_framing.frame_writer,
-        host=f"{params.host}:{params.port}",
-        userid=params.userid,
-        password=params.password,
-        virtual_host=params.virtual_host,
-        connect_timeout=timeout,
-        write_timeout=write_timeout,
-        heartbeat=0,
-        client_properties={"connection_name": name},
-    )
-    try:
-        connection.connect()
-    except (OSError, amqp.exceptions.AMQPError) as exc:
-        raise BrokerUnavailable(f"cannot reach RabbitMQ at {params.host}:{params.port}: {exc}") from exc
-    return connection
+    failures = []
+    for one in broker_uris(uri):
+        params = AmqpParams.from_uri(one)
+        connection = amqp.Connection(
+            frame_writer=frame_writer or amqp.method_framing.frame_writer,
+            host=f"{params.host}:{params.port}",
+            userid=params.userid,
+            password=params.password,
+            virtual_host=params.virtual_host,
+            connect_timeout=timeout,
+            write_timeout=write_timeout,
+            heartbeat=0,
+            client_properties={"connection_name": name},
+        )
+        try:
+            connection.connect()
+        except (OSError, amqp.exceptions.AMQPError) as exc:
+            failures.append(f"{params.host}:{params.port}: {exc}")
+            continue
+        return connection
+    raise BrokerUnavailable(f"cannot reach RabbitMQ at {'; '.join(failures)}")
 
 
 def declare_service_exchanges(channel: amqp.Channel, service: str) -> None:

@@ -62,3 +62,17 @@ def contains_identifier(text: str) -> bool:
     if len(folded) < 15:  # the shortest identifier (legacy resident numbers)
         return False
     return bool(_IDENTIFIER_RE.search(folded) or _SPACED_RESIDENT_RE.search(folded))
+
+
+# A URI's user information with a password (amqp://user:password@host, postgresql://...): a log
+# line that names a broker or database must not carry the secret. Libraries mask the first URI of
+# a list at best (kombu's failover list "amqp://a;amqp://b" kept the others' passwords).
+_URI_PASSWORD_RE: Final = re.compile(r"(?<=://)([^:/@\s;]*):([^@\s;/]+)@")
+
+
+def mask_credentials(text: str) -> str:
+    """Return `text` with the password of every URI in it replaced by asterisks."""
+    if "://" not in text or "@" not in text:
+        return text
+    return _URI_PASSWORD_RE.sub(lambda m: f"{m.group(1)}:********@" if m.group(2) != "********" else m.group(0), text)
+

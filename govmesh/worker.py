@@ -42,6 +42,7 @@ from govmesh.messaging import (
     connect,
     dead_letter,
     declare_consumer_queue,
+    shown_brokers,
 )
 from govmesh.outbox import Outbox, OutboxRelay
 
@@ -154,7 +155,7 @@ def run(settings: Settings) -> None:
     service_class = importlib.import_module(f"services.{settings.service}.worker").Worker
     assert_no_grpc()
     metrics.serve(settings.bind_host, settings.worker_metrics_port)
-    log.info("worker starting", extra={"amqp": settings.amqp_uri.rsplit("@", 1)[-1]})
+    log.info("worker starting", extra={"amqp": shown_brokers(settings.amqp_uri)})
     config = {"AMQP_URI": settings.amqp_uri, "max_workers": settings.worker_concurrency, SETTINGS_KEY: settings}
     nameko_run([service_class], config)
 

@@ -53,7 +53,7 @@ from govmesh.config import Settings, env_whole
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
 from govmesh.errors import StartupError
-from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue
+from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue, shown_brokers
 from services.crowd import bootstrap, metrics
 from services.crowd.contract import reading_from_pb
 from services.crowd.domain.decisions import IngestReport
@@ -564,7 +564,7 @@ def run(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("ingest starting", extra={"amqp": settings.amqp_uri.rsplit("@", 1)[-1], "shards": sharding.shards})
+    log.info("ingest starting", extra={"amqp": shown_brokers(settings.amqp_uri), "shards": sharding.shards})
     try:
         consumer.run()
     finally:

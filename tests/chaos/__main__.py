@@ -9,16 +9,19 @@ stuck, a process did not recover by itself, or the mesh answered INTERNAL or UNK
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .infra import PrivateBroker, PrivatePostgres
+from .infra import PrivateBroker, PrivateCluster, PrivatePostgres
 from .load import Rates
 from .scenarios import SCENARIOS, Outcome, run
 from .soak import soak
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     outcomes: list[Outcome] = []
     broker = PrivateBroker()
+    cluster = PrivateCluster()  # started when a scenario first needs it
     postgres = PrivatePostgres() if "postgresql" in args.database or args.soak_minutes else None
     try:
         broker.start()
@@ -59,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             postgres.start()
         for database in args.database:
             for name in names:
-                with tempfile.TemporaryDirectory(prefix=f"chaos-{name}-") as tmp:
+                # GOVMESH_CHAOS_KEEP=1 keeps each scenario's folder (the processes' logs) for a look.
+                with _folder(f"chaos-{name}-") as tmp:
                     began = time.monotonic()
+                    if SCENARIOS[name].cluster and not cluster.nodes:
+                        cluster.start()
                     outcome = run(
                         SCENARIOS[name],
                         database,
-                        broker,
+                        cluster if SCENARIOS[name].cluster else broker,
                         postgres if database == "postgresql" else None,
                         Path(tmp),
                         Rates(),
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in document["soak"].items() if k != "samples"}, indent=2), flush=True)
     finally:
         broker.stop()
+        cluster.stop()
         if postgres is not None:
             postgres.stop()
     args.results.mkdir(parents=True, exist_ok=True)
@@ -90,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     clean = all(o.clean for o in outcomes) and document.get("soak", {}).get("flat", True)
     return 0 if clean else 1
+
+
+@contextlib.contextmanager
+def _folder(prefix: str) -> Iterator[str]:
+    """A scenario's folder: removed afterwards, unless GOVMESH_CHAOS_KEEP is set (then printed)."""
+    if os.environ.get("GOVMESH_CHAOS_KEEP"):
+        kept = tempfile.mkdtemp(prefix=prefix)
+        print(f"keeping {kept}", flush=True)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield tmp
 
 
 HEADER = (

@@ -19,8 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika
 import sqlalchemy as sa
+
+from tests.support.mesh import amqp_connection
 
 from .infra import PrivateBroker
 from .load import Ledger
@@ -41,7 +42,7 @@ class EventTap:
     def __init__(self, amqp_uri: str) -> None:
         self.amqp_uri = amqp_uri
         self.queues: dict[str, str] = {}
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        connection = amqp_connection(amqp_uri)
         try:
             channel = connection.channel()
             for exchange, key in AUDITED_EVENTS:
@@ -55,7 +56,7 @@ class EventTap:
         self.received: dict[str, list[tuple[str, dict[str, Any]]]] = {key: [] for key in self.queues}
 
     def drain(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_uri))
+        connection = amqp_connection(self.amqp_uri)
         try:
             channel = connection.channel()
             for key, queue in self.queues.items():
@@ -76,6 +77,10 @@ class Count:
     duplicated: dict[str, int] = field(default_factory=dict)
     redelivered: dict[str, int] = field(default_factory=dict)
     stuck: dict[str, int] = field(default_factory=dict)
+    #: Messages left in each queue that still held some at the count.
+    queued: dict[str, int] = field(default_factory=dict)
+    #: Queues whose only node was down at the count.
+    notes_unreachable: list[str] = field(default_factory=list)
     #: The fault's poison found in each dead-letter queue.
     poison: dict[str, int] = field(default_factory=dict)
 
@@ -97,7 +102,7 @@ def dead_letter_census(amqp_uri: str, queues: list[str]) -> tuple[Counter[str], 
     and the others by dead-letter queue."""
     poison: Counter[str] = Counter()
     others: Counter[str] = Counter()
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    connection = amqp_connection(amqp_uri)
     try:
         channel = connection.channel()
         for queue in queues:
@@ -204,12 +209,18 @@ def count(mesh: ChaosMesh, broker: PrivateBroker, vhost: str, ledger: Ledger, ta
         for s in SERVICES
     )
     depths = broker.queue_depths(vhost)
-    result.stuck["queued"] = sum(
-        n for q, n in depths.items() if not q.startswith(("chaos-audit.", "amq.")) and not q.endswith(".dead-letter")
-    )
+    waiting = {q: n for q, n in depths.items() if not q.startswith(("chaos-audit.", "amq."))}
+    result.stuck["queued"] = sum(n for q, n in waiting.items() if n > 0 and not q.endswith(".dead-letter"))
+    # A queue that lived only on a dead node: its messages cannot be counted, nor delivered. A
+    # reply queue of a connection that died with the node holds nothing anyone waits for.
+    result.stuck["unreachable_queues"] = sum(1 for q, n in waiting.items() if n < 0 and not q.startswith("rpc.reply-"))
+    result.notes_unreachable = sorted(q for q, n in waiting.items() if n < 0)
+    result.queued = {q: n for q, n in waiting.items() if n > 0}
     # Dead letters: the fault's poison once each where it was put (dead-lettered, or refused and
     # counted by a consumer that refuses without parking), anything else is stuck.
-    poison, others = dead_letter_census(mesh.amqp_uri, [q for q in depths if q.endswith(".dead-letter")])
+    poison, others = dead_letter_census(
+        mesh.amqp_uri, [q for q, n in depths.items() if q.endswith(".dead-letter") and n >= 0]
+    )
     result.stuck["dead_letters"] = sum(others.values())
     result.duplicated["poison_dead_letters"] = sum(n - 1 for n in poison.values() if n > 1)
     result.poison = dict(poison)

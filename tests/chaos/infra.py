@@ -115,13 +115,14 @@ class PrivateBroker:
         return vhost
 
     def queue_depths(self, vhost: str) -> dict[str, int]:
-        """Messages ready or unacknowledged in each queue of ``vhost``."""
+        """Messages ready or unacknowledged in each queue of ``vhost``; -1 for a queue the broker
+        cannot count (its only node is down)."""
         out = self.ctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages", timeout=60)
         depths = {}
         for line in out.splitlines():
             name, _, count = line.rpartition("\t")
             if name:
-                depths[name] = int(count)
+                depths[name] = int(count) if count.strip().isdigit() else -1
         return depths
 
     def stop(self) -> None:
@@ -130,6 +131,64 @@ class PrivateBroker:
         with contextlib.suppress(OSError, ValueError):
             os.kill(self.pid(), signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+#: nameko's RPC queues: a service's requests (rpc-<service>) and a caller's replies
+#: (rpc.reply-<service>-<uuid>, durable: a node that dies with it leaves its caller unable to
+#: declare it again anywhere else unless it is mirrored).
+NAMEKO_RPC_QUEUES = r"^rpc[-.]"
+
+
+class PrivateCluster:
+    """Three RabbitMQ nodes of the run's own joined in one cluster (quorum queues keep a replica
+    on each): AMQP_URI names all three, and a process whose node dies connects to another. The
+    nameko RPC queues are classic queues, so each virtual host mirrors them on every node (a
+    policy, as an operator of RabbitMQ 3.x declares it; 4.x has no mirroring)."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.size = size
+        self.nodes: list[PrivateBroker] = []
+
+    def start(self) -> None:
+        # One at a time: a node takes its ports when it starts, so the next one picks others.
+        while len(self.nodes) < self.size:
+            node = PrivateBroker()
+            node.start()
+            self.nodes.append(node)
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", self.nodes[0].node)
+            node.ctl("start_app")
+
+    @property
+    def uri(self) -> str:
+        return ";".join(node.uri for node in self.nodes)
+
+    def uri_of(self, vhost: str) -> str:
+        return ";".join(node.uri_of(vhost) for node in self.nodes)
+
+    def live(self) -> PrivateBroker:
+        return next(node for node in self.nodes if node.answers())
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        return self.live().ctl(*args, timeout=timeout)
+
+    def add_vhost(self) -> str:
+        vhost = self.live().add_vhost()
+        mirrored = '{"ha-mode": "all", "ha-sync-mode": "automatic"}'
+        self.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "rpc-on-every-node", NAMEKO_RPC_QUEUES, mirrored)
+        return vhost
+
+    def queue_depths(self, vhost: str) -> dict[str, int]:
+        return self.live().queue_depths(vhost)
+
+    def kill(self) -> None:
+        """SIGKILL to the first node, the one every process connects to first."""
+        self.nodes[0].kill()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
 
 
 class PrivatePostgres:

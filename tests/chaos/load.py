@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import random
 import threading
 import time
 import uuid
@@ -28,8 +29,8 @@ from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.support.approvals_mesh import publish
 from tests.support.approvals_scenarios import Scenario, scenarios
 from tests.support.crowd_mesh import reading, zone
-from tests.support.people import licence
-from tests.support.shared_mesh import new_resident
+from tests.support.mesh import amqp_connection
+from tests.support.people import licence, resident_id
 
 from .mesh import ChaosMesh
 
@@ -82,6 +83,8 @@ class Ledger:
     readings: Counter[str] = field(default_factory=Counter)
     #: Status codes answered, retried or not, by stream.
     answers: Counter[str] = field(default_factory=Counter)
+    #: What a client could not make sense of (a refusal it did not expect): fails the run.
+    client_errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answered(self, stream: str, code: grpc.StatusCode | str) -> None:
@@ -92,6 +95,13 @@ class Ledger:
     def bugs(self) -> int:
         """INTERNAL and UNKNOWN answers: the contract never allows them."""
         return sum(n for key, n in self.answers.items() if key.endswith((":INTERNAL", ":UNKNOWN")))
+
+
+def _someone() -> str:
+    """A resident born on some day of 1950-1999: a long run publishes more records than there are
+    days between a fixed first birthday and today, so people repeat (their records do not)."""
+    born = datetime.date(1950, 1, 1) + datetime.timedelta(days=random.randrange(50 * 365))
+    return resident_id(f"330183{born:%Y%m%d}{random.randrange(1000):03d}")
 
 
 class Load:
@@ -152,7 +162,11 @@ class Load:
         interval = 1.0 / per_second
         next_at = time.monotonic()
         while not self._stop.is_set():
-            step()
+            try:
+                step()
+            except Exception as error:  # noqa: BLE001 - a stream must not die of one answer
+                with self.ledger.lock:
+                    self.ledger.client_errors.append(repr(error)[:500])
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -217,7 +231,7 @@ class Load:
                 self.ledger.case_of_request[request_id] = answer.case.case_id
 
     def _records(self) -> None:
-        batch = [licence(new_resident()) for _ in range(10)]
+        batch = [licence(_someone()) for _ in range(10)]
         request = records_pb2.PublishRecordsRequest(records=batch)
         answer = self._call("records", "records", "demo-portal", "PublishRecords", request)
         if answer is not None:
@@ -270,7 +284,7 @@ class Load:
                     pending = pending + pending[::-1]
             try:
                 if connection is None or not connection.is_open:
-                    connection = pika.BlockingConnection(pika.URLParameters(self.mesh.amqp_uri + "?heartbeat=10"))
+                    connection = amqp_connection(self.mesh.amqp_uri, heartbeat="10")
                     channel = connection.channel()
                     channel.confirm_delivery()
                 for message in pending:

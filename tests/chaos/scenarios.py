@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from typing import Any
 
 import pika
 
+from tests.support.mesh import amqp_connection
+
 from .audit import COPY_HEADER, POISON_HEADER, Count, EventTap, count, settle
-from .infra import PrivateBroker, PrivatePostgres, sqlite_taken_away
+from .infra import PrivateBroker, PrivateCluster, PrivatePostgres, sqlite_taken_away
 from .load import Load, Rates
 from .mesh import SERVICES, ChaosMesh, wait_until
 
@@ -33,7 +36,7 @@ SETTINGS = {
 @dataclass
 class Context:
     mesh: ChaosMesh
-    broker: PrivateBroker
+    broker: PrivateBroker | PrivateCluster
     vhost: str
     database: str
     postgres: PrivatePostgres | None
@@ -47,12 +50,19 @@ class Scenario:
     what: str
     fault: Callable[[Context], None]
     duplicate_broker_readings: bool = False
+    #: Runs on a 3-node RabbitMQ cluster instead of one node.
+    cluster: bool = False
 
 
 def broker_killed(ctx: Context) -> None:
     ctx.broker.kill()
     time.sleep(10)
     ctx.broker.start()
+
+
+def broker_node_killed(ctx: Context) -> None:
+    """One node of the cluster killed, and left dead: the mesh goes on with the other two."""
+    ctx.broker.kill()
 
 
 def workers_killed(ctx: Context) -> None:
@@ -90,7 +100,7 @@ def poison_everywhere(ctx: Context) -> None:
     dead-lettered (at once, or after the delivery limit) or refused and counted, while the rest
     flows; then every dead letter is replayed where it came from, and comes back once."""
     queues = _consumed_queues(ctx)
-    connection = pika.BlockingConnection(pika.URLParameters(ctx.mesh.amqp_uri))
+    connection = amqp_connection(ctx.mesh.amqp_uri)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -113,7 +123,7 @@ def replay_dead_letters(amqp_uri: str, queues: list[str]) -> int:
     x-govmesh-original-* headers of a consumer's refusal, or the broker's x-death record of a
     delivery limit): what an operator does once the cause is mended."""
     replayed = 0
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    connection = amqp_connection(amqp_uri)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -161,7 +171,7 @@ def events_doubled_and_reordered(amqp_uri: str, exchanges: tuple[str, ...]) -> I
     stop = threading.Event()
 
     def copy() -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        connection = amqp_connection(amqp_uri)
         channel = connection.channel()
         queue = channel.queue_declare("", exclusive=True).method.queue
         for exchange in exchanges:
@@ -198,6 +208,12 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario("broker-kill", "RabbitMQ kill -9, started again 10 s later", broker_killed),
+        Scenario(
+            "broker-node-kill",
+            "one node of a 3-node RabbitMQ cluster kill -9, left dead",
+            broker_node_killed,
+            cluster=True,
+        ),
         Scenario("worker-kill", "kill -9 of every worker and the ingest, one by one", workers_killed),
         Scenario("api-kill", "kill -9 of every api mid-call, one by one", apis_killed),
         Scenario("database-gone", "the database gone for 30 s", database_gone),
@@ -223,6 +239,7 @@ class Outcome:
     bugs: int
     answers: dict[str, int]
     notes: dict[str, Any]
+    client_errors: list[str]
 
     @property
     def recovered(self) -> bool:
@@ -231,7 +248,9 @@ class Outcome:
     @property
     def clean(self) -> bool:
         totals = self.count.totals()
-        return self.recovered and not (totals["lost"] or totals["duplicated"] or totals["stuck"] or self.bugs)
+        return self.recovered and not (
+            totals["lost"] or totals["duplicated"] or totals["stuck"] or self.bugs or self.client_errors
+        )
 
     def as_json(self) -> dict[str, Any]:
         totals = self.count.totals()
@@ -244,6 +263,7 @@ class Outcome:
             "redelivered": totals["redelivered"],
             "recovered": self.recovered,
             "internal_or_unknown_answers": self.bugs,
+            "client_errors": self.client_errors[:20],
             "accepted": self.count.accepted,
             "detail": {
                 "lost": self.count.lost,
@@ -251,6 +271,8 @@ class Outcome:
                 "stuck": self.count.stuck,
                 "redelivered": self.count.redelivered,
                 "poison_dead_lettered": self.count.poison,
+                "unreachable_queues": self.count.notes_unreachable,
+                "queued": self.count.queued,
             },
             "seconds_to_settle": round(self.seconds_to_settle, 1),
             "unplanned_restarts": self.unplanned_restarts,
@@ -262,7 +284,7 @@ class Outcome:
 def run(
     scenario: Scenario,
     database: str,
-    broker: PrivateBroker,
+    broker: PrivateBroker | PrivateCluster,
     postgres: PrivatePostgres | None,
     tmp_path: Path,
     rates: Rates,
@@ -307,30 +329,36 @@ def run(
             load.ledger.bugs(),
             dict(load.ledger.answers),
             ctx.notes,
+            load.ledger.client_errors,
         )
     finally:
         mesh.stop()
-        with contextlib.suppress(RuntimeError):
+        # A cluster with a node down may not finish deleting: the run's broker goes anyway.
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
             broker.ctl("delete_vhost", vhost)
 
 
 def _quiet(ctx: Context) -> bool:
     depths = ctx.broker.queue_depths(ctx.vhost)
     return not any(
-        n for q, n in depths.items() if not q.startswith(("chaos-audit.", "amq.")) and not q.endswith(".dead-letter")
+        n > 0
+        for q, n in depths.items()
+        if not q.startswith(("chaos-audit.", "amq.")) and not q.endswith(".dead-letter")
     )
 
 
-def processes_of(mesh: ChaosMesh) -> list[int]:
-    return [w.process.popen.pid for w in mesh.supervisor.watched if w.process.popen]
+def processes_of(mesh: ChaosMesh) -> dict[str, int]:
+    return {w.name: w.process.popen.pid for w in mesh.supervisor.watched if w.process.popen}
 
 
-def resources(pids: list[int]) -> dict[str, int]:
-    """Resident memory (KiB) and open file descriptors, summed over the mesh's processes."""
-    rss = fds = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
+def resources(pids: dict[str, int]) -> dict[str, Any]:
+    """Resident memory (KiB) and open file descriptors, summed over the mesh's processes, and
+    each process's resident memory."""
+    rss: dict[str, int] = {}
+    fds = 0
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError, StopIteration):
             status = Path(f"/proc/{pid}/status").read_text()
-            rss += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            rss[name] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
             fds += len(os.listdir(f"/proc/{pid}/fd"))
-    return {"rss_kib": rss, "fds": fds}
+    return {"rss_kib": sum(rss.values()), "fds": fds, "rss_kib_by_process": rss}

@@ -5,6 +5,7 @@ grows steadily, a warm cache does not."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ RATED = Rates(cases=8, records=100, grpc_readings=500, broker_readings=500, zone
 
 #: Growth allowed from the middle third to the last third of the run.
 MARGIN = {"rss_kib": 0.10, "fds": 0.10}
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys over xs (0 with fewer than two points)."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return 0.0
+    return statistics.linear_regression(xs, ys).slope
 
 
 def _backlog(mesh: ChaosMesh) -> int:
@@ -72,6 +80,18 @@ def soak(broker: PrivateBroker, postgres: PrivatePostgres | None, tmp_path: Path
         result = count(mesh, broker, vhost, load.ledger, tap)
     finally:
         mesh.stop()
+    # Memory that grows steadily is a leak even when it grows slowly: each process's trend over
+    # the second half, in MiB an hour (a warm cache levels off; a leak keeps its slope).
+    second_half = samples[len(samples) // 2 :]
+    trend = {
+        name: round(
+            _slope([s["minute"] for s in second_half], [s["rss_kib_by_process"].get(name, 0) for s in second_half])
+            * 60
+            / 1024,
+            1,
+        )
+        for name in (second_half[-1]["rss_kib_by_process"] if second_half else {})
+    }
     third = max(1, len(samples) // 3)
     middle, last = samples[third : 2 * third] or samples, samples[-third:]
     growth = {
@@ -86,6 +106,7 @@ def soak(broker: PrivateBroker, postgres: PrivatePostgres | None, tmp_path: Path
         "minutes": minutes,
         "rates": RATED.scaled(0.5).__dict__,
         "growth_last_third_over_middle": {k: round(v, 3) for k, v in growth.items()},
+        "rss_trend_mib_per_hour_by_process": trend,
         "flat": flat and not (totals["lost"] or totals["duplicated"] or totals["stuck"]),
         "accepted": result.accepted,
         **totals,

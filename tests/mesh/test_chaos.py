@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.audit import EventTap, count
-from tests.chaos.infra import PrivateBroker, PrivatePostgres
+from tests.chaos.infra import PrivateBroker, PrivateCluster, PrivatePostgres
 from tests.chaos.load import Load, Rates
 from tests.chaos.mesh import ChaosMesh
 from tests.chaos.scenarios import SCENARIOS, SETTINGS, run
@@ -18,7 +18,7 @@ from tests.support.crowd_mesh import Crowd
 
 #: (scenario, database): each fault once, on the database where it has bitten before.
 FAST_SUBSET = [
-    ("broker-kill", "postgresql"),
+    ("broker-node-kill", "postgresql"),
     ("worker-kill", "sqlite"),
     ("api-kill", "postgresql"),
     ("poison", "sqlite"),
@@ -34,6 +34,14 @@ def broker() -> Iterator[PrivateBroker]:
 
 
 @pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    nodes = PrivateCluster()
+    nodes.start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture(scope="module")
 def private_postgres() -> Iterator[PrivatePostgres]:
     cluster = PrivatePostgres()
     cluster.start()
@@ -44,12 +52,12 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("scenario", "database"), FAST_SUBSET, ids=[f"{s}-{d}" for s, d in FAST_SUBSET])
 def test_nothing_is_lost_doubled_or_stuck(
-    scenario: str, database: str, broker: PrivateBroker, private_postgres: PrivatePostgres, tmp_path: Path
+    scenario: str, database: str, request: pytest.FixtureRequest, private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     outcome = run(
         SCENARIOS[scenario],
         database,
-        broker,
+        request.getfixturevalue("cluster" if SCENARIOS[scenario].cluster else "broker"),
         private_postgres if database == "postgresql" else None,
         tmp_path,
         Rates(),
@@ -60,6 +68,7 @@ def test_nothing_is_lost_doubled_or_stuck(
     assert (report["lost"], report["duplicated"], report["stuck"]) == (0, 0, 0), report
     assert report["recovered"], report
     assert report["internal_or_unknown_answers"] == 0, report
+    assert report["client_errors"] == [], report
 
 
 @pytest.mark.timeout(180)

@@ -106,3 +106,17 @@ def test_confirms_are_counted_by_tag_whatever_their_order() -> None:
     publisher._on_ack(4, multiple=False)
     assert publisher._unconfirmed() == 0
     assert messaging.IN_FLIGHT >= 1_000
+
+
+def test_a_list_of_brokers_connects_to_the_first_that_answers(amqp_uri: str) -> None:
+    """AMQP_URI may name the nodes of a cluster, separated by ";" (as kombu reads it for nameko):
+    a node that does not answer is passed over, and the error names every node tried."""
+    dead = "amqp://guest:guest@127.0.0.1:1/"
+    connection = messaging.connect(f"{dead};{amqp_uri}", "publisher-test")
+    try:
+        assert connection.connected
+    finally:
+        connection.close()
+    with pytest.raises(BrokerUnavailable) as refused:
+        messaging.connect(f"{dead};amqp://guest:guest@127.0.0.1:2/", "publisher-test", timeout=1)
+    assert "127.0.0.1:1" in str(refused.value) and "127.0.0.1:2" in str(refused.value)

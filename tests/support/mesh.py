@@ -34,6 +34,13 @@ AMQP_URI = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get("GOVMESH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+def amqp_connection(uri: str, **options: str) -> pika.BlockingConnection:
+    """A pika connection to the first broker of ``uri`` that answers: one URI, or the nodes of a
+    cluster separated by ";" as AMQP_URI names them. ``options`` are URI query parameters."""
+    query = "?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else ""
+    return pika.BlockingConnection([pika.URLParameters(one + query) for one in uri.split(";") if one])
+
+
 def free_port() -> int:
     """A port no one listens on, below the kernel's ephemeral range: a port from bind(0) is an
     ephemeral one, which an outgoing connection (to PostgreSQL, RabbitMQ, another service) may
@@ -302,7 +309,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 15) -> None:
 
 def consumers(amqp_uri: str, queue: str) -> int:
     """How many consumers a queue has (0 while it does not exist yet)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    connection = amqp_connection(amqp_uri)
     try:
         return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
     except pika.exceptions.ChannelClosedByBroker:
@@ -319,7 +326,7 @@ class Integrator:
     """A plain AMQP client bound to a service's events, as an integrator would bind."""
 
     def __init__(self, amqp_uri: str, exchange: str, routing_key: str = "#") -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+        self.connection = amqp_connection(amqp_uri)
         self.channel = self.connection.channel()
         self.channel.exchange_declare(exchange, "topic", durable=True)
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
@@ -366,7 +373,7 @@ def dead_letters(
     picks: waits until ``count`` of them have come (or ``timeout``), then until nothing has come
     for ``quiet`` seconds, so that one copy too many is seen too. It takes every message it reads
     (a test that shares the queue picks its own by what it published)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    connection = amqp_connection(amqp_uri)
     picked: list[Delivery] = []
     try:
         channel = connection.channel()
@@ -386,7 +393,7 @@ def dead_letters(
 
 def call_nameko_rpc(amqp_uri: str, service: str, method: str, **kwargs: object) -> dict[str, object]:
     """Call a worker's nameko RPC the way any AMQP client can: nameko's wire protocol."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    connection = amqp_connection(amqp_uri)
     try:
         channel = connection.channel()
         reply_queue = channel.queue_declare("", exclusive=True).method.queue

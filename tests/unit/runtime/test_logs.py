@@ -283,3 +283,17 @@ def test_filter_changes_the_record_for_every_later_handler() -> None:
     assert IdentifierMaskingFilter().filter(record) is True
     assert record.getMessage() == "id 330106********1234"
     assert logging.Formatter().format(record) == "id 330106********1234"
+
+
+# --- credentials in URIs -----------------------------------------------------------------------
+
+
+def test_no_password_of_any_broker_in_a_list_reaches_a_log_line(lines: Any) -> None:
+    """kombu masks the first URI of a failover list and printed the others' passwords as they are
+    (nameko's "Error connecting to broker at ..." on a 3-node cluster)."""
+    uri = "amqp://guest:s3cret@10.0.0.1:5672/prod;amqp://guest:other-secret@10.0.0.2:5672/prod"
+    logging.getLogger("nameko.messaging").warning("Error connecting to broker at %s (refused)", uri)
+    logging.getLogger("govmesh.test").info("connecting", extra={"amqp": uri})
+    text = json.dumps(lines())
+    assert "s3cret" not in text and "other-secret" not in text
+    assert "amqp://guest:********@10.0.0.2:5672/prod" in text
