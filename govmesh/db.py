@@ -172,6 +172,17 @@ class Database:
         self.engine.dispose()
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database is away or busy rather than that the code is wrong: a
+    lost or refused connection, a server shutting down, a lock or a pool connection not granted in
+    time. A call that met it may be tried again; the pool reconnects by itself (pre-ping)."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError | sa.exc.TimeoutError
+    )
+
+
 def insert_new(session: Session, table: sa.Table) -> Insert:
     """``INSERT INTO table ... ON CONFLICT DO NOTHING`` in the session's dialect (SQLite and
     PostgreSQL spell it alike, but SQLAlchemy has it only on each dialect's own insert): for

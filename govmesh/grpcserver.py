@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
-from govmesh.db import Database
+from govmesh.db import Database, database_unavailable
 from govmesh.errors import InvalidArgument, ServiceError
 from govmesh.logs import mask_identifiers
 
@@ -57,6 +57,7 @@ class Readiness:
         self.service_names = service_names
         self.reason: str | None = "not checked yet"
         self._stop = threading.Event()
+        self._recheck = threading.Event()
         self._set(serving=False)
 
     def _set(self, serving: bool) -> None:
@@ -78,13 +79,19 @@ class Readiness:
     def watch(self, process: str, interval_not_ready: float = 0.5, interval_ready: float = 5.0) -> None:
         def loop() -> None:
             while not self._stop.is_set():
+                self._recheck.clear()
                 self.check(process)
-                self._stop.wait(interval_not_ready if self.reason else interval_ready)
+                self._recheck.wait(interval_not_ready if self.reason else interval_ready)
 
         threading.Thread(target=loop, name="readiness", daemon=True).start()
 
+    def recheck(self) -> None:
+        """Look at the database now rather than at the next interval (a call just lost it)."""
+        self._recheck.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._recheck.set()
         self.health.enter_graceful_shutdown()
 
 
@@ -110,31 +117,14 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         method: str = details.method
-        if handler is None or method.startswith(_UNGUARDED):
+        if handler is None:
             return handler
+        if method.startswith(_UNGUARDED):
+            return _wrap_handler(handler, _enclosed(_refusing_undecodable))
         raw = dict(details.invocation_metadata or ()).get("authorization")
         authorization = raw.decode() if isinstance(raw, bytes) else raw
 
-        def guarded(behaviour: Callable[..., Any], streaming_request: bool, streaming_response: bool) -> Any:
-            def checked(request: Any) -> Any:
-                # A request that did not decode is refused after authentication, naming it.
-                return _checked_stream(request) if streaming_request else _checked(request)
-
-            if streaming_response:
-
-                def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                    with self._call(method, authorization, context):
-                        yield from behaviour(checked(request), context)
-
-                return stream
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                with self._call(method, authorization, context):
-                    return behaviour(checked(request), context)
-
-            return unary
-
-        return _wrap_handler(handler, guarded)
+        return _wrap_handler(handler, _enclosed(lambda context: self._call(method, authorization, context)))
 
     @contextlib.contextmanager
     def _call(self, method: str, authorization: str | None, context: grpc.ServicerContext) -> Iterator[None]:
@@ -169,6 +159,13 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 status = context.code()  # type: ignore[attr-defined]
                 code = status.name if status else "UNKNOWN"
                 raise
+            if database_unavailable(exc):
+                # Not a bug: the database went away (before readiness noticed) or is busy. The
+                # caller may try again; readiness looks at once.
+                code = "UNAVAILABLE"
+                log.warning("database unavailable while handling %s: %s", method, type(exc).__name__)
+                self.readiness.recheck()
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.service}'s database is unavailable; try again")
             code = "INTERNAL"
             trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
             log.exception("bug while handling %s", method)
@@ -219,6 +216,42 @@ def _checked(request: Any) -> Any:
 def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
     for request in requests:
         yield _checked(request)
+
+
+@contextlib.contextmanager
+def _refusing_undecodable(context: grpc.ServicerContext) -> Iterator[None]:
+    """Health and reflection: no token asked, but bytes that are not their request are refused
+    as the service's own methods refuse them (INVALID_ARGUMENT naming the request), not INTERNAL."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+
+
+def _enclosed(scope: Callable[[grpc.ServicerContext], contextlib.AbstractContextManager[None]]) -> Any:
+    """Makes a handler's behaviour run inside ``scope(context)``, its request refused when it did
+    not decode (a streamed one as it comes)."""
+
+    def guarded(behaviour: Callable[..., Any], streaming_request: bool, streaming_response: bool) -> Any:
+        def checked(request: Any) -> Any:
+            return _checked_stream(request) if streaming_request else _checked(request)
+
+        if streaming_response:
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with scope(context):
+                    yield from behaviour(checked(request), context)
+
+            return stream
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            with scope(context):
+                return behaviour(checked(request), context)
+
+        return unary
+
+    return guarded
 
 
 def _wrap_handler(handler: Any, guarded: Callable[..., Callable[..., Any]]) -> Any:

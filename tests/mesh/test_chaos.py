@@ -7,14 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.chaos.audit import EventTap, count
 from tests.chaos.infra import PrivateBroker, PrivateCluster, PrivatePostgres
 from tests.chaos.load import Load, Rates
 from tests.chaos.mesh import ChaosMesh
 from tests.chaos.scenarios import SCENARIOS, SETTINGS, run
 from tests.support.crowd_mesh import Crowd
+from tests.support.mesh import ServiceEnv, wait_for
+from tests.support.people import wait_serving
+from tests.support.shared_mesh import new_resident
 
 #: (scenario, database): each fault once, on the database where it has bitten before.
 FAST_SUBSET = [
@@ -94,3 +99,44 @@ def test_the_audit_sees_what_was_lost_and_doubled(broker: PrivateBroker, tmp_pat
         mesh.stop()
     assert seen.lost["cases"] == 1 and seen.lost["records"] == 1 and seen.lost["readings"] == 3, seen
     assert seen.duplicated["readings"] == 2, seen
+
+
+@pytest.mark.timeout(180)
+def test_calls_while_postgresql_is_gone_are_unavailable_never_internal(
+    private_postgres: PrivatePostgres, tmp_path: Path, amqp_uri: str
+) -> None:
+    """Before readiness notices that PostgreSQL went away, a call meets a dead connection: that
+    is UNAVAILABLE (try again), not INTERNAL (a bug that pages ops). Once the server is back, the
+    same process answers again: its pool reconnects by itself."""
+    env = ServiceEnv("identity", private_postgres.create_database(), tmp_path, amqp_uri)
+    env.migrate()
+    api = env.process("api")
+    try:
+        wait_serving(env.target, "govmesh.identity.v1.IdentityService")
+        stub = identity_pb2_grpc.IdentityServiceStub(grpc.insecure_channel(env.target))
+        metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+        someone = new_resident()
+        stub.RegisterSubject(
+            identity_pb2.RegisterSubjectRequest(identifier=someone, display_name="徐伟"), metadata=metadata, timeout=10
+        )
+
+        def resolve() -> grpc.StatusCode:
+            try:
+                request = identity_pb2.ResolveSubjectRequest(identifier=someone)
+                stub.ResolveSubject(request, metadata=metadata, timeout=10)
+            except grpc.RpcError as error:
+                return error.code()  # type: ignore[no-any-return]
+            return grpc.StatusCode.OK
+
+        assert resolve() == grpc.StatusCode.OK
+        private_postgres.crash()
+        try:
+            answers = [resolve() for _ in range(20)]
+        finally:
+            private_postgres.start()
+        assert set(answers) == {grpc.StatusCode.UNAVAILABLE}, answers
+        wait_for(lambda: resolve() == grpc.StatusCode.OK, timeout=30)
+        assert api.popen is not None and api.popen.poll() is None
+        assert "bug while handling" not in api.logs()
+    finally:
+        env.stop_all()

@@ -458,6 +458,32 @@ def test_a_request_that_does_not_parse_is_invalid_argument_after_authentication(
     assert error.value.details().startswith("request:")
 
 
+@pytest.mark.parametrize(
+    ("method", "streaming"),
+    [
+        ("/grpc.health.v1.Health/Check", False),
+        ("/grpc.health.v1.Health/Watch", True),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True),
+    ],
+)
+def test_health_and_reflection_refuse_a_request_that_does_not_parse_as_invalid_argument(
+    running: ServiceEnv, method: str, streaming: bool
+) -> None:
+    """Probes and tools carry no token, but bytes that are not their request are the caller's
+    mistake as much as on the service's own methods: INVALID_ARGUMENT naming the request."""
+    not_utf8 = b"\x0a\x02\xff\xfe"  # field 1, a string that is not UTF-8
+    with grpc.insecure_channel(running.target) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            if method.endswith("ServerReflectionInfo"):
+                list(channel.stream_stream(method)(iter([not_utf8]), timeout=10))
+            elif streaming:
+                list(channel.unary_stream(method)(not_utf8, timeout=10))
+            else:
+                channel.unary_unary(method)(not_utf8, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value
+    assert error.value.details().startswith("request:")
+
+
 def register_all(client: Client, *items: tuple[str, str]) -> identity_pb2.RegisterSubjectsResponse:
     request = identity_pb2.RegisterSubjectsRequest(
         subjects=[identity_pb2.RegisterSubjectRequest(identifier=i, display_name=n) for i, n in items]
