@@ -9,6 +9,7 @@ grpcio must never be imported in such a process (its C core breaks under eventle
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 import threading
@@ -308,6 +309,18 @@ class _DeadLettering:
             self.queue_consumer.requeue_message(message)
         else:
             self.queue_consumer.ack_message(message)
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        """A message without a content type arrives as its raw bytes (kombu decodes only what
+        names its type): the contract has one body form, JSON, so it is read as JSON, and one
+        that is not JSON is dead-lettered saying so, as a message that names JSON and is not."""
+        if not message.content_type and isinstance(body, bytes | str):
+            try:
+                body = json.loads(body)
+            except ValueError as exc:
+                self.undecodable(message, exc)
+                return
+        super().handle_message(body, message)  # type: ignore[misc]
 
     def undecodable(self, message: Any, exc: Exception) -> None:
         """kombu's on_decode_error, in the consumer's loop: dead-lettered in a thread of its own."""

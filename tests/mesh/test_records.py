@@ -137,13 +137,19 @@ def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, cal
     publish_raw(env, body, env.token(caller), record.department_code)
 
 
-def publish_raw(env: ServiceEnv, body: bytes, token: str, department: str = "public_security") -> None:
+def publish_raw(
+    env: ServiceEnv,
+    body: bytes,
+    token: str,
+    department: str = "public_security",
+    content_type: str | None = "application/json",
+) -> None:
     """A message on records.ingest as a department sends it, whatever its body."""
     connection = pika.BlockingConnection(pika.URLParameters(env.env["AMQP_URI"]))
     channel = connection.channel()
     channel.confirm_delivery()
     properties = pika.BasicProperties(
-        content_type="application/json", delivery_mode=2, headers={"authorization": f"Bearer {token}"}
+        content_type=content_type, delivery_mode=2, headers={"authorization": f"Bearer {token}"}
     )
     channel.basic_publish("records.ingest", department, body, properties)
     connection.close()
@@ -210,6 +216,25 @@ def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv
     assert stored_records(mesh, {first_reference, second_reference}) == 2
     for body in bodies:
         assert body["subjectId"].startswith("sub_") and "*" in body["subjectMaskedIdentifier"]
+
+
+def test_a_record_without_a_content_type_on_the_broker_is_read_as_the_json_it_is(
+    mesh: ServiceEnv, integrators: Integrators
+) -> None:
+    """The contract's one body form is proto3 JSON, and the same JSON is fine over gRPC: a
+    department's client that sets no content type is not dead-lettered for it. A body without a
+    content type that is not JSON is dead-lettered saying so."""
+    events = integrators.bind("records.events", "record_published")
+    record = licence(new_resident())
+    publish_raw(mesh, json_format.MessageToJson(record).encode(), mesh.token("public_security"), content_type=None)
+    received = receive_own(events, 1, with_reference({record.source_reference}), timeout=30)
+    assert len(received) == 1 and stored_records(mesh, {record.source_reference}) == 1
+
+    tag = uuid.uuid4().hex
+    publish_raw(mesh, f"not json {tag}".encode(), mesh.token("public_security"), content_type=None)
+    amqp = mesh.env["AMQP_URI"]
+    [(_, properties, _)] = dead_letters(amqp, "records.records.ingest", lambda letter: tag.encode() in letter[2])
+    assert properties.headers["x-govmesh-refusal-field"] == "body"
 
 
 def test_a_feed_batch_registers_its_new_people_with_identity_in_one_call(mesh: ServiceEnv) -> None:
