@@ -139,9 +139,16 @@ class OutboxRelay:
         self.publisher = publisher
         self.batch_size = batch_size
         self._stop = threading.Event()
+        #: Rows the broker confirmed whose marking failed (the database busy or away): marked
+        #: first on the next round, never published again by this relay.
+        self._confirmed_unmarked: list[int] = []
 
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""
+        if self._confirmed_unmarked:
+            with self.db.transaction() as session:
+                self._mark_sent(session, self._confirmed_unmarked)
+            self._confirmed_unmarked = []
         table = self.outbox.outbox
         unpublished = (
             sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(self.batch_size)
@@ -154,8 +161,9 @@ class OutboxRelay:
             if not rows:
                 return 0
             self.publisher.publish([_envelope(row) for row in rows])
+            self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
             with self.db.transaction() as session:
-                self._mark_sent(session, rows)
+                self._mark_sent(session, self._confirmed_unmarked)
         else:
             # Several relays of one service lock the rows they publish and skip the others'.
             with self.db.transaction() as session:
@@ -163,17 +171,15 @@ class OutboxRelay:
                 if not rows:
                     return 0
                 self.publisher.publish([_envelope(row) for row in rows])
-                self._mark_sent(session, rows)
+                self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
+                self._mark_sent(session, self._confirmed_unmarked)
+        self._confirmed_unmarked = []
         metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
 
-    def _mark_sent(self, session: Session, rows: Sequence[sa.Row[tuple[object, ...]]]) -> None:
+    def _mark_sent(self, session: Session, seqs: Sequence[int]) -> None:
         table = self.outbox.outbox
-        session.execute(
-            table.update()
-            .where(table.c.seq.in_([row._mapping["seq"] for row in rows]))
-            .values(published_at=datetime.now(UTC))
-        )
+        session.execute(table.update().where(table.c.seq.in_(seqs)).values(published_at=datetime.now(UTC)))
 
     def run(self, sleep: object = None, idle_interval: float = 0.1, max_backoff: float = 30.0) -> None:
         """Loop until stop(): publish while there is work, poll when idle, back off while the

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import amqp
 import pika
 import pytest
+import sqlalchemy as sa
 
 from govmesh import messaging, metrics
 from govmesh.db import Database, service_database
@@ -213,3 +214,38 @@ def test_envelope_routing_and_headers_follow_the_convention() -> None:
     assert headers["ce-subject"] == "sub_abc" and headers["traceparent"].startswith("00-111")
     assert json.loads(envelope.body) == {"maskedIdentifier": "330106********123X", "subjectId": "sub_abc"}
     assert messaging.routing_key_for("LevelChanged") == "level_changed"
+
+
+def test_a_batch_published_but_not_yet_marked_is_marked_not_published_again(
+    tmp_path: object, amqp_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the relay publishes, then marks in a second transaction. When that one fails (the
+    database busy: another writer holds the lock past the wait), the next round marks what was
+    already confirmed instead of publishing the whole batch again (it once sent a fifth of
+    approvals' events twice under load). Only a relay that dies in between sends a copy."""
+    import sqlite3
+    from pathlib import Path
+
+    monkeypatch.setattr("govmesh.db.SQLITE_LOCK_WAIT_SECONDS", 0.3)
+    path = Path(str(tmp_path)) / "identity.db"
+    db = service_database("identity", f"sqlite:///{path}")
+    db.migrate()
+    outbox = Outbox("identity", store.outbox, store.inbox)
+    integrator = Integrator(amqp_uri, "identity.events")
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+    other_writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        subjects = queue_events(db, outbox, 5)
+        other_writer.execute("BEGIN IMMEDIATE")  # the database busy from here on
+        with pytest.raises(sa.exc.OperationalError):
+            relay.publish_pending()
+        other_writer.execute("ROLLBACK")
+        relay.publish_pending()
+        assert unpublished(db, outbox) == 0
+        ce_ids = ours(integrator.drain(), subjects)
+        assert len(ce_ids) == 5 and len(set(ce_ids)) == 5
+    finally:
+        other_writer.close()
+        relay.publisher.close()
+        integrator.close()
+        db.dispose()
