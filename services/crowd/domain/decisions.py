@@ -59,9 +59,12 @@ class ZoneState:
     dirty_sensors: set[str] = dataclasses.field(default_factory=set)
     #: Readings this unit of work applied to the zone.
     applied: int = 0
-    # When a held down-move may happen (levels.LevelDecision.held_until): until then, a reading
-    # that leaves the occupancy as it was cannot change the level.
-    held_until: datetime.datetime | None = None
+
+    def down_move_may_be_due(self, zone_now: datetime.datetime) -> bool:
+        """Whether a reading that leaves the occupancy as it was may still change the level: the
+        zone is above NONE and its dwell has ended (a held down-move is made by the first reading
+        observed after it is due, at that reading's time, not left for the timer)."""
+        return self.level.level is not Level.NONE and zone_now >= self.level.since + self.config.min_dwell
 
     @property
     def last_applied_at(self) -> datetime.datetime | None:
@@ -170,7 +173,6 @@ def decide(zone: ZoneState, wall_now: datetime.datetime, observed_at: datetime.d
     else:
         load = levels.load_bp(live.occupancy, config.capacity)
         decision = levels.decide(config, zone.level, load, at)
-    zone.held_until = decision.held_until
     if not decision.changed:
         return None
     previous = zone.level.level
@@ -223,7 +225,7 @@ def apply_readings(
         if zone_now > next_silence[reading.zone_id]:
             silenced = _flag_silences(zone, wall_now, happenings)
             next_silence[reading.zone_id] = zone.next_silence()
-        held = zone.held_until is not None and zone_now >= zone.held_until
+        held = zone.down_move_may_be_due(zone_now)
         # A blind zone's estimate stays 0 while its last counts rise: it is decided anyway.
         if result.occupancy_changed or silenced or held or zone.live.blind:
             change = decide(zone, wall_now, reading.observed_at)

@@ -10,11 +10,13 @@ The rule (docs/decisions/crowd-hysteresis-and-dwell.md): with t(k) level k's thr
 zone's hysteresis, :func:`level_for_load` is the highest level whose entry band (load >= t(k))
 holds, :func:`stay_level` the highest level k <= L whose stay band (load >= t(k) - h) holds for a
 zone at L, and the level asked for is the higher of the two. Up: at once, whatever the dwell,
-possibly skipping levels. Down: possibly across several levels, only once ``at - since >=
-min_dwell`` (exactly at the end of the dwell it may); until then the decision says until when
+possibly skipping levels. Down: one level at a time, never skipping one (each lower level's
+measures hold for a dwell of their own), only once ``at - since >= min_dwell`` (exactly at the
+end of the dwell it may); until then the decision says until when
 (:attr:`LevelDecision.held_until`, also :func:`next_review`). With the defaults level II is
 entered at 8000 bp, held down to 7500 bp and left at 7499 bp; a zone at II whose load falls to
-5600 bp stays at III (5600 >= 6000 - 500), one at 5400 bp goes straight to NONE.
+5600 bp goes to III (5600 >= 6000 - 500) and stays there, one at 5400 bp goes to III, and a
+dwell later to NONE.
 
 An unchanged decision returns the input state object itself (``decision.state is state``); a
 change returns a new state whose ``since`` is ``at``. A new zone starts at ``LevelState(Level.NONE,
@@ -165,8 +167,16 @@ def decide(config: ZoneConfig, state: LevelState, load: int, at: datetime.dateti
         return LevelDecision(state, state)
     due = state.since + config.min_dwell
     if now >= due:
-        return LevelDecision(LevelState(target, now), state)
+        # One level at a time: each lower level's measures (barriers at II, the ticket stop)
+        # stay in force for a dwell of their own, however fast the crowd went.
+        return LevelDecision(LevelState(max(target, next_level_down(config, state.level)), now), state)
     return LevelDecision(state, state, held_until=due)
+
+
+def next_level_down(config: ZoneConfig, level: Level) -> Level:
+    """The zone's next configured level below ``level`` (NONE below the lowest)."""
+    below = [rule.level for rule in config.levels if rule.level < level]
+    return max(below, default=Level.NONE)
 
 
 def next_review(config: ZoneConfig, state: LevelState, load: int) -> datetime.datetime | None:
