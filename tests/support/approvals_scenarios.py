@@ -207,6 +207,8 @@ class _Driver:
     red_lights: int = 0
     #: graduated (毕业), completed (结业) or withdrew (肄业).
     completion: str = "graduated"
+    #: A fatal accident with full responsibility this many days ago.
+    fatal_accident_days_ago: int | None = None
 
 
 _DRIVERS: Final[dict[str, _Driver]] = {
@@ -224,6 +226,10 @@ _DRIVERS: Final[dict[str, _Driver]] = {
     # Two red lights (6 points each) on top of the 3-point speeding fine in the cycle that ended
     # 41 days ago: 15 points, a 12-point cycle among the last 3. Neither kind is a serious one.
     "no_twelve_point_cycle": _Driver(red_lights=2),
+    # A fatal accident 150 days ago with full responsibility, with no conviction (yet) and no
+    # violation record: only the accident itself stands in the way (issue 14: it was pulled but
+    # never read).
+    "no_major_traffic_accident": _Driver(fatal_accident_days_ago=150),
     # 故意伤害罪 (violent) 12 years ago; no driving category, so no_driving_crime holds.
     "no_violent_crime": _Driver(conviction=_Conviction("violent", "故意伤害罪", 12, months=18)),
     # 结业: completed senior secondary school without graduating, which is no graduation, so
@@ -301,6 +307,17 @@ def _ride_hailing(name: str, driver: _Driver, today: datetime.date) -> Scenario:
             end,
             {"cycle_start": start, "cycle_end": end, "points_total": 12},
         )
+
+    if driver.fatal_accident_days_ago is not None:
+        day = _ago(today, days=driver.fatal_accident_days_ago)
+        accident: dict[str, _Plain] = {
+            "accident_date": day,
+            "severity": "fatal",
+            "responsibility": "full",
+            "region_code": "330106",
+            "deaths": 1,
+        }
+        p.publish("public_security", "traffic_accident", applicant, day, accident)
 
     if driver.conviction:
         driver.conviction.publish(p, applicant, today, "杭州市西湖区人民法院")

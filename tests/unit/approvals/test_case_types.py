@@ -86,6 +86,7 @@ def test_ride_hailing_driver_permit(case_types: dict[str, CaseTypeSpec]) -> None
         "licence_held_3_years",
         "no_driving_crime",
         "no_serious_traffic_violation",
+        "no_major_traffic_accident",
         "no_twelve_point_cycle",
         "no_violent_crime",
         "education_on_file",

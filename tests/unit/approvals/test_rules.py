@@ -294,6 +294,14 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
     ),
     (
         RIDE,
+        "no_major_traffic_accident",
+        {("traffic_safety", A): {"major_or_fatal_accidents": 1}},
+        {},
+        "自 2016-07-10 起有 1 起负同等以上责任的重大或死亡交通事故",
+        "Major or fatal traffic accidents with equal or greater responsibility since 2016-07-10: 1",
+    ),
+    (
+        RIDE,
         "no_twelve_point_cycle",
         {("traffic_safety", A): {"twelve_point_cycles": 1}},
         {},
