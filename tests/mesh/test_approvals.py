@@ -152,6 +152,8 @@ def test_bad_submissions_name_the_field_and_store_nothing(mesh: Mesh) -> None:
             "parameters.price_fen",
         ),
         (good.case_type, good.applicant, {**good.parameters, "price_fen": "-5"}, "parameters.price_fen"),
+        # A sale at no price is no sale (issue 14: accepted).
+        (good.case_type, good.applicant, {**good.parameters, "price_fen": "0"}, "parameters.price_fen"),
         (good.case_type, good.applicant, {**good.parameters, "colour": "red"}, "parameters.colour"),
         (
             good.case_type,

@@ -6,7 +6,7 @@ proof parameters), the rules over their claims (see rules.py for the condition l
 departments that sign off, in order, any human review step and the statutory deadline in working
 days. The dataclasses mirror govmesh.approvals.v1 (CaseType, ParameterSpec, RequiredProof,
 RuleSpec, ReviewStepSpec); the few fields the contract does not carry (a parameter's default,
-choices and pattern; a rule's proof and condition) say so.
+choices, pattern and minimum; a rule's proof and condition) say so.
 
 Decisions (docs/decisions/): approvals-case-type-errors, approvals-strict-yaml,
 approvals-catalogue-from-records, approvals-case-type-code-is-file-name,
@@ -130,6 +130,8 @@ class ParameterSpec:
     choices: tuple[str, ...] = ()
     #: For STRING: a regular expression the whole value must match; "" when any.
     pattern: str = ""
+    #: For INTEGER and MONEY_FEN: the smallest value accepted; None when any.
+    minimum: int | None = None
 
     def parse(self, raw: str) -> str:
         """The normalized value of ``raw`` (surrounding blanks removed); ParameterError if invalid."""
@@ -154,7 +156,7 @@ class ParameterSpec:
             # ASCII digits only: int() would also take "+3", "1_0" and full-width digits.
             if not re.fullmatch(r"-?[0-9]{1,18}", value):
                 raise ParameterError(self.name, "must be a whole number, e.g. 3")
-            return str(int(value))
+            return self._at_least_minimum(int(value))
         if kind is ParameterType.BOOLEAN:
             if value.lower() not in ("true", "false"):
                 raise ParameterError(self.name, 'must be "true" or "false"')
@@ -170,12 +172,17 @@ class ParameterSpec:
         if kind is ParameterType.MONEY_FEN:
             if not re.fullmatch(r"[0-9]{1,16}", value) or int(value) > MAX_FEN:
                 raise ParameterError(self.name, f"must be a whole number of fen from 0 to {MAX_FEN}")
-            return str(int(value))
+            return self._at_least_minimum(int(value))
         if not value:
             raise ParameterError(self.name, "must not be empty")
         if len(value) > MAX_IDENTIFIER_LENGTH:
             raise ParameterError(self.name, f"is longer than {MAX_IDENTIFIER_LENGTH} characters")
         return value
+
+    def _at_least_minimum(self, number: int) -> str:
+        if self.minimum is not None and number < self.minimum:
+            raise ParameterError(self.name, f"must be at least {self.minimum}")
+        return str(number)
 
     def typed_value(self, value: str) -> Value:
         """The value rules compare: int for INTEGER and MONEY_FEN, bool, date, else the string.
@@ -401,7 +408,7 @@ _TOP_REQUIRED: Final = (
 )
 _TOP_OPTIONAL: Final = ("parameters", "review_steps", "holds")
 _PARAMETER_REQUIRED: Final = ("name", "type", "required", "description_zh", "description_en")
-_PARAMETER_OPTIONAL: Final = ("default", "choices", "pattern")
+_PARAMETER_OPTIONAL: Final = ("default", "choices", "pattern", "minimum")
 _PROOF_REQUIRED: Final = ("proof_type", "department")
 _PROOF_OPTIONAL: Final = ("subject", "parameters")
 _RULE_REQUIRED: Final = ("id", "department", "proof", "description_zh", "description_en", "explain_zh", "explain_en")
@@ -627,6 +634,12 @@ class _Reader:
                     re.compile(pattern)
                 except re.error as exc:
                     raise self.error(pattern_node, f"{what}.pattern is not a valid regular expression: {exc}") from None
+            minimum: int | None = None
+            if "minimum" in items:
+                minimum_node = items["minimum"][1]
+                if kind not in (ParameterType.INTEGER, ParameterType.MONEY_FEN):
+                    raise self.error(minimum_node, f"{what}: a minimum is for integer and money_fen parameters")
+                minimum = self.integer(minimum_node, f"{what}.minimum")
             spec = ParameterSpec(
                 name=name,
                 type=kind,
@@ -635,6 +648,7 @@ class _Reader:
                 description_en=self.text(items["description_en"][1], f"{what}.description_en"),
                 choices=choices,
                 pattern=pattern,
+                minimum=minimum,
             )
             if "default" in items:
                 default_node = items["default"][1]
@@ -646,16 +660,7 @@ class _Reader:
                     default = spec.parse(text)
                 except ParameterError as exc:
                     raise self.error(default_node, f"{what}.default: {exc.reason}") from None
-                spec = ParameterSpec(
-                    spec.name,
-                    spec.type,
-                    spec.required,
-                    spec.description_zh,
-                    spec.description_en,
-                    default,
-                    spec.choices,
-                    spec.pattern,
-                )
+                spec = dataclasses.replace(spec, default=default)
             specs.append(spec)
         return tuple(specs)
 

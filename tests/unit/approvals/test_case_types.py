@@ -692,7 +692,7 @@ def test_validate_parameters_normalizes_and_applies_defaults(case_types: dict[st
     # Empty counts as not given (proto3): the default applies.
     assert validate_parameters(spec, housing_given(mortgage_consent=""))["mortgage_consent"] == "false"
     assert validate_parameters(spec, housing_given(price_fen=str(MAX_FEN)))["price_fen"] == str(MAX_FEN)
-    assert validate_parameters(spec, housing_given(price_fen="0"))["price_fen"] == "0"
+    assert validate_parameters(spec, housing_given(price_fen="1"))["price_fen"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -704,6 +704,7 @@ def test_validate_parameters_normalizes_and_applies_defaults(case_types: dict[st
         ({"seller_identifier": "   "}, "seller_identifier", "is required"),
         ({"seller_identifier": "3" * 65}, "seller_identifier", "longer than 64"),
         ({"price_fen": "-1"}, "price_fen", "whole number of fen"),
+        ({"price_fen": "0"}, "price_fen", "must be at least 1"),  # a sale at no price is no sale
         ({"price_fen": "1.5"}, "price_fen", "whole number of fen"),
         ({"price_fen": "１００"}, "price_fen", "whole number of fen"),
         ({"price_fen": "+100"}, "price_fen", "whole number of fen"),
