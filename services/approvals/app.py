@@ -303,6 +303,11 @@ class ApprovalsApp:
         if not department:
             raise InvalidArgument("department_code", "MISSING", "is required")
         texts.checked_text(department, "department_code", 64)
+        if department not in self.departments:
+            # A typo must not read as "no tasks": the queue a department watches would look empty.
+            raise InvalidArgument(
+                "department_code", "UNKNOWN_DEPARTMENT", "names no department (records' ListDepartments lists them)"
+            )
         self._check_department(caller, department)
         return queries.list_review_tasks(self.db, department, request)
 

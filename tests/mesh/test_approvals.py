@@ -253,6 +253,15 @@ def test_cancelling_a_case_in_review_withdraws_its_task(mesh: Mesh) -> None:
                 pb.ListReviewTasksRequest(department_code="culture_tourism"), metadata=housing.metadata, timeout=10
             )
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # A department that does not exist is a mistake to name, not an empty queue.
+        with pytest.raises(grpc.RpcError) as unknown:
+            mesh.approvals.stub.ListReviewTasks(
+                pb.ListReviewTasksRequest(department_code="culture_tourism_x"),
+                metadata=mesh.approvals.metadata,
+                timeout=10,
+            )
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert unknown.value.details().startswith("department_code:")
     finally:
         cancelled.close()
 

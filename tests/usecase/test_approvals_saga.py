@@ -328,3 +328,7 @@ def test_cases_and_review_tasks_are_listed_page_by_page(saga: Saga) -> None:
     request.page_token = tasks.next_page_token
     more = saga.approvals.list_review_tasks(request, official)
     assert [t.case_id for t in more.tasks] == submitted[2:] and not more.next_page_token
+    # A department the catalogue does not know: refused naming the field, not an empty queue.
+    with pytest.raises(InvalidArgument) as unknown:
+        saga.approvals.list_review_tasks(pb.ListReviewTasksRequest(department_code="culture_tourist"), PORTAL)
+    assert unknown.value.field == "department_code"
