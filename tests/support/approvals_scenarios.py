@@ -498,6 +498,8 @@ class _Registration:
     #: The register withdrew the record (effective_to in the past).
     withdrawn: bool = False
     resolved_before_established: bool = False
+    #: The resolution is dated in 2099: evidence from the future.
+    resolved_in_the_future: bool = False
 
 
 _REGISTRATIONS: Final[dict[str, _Registration]] = {
@@ -510,6 +512,8 @@ _REGISTRATIONS: Final[dict[str, _Registration]] = {
     "registration_active": _Registration(status="revoked"),
     # The resolution is dated 10 days before the company was established.
     "resolution_after_establishment": _Registration(resolved_before_established=True),
+    # A resolution dated 1 January 2099 (issue 14: it grounded the change).
+    "resolution_not_in_the_future": _Registration(resolved_in_the_future=True),
 }
 
 
@@ -538,6 +542,8 @@ def _licence_change(name: str, registration: _Registration, today: datetime.date
         effective_to=_ago(today, days=30) if registration.withdrawn else None,
     )
     resolved = established - 10 * _DAY if registration.resolved_before_established else _ago(today, days=7)
+    if registration.resolved_in_the_future:
+        resolved = datetime.date(2099, 1, 1)
     return p.scenario(case_type, name, enterprise, {"change_kind": "address", "resolution_date": resolved.isoformat()})
 
 

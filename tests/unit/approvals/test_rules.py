@@ -500,6 +500,14 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "The resolution (2016-05-19) predates the enterprise's establishment (2016-05-20)",
     ),
     (
+        CHANGE,
+        "resolution_not_in_the_future",
+        {},
+        {"resolution_date": "2099-01-01"},
+        f"变更决议日期 2099-01-01 晚于审查当日 {AS_OF}",
+        f"The resolution is dated 2099-01-01, after the day it was checked ({AS_OF})",
+    ),
+    (
         GUIDE,
         "no_criminal_penalty",
         {("criminal_record", A): {"has_record": True, "categories": ["fraud"]}},
