@@ -105,11 +105,17 @@ class PartiesOverGrpc:
     def __init__(self, identity: IdentityClient) -> None:
         self.identity = identity
 
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+    def resolve(
+        self, field: str, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> Party | None:
+        registered = True
         try:
             subject = self.identity.resolve(identifier=identifier, subject_id=subject_id)
+            if subject is None and allow_unregistered and identifier:
+                registered = False
+                subject = self.identity.resolve(identifier=identifier, allow_unregistered=True)
         except IdentifierRefused as exc:
             raise InvalidArgument(field, "INVALID_IDENTIFIER", str(exc).removeprefix("identifier: ")) from None
         if subject is None:
             return None
-        return Party(subject.subject_id, subject.masked_identifier, subject.kind)
+        return Party(subject.subject_id, subject.masked_identifier, subject.kind, registered)

@@ -90,21 +90,29 @@ class HealthApp:
     def enroll(
         self, request: pb.EnrollRequest, caller: Caller, parties: Parties, proofs: EnrolmentProofs
     ) -> pb.EnrollResponse:
-        party = self._patient(request.WhichOneof("patient"), request, parties)
+        # A valid resident identity has never seen is enrolled too, without credit (no score on
+        # record): a hospital enrols whoever comes in (docs/decisions/health-no-credit-reasons.md).
+        party = self._patient(request.WhichOneof("patient"), request, parties, allow_unregistered=True)
         # Asking twice changes nothing (docs/decisions/health-re-enrolment.md).
         enrolled = self._enrolled(party.subject_id)
         if enrolled is not None:
             return enrolled
-        score = proofs.get(party.subject_id, CREDIT_SCORE_PROOF, LEGAL_BASIS)
-        insured = proofs.get(party.subject_id, INSURANCE_PROOF, LEGAL_BASIS)
-        assessment = credit.assess(score.claims, insured.claims, [], policy=self.credit_policy)
+        if party.registered:
+            score = proofs.get(party.subject_id, CREDIT_SCORE_PROOF, LEGAL_BASIS)
+            insured = proofs.get(party.subject_id, INSURANCE_PROOF, LEGAL_BASIS)
+            assessment = credit.assess(score.claims, insured.claims, [], policy=self.credit_policy)
+            credit_score, proof_ids = credit.read_score(score.claims), (score.proof_id, insured.proof_id)
+        else:
+            # Nobody has published anything about this resident (identity registers whoever a
+            # department publishes about): no proof to draw, and no credit (NO_SCORE).
+            assessment, credit_score, proof_ids = credit.nothing_on_record(), None, ("", "")
         account = Account.enrolled(
             account_id=str(uuid.uuid4()),
             subject_id=party.subject_id,
             masked_identifier=party.masked_identifier,
             assessment=assessment,
-            credit_score=credit.read_score(score.claims),
-            proof_ids=(score.proof_id, insured.proof_id),
+            credit_score=credit_score,
+            proof_ids=proof_ids,
             at=self.clock(),
         )
         try:
@@ -132,9 +140,9 @@ class HealthApp:
         with self.db.read() as session:
             return pb.GetAccountResponse(account=queries.account(Repository(session), account))
 
-    def _patient(self, which: str | None, request: Any, parties: Parties) -> Party:
+    def _patient(self, which: str | None, request: Any, parties: Parties, allow_unregistered: bool = False) -> Party:
         if which == "identifier":
-            party = parties.resolve("identifier", identifier=request.identifier)
+            party = parties.resolve("identifier", identifier=request.identifier, allow_unregistered=allow_unregistered)
         elif which == "subject_id":
             texts.checked_text(request.subject_id, "subject_id", MAX_ID, required=True)
             party = parties.resolve("subject_id", subject_id=request.subject_id)

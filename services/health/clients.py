@@ -54,8 +54,12 @@ class IdentityOverGrpc:
         self.client = IdentityClient(target, credentials)
         self.parties = PartiesOverGrpc(self.client)
 
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
-        return self.parties.resolve(field, identifier=identifier, subject_id=subject_id)
+    def resolve(
+        self, field: str, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> Party | None:
+        return self.parties.resolve(
+            field, identifier=identifier, subject_id=subject_id, allow_unregistered=allow_unregistered
+        )
 
     def close(self) -> None:
         self.client.close()

@@ -43,7 +43,9 @@ OTHER_PORTAL = Caller("city-app", "another app", frozenset({"govmesh.approvals.v
 
 
 class Identity:
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+    def resolve(
+        self, field: str, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> Party | None:
         validation = domain.validate_identifier(identifier, START.date())
         if not validation.valid or validation.kind is None:
             raise InvalidArgument(field, "INVALID_IDENTIFIER", "not a valid identifier")

@@ -66,11 +66,18 @@ class Identity:
             subject_of(ENTERPRISE), mask_identifiers(ENTERPRISE), identity_pb2.SUBJECT_KIND_ENTERPRISE
         )
 
-    def resolve(self, field: str, *, identifier: str = "", subject_id: str = "") -> Party | None:
+    def resolve(
+        self, field: str, *, identifier: str = "", subject_id: str = "", allow_unregistered: bool = False
+    ) -> Party | None:
         if identifier:
             if len(identifier) != 18:
                 raise InvalidArgument(field, "INVALID_IDENTIFIER", "is not a valid identifier")
-            return self.parties.get(identifier)
+            found = self.parties.get(identifier)
+            if found is None and allow_unregistered:
+                # The subject it would be registered under, as identity answers.
+                kind = identity_pb2.SUBJECT_KIND_RESIDENT
+                return Party(subject_of(identifier), mask_identifiers(identifier), kind, registered=False)
+            return found
         return next((p for p in self.parties.values() if p.subject_id == subject_id), None)
 
 
@@ -272,9 +279,22 @@ def test_concurrent_enrolments_of_one_patient_make_one_account(health: Health) -
     assert health.app.get_stats().enrolled_accounts == 1
 
 
-def test_enrolment_refuses_an_enterprise_an_unknown_patient_and_a_missing_one(health: Health) -> None:
+def test_a_resident_nobody_has_published_about_is_enrolled_without_credit(health: Health) -> None:
+    """Identity has never seen them (no department published anything): enrolled, no credit,
+    NO_SCORE, and records is not asked for proofs it cannot have (issue 14: NOT_FOUND, which made
+    `govmesh health simulate` fail for most populations)."""
+    stranger = resident_id("11010119900101123")
+    enrolled = health.enroll(stranger)
+    assert enrolled.created
+    account = enrolled.account
+    assert account.tier == pb.CREDIT_TIER_NONE and account.no_credit_reason == pb.NO_CREDIT_REASON_NO_SCORE
+    assert account.outpatient_limit_fen == 0 and account.inpatient_limit_fen == 0
+    assert health.records.requests == []
+    assert not health.enroll(stranger).created  # asking again changes nothing
+
+
+def test_enrolment_refuses_an_enterprise_and_a_missing_patient(health: Health) -> None:
     raises(InvalidArgument, lambda: health.enroll(ENTERPRISE), match="residents")
-    raises(NotFound, lambda: health.enroll(resident_id("11010119900101123")))
     raises(InvalidArgument, lambda: health.enroll("123"))
     raises(InvalidArgument, lambda: health.app.enroll(pb.EnrollRequest(), CALLER, health.identity, health.records))
     raises(NotFound, lambda: health.account(str(uuid.uuid4())))

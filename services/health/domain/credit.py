@@ -260,6 +260,13 @@ def assess(
     return assess_values(read_score(score_claims), read_insured(insurance_claims), defaults_history, policy=policy)
 
 
+def nothing_on_record() -> Assessment:
+    """A resident no department has published anything about (identity has not registered them):
+    enrolled without credit, NO_SCORE, since a score is what they would first need; insurance
+    not on record either."""
+    return Assessment(AccountStatus.ACTIVE, CreditTier.NONE, NoCreditReason.NO_SCORE, 0, False, 0, 0, 0)
+
+
 def assess_values(
     score: int | None,
     insured: bool,
