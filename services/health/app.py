@@ -97,6 +97,20 @@ class HealthApp:
         enrolled = self._enrolled(party.subject_id)
         if enrolled is not None:
             return enrolled
+        with self.db.transaction() as session:
+            # Two first enrolments at once: the second waits here and finds the first's account,
+            # so the patient's data is read once (each read is an entry on their tracker).
+            rows = Repository(session)
+            rows.lock_enrolment(party.subject_id)
+            if rows.account_of(party.subject_id) is None:
+                account = self._new_account(party, proofs)
+                rows.add_account(account)
+                return pb.EnrollResponse(account=contract.account(account, []), created=True)
+        enrolled = self._enrolled(party.subject_id)
+        assert enrolled is not None  # made by the enrolment this one waited for
+        return enrolled
+
+    def _new_account(self, party: Party, proofs: EnrolmentProofs) -> Account:
         if party.registered:
             score = proofs.get(party.subject_id, CREDIT_SCORE_PROOF, LEGAL_BASIS)
             insured = proofs.get(party.subject_id, INSURANCE_PROOF, LEGAL_BASIS)
@@ -106,7 +120,7 @@ class HealthApp:
             # Nobody has published anything about this resident (identity registers whoever a
             # department publishes about): no proof to draw, and no credit (NO_SCORE).
             assessment, credit_score, proof_ids = credit.nothing_on_record(), None, ("", "")
-        account = Account.enrolled(
+        return Account.enrolled(
             account_id=str(uuid.uuid4()),
             subject_id=party.subject_id,
             masked_identifier=party.masked_identifier,
@@ -115,16 +129,6 @@ class HealthApp:
             proof_ids=proof_ids,
             at=self.clock(),
         )
-        try:
-            with self.db.transaction() as session:
-                Repository(session).add_account(account)
-        except sa.exc.IntegrityError:
-            # A concurrent enrolment of the same patient won: its account stands.
-            winner = self._enrolled(party.subject_id)
-            if winner is None:
-                raise
-            return winner
-        return pb.EnrollResponse(account=contract.account(account, []), created=True)
 
     def _enrolled(self, subject_id: str) -> pb.EnrollResponse | None:
         with self.db.read() as session:

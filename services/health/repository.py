@@ -38,6 +38,15 @@ class Repository:
         row = self.session.execute(sa.select(store.accounts).where(store.accounts.c.account_id == account_id)).first()
         return None if row is None else account(row)
 
+    def lock_enrolment(self, subject_id: str) -> None:
+        """Until this transaction ends, no other enrolment of ``subject_id`` proceeds: the first
+        reads the patient's data and makes the account, the others then find it. PostgreSQL: a
+        transaction-scoped advisory lock on the subject; SQLite: the write transaction already
+        holds the database's one write lock."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            key = sa.func.hashtextextended(sa.literal(f"health-enrolment:{subject_id}"), 0)
+            self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
     def account_of(self, subject_id: str) -> Account | None:
         row = self.session.execute(sa.select(store.accounts).where(store.accounts.c.subject_id == subject_id)).first()
         return None if row is None else account(row)

@@ -276,6 +276,9 @@ def test_concurrent_enrolments_of_one_patient_make_one_account(health: Health) -
         answers = list(pool.map(lambda _: health.enroll(XU_WEI), range(8)))
     assert len({a.account.account_id for a in answers}) == 1
     assert sum(a.created for a in answers) == 1
+    # The patient's data read once, by the enrolment that made the account: every read is an
+    # entry on the patient's tracker (issue 14: two first enrolments at once read it twice).
+    assert len(health.records.requests) == 2
     assert health.app.get_stats().enrolled_accounts == 1
 
 
