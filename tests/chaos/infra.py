@@ -186,6 +186,12 @@ class PrivateCluster:
         """SIGKILL to the first node, the one every process connects to first."""
         self.nodes[0].kill()
 
+    def revive(self) -> None:
+        """Starts again every node that does not answer: it rejoins the cluster from its data."""
+        for node in self.nodes:
+            if not node.answers():
+                node.start()
+
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()

@@ -290,9 +290,11 @@ def run(
     rates: Rates,
     seconds: float,
     settle_timeout: float = 180,
+    afterwards: Callable[[Context, EventTap], None] | None = None,
 ) -> Outcome:
     """One scenario on one database: a mesh of its own (virtual host, database), the load for
-    ``seconds`` with the fault a third of the way in, then the count."""
+    ``seconds`` with the fault a third of the way in, then the count; ``afterwards`` is called
+    with the mesh still up (a test of the auditor itself recounts with what it changed)."""
     vhost = broker.add_vhost()
     url = postgres.create_database() if postgres is not None else f"sqlite:///{tmp_path / 'service.db'}"
     mesh = ChaosMesh(url, broker.uri_of(vhost), tmp_path, SETTINGS)
@@ -319,6 +321,8 @@ def run(
             wait_until(lambda: _quiet(ctx), timeout=60)
         ctx.notes |= {"copies_published": copied.get("events", 0)} if copied else {}
         result = count(mesh, broker, vhost, load.ledger, tap)
+        if afterwards is not None:
+            afterwards(ctx, tap)
         return Outcome(
             scenario.name,
             database,
@@ -333,9 +337,10 @@ def run(
         )
     finally:
         mesh.stop()
-        # A cluster with a node down may not finish deleting: the run's broker goes anyway.
+        if isinstance(broker, PrivateCluster):
+            broker.revive()  # the next scenario on the cluster finds three nodes again
         with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
-            broker.ctl("delete_vhost", vhost)
+            broker.ctl("delete_vhost", vhost, timeout=20)
 
 
 def _quiet(ctx: Context) -> bool:

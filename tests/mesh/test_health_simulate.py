@@ -79,14 +79,11 @@ def test_simulation_prints_the_scheme_figures_of_the_real_service(mesh: ServiceE
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("seed", [None, "3"], ids=["default-seed", "seed-3"])
-def test_simulation_holds_for_populations_with_residents_nobody_published_about(
-    mesh: ServiceEnv, seed: str | None
-) -> None:
+def test_simulation_holds_for_populations_with_residents_nobody_published_about(mesh: ServiceEnv) -> None:
     """Some of a population have no score and no insurance on record, so identity never saw them:
     they are enrolled without credit (issue 14: NOT_FOUND, and the simulator failed for 12 of 40
     seeds at 200 patients, the default seed included)."""
-    args = ["health", "simulate", "--patients", "200", "--days", "1", *(["--seed", seed] if seed else [])]
+    args = ["health", "simulate", "--patients", "200", "--days", "1"]  # the default seed
     run = subprocess.run(
         [sys.executable, "-m", "govmesh.cli", *args], env=mesh.env, capture_output=True, text=True, timeout=300
     )
