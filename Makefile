@@ -10,7 +10,7 @@ STAMPS := .stamps
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: help install run test lint bench chaos migrate generate lock clean
+.PHONY: help install run test lint bench chaos image migrate generate lock clean
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
@@ -18,6 +18,7 @@ help:
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
 	@echo "make chaos  every fault (broker, worker and api kill -9, the database gone 30 s, poison messages, doubled and reordered deliveries) on SQLite and PostgreSQL under load, then a 30-minute soak: lost, doubled and stuck counted (about 50 minutes)"
+	@echo "make image  the one container image (deploy/image/Containerfile) from a Debian base made here, then its contents checked without running it"
 	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log, a million people seeded: about 2 hours), then the verdict on every target"
 
 $(STAMPS)/venv:
@@ -113,6 +114,11 @@ bench: install
 chaos: install
 	@scripts/ensure-broker
 	@$(BIN)/python -m tests.chaos --seconds 60 --soak-minutes $${GOVMESH_SOAK_MINUTES:-30}
+
+# The base comes from Debian's packages (mmdebstrap), cached; podman build, then the image's root
+# filesystem is mounted and checked by chroot as its own user (podman run is refused in this sandbox).
+image:
+	scripts/build-image
 
 lock:
 	@{ head -3 requirements.lock; { $(BIN)/pip freeze --exclude-editable; $(BIN)/pip list --format=freeze | grep "^setuptools=="; } | sort -fu; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from govmesh.clock import SHANGHAI
 from govmesh.crowd.v1 import crowd_pb2 as pb
-from govmesh.crowd.v1 import events_pb2
+from govmesh.crowd.v1 import crowd_pb2_grpc, events_pb2
 from tests.support.crowd_mesh import (
     SENSORS,
     UTC,
@@ -38,7 +38,7 @@ from tests.support.crowd_mesh import (
     watch_deliveries,
     zone,
 )
-from tests.support.mesh import Integrator, ServiceEnv, database_for, virtual_host, wait_for
+from tests.support.mesh import Integrator, Process, ServiceEnv, database_for, free_port, virtual_host, wait_for
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -664,3 +664,50 @@ def test_a_blind_zone_holds_its_level_and_still_rises_on_the_last_counts(crowd: 
     leaving = reading("lakeshore", "west", 10, hour_ago + datetime.timedelta(minutes=40), delta=-100)
     sensors.report([[leaving]])
     assert crowd.status("lakeshore").level == pb.RESPONSE_LEVEL_I, "blind: never lowered on no evidence"
+
+
+def test_sigterm_lets_a_stream_in_flight_finish_and_the_api_exits_0_within_its_grace(
+    mesh: tuple[ServiceEnv, str], crowd: Crowd
+) -> None:
+    """A rolling update's SIGTERM (the image's STOPSIGNAL) while a sensor gateway's ReportReadings
+    stream is open: the api takes no new call, keeps reading the open stream, answers it, and exits
+    0 within its 10 s grace (govmesh/grpcserver.py)."""
+    env, _ = mesh
+    crowd.upsert(zone("drain_test", capacity=1000))
+    port = free_port()
+    api = Process(
+        ["api", "crowd"],
+        env.env | {"CROWD_GRPC_PORT": str(port), "CROWD_API_METRICS_PORT": str(free_port())},
+        env.tmp_path / "drain-api.log",
+    ).start()
+    try:
+        api.wait_for_log("gRPC listening")
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = crowd_pb2_grpc.CrowdServiceStub(channel)
+        metadata = (("authorization", f"Bearer {env.token(SENSORS)}"),)
+        first_sent, resume = threading.Event(), threading.Event()
+        now = datetime.datetime.now(UTC)
+
+        def requests() -> Iterator[pb.ReportReadingsRequest]:
+            yield pb.ReportReadingsRequest(readings=[reading("drain_test", "d1", 1, now, delta=3)])
+            first_sent.set()
+            resume.wait(10)
+            yield pb.ReportReadingsRequest(readings=[reading("drain_test", "d1", 2, now, delta=4)])
+
+        answer = stub.ReportReadings.future(requests(), metadata=metadata, timeout=30)
+        assert first_sent.wait(10)
+        time.sleep(0.5)  # the first batch is in the server's hands
+        signalled = time.monotonic()
+        api.signal()
+        api.wait_for_log("draining in-flight calls")
+        time.sleep(1)
+        assert not answer.done(), "the stream in flight was cut at SIGTERM"
+        resume.set()
+        response = answer.result(timeout=15)
+        assert (response.received, response.accepted) == (2, 2)
+        assert api.stop(timeout=15) == 0
+        assert time.monotonic() - signalled < 10 + 2, "exited after its grace"
+        assert '"stopped"' in api.logs()
+        channel.close()
+    finally:
+        api.stop()
