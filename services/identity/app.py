@@ -123,6 +123,9 @@ class IdentityApp:
         elif subject_id:
             if len(subject_id) > MAX_SUBJECT_ID:
                 raise InvalidArgument("subject_id", "TOO_LONG", "is longer than any subject id")
+            if not subject_id.isprintable():
+                # A NUL reached PostgreSQL's text parameter and ended INTERNAL (issue 14).
+                raise InvalidArgument("subject_id", "MALFORMED", "has control characters")
             wanted = subject_id
         else:
             raise InvalidArgument("key", "MISSING", "give an identifier or a subject_id")
