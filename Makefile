@@ -114,6 +114,8 @@ bench: install
 chaos: install
 	@scripts/ensure-broker
 	@$(BIN)/python -m tests.chaos --seconds 60 --soak-minutes $${GOVMESH_SOAK_MINUTES:-30}
+	@echo "==> hostile input: every gRPC method, $${GOVMESH_PROPERTY_EXAMPLES:-500} mutated requests each"
+	@GOVMESH_PROPERTY_EXAMPLES=$${GOVMESH_PROPERTY_EXAMPLES:-500} $(BIN)/pytest -p no:cacheprovider -q tests/property
 
 # The base comes from Debian's packages (mmdebstrap), cached; podman build, then the image's root
 # filesystem is mounted and checked by chroot as its own user (podman run is refused in this sandbox).
