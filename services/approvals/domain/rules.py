@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from govmesh.typed_values import Value
+from services.approvals.domain import labels
 
 if TYPE_CHECKING:  # only for annotations: casetypes imports this module
     from services.approvals.domain.casetypes import CaseTypeSpec, RuleSpec
@@ -255,6 +256,8 @@ def show(value: Value, language: str) -> str:
         return f"[{inner}]"
     if value == "":
         return "无" if zh else "none"
+    if zh and isinstance(value, str):
+        return labels.zh(value)
     return str(value)
 
 

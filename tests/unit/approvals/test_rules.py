@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -224,7 +225,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "licence_held_3_years",
         {("driving_licence", A): {"years_held": 2, "first_issued": D(2017, 3, 15)}},
         {},
-        "驾驶证状态：valid，准驾车型：C1，驾龄 2 年；须持有效的小型汽车驾驶证满 3 年",
+        "驾驶证状态：有效，准驾车型：C1，驾龄 2 年；须持有效的小型汽车驾驶证满 3 年",
         "Licence status: valid, class C1, held 2 years; a valid licence for small cars held 3 years is required",
     ),
     (
@@ -232,7 +233,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "licence_held_3_years",
         {("driving_licence", A): {"held": False, "status": "revoked"}},
         {},
-        "驾驶证状态：revoked，准驾车型：C1，驾龄 7 年；须持有效的小型汽车驾驶证满 3 年",
+        "驾驶证状态：吊销，准驾车型：C1，驾龄 7 年；须持有效的小型汽车驾驶证满 3 年",
         "Licence status: revoked, class C1, held 7 years; a valid licence for small cars held 3 years is required",
     ),
     (
@@ -240,7 +241,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "licence_held_3_years",
         {("driving_licence", A): {"licence_class": "D"}},
         {},
-        "驾驶证状态：valid，准驾车型：D，驾龄 7 年；须持有效的小型汽车驾驶证满 3 年",
+        "驾驶证状态：有效，准驾车型：D，驾龄 7 年；须持有效的小型汽车驾驶证满 3 年",
         "Licence status: valid, class D, held 7 years; a valid licence for small cars held 3 years is required",
     ),
     (
@@ -265,7 +266,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_driving_crime",
         {("criminal_record", A): {"has_record": True, "categories": ["drunk_driving"]}},
         {},
-        "有犯罪记录（类别：drunk_driving），其中含交通肇事、危险驾驶、醉酒驾驶或毒驾犯罪",
+        "有犯罪记录（类别：醉酒驾驶），其中含交通肇事、危险驾驶、醉酒驾驶或毒驾犯罪",
         "Criminal record categories drunk_driving include a traffic crime, dangerous, drunk or drug driving",
     ),
     (
@@ -273,7 +274,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_driving_crime",
         {("criminal_record", A): {"has_record": True, "categories": ["fraud", "traffic_crime"]}},
         {},
-        "有犯罪记录（类别：fraud、traffic_crime），其中含交通肇事、危险驾驶、醉酒驾驶或毒驾犯罪",
+        "有犯罪记录（类别：诈骗、交通肇事罪），其中含交通肇事、危险驾驶、醉酒驾驶或毒驾犯罪",
         "Criminal record categories fraud, traffic_crime include a traffic crime, dangerous, drunk or drug driving",
     ),
     (
@@ -281,7 +282,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_serious_traffic_violation",
         {("traffic_safety", A): {"serious_violations": 1, "serious_violation_kinds": ["drink_driving"]}},
         {},
-        "自 2016-07-10 起有严重交通违法记录：drink_driving",
+        "自 2016-07-10 起有严重交通违法记录：饮酒后驾驶",
         "Serious traffic violations since 2016-07-10: drink_driving",
     ),
     (
@@ -289,7 +290,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_serious_traffic_violation",
         {("traffic_safety", A): {"serious_violations": 2, "serious_violation_kinds": ["drug_driving", "hit_and_run"]}},
         {},
-        "自 2016-07-10 起有严重交通违法记录：drug_driving、hit_and_run",
+        "自 2016-07-10 起有严重交通违法记录：毒驾、肇事逃逸",
         "Serious traffic violations since 2016-07-10: drug_driving, hit_and_run",
     ),
     (
@@ -313,7 +314,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_violent_crime",
         {("criminal_record", A): {"has_record": True, "categories": ["property", "violent"]}},
         {},
-        "有暴力犯罪记录（犯罪记录类别：property、violent）",
+        "有暴力犯罪记录（犯罪记录类别：财产犯罪、暴力犯罪）",
         "Has a record of violent crime (criminal record categories: property, violent)",
     ),
     (
@@ -421,7 +422,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
             }
         },
         {},
-        "买方不符合 330600 的购房资格（已核定：是；原因：local_household_limit_reached；家庭在该市已有住房 2 套）",
+        "买方不符合 330600 的购房资格（已核定：是；原因：本地户籍家庭已达限购套数；家庭在该市已有住房 2 套）",
         "The buyer may not buy in 330600 (assessed: yes; reason: local_household_limit_reached; homes owned there: 2)",
     ),
     (
@@ -488,7 +489,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "registration_active",
         {("enterprise_registration", A): {"status": "revoked"}},
         {},
-        "企业登记状态为 revoked，只有存续企业可以办理变更登记",
+        "企业登记状态为 吊销，只有存续企业可以办理变更登记",
         "The enterprise's status is revoked; only an enterprise in business can change its registration",
     ),
     (
@@ -512,7 +513,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_criminal_penalty",
         {("criminal_record", A): {"has_record": True, "categories": ["fraud"]}},
         {},
-        "有犯罪记录（类别：fraud），受过刑事处罚的不予核发导游证（过失犯罪除外）",
+        "有犯罪记录（类别：诈骗），受过刑事处罚的不予核发导游证（过失犯罪除外）",
         "Criminal record categories fraud: a criminal penalty bars the licence unless the crime was negligent",
     ),
     (
@@ -520,7 +521,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "no_criminal_penalty",
         {("criminal_record", A): {"has_record": True, "categories": ["traffic_crime", "violent"]}},
         {},
-        "有犯罪记录（类别：traffic_crime、violent），受过刑事处罚的不予核发导游证（过失犯罪除外）",
+        "有犯罪记录（类别：交通肇事罪、暴力犯罪），受过刑事处罚的不予核发导游证（过失犯罪除外）",
         "Criminal record categories traffic_crime, violent: a criminal penalty bars the licence unless the crime was "
         "negligent",
     ),
@@ -529,7 +530,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "education_senior_secondary",
         {("education_level", A): {"highest_level": "junior_secondary"}},
         {},
-        "最高学历：junior_secondary；须具有高中、中专或以上学历",
+        "最高学历：初中；须具有高中、中专或以上学历",
         "Highest level of education: junior_secondary; senior secondary or higher is required",
     ),
     (
@@ -537,7 +538,7 @@ FAILURES: list[tuple[str, str, dict[tuple[str, str], dict[str, Value]], dict[str
         "employer_in_business",
         {("enterprise_registration", "employer_identifier"): {"status": "cancelled"}},
         {},
-        "签约单位登记状态：cancelled；须与存续的旅行社或旅游行业组织签约",
+        "签约单位登记状态：注销；须与存续的旅行社或旅游行业组织签约",
         "The employer's registration status is cancelled; the guide must sign with one in business",
     ),
 ]
@@ -571,6 +572,26 @@ def test_an_applicant_who_fails_one_rule_is_told_why(
     # No raw identifier in any message.
     for each in results:
         assert SELLER not in each.message_zh + each.message_en and EMPLOYER not in each.message_zh + each.message_en
+
+
+def test_chinese_explanations_name_codes_in_chinese() -> None:
+    """No code of records' vocabularies inside a Chinese explanation (issue 14: "驾驶证状态：valid")."""
+    for *_, explain_zh, _ in FAILURES:
+        assert not re.search(r"(?<![A-Za-z0-9])[a-z][a-z_]{2,}", explain_zh), explain_zh
+
+
+def test_every_code_a_case_type_explains_has_a_chinese_name() -> None:
+    from services.approvals.domain.labels import ZH
+    from services.records.domain import catalogue
+
+    vocabularies = [
+        catalogue.OFFENCE_CATEGORIES,
+        catalogue.VIOLATION_KINDS,
+        catalogue.EDUCATION_LEVELS,
+        ("valid", "suspended", "revoked", "expired"),  # a licence's status
+        ("active", "revoked", "cancelled", "suspended"),  # an enterprise's registration status
+    ]
+    assert [code for vocabulary in vocabularies for code in vocabulary if code not in ZH] == []
 
 
 def test_every_rule_has_a_failure(case_types: dict[str, CaseTypeSpec]) -> None:
