@@ -21,9 +21,12 @@ Decisions a reader should know:
 * Years the calendar does not know. chinese-calendar raises NotImplementedError outside the years
   whose arrangements it ships (2004-2026 in 1.11.0; the State Council publishes each year's
   arrangements late in the year before, and a new release of the package follows). For such
-  years this module falls back to Monday-Friday, which ignores that year's holidays and adjusted
-  weekends, so a deadline computed that way may be off by a few days (usually early: the
-  holidays count as working days, and they outnumber the adjusted weekends). It never raises:
+  years this module counts Monday-Friday without the statutory holidays (全国年节及纪念日放假办法,
+  as revised in 2024: New Year's Day, the Spring Festival's eve and first three days, Qingming,
+  1-2 May, the Dragon Boat and Mid-Autumn festivals, 1-3 October), the lunar ones computed with
+  lunardate and Qingming by the solar-term formula. Only the adjusted weekends and the days
+  joined to a holiday are unknown before they are published, so a deadline may still be off by a
+  day or two (issue 14: one landed on 1 January). It never raises:
   a case must get a deadline even then. Callers that show a deadline call
   :func:`calendar_known` (or :func:`calendar_covers`) and flag it as provisional, and the
   package should be upgraded when a new year's arrangements appear.
@@ -36,6 +39,7 @@ import functools
 from typing import Final
 
 import chinese_calendar
+from lunardate import LunarDate
 
 from govmesh.clock import SHANGHAI, shanghai_date
 
@@ -79,7 +83,32 @@ def is_working_day(day: datetime.date) -> bool:
         raise TypeError("day must be a datetime.date (a calendar date in Asia/Shanghai)")
     if calendar_known(day.year):
         return bool(chinese_calendar.is_workday(day))
-    return day.weekday() < 5
+    return day.weekday() < 5 and day not in statutory_holidays(day.year)
+
+
+@functools.cache
+def statutory_holidays(year: int) -> frozenset[datetime.date]:
+    """The statutory public holidays of ``year`` under the rules in force since 2025 (the days the
+    law names, without the adjusted weekends and joined days each year's arrangement adds), for
+    years the calendar does not know."""
+    fixed = [(1, 1), (5, 1), (5, 2), (10, 1), (10, 2), (10, 3)]
+    days = {datetime.date(year, month, day) for month, day in fixed}
+    days.add(datetime.date(year, 4, _qingming_day(year)))
+    try:
+        new_year = LunarDate(year, 1, 1).to_solar_date()
+        days |= {new_year + datetime.timedelta(days=offset) for offset in (-1, 0, 1, 2)}  # eve to the 3rd
+        days.add(LunarDate(year, 5, 5).to_solar_date())  # 端午
+        days.add(LunarDate(year, 8, 15).to_solar_date())  # 中秋
+    except ValueError:
+        pass  # lunardate's tables end in 2099: the fixed-date holidays still count
+    return frozenset(days)
+
+
+def _qingming_day(year: int) -> int:
+    """The April day of 清明, the solar term (the "寿星" formula, exact for 1901-2100)."""
+    y = year % 100
+    constant = 5.59 if year < 2001 else 4.81
+    return int(y * 0.2422 + constant) - y // 4
 
 
 def add_working_days(start: datetime.datetime, days: int) -> datetime.date:

@@ -206,12 +206,14 @@ def test_years_the_calendar_does_not_know_fall_back_to_monday_to_friday() -> Non
     assert calendar_known(2019) and calendar_known(2024) and calendar_known(2025)
     assert not calendar_known(2003)
     assert not calendar_known(2100)
-    # 1 October 2100 is a Friday: with no arrangements known it is a working day, where the
-    # official calendar would surely make it National Day. Callers flag such deadlines.
-    assert is_working_day(D(2100, 10, 1))
+    # 1 October 2100 is a Friday: with no arrangements known, it is still National Day (the
+    # statutory holidays count); 30 September, a Thursday, is a working day. Adjusted weekends
+    # are unknown until published: callers flag such deadlines as provisional.
+    assert not is_working_day(D(2100, 10, 1))
+    assert is_working_day(D(2100, 9, 30))
     assert not is_working_day(D(2100, 10, 2))  # a Saturday
-    assert add_working_days(at(2100, 9, 30), 1) == D(2100, 10, 1)
-    assert add_working_days(at(2100, 10, 1), 1) == D(2100, 10, 4)
+    assert add_working_days(at(2100, 9, 29), 1) == D(2100, 9, 30)
+    assert add_working_days(at(2100, 9, 30), 1) == D(2100, 10, 4)
     assert calendar_covers(D(2019, 12, 20), D(2020, 1, 10))
     assert not calendar_covers(D(2100, 1, 1), D(2019, 1, 1))
 
@@ -224,3 +226,31 @@ def test_counting_across_the_last_known_year() -> None:
     assert deadline.year == last + 1
     assert working_days_between(submitted.date(), deadline) == 20
     assert not calendar_covers(submitted.date(), deadline)
+
+
+def test_statutory_holidays_match_the_official_calendar_where_it_is_known() -> None:
+    """The holidays counted for years the calendar does not know, computed (lunardate, the
+    Qingming formula) for years it does: each is a holiday there. The Spring Festival's eve and
+    2 May became statutory in 2025, so before that they are not checked."""
+    import chinese_calendar
+    from lunardate import LunarDate
+
+    from govmesh.workdays import statutory_holidays
+
+    for year in range(2008, 2027):
+        eve = LunarDate(year, 1, 1).to_solar_date() - datetime.timedelta(days=1)
+        added_in_2025 = {datetime.date(year, 5, 2), eve}
+        days = statutory_holidays(year) - (added_in_2025 if year < 2025 else set())
+        assert [d for d in days if not chinese_calendar.is_holiday(d)] == [], year
+
+
+def test_a_provisional_deadline_never_lands_on_a_statutory_holiday() -> None:
+    """2030 is a year the calendar does not know: 1 January (a Tuesday), the Spring Festival
+    (3 February), 1-3 October are not working days, though Monday-Friday would count them."""
+    assert not calendar_known(2030)
+    for holiday in (datetime.date(2030, 1, 1), datetime.date(2030, 2, 4), datetime.date(2030, 10, 1)):
+        assert holiday.weekday() < 5 and not is_working_day(holiday)
+    assert is_working_day(datetime.date(2030, 1, 2))
+    # Submitted on the last working day of 2029, one working day: 2 January, not 1 January.
+    monday = datetime.datetime(2029, 12, 31, 2, 0, tzinfo=datetime.UTC)  # 10:00 in Hangzhou
+    assert add_working_days(monday, 1) == datetime.date(2030, 1, 2)
