@@ -77,6 +77,16 @@ def test_simulation_prints_the_scheme_figures_of_the_real_service(mesh: ServiceE
     again = stub.GetStats(pb.GetStatsRequest(), metadata=metadata, timeout=15)
     assert again.bills == stats.bills
 
+    # With a clock file the mesh does not read (its offset the same, so the clocks agree at day
+    # 0): refused before anything is written, not at day 1 after a population's visits and bills.
+    other = env.tmp_path / "another-clock-offset"
+    other.write_text(Path(env.env["GOVMESH_CLOCK_OFFSET_FILE"]).read_text())
+    elsewhere = env.env | {"GOVMESH_CLOCK_OFFSET_FILE": str(other)}
+    refused = govmesh("health", "simulate", "--patients", "3", "--days", "1", "--quiet", env=elsewhere)
+    assert refused.returncode == 2 and "did not follow" in refused.stderr, refused.stderr
+    after = stub.GetStats(pb.GetStatsRequest(), metadata=metadata, timeout=15)
+    assert (after.enrolled_accounts, after.visits, after.bills) == (30, stats.visits, stats.bills)
+
 
 @pytest.mark.timeout(420)
 def test_simulation_holds_for_populations_with_residents_nobody_published_about(mesh: ServiceEnv) -> None:

@@ -195,8 +195,15 @@ class ServiceClock:
         return self.start + day * DAY_SECONDS
 
     def set_day(self, day: int) -> None:
+        self._write(self.offset(day))
+
+    def move(self, seconds: float) -> None:
+        """The starting offset plus ``seconds`` (0: back where it started)."""
+        self._write(self.start + seconds)
+
+    def _write(self, offset: float) -> None:
         temporary = self.path.with_name(self.path.name + ".simulate")
-        temporary.write_text(str(self.offset(day)))
+        temporary.write_text(str(offset))
         os.replace(temporary, self.path)
 
 
@@ -447,6 +454,35 @@ def check_clock(simulation: Simulation, clock: ServiceClock, day: int) -> None:
         )
 
 
+#: How far the probe moves the services' clock, and back, before anything is written.
+PROBE_SECONDS = 2 * 3600
+
+
+def probe_clock(simulation: Simulation, clock: ServiceClock) -> None:
+    """Before anything is written: move the services' clock a little forward and back, and see
+    health's clock follow both ways. Agreeing at day 0 is not enough: a mesh on another offset
+    file (or none) agrees as long as both offsets are equal, and the simulation would write a
+    population's visits and bills before it found out at day 1 (issue 14)."""
+
+    def health_now() -> float:
+        stats = simulation.call("GetStats", pb.GetStatsRequest())
+        assert isinstance(stats, pb.GetStatsResponse)
+        return float(stats.as_of.ToDatetime(datetime.UTC).timestamp())
+
+    before = health_now() - time.time()
+    clock.move(PROBE_SECONDS)
+    try:
+        moved = health_now() - time.time()
+    finally:
+        clock.move(0)
+    if abs(moved - before - PROBE_SECONDS) > PROBE_SECONDS / 4:
+        raise ClockNotShared(
+            f"health's clock did not follow {clock.path} (moved it {PROBE_SECONDS / 3600:.0f} h, health moved "
+            f"{(moved - before) / 3600:+.1f} h): the mesh was not started with {CLOCK_VARIABLE}={clock.path} "
+            "(start it with the same variable as this command); nothing was written"
+        )
+
+
 class ClockNotShared(Exception):
     pass
 
@@ -476,6 +512,7 @@ def run(
             medical_credit_pb2_grpc.MedicalCreditServiceStub(health_channel), metadata, population, behaviour, seed
         )
         check_clock(simulation, clock, 0)
+        probe_clock(simulation, clock)
         today = datetime.datetime.fromtimestamp(time.time() + clock.offset(0), datetime.UTC).date()
         records = records_pb2_grpc.RecordsServiceStub(records_channel)
         feed = population.records(seed, today)
