@@ -408,3 +408,20 @@ def test_default_policy_is_the_seed_scheme() -> None:
     assert DEFAULT_POLICY.outpatient_due_after == 48 * HOUR
     assert DEFAULT_POLICY.reminder_before == 24 * HOUR
     assert DEFAULT_POLICY.grace_period == 7 * DAY
+
+
+def test_the_contract_and_the_readme_state_the_due_times_the_policy_gives() -> None:
+    """Issue 14: the contract and the README said an inpatient bill is due "at discharge" while
+    the policy gives a settlement window after it. Both now state the policy's figures."""
+    from pathlib import Path
+
+    from services.health.domain.billing import DEFAULT_POLICY
+
+    root = Path(__file__).resolve().parents[3]
+    contract = (root / "proto/govmesh/health/v1/medical_credit.proto").read_text()
+    readme = (root / "README.md").read_text()
+    window = int(DEFAULT_POLICY.inpatient_settlement_window.total_seconds() // 3600)
+    outpatient = int(DEFAULT_POLICY.outpatient_due_after.total_seconds() // 3600)
+    assert f"{window} hours by default" in contract and f"within {window} hours of discharge" in readme
+    assert f"{outpatient} hours" in contract and f"due {outpatient} hours after an outpatient" in readme
+    assert "at discharge for inpatients" not in contract and "Self-pay share due at discharge." not in contract
