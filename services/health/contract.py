@@ -223,6 +223,10 @@ def stats(figures: Figures, as_of: datetime.datetime) -> pb.GetStatsResponse:
         overdue_bills=figures.overdue_bills,
         overdue_fen=figures.overdue_fen,
         outstanding_fen=figures.outstanding_fen,
+        defaults_ever=figures.defaults_ever[0],
+        defaulted_ever_fen=figures.defaults_ever[1],
+        defaults_repaid=figures.defaults_repaid[0],
+        repaid_after_default_fen=figures.defaults_repaid[1],
     )
 
 

@@ -89,7 +89,18 @@ def figures(session: Session, now: datetime.datetime) -> Figures:
             bills.c.state != billing.BillState.SETTLED.value, bills.c.due_at <= now
         )
     ).one()
+    defaults = store.defaults
+    ever, ever_fen, repaid, repaid_fen = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(defaults.c.amount_fen), 0),
+            sa.func.count(defaults.c.repaid_at),
+            sa.func.coalesce(sa.func.sum(sa.case((defaults.c.repaid_at.is_not(None), defaults.c.amount_fen))), 0),
+        )
+    ).one()
     return Figures(
+        defaults_ever=(int(ever), int(ever_fen)),
+        defaults_repaid=(int(repaid), int(repaid_fen)),
         accounts={credit.AccountStatus(status): int(count) for status, count in by_status},
         outstanding_fen=int(outstanding),
         visits=int(visits),

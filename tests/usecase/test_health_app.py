@@ -669,6 +669,7 @@ def test_an_unpaid_bill_goes_overdue_defaults_suspends_and_is_restored_by_repaym
     raises(FailedPrecondition, lambda: health.open_visit(ZHUJI_RESIDENT), match="suspended")
     stats = health.app.get_stats()
     assert (stats.defaulted_bills, stats.total_defaulted_fen, stats.suspended_accounts) == (1, 1_000 * YUAN, 1)
+    assert (stats.defaults_ever, stats.defaulted_ever_fen, stats.defaults_repaid) == (1, 1_000 * YUAN, 0)
     assert stats.default_rate_ppb == 1_000 * YUAN * 1_000_000_000 // (1_500 * YUAN)
     health.check_ledger()
     # Repayment: a partial recovery first, then the rest settles the bill and restores credit.
@@ -693,6 +694,10 @@ def test_an_unpaid_bill_goes_overdue_defaults_suspends_and_is_restored_by_repaym
     assert after.defaults[0].repaid_at.ToDatetime(datetime.UTC) == grace_until + 2 * HOUR
     stats = health.app.get_stats()
     assert (stats.total_defaulted_fen, stats.total_repaid_fen, stats.settled_bills) == (0, 1_500 * YUAN, 1)
+    # Repaid, the default leaves the current figures but stays in the scheme's history (issue 14:
+    # GetStats forgot it).
+    assert (stats.defaults_ever, stats.defaulted_ever_fen) == (1, 1_000 * YUAN)
+    assert (stats.defaults_repaid, stats.repaid_after_default_fen) == (1, 1_000 * YUAN)
     assert health.open_visit(ZHUJI_RESIDENT).state == pb.VISIT_STATE_OPEN
     assert health.app.run_timers(grace_until + 30 * 24 * HOUR) == 0
 

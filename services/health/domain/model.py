@@ -300,6 +300,9 @@ class Figures:
     bills: Mapping[billing.BillState, BillTotals]
     overdue_bills: int
     overdue_fen: int
+    #: Every default over the scheme's life: (count, fen owed when it defaulted), all and repaid.
+    defaults_ever: tuple[int, int] = (0, 0)
+    defaults_repaid: tuple[int, int] = (0, 0)
 
     def accounts_in(self, status: credit.AccountStatus) -> int:
         return self.accounts.get(status, 0)
