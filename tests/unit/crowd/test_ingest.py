@@ -253,3 +253,24 @@ def test_a_transaction_takes_whole_messages_up_to_a_batch_of_readings_and_a_bigg
         taken.append(messages)
         assert pending.count == sum(sizes[m] for m in pending.messages)
     assert taken == [[0, 1], [2], [3], [4, 5]]
+
+
+def test_a_binary_batch_or_a_keyless_message_naming_a_zone_is_refused_as_misrouted() -> None:
+    """Issue 14: every reading of a batch must be the routing key's zone, binary bodies as JSON
+    ones; a routing key naming no zone leaves every reading that names one misrouted."""
+    reading = pb.SensorReading(zone_id="hubin", sensor_id="g", sequence=1, delta=1)
+    reading.observed_at.FromJsonString("2026-11-27T12:00:00Z")
+    stray = pb.SensorReading()
+    stray.CopyFrom(reading)
+    stray.zone_id, stray.sequence = "xihu_north", 2
+    body = pb.SensorReadingBatch(readings=[reading, stray]).SerializeToString()
+    applied, refused = parse_message(body, "hubin", PROTOBUF, BATCH_TYPE)
+    assert isinstance(applied, Reading) and applied.zone_id == "hubin"
+    assert isinstance(refused, RejectedReading) and refused.reason is Rejection.MISROUTED
+    assert refused.message.startswith("readings[1].zone_id")
+    for routing_key, misrouted in (("", [0, 1]), ("xihu_north", [0])):
+        outcomes = parse_message(body, routing_key, PROTOBUF, BATCH_TYPE)
+        reasons = [o.reason if isinstance(o, RejectedReading) else None for o in outcomes]
+        assert [i for i, reason in enumerate(reasons) if reason is Rejection.MISROUTED] == misrouted
+    [keyless] = parse_message(reading.SerializeToString(), "", PROTOBUF)
+    assert isinstance(keyless, RejectedReading) and keyless.reason is Rejection.MISROUTED
