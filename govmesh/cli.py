@@ -17,8 +17,10 @@ worker and ingest modules.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -41,6 +43,9 @@ def _start_process(service: str, process: str) -> config.Settings:
     from govmesh import logs, tracing
 
     settings = _settings(service)
+    # `kill -USR1 <pid>` prints every thread's stack to the log: how a process that will not stop
+    # (or not answer) shows where it waits, without a debugger on a production node.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # One of several processes of a kind says which ("api.2"), as honcho names it.
     named = process if settings.instances == 1 else f"{process}.{settings.instance}"
     logs.configure_logging(service, named, settings.log_level)

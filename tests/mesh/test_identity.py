@@ -303,8 +303,16 @@ def test_health_is_not_serving_until_the_database_is_migrated(identity_env: Serv
 
 def test_sigterm_drains_and_exits_cleanly(alone: ServiceEnv) -> None:
     api = alone.processes[0]
-    assert api.stop() == 0
+    assert api.stop() == 0, api.logs()[-6000:]
     assert '"stopped"' in api.logs()
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_process_serves_on(running: ServiceEnv) -> None:
+    api = running.processes[0]
+    assert api.popen is not None
+    api.popen.send_signal(signal.SIGUSR1)
+    wait_for(lambda: 'File "' in api.logs() and "grpcserver.py" in api.logs())
+    assert Client(running).validate(XU_WEI).valid
 
 
 def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:

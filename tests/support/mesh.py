@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -147,6 +148,10 @@ class Process:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Before killing it, have it print where every thread waits (govmesh.cli registers
+            # SIGUSR1 for this), so a process that would not stop leaves the reason in its log.
+            self.popen.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             self.popen.kill()
             return self.popen.wait(5)
 
