@@ -8,20 +8,20 @@ in development), loaded and validated at start with errors that name the file an
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from govmesh import keys
 
 AUDIENCE = "govmesh"
-SIGNING_KEY_NAME = "token-signing"
 _RIGHT = re.compile(r"^(\*|[a-z][a-z0-9_.]*\.[A-Z][A-Za-z0-9]*/(\*|[A-Z][A-Za-z0-9]*))$")
 
 
@@ -137,19 +137,24 @@ def _proof_rights(value: object, where: str) -> tuple[tuple[str, frozenset[str]]
 
 
 class TokenIssuer:
-    def __init__(self, policy: Policy, key: Ed25519PrivateKey) -> None:
+    """Mints tokens with the tokens ring's signing key of the moment, named in the JWT's ``kid``."""
+
+    def __init__(self, policy: Policy, ring: keys.KeyRing) -> None:
         self.policy = policy
-        self.key = key
+        self.ring = ring
 
     @classmethod
     def from_key_dir(cls, policy: Policy, key_dir: Path) -> TokenIssuer:
-        return cls(policy, keys.signing_key(key_dir, SIGNING_KEY_NAME))
+        return cls(policy, keys.KeyRing(key_dir, "tokens"))
 
     def issue(self, caller_id: str, ttl_seconds: int | None = None, now: float | None = None) -> str:
         if caller_id not in self.policy.callers:
             known = ", ".join(sorted(self.policy.callers))
             raise PolicyError(f"caller {caller_id!r} is not in the policy; known callers: {known}")
-        issued = int(time.time() if now is None else now)
+        moment = time.time() if now is None else now
+        issued = int(moment)
+        key = self.ring.signer(datetime.datetime.fromtimestamp(moment, datetime.UTC))
+        assert key.private is not None  # a key signs only where its private half is
         claims = {
             "iss": self.policy.issuer,
             "aud": AUDIENCE,
@@ -158,22 +163,25 @@ class TokenIssuer:
             "exp": issued + (self.policy.token_ttl_seconds if ttl_seconds is None else ttl_seconds),
             "jti": str(uuid.uuid4()),
         }
-        return jwt.encode(claims, self.key, algorithm="EdDSA")
+        return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.key_id})
 
 
 class TokenVerifier:
     # A caller sends the same token on every call until it expires; checking its signature once
     # and remembering the answer takes the Ed25519 verification off the hot path.
     CACHE_SIZE = 4096
+    #: How far a token's iat may lie after its key stopped signing (clocks of issuers drift).
+    CLOCK_SKEW_SECONDS = 60
 
-    def __init__(self, policy: Policy, public_key: Ed25519PublicKey) -> None:
+    def __init__(self, policy: Policy, ring: keys.KeyRing) -> None:
         self.policy = policy
-        self.public_key = public_key
-        self._verified: dict[str, tuple[Caller, int]] = {}
+        self.ring = ring
+        self._verified: dict[str, tuple[Caller, float]] = {}
+        self._ring_version = ring.version
 
     @classmethod
     def from_key_dir(cls, policy: Policy, key_dir: Path) -> TokenVerifier:
-        return cls(policy, keys.verification_key(key_dir, SIGNING_KEY_NAME))
+        return cls(policy, keys.KeyRing(key_dir, "tokens"))
 
     def caller(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -182,6 +190,10 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+        self.ring.keys()  # re-read the ring if due: a key revoked must not stay trusted in the cache
+        if self.ring.version != self._ring_version:
+            self._verified.clear()
+            self._ring_version = self.ring.version
         known = self._verified.get(token)
         if known is not None and known[1] > time.time():
             return known[0]
@@ -191,24 +203,59 @@ class TokenVerifier:
         self._verified[token] = (caller, expires)
         return caller
 
-    def _verify(self, token: str) -> tuple[Caller, int]:
+    def _verify(self, token: str) -> tuple[Caller, float]:
+        """The caller a token names and until when it is accepted."""
         try:
-            claims = jwt.decode(
-                token,
-                self.public_key,
-                algorithms=["EdDSA"],
-                audience=AUDIENCE,
-                issuer=self.policy.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token expired") from None
+            key_id = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
+        ring = self.ring.keys()
+        if key_id is not None and key_id not in ring:
+            raise Unauthenticated(f"token signed with key {key_id!r}, which is not among the token keys")
+        # A token minted before keys had names (no kid) is tried against every key.
+        candidates = [ring[key_id]] if key_id is not None else list(ring.values())
+        claims, key = self._decode(token, candidates)
+        now = datetime.datetime.now(datetime.UTC)
+        if key.status_at(now) == keys.REVOKED:
+            raise Unauthenticated(f"token signed with key {key.key_id}, which was revoked")
+        accepted_until = float(claims["exp"])
+        if key.active_until is not None:
+            # A key that stops (or stopped) signing: what it signed is accepted until its grace ends,
+            # and the cache must not remember the token past that either.
+            stopped = key.active_until.timestamp()
+            grace_end = key.accept_until.timestamp() if key.accept_until else stopped + self.policy.token_ttl_seconds
+            if claims["iat"] > stopped + self.CLOCK_SKEW_SECONDS:
+                raise Unauthenticated(f"token issued after its key {key.key_id} stopped signing")
+            if now.timestamp() >= grace_end:
+                raise Unauthenticated(
+                    f"token signed with key {key.key_id}, retired; its grace period ended at "
+                    f"{datetime.datetime.fromtimestamp(grace_end, datetime.UTC).isoformat()}"
+                )
+            accepted_until = min(accepted_until, grace_end)
         caller = self.policy.callers.get(claims["sub"])
         if caller is None:
             raise Unauthenticated(f"token names caller {claims['sub']!r}, which the policy does not know")
-        return caller, int(claims["exp"])
+        return caller, accepted_until
+
+    def _decode(self, token: str, candidates: list[keys.RingKey]) -> tuple[dict[str, Any], keys.RingKey]:
+        for key in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key.public,
+                    algorithms=["EdDSA"],
+                    audience=AUDIENCE,
+                    issuer=self.policy.issuer,
+                    options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise Unauthenticated("token expired") from None
+            except jwt.InvalidTokenError as exc:
+                raise Unauthenticated(f"invalid token: {exc}") from None
+            return claims, key
+        raise Unauthenticated("invalid token: Signature verification failed")
 
     def authorize(self, authorization: str | None, full_method: str) -> Caller:
         caller = self.caller(authorization)
@@ -219,22 +266,26 @@ class TokenVerifier:
 
 class ServiceCredentials:
     """The bearer token a service presents when it calls another service, as the policy caller
-    named after it. In development it mints its own with the development key; it renews the
-    token when less than a quarter of its lifetime is left."""
+    named after it. In development it mints its own with the development key. It renews the token
+    when less than a quarter of its lifetime is left, and as soon as another key signs (after a
+    rotation), so that no token of a retired key outlives the retirement's grace period."""
 
     def __init__(self, issuer: TokenIssuer, caller_id: str) -> None:
         self.issuer = issuer
         self.caller_id = caller_id
         self._token = ""
+        self._key_id = ""
         self._renew_at = 0.0
         issuer.issue(caller_id)  # fail at start, not at the first call, if the policy lacks it
 
     def authorization(self) -> str:
         """The `Bearer <token>` value, renewed when due."""
         now = time.time()
-        if now >= self._renew_at:
+        signing = self.issuer.ring.signer(datetime.datetime.fromtimestamp(now, datetime.UTC)).key_id
+        if now >= self._renew_at or signing != self._key_id:
             ttl = self.issuer.policy.token_ttl_seconds
             self._token = self.issuer.issue(self.caller_id, now=now)
+            self._key_id = signing
             self._renew_at = now + ttl * 0.75
         return f"Bearer {self._token}"
 

@@ -23,6 +23,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
@@ -141,6 +142,47 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """`govmesh keys ACTION RING`: the lifecycle of the proofs and tokens signing keys
+    (docs/runbook.md, "Rotate the signing keys")."""
+    from govmesh import auth, clock, keys
+
+    settings = _settings("identity")
+    key_dir = args.key_dir or settings.key_dir
+    try:
+        if args.action == "list":
+            now = clock.now()
+            ring = keys.KeyRing(key_dir, args.ring, create=False, recheck_seconds=0)
+            for key in sorted(ring.keys().values(), key=lambda k: k.active_from):
+                fields = key.as_json()
+                fields["status"] = key.status_at(now)
+                fields["signs_now"] = "yes" if key.signs_at(now) else "no"
+                fields["private_half_here"] = "yes" if key.private is not None else "no"
+                print("  ".join(f"{name}={value or '-'}" for name, value in fields.items()))
+            return 0
+        if args.action == "revoke":
+            key = keys.revoke(key_dir, args.ring, args.key_id)
+            print(f"{args.ring}: {key.key_id} revoked: nothing it signed is accepted any more")
+            if not any(k.signs_at(clock.now()) for k in keys.KeyRing(key_dir, args.ring, create=False).keys().values()):
+                print(f"{args.ring}: no key signs now; rotate one in: govmesh keys rotate {args.ring}", file=sys.stderr)
+            return 0
+        grace = args.grace_seconds
+        if grace is None:
+            # A token signed just before its key stopped lives this long: it must stay accepted.
+            grace = auth.Policy.load(settings.policy_path).token_ttl_seconds if args.ring == "tokens" else 0
+        if args.action == "rotate":
+            key = keys.rotate(key_dir, args.ring, args.after_seconds, grace)
+            print(f"{args.ring}: {key.key_id} signs from {key.active_from.isoformat()}; the key signing now stops then")
+        else:
+            key = keys.retire(key_dir, args.ring, args.key_id, grace)
+            accepted = f"; what it signed is accepted until {key.accept_until.isoformat()}" if key.accept_until else ""
+            print(f"{args.ring}: {key.key_id} retired, signs nothing from {key.active_until}{accepted}")
+    except keys.KeyRingError as exc:
+        print(f"govmesh keys {args.action}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _service_environment(service: str) -> str:
     """The variables a service reads beyond the shared ones (its package's ENVIRONMENT)."""
     return str(getattr(importlib.import_module(f"services.{service}"), "ENVIRONMENT", ""))
@@ -229,6 +271,44 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("caller", help="a caller id of the policy file, e.g. demo-portal")
     token.add_argument("--ttl-minutes", type=int, default=None, help="lifetime (default: the policy's)")
     token.set_defaults(func=cmd_dev_token)
+
+    keys_command = command(
+        "keys",
+        "The signing keys' lifecycle: proofs (records signs proofs and tree heads) and tokens (bearer tokens). "
+        "Processes pick a change up within seconds, without a restart.",
+    )
+    actions = keys_command.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rings = ["proofs", "tokens"]
+    listed = command("list", "Every key of the ring, its status now and whether it signs now.", actions)
+    rotate = command(
+        "rotate",
+        "Add a new key that signs from --after-seconds on; the key signing now stops then and retires.",
+        actions,
+    )
+    retire = command(
+        "retire", "Stop a key signing now and delete its private half; what it signed stays valid.", actions
+    )
+    revoke = command("revoke", "Revoke a key (it leaked): nothing it signed is accepted any more.", actions)
+    for sub in (listed, rotate, retire, revoke):
+        sub.add_argument("ring", choices=rings)
+        sub.add_argument("--key-dir", type=Path, default=None, help="the key directory (default: GOVMESH_KEY_DIR)")
+        sub.set_defaults(func=cmd_keys)
+    for sub in (retire, revoke):
+        sub.add_argument("key_id", help="the key's id, as `govmesh keys list` shows it")
+    for sub in (rotate, retire):
+        sub.add_argument(
+            "--grace-seconds",
+            type=float,
+            default=None,
+            help="tokens: how long what the old key signed stays accepted after it stops (default: the policy's "
+            "token lifetime)",
+        )
+    rotate.add_argument(
+        "--after-seconds",
+        type=float,
+        default=120.0,
+        help="when the new key starts signing: time enough for every process to read it first (default 120)",
+    )
 
     _add_service_tools(command, epilog)
     return top

@@ -76,7 +76,7 @@ class RecordsApp:
         # One log per deployment: the policy's issuer names the deployment.
         self.log_id = f"{policy.issuer}/records/access-log"
         self.outbox = Outbox("records", store.outbox, store.inbox)
-        self._key_published = False
+        self._keys_published = -1
         # Who a feed's subject is never changes: a feed asks identity once per person.
         self._subjects_seen: KnownSubjects[Party] = KnownSubjects()
         self._identity_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="records-identity")
@@ -96,21 +96,29 @@ class RecordsApp:
     # -- signing keys -------------------------------------------------------------------------------
 
     def publish_keys(self) -> None:
-        """Record the signing key's public half so proofs it signs verify (idempotent). Done at
-        first use rather than at start: the database may not be migrated yet at start."""
-        if self._key_published:
+        """Record the proofs ring in the database, the public half and lifecycle of every key, so
+        what they sign verifies and ListSigningKeys tells offline verifiers (idempotent; again each
+        time the ring changes). Done at first use rather than at start: the database may not be
+        migrated yet at start."""
+        ring = self.signer.ring
+        ring.keys()  # re-read if due
+        if self._keys_published == ring.version:
             return
-        try:
-            with self.db.transaction() as session:
-                public = signing.public_bytes(self.signer.public_key)
-                repository.add_signing_key(session, self.signer.key_id, public, self.clock())
-        except sa.exc.IntegrityError:
-            pass  # the other process (api or worker) published the same key at the same moment
-        self._key_published = True
+        version = ring.version
+        for attempt in (1, 2):
+            try:
+                with self.db.transaction() as session:
+                    repository.record_signing_keys(session, list(ring.keys().values()), self.clock())
+                break
+            except sa.exc.IntegrityError:
+                # The other process (api or worker) recorded the same new key at the same moment.
+                if attempt == 2:
+                    raise
+        self._keys_published = version
 
     def signing_keys(self) -> dict[str, signing.PublicKey]:
         self.publish_keys()
-        return queries.signing_keys(self.db)
+        return queries.signing_keys(self.db, self.clock())
 
     # -- department feeds (docs/decisions/records-feed-in-three-steps.md) ---------------------------
 

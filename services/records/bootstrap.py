@@ -15,8 +15,6 @@ from services.records import signing
 from services.records.app import RecordsApp
 from services.records.clients import IdentityOverGrpc, IdentityOverRpc
 
-SIGNING_KEY_NAME = "records-proof-signing"
-
 
 @dataclass
 class Parts:
@@ -28,7 +26,7 @@ class Parts:
 
 def build(settings: Settings, db: Database, process: ProcessKind) -> Parts:
     policy = Policy.load(settings.policy_path)
-    signer = signing.Signer(keys.signing_key(settings.key_dir, SIGNING_KEY_NAME))
+    signer = signing.Signer(keys.KeyRing(settings.key_dir, "proofs"))
     credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "records")
     identity: IdentityOverGrpc | IdentityOverRpc
     if process == "worker":

@@ -10,7 +10,7 @@ from dataclasses import replace
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from govmesh import clock
+from govmesh import clock, keys
 from govmesh.db import Database
 from services.records import repository, signing, store
 from services.records.domain import access_log
@@ -19,20 +19,23 @@ from services.records.domain import access_log
 WALK_BATCH = 1000
 
 
-def signing_keys(db: Database) -> dict[str, signing.PublicKey]:
+def signing_keys(db: Database, now: datetime.datetime) -> dict[str, signing.PublicKey]:
+    """The keys as they stand at ``now``: an active key whose end has passed is retired."""
     table = store.signing_keys
     with db.read() as session:
         rows = session.execute(sa.select(table).order_by(table.c.active_from)).all()
-    return {
-        row.key_id: signing.PublicKey(
+    found = {}
+    for row in rows:
+        until = clock.as_utc(row.active_until)
+        status = keys.RETIRED if row.status == keys.ACTIVE and until is not None and until <= now else row.status
+        found[row.key_id] = signing.PublicKey(
             row.key_id,
             Ed25519PublicKey.from_public_bytes(row.public_key),
-            signing.STATUSES[row.status],
+            signing.STATUSES[status],
             clock.as_utc(row.active_from),
-            clock.as_utc(row.active_until),
+            until,
         )
-        for row in rows
-    }
+    return found
 
 
 def accesses(

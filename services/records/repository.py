@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from govmesh import clock
+from govmesh import clock, keys
 from govmesh import typed_values as values
 from services.records import store
 from services.records.domain import access_log, proofs
@@ -169,13 +169,24 @@ def add_issued_proof(
 # -- signing keys ---------------------------------------------------------------------------------
 
 
-def add_signing_key(session: Session, key_id: str, public_key: bytes, active_from: datetime.datetime) -> None:
-    """Records an active key unless it is recorded already."""
+def record_signing_keys(session: Session, ring: list[keys.RingKey], now: datetime.datetime) -> None:
+    """Every key of the proofs ring as a row: a new key added, a known one's status and end updated
+    (never its start, which proofs already signed were checked against). A key kept the old way
+    (one file, no ring) starts when first recorded."""
     table = store.signing_keys
-    if session.execute(sa.select(table.c.key_id).where(table.c.key_id == key_id)).first() is None:
-        session.execute(
-            table.insert().values(key_id=key_id, public_key=public_key, status="active", active_from=active_from)
-        )
+    recorded = {row.key_id: row for row in session.execute(sa.select(table)).all()}
+    for key in ring:
+        changes = {"status": key.status, "active_until": key.active_until}
+        row = recorded.get(key.key_id)
+        if row is None:
+            since = now if key.active_from == keys.SINCE_EVER else key.active_from
+            session.execute(
+                table.insert().values(
+                    key_id=key.key_id, public_key=keys.public_bytes(key.public), active_from=since, **changes
+                )
+            )
+        elif (row.status, clock.as_utc(row.active_until)) != (key.status, key.active_until):
+            session.execute(table.update().where(table.c.key_id == key.key_id).values(**changes))
 
 
 # -- the access log (docs/decisions/records-access-log-merkle-tree.md) ------------------------------

@@ -6,15 +6,14 @@ domain: it signs the contract's own (proto3 JSON) form of a proof."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass, replace
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf import json_format
 
+from govmesh import keys
 from govmesh.records.v1 import records_pb2
 from services.records.domain.access_log import TreeHead
 
@@ -33,15 +32,6 @@ def canonical_bytes(proof: records_pb2.Proof) -> bytes:
     return bytes(rfc8785.dumps(body))
 
 
-def public_bytes(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id_for(key: Ed25519PublicKey) -> str:
-    """A stable name for a public key: the first 16 hex characters of its SHA-256."""
-    return "ed25519-" + hashlib.sha256(public_bytes(key)).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class PublicKey:
     key_id: str
@@ -52,7 +42,7 @@ class PublicKey:
 
     def to_proto(self) -> records_pb2.SigningKey:
         message = records_pb2.SigningKey(
-            key_id=self.key_id, signature_scheme=SCHEME, public_key=public_bytes(self.key), status=self.status
+            key_id=self.key_id, signature_scheme=SCHEME, public_key=keys.public_bytes(self.key), status=self.status
         )
         message.active_from.FromDatetime(self.active_from)
         if self.active_until is not None:
@@ -61,20 +51,27 @@ class PublicKey:
 
 
 class Signer:
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        self.private_key = private_key
-        self.public_key = private_key.public_key()
-        self.key_id = key_id_for(self.public_key)
+    """Signs with the key of the proofs ring that is in force at the moment signed, so a rotation
+    (`govmesh keys rotate proofs`) takes effect in a running process."""
+
+    def __init__(self, ring: keys.KeyRing) -> None:
+        self.ring = ring
+
+    def _key(self, moment: datetime.datetime) -> tuple[str, Ed25519PrivateKey]:
+        key = self.ring.signer(moment)
+        assert key.private is not None  # a key signs only where its private half is
+        return key.key_id, key.private
 
     def sign(self, proof: records_pb2.Proof) -> None:
         """Names the key and scheme in the proof, then signs everything else in it."""
-        proof.key_id = self.key_id
+        proof.key_id, private = self._key(proof.issued_at.ToDatetime(datetime.UTC))
         proof.signature_scheme = SCHEME
         proof.ClearField("signature")
-        proof.signature = self.private_key.sign(canonical_bytes(proof))
+        proof.signature = private.sign(canonical_bytes(proof))
 
     def sign_head(self, head: TreeHead) -> TreeHead:
-        return replace(head, key_id=self.key_id, signature=self.private_key.sign(head.signed_bytes()))
+        key_id, private = self._key(head.timestamp)
+        return replace(head, key_id=key_id, signature=private.sign(head.signed_bytes()))
 
 
 def head_signature_holds(head: TreeHead, keys: dict[str, PublicKey]) -> bool:

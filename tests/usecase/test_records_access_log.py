@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import base64
 import datetime
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent import futures
+from pathlib import Path
 
 import pytest
 import rfc8785
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from govmesh import keys
 from govmesh.auth import Caller, Policy
 from govmesh.db import Database, service_database
 from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
@@ -65,8 +68,10 @@ class Identity:
 class Log:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.key = Ed25519PrivateKey.generate()
-        self.app = RecordsApp(db, signing.Signer(self.key), POLICY)
+        self.key_dir = Path(tempfile.mkdtemp(prefix="records-keys-"))
+        ring = keys.KeyRing(self.key_dir, "proofs", recheck_seconds=0)
+        self.key = ring.signer().public
+        self.app = RecordsApp(db, signing.Signer(ring), POLICY)
         self.identity = Identity([XU_WEI, LUO_FANG])
 
     def read(self, identifier: str, caller: Caller = HOUSING, case: str = "case-1", **fields: str) -> object:
@@ -123,6 +128,24 @@ def head_holds(head: records_pb2.SignedTreeHead, key: Ed25519PublicKey) -> bool:
     return True
 
 
+def test_after_a_rotation_new_heads_carry_the_new_key_and_the_old_heads_still_hold(log: Log) -> None:
+    log.read(XU_WEI, case="before")
+    log.seal_all()
+    old = log.tracker(XU_WEI).tree_head
+    new_key = keys.rotate(log.key_dir, "proofs", after_seconds=0, grace_seconds=0)
+    log.read(LUO_FANG, case="after")
+    log.seal_all()
+    head = log.tracker(LUO_FANG).tree_head
+    assert head.key_id == new_key.key_id != old.key_id and head_holds(head, new_key.public)
+    recorded = log.app.signing_keys()
+    assert recorded[old.key_id].status == records_pb2.SIGNING_KEY_STATUS_RETIRED
+    assert recorded[new_key.key_id].status == records_pb2.SIGNING_KEY_STATUS_ACTIVE
+    assert log.verify().intact  # heads signed by either key hold
+    keys.revoke(log.key_dir, "proofs", old.key_id)
+    assert log.app.signing_keys()[old.key_id].status == records_pb2.SIGNING_KEY_STATUS_REVOKED
+    assert not log.verify().intact  # a head signed by a revoked key no longer vouches for the log
+
+
 def test_every_entry_the_citizen_sees_is_proved_in_a_signed_tree_head(log: Log) -> None:
     for n in range(5):
         log.read(XU_WEI, case=f"case-{n}")
@@ -134,7 +157,7 @@ def test_every_entry_the_citizen_sees_is_proved_in_a_signed_tree_head(log: Log) 
     log.seal_all()
     page = log.tracker(XU_WEI)
     head = page.tree_head
-    assert head.tree_size == 11 and head_holds(head, log.key.public_key())
+    assert head.tree_size == 11 and head_holds(head, log.key)
     assert page.entries[0].outcome == records_pb2.ACCESS_OUTCOME_DENIED
     for entry in page.entries:
         assert entry.sealed and entry.subject_id == subject_of(XU_WEI)

@@ -4,29 +4,38 @@ nothing but the public key, protobuf's JSON encoder and a JCS encoder."""
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import pytest
 import rfc8785
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
+from govmesh import keys
 from govmesh.records.v1 import records_pb2
 from services.records import signing
 
 NOW = datetime.datetime(2026, 11, 27, 8, 0, tzinfo=datetime.UTC)
 
 
+def new_signer(key_dir: Path) -> signing.Signer:
+    return signing.Signer(keys.KeyRing(key_dir, "proofs"))
+
+
 @pytest.fixture
-def signer() -> signing.Signer:
-    return signing.Signer(Ed25519PrivateKey.generate())
+def signer(tmp_path: Path) -> signing.Signer:
+    return new_signer(tmp_path / "ours")
+
+
+def key_of(signer: signing.Signer) -> keys.RingKey:
+    return signer.ring.signer(NOW)
 
 
 def keys_of(
     signer: signing.Signer, status: int = records_pb2.SIGNING_KEY_STATUS_ACTIVE
 ) -> dict[str, signing.PublicKey]:
-    return {
-        signer.key_id: signing.PublicKey(signer.key_id, signer.public_key, status, NOW - datetime.timedelta(days=1))
-    }
+    key = key_of(signer)
+    return {key.key_id: signing.PublicKey(key.key_id, key.public, status, NOW - datetime.timedelta(days=1))}
 
 
 def make_proof(signer: signing.Signer) -> records_pb2.Proof:
@@ -58,7 +67,7 @@ def test_a_signed_proof_verifies(signer: signing.Signer) -> None:
 
 def test_an_outsider_verifies_offline_with_the_documented_recipe(signer: signing.Signer) -> None:
     proof = records_pb2.Proof.FromString(make_proof(signer).SerializeToString())  # as received
-    public = Ed25519PublicKey.from_public_bytes(signing.public_bytes(signer.public_key))
+    public = Ed25519PublicKey.from_public_bytes(keys.public_bytes(key_of(signer).public))
     body = json_format.MessageToDict(proof)
     body.pop("signature", None)
     public.verify(proof.signature, rfc8785.dumps(body))  # raises if invalid
@@ -82,16 +91,15 @@ def test_changing_any_claim_or_field_breaks_the_signature(signer: signing.Signer
     assert records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE in codes(signing.verify(proof, keys_of(signer), NOW))
 
 
-def test_expired_unknown_key_revoked_and_malformed(signer: signing.Signer) -> None:
+def test_expired_unknown_key_revoked_and_malformed(signer: signing.Signer, tmp_path: Path) -> None:
     proof = make_proof(signer)
     later = NOW + datetime.timedelta(days=91)
     assert codes(signing.verify(proof, keys_of(signer), later)) == [records_pb2.PROOF_PROBLEM_CODE_EXPIRED]
     assert codes(signing.verify(proof, {}, NOW)) == [records_pb2.PROOF_PROBLEM_CODE_UNKNOWN_KEY]
     revoked = keys_of(signer, records_pb2.SIGNING_KEY_STATUS_REVOKED)
     assert records_pb2.PROOF_PROBLEM_CODE_KEY_NOT_VALID in codes(signing.verify(proof, revoked, NOW))
-    other = signing.Signer(Ed25519PrivateKey.generate())
-    forged = make_proof(other)
-    forged.key_id = signer.key_id  # claims to be ours
+    forged = make_proof(new_signer(tmp_path / "other"))
+    forged.key_id = key_of(signer).key_id  # claims to be ours
     assert codes(signing.verify(forged, keys_of(signer), NOW)) == [records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE]
     empty = records_pb2.Proof()
     assert records_pb2.PROOF_PROBLEM_CODE_MALFORMED in codes(signing.verify(empty, keys_of(signer), NOW))
@@ -100,7 +108,8 @@ def test_expired_unknown_key_revoked_and_malformed(signer: signing.Signer) -> No
     assert records_pb2.PROOF_PROBLEM_CODE_UNSUPPORTED_SCHEME in codes(signing.verify(unsigned, keys_of(signer), NOW))
 
 
-def test_key_ids_are_stable_and_distinct(signer: signing.Signer) -> None:
-    assert signer.key_id == signing.key_id_for(signer.public_key)
-    assert signer.key_id != signing.Signer(Ed25519PrivateKey.generate()).key_id
-    assert signer.key_id.startswith("ed25519-") and len(signer.key_id) == len("ed25519-") + 16
+def test_key_ids_are_stable_and_distinct(signer: signing.Signer, tmp_path: Path) -> None:
+    key_id = key_of(signer).key_id
+    assert key_id == keys.key_id_for(key_of(signer).public)
+    assert key_id != key_of(new_signer(tmp_path / "other")).key_id
+    assert key_id.startswith("ed25519-") and len(key_id) == len("ed25519-") + 16
