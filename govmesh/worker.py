@@ -33,7 +33,7 @@ from opentelemetry.context import Context
 from govmesh import metrics, tracing
 from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
 from govmesh.config import ProcessKind, Settings
-from govmesh.db import POOL_SIZE, Database, service_database
+from govmesh.db import POOL_SIZE, Database, database_unavailable, service_database
 from govmesh.messaging import (
     DELIVERY_LIMIT,
     BrokerUnavailable,
@@ -273,6 +273,13 @@ class _DeadLettering:
     queue: Any
     delivery_limit: int
     queue_consumer = _DecodingQueueConsumer()
+    #: A handler that met the database away is tried again in place, the message held (a requeue
+    #: would spend a delivery of the queue's limit in milliseconds, and a database restarting for
+    #: a few seconds would dead-letter every event in flight): after these pauses, the last one
+    #: repeated, for up to DATABASE_AWAY_SECONDS; then the message goes back to its queue.
+    DATABASE_PAUSES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+    DATABASE_AWAY_SECONDS = 600.0
+    _database_waits: dict[int, tuple[float, int]]
 
     def declare_dead_lettering(self, exchange: str, exchange_type: str, routing_key: str) -> None:
         name = self.queue.name
@@ -303,12 +310,43 @@ class _DeadLettering:
         self._dead_letters.close()
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
+        if exc_info is not None and database_unavailable(exc_info[1]) and self._tried_again_later(message):
+            return
+        self._waits().pop(id(message), None)
         if exc_info is not None and isinstance(exc_info[1], Rejected):
             self.dead_letter(message, exc_info[1].refusal)
         elif exc_info is not None:
             self.queue_consumer.requeue_message(message)
         else:
             self.queue_consumer.ack_message(message)
+
+    def _waits(self) -> dict[int, tuple[float, int]]:
+        if not hasattr(self, "_database_waits"):
+            self._database_waits = {}
+        return self._database_waits
+
+    def _tried_again_later(self, message: Any) -> bool:
+        """Whether the message, whose handler met the database away, will be handled again in a
+        moment (held meanwhile); False once it has waited DATABASE_AWAY_SECONDS."""
+        waits = self._waits()
+        first, tries = waits.get(id(message), (time.monotonic(), 0))
+        if time.monotonic() - first > self.DATABASE_AWAY_SECONDS:
+            return False
+        waits[id(message)] = (first, tries + 1)
+        pause = self.DATABASE_PAUSES[min(tries, len(self.DATABASE_PAUSES) - 1)]
+        log.warning(
+            "database away: the message is held and handled again in %ss", pause, extra={"queue": self.queue.name}
+        )
+
+        def again() -> None:
+            time.sleep(pause)  # eventlet's, in a patched worker: other handlers go on meanwhile
+            if message.channel.connection:
+                self.handle_message(message.payload, message)
+            else:  # the broker took it back with the connection: it comes again, anew
+                self._waits().pop(id(message), None)
+
+        self.container.spawn_managed_thread(again)
+        return True
 
     def handle_message(self, body: Any, message: Any) -> None:
         """A message without a content type arrives as its raw bytes (kombu decodes only what

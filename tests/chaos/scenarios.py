@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pika
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.mesh import amqp_connection
 
 from .audit import COPY_HEADER, POISON_HEADER, Count, EventTap, count, settle
 from .infra import PrivateBroker, PrivateCluster, PrivatePostgres, sqlite_taken_away
 from .load import Load, Rates
-from .mesh import SERVICES, ChaosMesh, wait_until
+from .mesh import GRPC_SERVICES, SERVICES, ChaosMesh, wait_until
 
 #: The mesh's settings under chaos: a case's proof retried soon, a stalled step escalated late
 #: enough that a 30 s outage does not send every case to a person.
@@ -93,6 +95,38 @@ def database_gone(ctx: Context, seconds: float = 30) -> None:
     files = [Path(ctx.mesh.database_url(s).removeprefix("sqlite:///")) for s in SERVICES]
     with sqlite_taken_away(files, seconds):
         time.sleep(seconds)
+
+
+def node_and_database_lost(ctx: Context, seconds: float = 12) -> None:
+    """One RabbitMQ node killed and left dead, then the database server restarted underneath the
+    same stream (down ``seconds``). Meanwhile each service's health is watched: every one must say
+    NOT_SERVING while its database is gone (ctx.notes["not_serving_while_database_gone"])."""
+    ctx.broker.kill()
+    time.sleep(3)
+    if ctx.postgres is None:
+        files = [Path(ctx.mesh.database_url(s).removeprefix("sqlite:///")) for s in SERVICES]
+        with sqlite_taken_away(files, seconds):
+            time.sleep(seconds)
+        return
+    ctx.postgres.crash()
+    seen: set[str] = set()
+    deadline = time.monotonic() + seconds
+    channels = {service: grpc.insecure_channel(ctx.mesh.env.target_of(service)) for service in GRPC_SERVICES}
+    try:
+        while time.monotonic() < deadline:
+            for service, name in GRPC_SERVICES.items():
+                with contextlib.suppress(grpc.RpcError):
+                    answer = health_pb2_grpc.HealthStub(channels[service]).Check(
+                        health_pb2.HealthCheckRequest(service=name), timeout=1
+                    )
+                    if answer.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        seen.add(service)
+            time.sleep(0.25)
+    finally:
+        for channel in channels.values():
+            channel.close()
+    ctx.postgres.start()
+    ctx.notes["not_serving_while_database_gone"] = sorted(seen)
 
 
 def poison_everywhere(ctx: Context) -> None:
@@ -218,6 +252,12 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("api-kill", "kill -9 of every api mid-call, one by one", apis_killed),
         Scenario("database-gone", "the database gone for 30 s", database_gone),
         Scenario("poison", "a poison message on every consumed queue", poison_everywhere),
+        Scenario(
+            "node-and-database",
+            "one node of a 3-node RabbitMQ cluster kill -9 and left dead, then the database gone for 12 s",
+            node_and_database_lost,
+            cluster=True,
+        ),
         Scenario(
             "duplicate-reorder",
             "every event and every broker reading delivered twice, copies out of order",

@@ -133,6 +133,19 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(
     assert effects(db, poison) == 0
 
 
+def test_an_event_that_met_the_database_away_is_held_and_handled_once_it_is_back(
+    echo: tuple[EchoProcess, Database], amqp_uri: str
+) -> None:
+    process, db = echo
+    subject = f"sub_dbaway{uuid.uuid4().hex}"
+    publish(amqp_uri, subject, str(uuid.uuid4()))
+    # Four failures, one more than the queue's delivery limit: a requeue each time would have
+    # dead-lettered it; held and tried again in place, it is applied once.
+    wait_for(lambda: effects(db, subject) == 1, timeout=20)
+    assert process.logs().count("database away: the message is held") == 4
+    assert dead_letters(amqp_uri, QUEUE, lambda letter: subject.encode() in letter[2], count=0) == []
+
+
 def test_a_refused_event_is_dead_lettered_at_once_saying_why(echo: tuple[EchoProcess, Database], amqp_uri: str) -> None:
     process, db = echo
     refused, event_id = f"sub_refused{uuid.uuid4().hex}", str(uuid.uuid4())

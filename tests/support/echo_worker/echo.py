@@ -8,8 +8,11 @@ worker identity`; it uses identity's database schema for its inbox and outbox)."
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+import sqlalchemy as sa
 
 from govmesh.config import Settings
 from govmesh.db import Database
@@ -19,6 +22,8 @@ from govmesh.worker import DUPLICATE, Application, CurrentEvent, EventMeta, Reje
 from services.identity import store
 
 log = logging.getLogger("echotest")
+#: How many times each "sub_dbaway..." subject met the database away.
+DATABASE_AWAY: Counter[str] = Counter()
 CONSUMER = "echotest.on_subject_registered"
 
 
@@ -43,6 +48,12 @@ class EchoWorker:
         registered = parse_event(body, events_pb2.SubjectRegistered)
         if registered.subject_id.startswith("sub_poison"):
             raise ValueError("this event always fails")
+        if registered.subject_id.startswith("sub_dbaway"):
+            # The database away for the first four tries (a server restarting): more than the
+            # queue's delivery limit of 3 allows.
+            DATABASE_AWAY[registered.subject_id] += 1
+            if DATABASE_AWAY[registered.subject_id] <= 4:
+                raise sa.exc.OperationalError("SELECT 1", {}, ConnectionError("the database server restarts"))
         if registered.subject_id.startswith("sub_refused"):
             raise Rejected("INVALID_ARGUMENT", "subject_id", "is refused by this handler")
         log.info("applying %s", registered.subject_id)
