@@ -148,25 +148,47 @@ class Database:
         return config
 
     def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to the newest revision, or to ``revision`` (idempotent)."""
+        """Bring the schema to the newest revision, or to ``revision`` (idempotent), and record
+        the oldest code that may still run on it (docs/decisions/runtime-upgrades-side-by-side.md)."""
         if not self.is_sqlite:
             with self.engine.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
         with self.engine.begin() as connection:
-            command.upgrade(self._alembic_config(connection), revision)
+            config = self._alembic_config(connection)
+            command.upgrade(config, revision)
+            current = MigrationContext.configure(connection).get_current_revision()
+            if current is not None:
+                oldest = oldest_code_for(ScriptDirectory.from_config(config), current)
+                compatibility.create(connection, checkfirst=True)
+                connection.execute(compatibility.delete())
+                connection.execute(compatibility.insert().values(oldest_code_head=oldest))
 
     def readiness(self) -> str | None:
-        """None when the database answers and is migrated to head; else why not."""
+        """None when the database answers and is migrated to this code's head, or to a newer
+        revision whose migrations declared that code at this head may still run on it (an
+        upgrade's old and new processes side by side); else why not."""
         try:
             with self.engine.connect() as connection:
                 current = MigrationContext.configure(connection).get_current_revision()
-                head = ScriptDirectory.from_config(self._alembic_config(connection)).get_current_head()
+                script = ScriptDirectory.from_config(self._alembic_config(connection))
+                head = script.get_current_head()
+                oldest = None
+                if current != head and sa.inspect(connection).has_table(compatibility.name):
+                    oldest = connection.execute(sa.select(compatibility.c.oldest_code_head)).scalar()
         except sa.exc.SQLAlchemyError as exc:
             cause = getattr(exc, "orig", None) or exc
             return f"database unreachable: {type(cause).__name__}"
-        if current != head:
-            return f"database at migration {current or 'none'}, code needs {head}"
-        return None
+        if current == head:
+            return None
+        if current is None or current in {r.revision for r in script.walk_revisions()}:
+            return f"database at migration {current or 'none'}, code needs {head} (run govmesh migrate)"
+        assert head is not None
+        if oldest in {r.revision for r in script.iterate_revisions(head, "base")}:
+            return None
+        return (
+            f"database at migration {current}, newer than this code ({head}), and a migration since breaks this "
+            "code: stop this version's processes"
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -191,6 +213,24 @@ def insert_new(session: Session, table: sa.Table) -> Insert:
     dialect = session.get_bind().dialect.name
     insert = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
     return insert.on_conflict_do_nothing()
+
+
+#: Beside alembic_version: the oldest code (by its head revision) that may run on the schema.
+compatibility = sa.Table(
+    "schema_compatibility", sa.MetaData(), sa.Column("oldest_code_head", sa.String(64), nullable=False)
+)
+
+
+def oldest_code_for(script: ScriptDirectory, current: str) -> str:
+    """The oldest head revision whose code may run on a schema at ``current``: walking down from
+    ``current``, the first migration that does not say ``backward_compatible = True`` (code
+    older than it cannot run). A migration that says nothing counts as breaking: the safe side."""
+    oldest = current
+    for revision in script.iterate_revisions(current, "base"):
+        oldest = revision.revision
+        if not getattr(revision.module, "backward_compatible", False):
+            break
+    return oldest
 
 
 def run_alembic_env(target_metadata: sa.MetaData) -> None:

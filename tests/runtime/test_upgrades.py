@@ -1,0 +1,80 @@
+"""An upgrade across a migration with the old and the new version's processes side by side: the
+old code stays ready on a schema migrated ahead of it as long as every migration since says it is
+backward compatible, and says NOT ready (stop this version) after one that is not."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from govmesh.db import Database, service_database
+from services.identity.app import IdentityApp
+from tests.support.people import LUO_FANG, XU_WEI
+
+MIGRATION = '''"""{doc}
+
+Revision ID: {revision}
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+{flag}
+
+
+def upgrade() -> None:
+    {upgrade}
+'''
+
+
+def add_migration(directory: Path, revision: str, down: str, doc: str, upgrade: str, flag: str = "") -> None:
+    text = MIGRATION.format(doc=doc, revision=revision, down=down, upgrade=upgrade, flag=flag)
+    (directory / "versions" / f"{revision}.py").write_text(text)
+
+
+def test_old_code_serves_on_a_newer_schema_until_a_migration_breaks_it(database_url: str, tmp_path: Path) -> None:
+    old = service_database("identity", database_url)
+    old.migrate()
+    assert old.readiness() is None
+    # The next version: the repository's migrations (the old version's) and more.
+    newer = tmp_path / "migrations"
+    shutil.copytree(old.migrations, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    old_head = sorted(p.stem.split("_")[0] for p in (newer / "versions").glob("0*.py"))[-1]
+
+    add_migration(
+        newer,
+        "f001",
+        old_head,
+        "A nullable column: code that does not know it runs on.",
+        'op.add_column("subjects", sa.Column("nickname", sa.String(50), nullable=True))',
+        flag="backward_compatible = True",
+    )
+    new = Database(database_url, schema="identity", migrations=newer)
+    waiting = new.readiness()
+    assert waiting is not None and "code needs f001 (run govmesh migrate)" in waiting  # new pods wait
+    new.migrate()
+    assert new.readiness() is None
+    assert old.readiness() is None  # side by side
+    # The old version does its work on the newer schema.
+    assert IdentityApp(old, b"k" * 32).register(XU_WEI, "徐伟")[1]  # created
+
+    add_migration(
+        newer,
+        "f002",
+        "f001",
+        "A migration that says nothing about compatibility: counted as breaking older code.",
+        'op.create_table("later", sa.Column("id", sa.Integer(), primary_key=True))',
+    )
+    new = Database(database_url, schema="identity", migrations=newer)
+    new.migrate()
+    assert new.readiness() is None
+    refused = old.readiness()
+    assert refused is not None and "newer than this code" in refused and "stop this version" in refused
+    assert IdentityApp(new, b"k" * 32).register(LUO_FANG, "罗芳")[1]
+    old.dispose()
+    new.dispose()
