@@ -183,6 +183,56 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """`govmesh dlq ACTION --service S`: a service's dead letters (docs/runbook.md, "Dead letters")."""
+    import json
+    import os
+
+    from govmesh import dead_letters, logs
+
+    logs.configure_logging("govmesh", "dlq", "INFO")
+    settings = _settings(args.service)
+    api = os.environ.get("GOVMESH_RABBITMQ_API")
+    try:
+        found = dead_letters.queues(settings.amqp_uri, args.service, api)
+        if args.action == "list":
+            for queue, messages in found.items():
+                print(f"{messages:>8}  {queue}")
+            return 0
+        chosen = [args.queue] if args.queue else [queue for queue, messages in found.items() if messages]
+        unknown = set(chosen) - set(found)
+        if unknown:
+            known = ", ".join(found) or "none"
+            raise dead_letters.DeadLetterError(
+                f"queue {sorted(unknown)[0]!r} is not a dead-letter queue of {args.service}; its queues: {known}"
+            )
+        if args.action in ("replay", "drop") and not (args.ids or args.all):
+            raise dead_letters.DeadLetterError(f"name the messages to {args.action} (--id ID ...) or say --all")
+        ids = set(args.ids) if getattr(args, "ids", None) else None
+        for queue in chosen:
+            if args.action == "show":
+                letters = dead_letters.show(settings.amqp_uri, queue, args.limit)
+            elif args.action == "replay":
+                letters = dead_letters.replay(settings.amqp_uri, queue, ids)
+            else:
+                letters = dead_letters.drop(settings.amqp_uri, queue, args.reason or "", ids)
+            for letter in letters:
+                if args.json:
+                    print(json.dumps(letter.as_json(), ensure_ascii=False))
+                else:
+                    print(
+                        f"{queue}  {letter.message_id}  {letter.event_type or '-'}  {letter.code}"
+                        f"{'  ' + letter.field if letter.field else ''}  x{letter.times}  {letter.reason}"
+                    )
+            if args.action != "show":
+                done = "replayed" if args.action == "replay" else "dropped"
+                print(f"{queue}: {len(letters)} {done}", file=sys.stderr)
+    except dead_letters.DeadLetterError as exc:
+        print(f"govmesh dlq {args.action}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _service_environment(service: str) -> str:
     """The variables a service reads beyond the shared ones (its package's ENVIRONMENT)."""
     return str(getattr(importlib.import_module(f"services.{service}"), "ENVIRONMENT", ""))
@@ -309,6 +359,28 @@ def parser() -> argparse.ArgumentParser:
         default=120.0,
         help="when the new key starts signing: time enough for every process to read it first (default 120)",
     )
+
+    dlq = command(
+        "dlq",
+        "A service's dead letters: list its dead-letter queues, show why each message was refused, replay "
+        "them where they came from once the cause is mended, or drop them with a reason that is logged.",
+    )
+    dlq_actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_list = command("list", "Each dead-letter queue of the service and how many messages it holds.", dlq_actions)
+    dlq_show = command("show", "The messages, left where they are: why refused, from where, how often.", dlq_actions)
+    dlq_replay = command("replay", "Publish messages again where they came from, then take them off.", dlq_actions)
+    dlq_drop = command("drop", "Delete messages; each is logged with the --reason given.", dlq_actions)
+    for sub in (dlq_list, dlq_show, dlq_replay, dlq_drop):
+        sub.add_argument("--service", required=True, choices=config.SERVICES)
+        sub.set_defaults(func=cmd_dlq)
+    for sub in (dlq_show, dlq_replay, dlq_drop):
+        sub.add_argument("--queue", help="one dead-letter queue (default: every one of the service's that holds any)")
+        sub.add_argument("--json", action="store_true", help="one JSON object a message")
+    dlq_show.add_argument("--limit", type=int, default=100, help="messages shown a queue (default 100)")
+    for sub in (dlq_replay, dlq_drop):
+        sub.add_argument("--id", dest="ids", action="append", help="a message's id, as show prints it (repeatable)")
+        sub.add_argument("--all", action="store_true", help="every message of the queue(s)")
+    dlq_drop.add_argument("--reason", required=True, help="why the messages are dropped: logged with each")
 
     _add_service_tools(command, epilog)
     return top

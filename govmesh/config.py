@@ -42,6 +42,8 @@ environment (defaults in brackets):
                               max_workers; its database pool follows) [10]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
+  GOVMESH_RABBITMQ_API        RabbitMQ's management API, for `govmesh dlq` to list queues
+                              [http://<AMQP_URI's first host>:15672/api]
   OTEL_TRACES_EXPORTER        none | console | otlp [none]
   OTEL_EXPORTER_OTLP_ENDPOINT where otlp sends spans [http://localhost:4317]
   LOG_LEVEL                   DEBUG | INFO | WARNING | ERROR [INFO]

@@ -18,6 +18,7 @@ import grpc
 import pika
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from govmesh import dead_letters
 from tests.support.mesh import amqp_connection
 
 from .audit import COPY_HEADER, POISON_HEADER, Count, EventTap, count, settle
@@ -153,37 +154,12 @@ def poison_everywhere(ctx: Context) -> None:
 
 
 def replay_dead_letters(amqp_uri: str, queues: list[str]) -> int:
-    """Every message of the dead-letter ``queues`` published again where it first went (the
-    x-govmesh-original-* headers of a consumer's refusal, or the broker's x-death record of a
-    delivery limit): what an operator does once the cause is mended."""
+    """Every message of the dead-letter ``queues`` published again where it first went, as an
+    operator does once the cause is mended (`govmesh dlq replay --all`)."""
     replayed = 0
-    connection = amqp_connection(amqp_uri)
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        for queue in queues:
-            with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
-                channel.queue_declare(queue, passive=True)
-            if not channel.is_open:
-                channel = connection.channel()
-                channel.confirm_delivery()
-                continue
-            while True:
-                method, properties, body = channel.basic_get(queue, auto_ack=False)
-                if method is None:
-                    break
-                headers = dict(properties.headers or {})
-                deaths = headers.get("x-death") or [{}]
-                exchange = headers.get("x-govmesh-original-exchange", deaths[0].get("exchange", ""))
-                key = headers.get("x-govmesh-original-routing-key", (deaths[0].get("routing-keys") or [""])[0])
-                for name in [h for h in headers if h.startswith("x-govmesh-") or h == "x-death"]:
-                    del headers[name]
-                properties.headers = headers
-                channel.basic_publish(exchange, key, body, properties)
-                channel.basic_ack(method.delivery_tag)
-                replayed += 1
-    finally:
-        connection.close()
+    for queue in queues:
+        with contextlib.suppress(dead_letters.DeadLetterError):  # a queue never declared: nothing there
+            replayed += len(dead_letters.replay(amqp_uri, queue))
     return replayed
 
 

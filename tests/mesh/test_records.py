@@ -13,6 +13,7 @@ import base64
 import datetime
 import itertools
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from tests.support.mesh import (
     consumers,
     database_for,
     dead_letters,
+    govmesh,
     metrics_text,
     virtual_host,
     wait_for,
@@ -937,3 +939,55 @@ def test_the_readme_verifier_proves_each_entry_and_that_the_log_only_grew(
         witness, 1, lambda message: json.loads(message[2])["treeHead"]["treeSize"] == str(new.tree_size)
     )
     assert heard and json.loads(heard[0][2])["treeHead"]["rootHash"] == base64.b64encode(new.root_hash).decode()
+
+
+def dlq(env: ServiceEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    return govmesh("dlq", *args, "--service", "records", env=env.env)
+
+
+def letters_about(env: ServiceEnv, reference: str) -> list[dict[str, Any]]:
+    shown = dlq(env, "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    letters = [json.loads(line) for line in shown.stdout.splitlines()]
+    return [letter for letter in letters if reference in letter["body"]]
+
+
+def test_govmesh_dlq_lists_shows_replays_and_drops_a_services_dead_letters(mesh: ServiceEnv) -> None:
+    person = new_resident()
+    record = licence(person)
+    record.fields["issuing_authority"].CopyFrom(typed("杭州市公安局\u202e支队"))
+    publish_on_broker(mesh, record)
+    reference = record.source_reference
+    wait_for(lambda: letters_about(mesh, reference), timeout=20)
+
+    listed = dlq(mesh, "list")
+    assert listed.returncode == 0, listed.stderr
+    counts = {line.split()[1]: int(line.split()[0]) for line in listed.stdout.splitlines()}
+    assert counts["records.records.ingest.dead-letter"] >= 1
+
+    [letter] = letters_about(mesh, reference)  # shown, and left where it was
+    assert (letter["code"], letter["field"]) == ("RECORD_REJECTION_CODE_INVALID_FIELD", "fields.issuing_authority")
+    assert (letter["exchange"], letter["routing_key"]) == ("records.ingest", "public_security")
+    assert letter["reason"].startswith("fields.issuing_authority: ")
+    assert person not in json.dumps(letter, ensure_ascii=False)  # the body is shown masked
+    assert [letter] == letters_about(mesh, reference)
+
+    # Replayed where it came from: the consumer takes it again, refuses it again (the record is still
+    # bad, and its token was never kept), and it is back once, not twice.
+    replayed = dlq(mesh, "replay", "--id", letter["message_id"])
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 replayed" in replayed.stderr
+    wait_for(lambda: len(letters_about(mesh, reference)) == 1, timeout=20)
+    [again] = letters_about(mesh, reference)
+    assert (again["code"], again["field"]) == ("UNAUTHENTICATED", "authorization")
+
+    refused = dlq(mesh, "drop", "--all")
+    assert refused.returncode == 2 and "--reason" in refused.stderr  # a drop says why
+    nothing_named = dlq(mesh, "replay")
+    assert nothing_named.returncode == 2 and "--id ID" in nothing_named.stderr
+    dropped = dlq(mesh, "drop", "--id", again["message_id"], "--reason", "department re-sent it (ticket 4711)")
+    assert dropped.returncode == 0, dropped.stderr
+    assert letters_about(mesh, reference) == []
+    [logged] = [json.loads(line) for line in dropped.stderr.splitlines() if line.startswith("{")]
+    assert logged["message"] == "dead letter dropped: department re-sent it (ticket 4711)"
+    assert logged["message_id"] == again["message_id"] and logged["refusal_code"] == "UNAUTHENTICATED"
