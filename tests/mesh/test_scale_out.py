@@ -77,6 +77,12 @@ class ScaledMesh:
         wait_for(lambda: consumers(self.amqp, CASE_QUEUE) == 2, timeout=60)
         for service in ("identity", "records", "approvals"):
             wait_serving(env.target_of(service), f"govmesh.{service}.v1.{service.capitalize()}Service", timeout=60)
+        # A shared port serves as soon as one of its processes listens: wait for each, or every
+        # connection may go to the first one up (seen under load).
+        for service in ("records", "approvals"):
+            for api in self.scaled[service, "api"]:
+                api.wait_for_log("ready: database reachable and migrated", timeout=60)
+                api.wait_for_log("gRPC listening", timeout=60)
 
     def each_counts(self, service: str, kind: str, series: str) -> list[float]:
         """A counter's value in each of the service's processes of ``kind``, from its own /metrics."""
