@@ -47,6 +47,12 @@ class Caller:
     # Proof type -> purposes it may be read for: "case" (any case id), "legal_basis:<name>", or
     # "*" (any purpose). The proof type "*" stands for every proof type.
     proofs: tuple[tuple[str, frozenset[str]], ...] = ()
+    # Hospital codes this caller acts for in medical credit ("*": any): the visits it opens,
+    # charges and closes, the bills it reads.
+    hospitals: frozenset[str] = frozenset()
+
+    def acts_for_hospital(self, hospital_id: str) -> bool:
+        return "*" in self.hospitals or hospital_id in self.hospitals
 
     def may_publish(self, department_code: str) -> bool:
         return "*" in self.publishes or department_code in self.publishes
@@ -112,6 +118,7 @@ class Policy:
                 frozenset(rights),
                 publishes=frozenset(_strings(entry.get("publishes", []), f"{where}: 'publishes'")),
                 proofs=_proof_rights(entry.get("proofs", {}), where),
+                hospitals=frozenset(_strings(entry.get("hospitals", []), f"{where}: 'hospitals'")),
             )
         return cls(issuer=issuer, token_ttl_seconds=ttl * 60, callers=callers)
 

@@ -33,23 +33,23 @@ class MedicalCreditServicer(medical_credit_pb2_grpc.MedicalCreditServiceServicer
         return self.health.open_visit(request, current_caller(), self.parties)
 
     def AddCharge(self, request: pb.AddChargeRequest, context: grpc.ServicerContext) -> pb.AddChargeResponse:
-        response = self.health.add_charge(request)
+        response = self.health.add_charge(request, current_caller())
         metrics.count_charge(response)
         return response
 
     def CloseVisit(self, request: pb.CloseVisitRequest, context: grpc.ServicerContext) -> pb.CloseVisitResponse:
         started = self.health.clock()
-        response = self.health.close_visit(request)
+        response = self.health.close_visit(request, current_caller())
         # Closing a closed visit returns its bill again: only a bill issued by this call counts.
         if response.bill.issued_at.ToDatetime(started.tzinfo) >= started:
             metrics.count_bill(response.bill)
         return response
 
     def GetBill(self, request: pb.GetBillRequest, context: grpc.ServicerContext) -> pb.GetBillResponse:
-        return self.health.get_bill(request)
+        return self.health.get_bill(request, current_caller())
 
     def ListBills(self, request: pb.ListBillsRequest, context: grpc.ServicerContext) -> pb.ListBillsResponse:
-        return self.health.list_bills(request, self.parties)
+        return self.health.list_bills(request, current_caller(), self.parties)
 
     def PayBill(self, request: pb.PayBillRequest, context: grpc.ServicerContext) -> pb.PayBillResponse:
         response = self.health.pay_bill(request)

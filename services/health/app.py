@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,12 +22,13 @@ from govmesh import clock as govmesh_clock
 from govmesh import idempotency, paging, texts
 from govmesh.auth import Caller
 from govmesh.db import Database
-from govmesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from govmesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.identity.v1 import identity_pb2
 from govmesh.outbox import Outbox
 from govmesh.parties import Parties, Party
 from services.health import contract, queries, store
+from services.health import hospitals as hospital_catalogue
 from services.health.domain import billing, credit, insurance, ledger
 from services.health.domain.model import Account, Charge, Payment, Visit, VisitBill, price_charge
 from services.health.repository import Repository
@@ -74,8 +75,11 @@ class HealthApp:
         billing_policy: billing.BillingPolicy = billing.DEFAULT_POLICY,
         clock: Callable[[], datetime.datetime] = govmesh_clock.now,
         on_events: Callable[[Sequence[Message]], None] = lambda events: None,
+        hospitals: Mapping[str, str] | None = None,
     ) -> None:
         self.db = db
+        #: The deployment's hospitals, code -> name (services/health/hospitals.py).
+        self.hospitals = hospital_catalogue.configured() if hospitals is None else hospitals
         self.credit_policy = credit_policy
         self.insurance_policy = insurance_policy
         self.billing_policy = billing_policy
@@ -178,7 +182,7 @@ class HealthApp:
     # Visits and charges
 
     def open_visit(self, request: pb.OpenVisitRequest, caller: Caller, parties: Parties) -> pb.OpenVisitResponse:
-        hospital_id = texts.checked_text(request.hospital_id, "hospital_id", MAX_ID, required=True)
+        hospital_id = self._acting_for(caller, request.hospital_id)
         kind = contract.visit_kind_of(request.kind)
         account = self._account_for(request.WhichOneof("patient"), request, parties)
         asked = _visit_asked(account.account_id, hospital_id, kind)
@@ -215,7 +219,7 @@ class HealthApp:
             rows.add_visit(visit, ask.key, ask.fingerprint)
             return pb.OpenVisitResponse(visit=contract.visit(visit, []), created=True)
 
-    def add_charge(self, request: pb.AddChargeRequest) -> pb.AddChargeResponse:
+    def add_charge(self, request: pb.AddChargeRequest, caller: Caller) -> pb.AddChargeResponse:
         texts.checked_text(request.visit_id, "visit_id", MAX_ID, required=True)
         item = texts.checked_text(request.item.strip(), "item", MAX_ITEM, required=True)
         category = contract.category_of(request.category)
@@ -225,7 +229,7 @@ class HealthApp:
         # A charge's request id is the visit's (store.charges): the visit is its scope.
         asked = _charge_asked(item, category, amount)
         ask = idempotency.request(request.visit_id, request.request_id, *asked, max_length=MAX_REQUEST_ID)
-        account_id = self._owner_of_visit(request.visit_id)
+        account_id = self._owner_of_visit(request.visit_id, caller)
         now = self.clock()
         with self.db.transaction() as session:
             rows = Repository(session)
@@ -250,8 +254,8 @@ class HealthApp:
                 charge=contract.charge(charge), visit=contract.visit(visit, [*charges, charge]), created=True
             )
 
-    def close_visit(self, request: pb.CloseVisitRequest) -> pb.CloseVisitResponse:
-        account_id = self._owner_of_visit(request.visit_id)
+    def close_visit(self, request: pb.CloseVisitRequest, caller: Caller) -> pb.CloseVisitResponse:
+        account_id = self._owner_of_visit(request.visit_id, caller)
         now = self.clock()
         events: Events = []
         with self.db.transaction() as session:
@@ -314,35 +318,57 @@ class HealthApp:
             )
         return bill, issued.transitions
 
-    def _owner_of_visit(self, visit_id: str) -> str:
-        """The account a visit belongs to (the account whose lock its changes take)."""
+    def _owner_of_visit(self, visit_id: str, caller: Caller) -> str:
+        """The account a visit belongs to (the account whose lock its changes take), once the
+        caller is known to act for the visit's hospital."""
         texts.checked_text(visit_id, "visit_id", MAX_ID, required=True)
         with self.db.read() as session:
-            account_id = Repository(session).account_of_visit(visit_id)
-        if account_id is None:
+            owner = Repository(session).owner_of_visit(visit_id)
+        if owner is None:
             raise NotFound(f"visit_id: no visit {visit_id!r}")
+        account_id, hospital_id = owner
+        self._refuse_unless_acting(caller, hospital_id)
         return account_id
+
+    def _acting_for(self, caller: Caller, hospital_id: str, field: str = "hospital_id") -> str:
+        """``hospital_id``, once it is known to be a hospital of the deployment the caller acts for."""
+        texts.checked_text(hospital_id, field, MAX_ID, required=True)
+        if hospital_id not in self.hospitals:
+            raise InvalidArgument(field, "UNKNOWN_HOSPITAL", f"{hospital_id!r} is not a hospital of this deployment")
+        self._refuse_unless_acting(caller, hospital_id)
+        return hospital_id
+
+    @staticmethod
+    def _refuse_unless_acting(caller: Caller, hospital_id: str) -> None:
+        if not caller.acts_for_hospital(hospital_id):
+            raise PermissionDenied(f"caller {caller.caller_id!r} does not act for hospital {hospital_id}")
 
     # --------------------------------------------------------------------------------------------
     # Bills and payments
 
-    def get_bill(self, request: pb.GetBillRequest) -> pb.GetBillResponse:
+    def get_bill(self, request: pb.GetBillRequest, caller: Caller) -> pb.GetBillResponse:
         texts.checked_text(request.bill_id, "bill_id", MAX_ID, required=True)
         with self.db.read() as session:
             rows = Repository(session)
-            return pb.GetBillResponse(bill=queries.bill(rows, rows.bill(request.bill_id)))
+            bill = rows.bill(request.bill_id)
+            self._refuse_unless_acting(caller, bill.hospital_id)
+            return pb.GetBillResponse(bill=queries.bill(rows, bill))
 
-    def list_bills(self, request: pb.ListBillsRequest, parties: Parties) -> pb.ListBillsResponse:
+    def list_bills(self, request: pb.ListBillsRequest, caller: Caller, parties: Parties) -> pb.ListBillsResponse:
         size = paging.page_size(request.page_size)
+        if not request.hospital_id and not caller.acts_for_hospital("*"):
+            # A hospital's system reads its own bills only: it says which of its hospitals.
+            acting = ", ".join(sorted(caller.hospitals)) or "none"
+            raise InvalidArgument(
+                "hospital_id", "REQUIRED", f"required for a caller acting for some hospitals only ({acting})"
+            )
         which = request.WhichOneof("patient")
         account = None if which is None else self._account_for(which, request, parties)
         listing = queries.BillListing(
             page_size=size,
             page_token=request.page_token,
             account_id=None if account is None else account.account_id,
-            hospital_id=texts.checked_text(request.hospital_id, "hospital_id", MAX_ID, required=True)
-            if request.hospital_id
-            else None,
+            hospital_id=self._acting_for(caller, request.hospital_id) if request.hospital_id else None,
             states=contract.bill_states_of(request.states),
         )
         with self.db.read() as session:

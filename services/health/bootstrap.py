@@ -11,7 +11,7 @@ from govmesh.config import ProcessKind, Settings
 from govmesh.config import load as load_settings
 from govmesh.db import Database
 from govmesh.parties import Parties
-from services.health import clients, metrics
+from services.health import clients, hospitals, metrics
 from services.health.app import EnrolmentProofs, HealthApp
 
 
@@ -34,7 +34,9 @@ def build(settings: Settings, db: Database, process: ProcessKind) -> Parts:
     policy = Policy.load(settings.policy_path)
     credentials = ServiceCredentials(TokenIssuer.from_key_dir(policy, settings.key_dir), "health")
     metrics.prime()
-    parts = Parts(HealthApp(db, on_events=metrics.count))
+    known = hospitals.configured()
+    hospitals.check_policy(policy, known)
+    parts = Parts(HealthApp(db, hospitals=known, on_events=metrics.count))
     if process == "api":
         parts.parties = clients.IdentityOverGrpc(load_settings("identity").grpc_target, credentials)
         parts.proofs = clients.RecordsOverGrpc(load_settings("records").grpc_target, credentials)

@@ -89,10 +89,7 @@ class Repository:
             sa.select(table).where(table.c.account_id == account_id).order_by(table.c.defaulted_at, table.c.bill_id)
         )
         return [
-            credit.DefaultRecord(
-                r.bill_id, r.amount_fen, as_utc(r.defaulted_at), as_utc(r.repaid_at)
-            )
-            for r in rows
+            credit.DefaultRecord(r.bill_id, r.amount_fen, as_utc(r.defaulted_at), as_utc(r.repaid_at)) for r in rows
         ]
 
     def add_default(self, account_id: str, bill_id: str, amount_fen: int, at: datetime.datetime) -> None:
@@ -120,11 +117,13 @@ class Repository:
             raise NotFound(f"visit_id: no visit {visit_id!r}")
         return visit(row)
 
-    def account_of_visit(self, visit_id: str) -> str | None:
-        account_id: str | None = self.session.execute(
-            sa.select(store.visits.c.account_id).where(store.visits.c.visit_id == visit_id)
-        ).scalar_one_or_none()
-        return account_id
+    def owner_of_visit(self, visit_id: str) -> tuple[str, str] | None:
+        """The visit's account and hospital."""
+        table = store.visits
+        row = self.session.execute(
+            sa.select(table.c.account_id, table.c.hospital_id).where(table.c.visit_id == visit_id)
+        ).first()
+        return None if row is None else (row.account_id, row.hospital_id)
 
     def visit_for(self, request_key: str) -> Visit | None:
         """The visit an OpenVisit request key opened."""

@@ -71,6 +71,21 @@ def test_treat_first_pay_later_through_default_and_restoration(mesh: tuple[Servi
         assert isinstance(again, pb.EnrollResponse) and not again.created
         assert again.account.account_id == account.account_id
 
+        # A hospital's system (policy/dev.yaml) opens visits at its own hospital only, and only at a
+        # hospital of the deployment (services/health/hospitals.yaml).
+        his = Health(env, "hospital-h330106004")
+        elsewhere = pb.OpenVisitRequest(identifier=LUO_FANG, hospital_id=HOSPITAL, kind=1, request_id="his-1")
+        refused = his.refused("OpenVisit", elsewhere)
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "does not act for hospital H330100001" in (refused.details() or "")
+        unknown = pb.OpenVisitRequest(identifier=LUO_FANG, hospital_id="H000000000", kind=1, request_id="his-2")
+        refused = his.refused("OpenVisit", unknown)
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(refused.trailing_metadata() or ())["govmesh-field"] == "hospital_id"
+        refused = his.refused("ListBills", pb.ListBillsRequest())
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT  # a hospital names its own
+        assert his.refused("PayBill", pb.PayBillRequest()).code() == grpc.StatusCode.PERMISSION_DENIED
+
         tracker = accesses(env, account.subject_id)
         reads = {
             (a.proof_type, a.proof_id)

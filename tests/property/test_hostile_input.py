@@ -46,7 +46,18 @@ SEEDS: dict[str, dict[str, Any]] = {
     "ResolveSubject": {"identifier": RESIDENT},
     "ListDepartments": {},
     "ListProofTypes": {},
-    "PublishRecords": {"records": [{}]},
+    "PublishRecords": {
+        "records": [
+            {
+                "department_code": "public_security",
+                "record_type": "driving_licence",
+                "subject_identifier": RESIDENT,
+                "subject_display_name": "Zhang San",
+                "source_reference": "DL-property-1",
+                "effective_from": "2015-03-01",
+            }
+        ]
+    },
     "GetProof": {"identifier": RESIDENT, "proof_type": "household_registration"},
     "VerifyProof": {"proof": {}},
     "ListSigningKeys": {},
@@ -55,7 +66,7 @@ SEEDS: dict[str, dict[str, Any]] = {
     "GetTreeHead": {"tree_size": 0},
     "GetConsistencyProof": {"first_size": 0, "second_size": 0},
     "ListCaseTypes": {},
-    "SubmitCase": {"case_type": "business_license", "applicant_identifier": RESIDENT, "request_id": "r-1"},
+    "SubmitCase": {"case_type": "ride_hailing_driver_permit", "applicant_identifier": RESIDENT, "request_id": "r-1"},
     "GetCase": {"case_id": "00000000-0000-0000-0000-000000000000"},
     "ListCases": {"applicant_identifier": RESIDENT, "page_size": 10},
     "WatchCase": {"case_id": "00000000-0000-0000-0000-000000000000"},
@@ -64,7 +75,7 @@ SEEDS: dict[str, dict[str, Any]] = {
     "CancelCase": {"case_id": "00000000-0000-0000-0000-000000000000", "reason": "test"},
     "Enroll": {"identifier": RESIDENT},
     "GetAccount": {"identifier": RESIDENT},
-    "OpenVisit": {"identifier": RESIDENT, "hospital_id": "h-1", "kind": 1, "request_id": "v-1"},
+    "OpenVisit": {"identifier": RESIDENT, "hospital_id": "H330100001", "kind": 1, "request_id": "v-1"},
     "AddCharge": {"visit_id": "00000000-0000-0000-0000-000000000000", "item": "x", "amount_fen": 100},
     "CloseVisit": {"visit_id": "00000000-0000-0000-0000-000000000000"},
     "GetBill": {"bill_id": "00000000-0000-0000-0000-000000000000"},

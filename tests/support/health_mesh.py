@@ -119,9 +119,9 @@ class Events:
 
 
 class Health:
-    def __init__(self, env: ServiceEnv) -> None:
+    def __init__(self, env: ServiceEnv, caller: str = "demo-portal") -> None:
         self.stub = medical_credit_pb2_grpc.MedicalCreditServiceStub(grpc.insecure_channel(env.target_of("health")))
-        self.metadata = [("authorization", f"Bearer {env.token('demo-portal')}")]
+        self.metadata = [("authorization", f"Bearer {env.token(caller)}")]
 
     def call(self, method: str, request: object) -> object:
         rpc: Callable[..., object] = getattr(self.stub, method)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from govmesh.auth import Caller
 from govmesh.db import Database, service_database
-from govmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from govmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ServiceError
 from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
@@ -33,8 +33,8 @@ from tests.support.people import ENTERPRISE, LUO_FANG, XU_WEI, ZHUJI_RESIDENT, r
 from tests.support.standins import Clock, subject_of
 
 START = datetime.datetime(2019, 3, 10, 8, 0, tzinfo=datetime.UTC)  # 16:00 in Hangzhou
-HOSPITAL = "H330100001"  # Zhejiang Provincial People's Hospital, say
-CALLER = Caller("demo-portal", "portal", frozenset({"*"}))
+HOSPITAL = "H330100001"  # one of services/health/hospitals.yaml
+CALLER = Caller("demo-portal", "portal", frozenset({"*"}), hospitals=frozenset({"*"}))
 HOUR = datetime.timedelta(hours=1)
 TICK = datetime.timedelta(microseconds=1)
 YUAN = 100
@@ -144,11 +144,12 @@ class Health:
                 category=category,
                 amount_fen=amount_fen,
                 request_id=request_id or str(uuid.uuid4()),
-            )
+            ),
+            CALLER,
         )
 
     def close(self, visit_id: str) -> pb.Bill:
-        return self.app.close_visit(pb.CloseVisitRequest(visit_id=visit_id)).bill
+        return self.app.close_visit(pb.CloseVisitRequest(visit_id=visit_id), CALLER).bill
 
     def pay(self, bill_id: str, amount_fen: int, request_id: str = "") -> pb.PayBillResponse:
         return self.app.pay_bill(
@@ -156,7 +157,7 @@ class Health:
         )
 
     def bill(self, bill_id: str) -> pb.Bill:
-        return self.app.get_bill(pb.GetBillRequest(bill_id=bill_id)).bill
+        return self.app.get_bill(pb.GetBillRequest(bill_id=bill_id), CALLER).bill
 
     def billed(self, identifier: str, self_pay_fen: int) -> tuple[pb.CreditAccount, pb.Bill]:
         """An enrolled patient's outpatient visit of one OTHER (uninsured) charge, closed now."""
@@ -346,7 +347,7 @@ def test_closing_a_visit_issues_the_bill_with_the_insurance_split_and_posts_the_
     health.charge(visit.visit_id, 15_000 * YUAN, pb.CHARGE_CATEGORY_MEDICINE, "西药")
     health.charge(visit.visit_id, 1_234_56, pb.CHARGE_CATEGORY_BED, "床位费")
     health.charge(visit.visit_id, 999, pb.CHARGE_CATEGORY_OTHER, "陪护餐费")
-    closed = health.app.close_visit(pb.CloseVisitRequest(visit_id=visit.visit_id))
+    closed = health.app.close_visit(pb.CloseVisitRequest(visit_id=visit.visit_id), CALLER)
     bill = closed.bill
     assert closed.visit.state == pb.VISIT_STATE_CLOSED and closed.visit.bill_id == bill.bill_id
     assert bill.total_fen == 35_000 * YUAN + 1_234_56 + 999 == bill.insurance_fen + bill.self_pay_fen
@@ -370,7 +371,7 @@ def test_closing_a_visit_issues_the_bill_with_the_insurance_split_and_posts_the_
     raises(FailedPrecondition, lambda: health.charge(visit.visit_id, 100), match="closed")
     verification = health.app.verify_ledger()
     assert verification.postings_checked == 1
-    listed = health.app.list_bills(pb.ListBillsRequest(identifier=LUO_FANG), health.identity)
+    listed = health.app.list_bills(pb.ListBillsRequest(identifier=LUO_FANG), CALLER, health.identity)
     assert [b.bill_id for b in listed.bills] == [bill.bill_id]
     stats = health.app.get_stats()
     assert (stats.bills, stats.total_credit_fen, stats.total_insurance_fen) == (
@@ -400,17 +401,17 @@ def test_bills_are_listed_newest_first_page_by_page_and_filtered(health: Health)
         issued.append(health.close(visit.visit_id).bill_id)
     seen, token = [], ""
     while True:
-        page = health.app.list_bills(pb.ListBillsRequest(page_size=2, page_token=token), health.identity)
+        page = health.app.list_bills(pb.ListBillsRequest(page_size=2, page_token=token), CALLER, health.identity)
         seen += [b.bill_id for b in page.bills]
         token = page.next_page_token
         if not token:
             break
     assert seen == issued[::-1]
-    mine = health.app.list_bills(pb.ListBillsRequest(subject_id=subject_of(LUO_FANG)), health.identity)
+    mine = health.app.list_bills(pb.ListBillsRequest(subject_id=subject_of(LUO_FANG)), CALLER, health.identity)
     assert [b.bill_id for b in mine.bills] == [issued[4], issued[2], issued[0]]
-    none = health.app.list_bills(pb.ListBillsRequest(states=[pb.BILL_STATE_SETTLED]), health.identity)
+    none = health.app.list_bills(pb.ListBillsRequest(states=[pb.BILL_STATE_SETTLED]), CALLER, health.identity)
     assert list(none.bills) == []
-    raises(InvalidArgument, lambda: health.app.list_bills(pb.ListBillsRequest(page_token="x"), health.identity))
+    raises(InvalidArgument, lambda: health.app.list_bills(pb.ListBillsRequest(page_token="x"), CALLER, health.identity))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -540,7 +541,7 @@ def test_a_page_of_bills_and_their_payments_is_two_queries_whatever_its_size(hea
     try:
         for size in (1, 3, 6):
             selects.clear()
-            page = health.app.list_bills(pb.ListBillsRequest(page_size=size), health.identity)
+            page = health.app.list_bills(pb.ListBillsRequest(page_size=size), CALLER, health.identity)
             assert len(page.bills) == size and all(len(b.payments) == 2 for b in page.bills)
             assert len(selects) == 2, selects
     finally:
@@ -572,7 +573,7 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(health: Health) -> Non
         (
             InvalidArgument,
             lambda: health.app.add_charge(
-                pb.AddChargeRequest(visit_id=visit.visit_id, item="x", category=1, amount_fen=1)
+                pb.AddChargeRequest(visit_id=visit.visit_id, item="x", category=1, amount_fen=1), CALLER
             ),
             "request_id",
         ),
@@ -587,6 +588,15 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(health: Health) -> Non
                 pb.OpenVisitRequest(identifier=LUO_FANG, kind=1, request_id="r"), CALLER, health.identity
             ),
             "hospital_id",
+        ),
+        (
+            InvalidArgument,
+            lambda: health.app.open_visit(
+                pb.OpenVisitRequest(identifier=LUO_FANG, hospital_id="H999999999", kind=1, request_id="r"),
+                CALLER,
+                health.identity,
+            ),
+            "hospital_id: 'H999999999' is not a hospital of this deployment",
         ),
         (NotFound, lambda: health.open_visit(XU_WEI), "not enrolled"),
         (InvalidArgument, lambda: health.pay(bill.bill_id, 0), "amount_fen"),
@@ -767,3 +777,32 @@ def test_one_request_id_on_two_patients_bills_at_once_is_one_payment_and_a_clear
         assert outcomes == ["paid", "refused"]
     paid = [health.bill(first.bill_id).paid_fen, health.bill(second.bill_id).paid_fen]
     assert sorted(paid) == [0, 10 * YUAN]
+
+
+def test_a_hospitals_system_acts_for_its_own_hospital_only(health: Health) -> None:
+    ours = Caller("hospital-a", "HIS", frozenset({"*"}), hospitals=frozenset({HOSPITAL}))
+    theirs = Caller("hospital-b", "HIS", frozenset({"*"}), hospitals=frozenset({"H330106004"}))
+    health.enroll(LUO_FANG)
+    request = pb.OpenVisitRequest(identifier=LUO_FANG, hospital_id=HOSPITAL, kind=1, request_id="visit-a")
+    visit = health.app.open_visit(request, ours, health.identity).visit
+    with pytest.raises(PermissionDenied, match="caller 'hospital-b' does not act for hospital H330100001"):
+        health.app.open_visit(request, theirs, health.identity)
+    charge = pb.AddChargeRequest(visit_id=visit.visit_id, item="x", category=1, amount_fen=100, request_id="c1")
+    with pytest.raises(PermissionDenied):
+        health.app.add_charge(charge, theirs)
+    with pytest.raises(PermissionDenied):
+        health.app.close_visit(pb.CloseVisitRequest(visit_id=visit.visit_id), theirs)
+    assert health.app.add_charge(charge, ours).created
+    bill = health.app.close_visit(pb.CloseVisitRequest(visit_id=visit.visit_id), ours).bill
+    assert health.app.get_bill(pb.GetBillRequest(bill_id=bill.bill_id), ours).bill == bill
+    with pytest.raises(PermissionDenied):
+        health.app.get_bill(pb.GetBillRequest(bill_id=bill.bill_id), theirs)
+    # A hospital lists its own bills, and says which hospital: never everyone's.
+    with pytest.raises(InvalidArgument, match=r"hospital_id: required for a caller acting for some hospitals only"):
+        health.app.list_bills(pb.ListBillsRequest(), theirs, health.identity)
+    with pytest.raises(PermissionDenied):
+        health.app.list_bills(pb.ListBillsRequest(hospital_id=HOSPITAL), theirs, health.identity)
+    listed = health.app.list_bills(pb.ListBillsRequest(hospital_id=HOSPITAL), ours, health.identity).bills
+    assert [b.bill_id for b in listed] == [bill.bill_id]
+    # Nothing the refusals asked for changed anything: one visit, one charge, one bill.
+    assert len(health.app.list_bills(pb.ListBillsRequest(identifier=LUO_FANG), CALLER, health.identity).bills) == 1

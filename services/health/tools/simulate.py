@@ -47,12 +47,12 @@ from govmesh.health.v1 import medical_credit_pb2 as pb
 from govmesh.health.v1 import medical_credit_pb2_grpc
 from govmesh.privacy import mask_identifiers
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
+from services.health import hospitals
 
 DAY_SECONDS = 86_400
 YUAN = 100
 CALLER = "demo-portal"
 CLOCK_VARIABLE = "GOVMESH_CLOCK_OFFSET_FILE"
-HOSPITALS = ("H330100001", "H330100002", "H330100003", "H330106004", "H330183005", "H330681006")
 #: Hangzhou's districts and counties, and a few other cities of the province (GB/T 2260).
 REGIONS = ("330102", "330105", "330106", "330108", "330109", "330110", "330183", "330185", "330203", "330681")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜"
@@ -249,6 +249,8 @@ class Simulation:
         self.seed = seed
         self.observed = Observed()
         self.day = 0
+        #: Where patients go: the deployment's hospitals.
+        self.hospitals = sorted(hospitals.configured())
 
     def call(self, method: str, request: object) -> object:
         rpc: Callable[..., object] = getattr(self.health, method)
@@ -284,7 +286,10 @@ class Simulation:
 
     def open_visit(self, patient: Patient, kind: pb.VisitKind.ValueType, rng: random.Random) -> str | None:
         request = pb.OpenVisitRequest(
-            identifier=patient.identifier, hospital_id=rng.choice(HOSPITALS), kind=kind, request_id=str(uuid.uuid4())
+            identifier=patient.identifier,
+            hospital_id=rng.choice(self.hospitals),
+            kind=kind,
+            request_id=str(uuid.uuid4()),
         )
         try:
             response = self.call("OpenVisit", request)

@@ -94,6 +94,7 @@ def test_issuing_for_an_unknown_caller_names_the_known_ones(issuer: auth.TokenIs
         ("issuer: x\ncallers:\n  a-b: {rights: [everything]}\n", "right 'everything'"),
         ("issuer: x\ncallers:\n  a-b: {rights: '*'}\n", "'rights' must be a list"),
         ("issuer: x\ntoken_ttl_minutes: 0\ncallers: {}\n", "token_ttl_minutes"),
+        ("issuer: x\ncallers:\n  a-b: {rights: [], hospitals: H330100001}\n", "'hospitals'"),
     ],
 )
 def test_bad_policy_files_name_the_file_and_the_entry(tmp_path: Path, text: str, message: str) -> None:
