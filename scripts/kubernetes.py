@@ -273,8 +273,14 @@ def connection_env(nodes: int = 3) -> list[Doc]:
     operators make: the RabbitmqCluster's default user, the CNPG Cluster's application user
     (its `uri` is postgresql://...; govmesh.db reads it with psycopg 3)."""
     return [
-        {"name": "RABBITMQ_USERNAME", "valueFrom": {"secretKeyRef": {"name": f"{RABBITMQ}-default-user", "key": "username"}}},
-        {"name": "RABBITMQ_PASSWORD", "valueFrom": {"secretKeyRef": {"name": f"{RABBITMQ}-default-user", "key": "password"}}},
+        {
+            "name": "RABBITMQ_USERNAME",
+            "valueFrom": {"secretKeyRef": {"name": f"{RABBITMQ}-default-user", "key": "username"}},
+        },
+        {
+            "name": "RABBITMQ_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": f"{RABBITMQ}-default-user", "key": "password"}},
+        },
         {"name": "AMQP_URI", "value": amqp_uri(nodes)},
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": f"{POSTGRES}-app", "key": "uri"}}},
     ]
@@ -439,12 +445,26 @@ def service(process: Process) -> Doc:
     ports = [{"name": "metrics", "port": process.metrics_port, "targetPort": "metrics", "protocol": "TCP"}]
     spec: Doc = {"selector": process.selector, "ports": ports}
     if process.kind == "api":
-        ports.insert(0, {"name": "grpc", "port": grpc_port(process.service), "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"})
+        ports.insert(
+            0,
+            {
+                "name": "grpc",
+                "port": grpc_port(process.service),
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+            },
+        )
         name = process.name
     else:
         spec["clusterIP"] = "None"
         name = f"{process.name}-metrics"
-    labels = {**PART_OF, **process.selector, "govmesh.io/job": f"govmesh-{process.kind}", "govmesh_service": process.service}
+    labels = {
+        **PART_OF,
+        **process.selector,
+        "govmesh.io/job": f"govmesh-{process.kind}",
+        "govmesh_service": process.service,
+    }
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
@@ -575,7 +595,11 @@ def network_policies(policy: Doc) -> list[Doc]:
                 "ingress": [
                     {
                         "from": [
-                            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+                                }
+                            }
                         ],
                         "ports": [{"protocol": "TCP", "port": "metrics"}],
                     }
@@ -592,7 +616,11 @@ def network_policies(policy: Doc) -> list[Doc]:
         ]
         if outside:
             peers.append(
-                {"namespaceSelector": {"matchExpressions": [{"key": CALLER_LABEL, "operator": "In", "values": outside}]}}
+                {
+                    "namespaceSelector": {
+                        "matchExpressions": [{"key": CALLER_LABEL, "operator": "In", "values": outside}]
+                    }
+                }
             )
         spec: Doc = {
             "podSelector": {"matchLabels": Process(target, "api").selector},
@@ -655,11 +683,19 @@ class TopologyNotes:
     def channel(self) -> TopologyNotes:
         return self
 
-    def exchange_declare(self, exchange: str, type: str, durable: bool = False, auto_delete: bool = True, **_: Any) -> None:  # noqa: A002
+    def exchange_declare(
+        self, exchange: str, type: str, durable: bool = False, auto_delete: bool = True, **_: Any
+    ) -> None:
         self.exchanges[exchange] = {"type": type, "durable": durable, "autoDelete": auto_delete}
 
     def queue_declare(
-        self, queue: str, durable: bool = False, auto_delete: bool = True, arguments: Doc | None = None, passive: bool = False, **_: Any
+        self,
+        queue: str,
+        durable: bool = False,
+        auto_delete: bool = True,
+        arguments: Doc | None = None,
+        passive: bool = False,
+        **_: Any,
     ) -> Any:
         if passive:
             # crowd's ingest asks whether shard queues beyond its count exist: none here.
@@ -695,7 +731,7 @@ def consumed_queues() -> Iterator[tuple[str, str, str, str]]:
                 origin, event = values[:2]
                 yield service, f"evt-{origin}-{event}--{service}.{method}", messaging.events_exchange(origin), event
             else:
-                exchange, routing_key = (values + ["#"])[:2]
+                exchange, routing_key = [*values, "#"][:2]
                 yield service, f"{service}.{exchange}", exchange, routing_key
 
 
@@ -705,11 +741,11 @@ def declared_topology() -> TopologyNotes:
 
     notes = TopologyNotes()
     for service in config.SERVICES:
-        messaging.declare_service_exchanges(notes, service)  # type: ignore[arg-type]
+        messaging.declare_service_exchanges(notes, service)
     for service, queue, exchange, routing_key in consumed_queues():
         notes.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
-        messaging.declare_consumer_queue(notes, service, queue, [(exchange, routing_key)])  # type: ignore[arg-type]
-    ingest.declare_topology(notes, INGEST_SHARDS)  # type: ignore[arg-type]
+        messaging.declare_consumer_queue(notes, service, queue, [(exchange, routing_key)])
+    ingest.declare_topology(notes, INGEST_SHARDS)
     return notes
 
 
@@ -728,12 +764,23 @@ def topology() -> list[Doc]:
                 "apiVersion": "rabbitmq.com/v1beta1",
                 "kind": "Exchange",
                 "metadata": {"name": k8s_name("exchange", name), "labels": dict(PART_OF)},
-                "spec": {"name": name, "type": e["type"], "durable": e["durable"], "autoDelete": e["autoDelete"], **ref},
+                "spec": {
+                    "name": name,
+                    "type": e["type"],
+                    "durable": e["durable"],
+                    "autoDelete": e["autoDelete"],
+                    **ref,
+                },
             }
         )
     for name, q in sorted(notes.queues.items()):
         arguments = {k: v for k, v in sorted(q["arguments"].items()) if k != "x-queue-type"}
-        spec: Doc = {"name": name, "type": q["arguments"]["x-queue-type"], "durable": q["durable"], "autoDelete": q["autoDelete"]}
+        spec: Doc = {
+            "name": name,
+            "type": q["arguments"]["x-queue-type"],
+            "durable": q["durable"],
+            "autoDelete": q["autoDelete"],
+        }
         if arguments:
             spec["arguments"] = arguments
         docs.append(
@@ -900,27 +947,43 @@ def autoscaler(process: Process, notes: TopologyNotes) -> Doc:
     per process'. The HPA takes the largest count any metric asks for."""
     metrics: list[Doc]
     if process.kind == "api":
-        metrics = [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
-    else:
-        per_process = "5000" if process.kind == "ingest" else "100"
         metrics = [
             {
-                "type": "External",
-                "external": {
-                    "metric": {
-                        "name": "rabbitmq_queue_messages_ready",
-                        "selector": {"matchExpressions": [{"key": "queue", "operator": "In", "values": queues_of(process, notes)}]},
-                    },
-                    "target": {"type": "AverageValue", "averageValue": per_process},
-                },
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
             }
-        ] if queues_of(process, notes) else []
+        ]
+    else:
+        per_process = "5000" if process.kind == "ingest" else "100"
+        metrics = (
+            [
+                {
+                    "type": "External",
+                    "external": {
+                        "metric": {
+                            "name": "rabbitmq_queue_messages_ready",
+                            "selector": {
+                                "matchExpressions": [
+                                    {"key": "queue", "operator": "In", "values": queues_of(process, notes)}
+                                ]
+                            },
+                        },
+                        "target": {"type": "AverageValue", "averageValue": per_process},
+                    },
+                }
+            ]
+            if queues_of(process, notes)
+            else []
+        )
         if process.kind == "worker":
             metrics.append(
                 {
                     "type": "External",
                     "external": {
-                        "metric": {"name": "govmesh_outbox_backlog", "selector": {"matchLabels": {"service": process.service}}},
+                        "metric": {
+                            "name": "govmesh_outbox_backlog",
+                            "selector": {"matchLabels": {"service": process.service}},
+                        },
                         "target": {"type": "AverageValue", "averageValue": "500"},
                     },
                 }

@@ -98,7 +98,11 @@ def test_the_generated_files_are_what_their_sources_make() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_built_in_objects_validate_against_the_kubernetes_schemas(overlay: str, version: str) -> None:
-    built_in = [d for d in rendered(overlay) if "." not in d["apiVersion"].split("/")[0] or d["apiVersion"].split("/")[0].endswith(".k8s.io")]
+    built_in = [
+        d
+        for d in rendered(overlay)
+        if "." not in d["apiVersion"].split("/")[0] or d["apiVersion"].split("/")[0].endswith(".k8s.io")
+    ]
     assert len(built_in) > 40
     for doc in built_in:
         try:
@@ -142,12 +146,23 @@ def crd_schemas() -> dict[tuple[str, str], Doc]:
 def test_custom_resources_validate_against_their_operators_crds(overlay: str) -> None:
     custom = [d for d in rendered(overlay) if (d["apiVersion"], d["kind"]) in crd_schemas()]
     kinds = {d["kind"] for d in custom}
-    assert kinds == {"RabbitmqCluster", "Exchange", "Queue", "Binding", "Policy", "Cluster", "PrometheusRule", "ServiceMonitor"}
+    assert kinds == {
+        "RabbitmqCluster",
+        "Exchange",
+        "Queue",
+        "Binding",
+        "Policy",
+        "Cluster",
+        "PrometheusRule",
+        "ServiceMonitor",
+    }
     for doc in custom:
         errors = sorted(
             jsonschema.Draft7Validator(crd_schemas()[(doc["apiVersion"], doc["kind"])]).iter_errors(doc), key=str
         )
-        assert not errors, f"{overlay}: {doc['kind']} {doc['metadata']['name']}: {errors[0].message} at {list(errors[0].path)}"
+        assert not errors, (
+            f"{overlay}: {doc['kind']} {doc['metadata']['name']}: {errors[0].message} at {list(errors[0].path)}"
+        )
     unknown = [d["kind"] for d in rendered(overlay) if "." in d["apiVersion"].split("/")[0]]
     assert all(k in kinds or k in ("NetworkPolicy", "HorizontalPodAutoscaler") for k in unknown)
 
@@ -202,7 +217,11 @@ def test_each_api_admits_exactly_the_callers_the_policy_names(overlay: str) -> N
     for service in config.SERVICES:
         api = named(overlay, "Service", f"{service}-api")
         [port] = [p["targetPort"] for p in api["spec"]["ports"] if p["name"] == "grpc"]
-        grpc_port = next(p["containerPort"] for p in main_container(named(overlay, "Deployment", f"{service}-api"))["ports"] if p["name"] == port)
+        grpc_port = next(
+            p["containerPort"]
+            for p in main_container(named(overlay, "Deployment", f"{service}-api"))["ports"]
+            if p["name"] == port
+        )
         policy_doc = named(overlay, "NetworkPolicy", f"{service}-api-callers")
         assert policy_doc["spec"]["podSelector"]["matchLabels"] == api["spec"]["selector"]
         assert admitted(policy_doc, grpc_port) == callers[service], service
@@ -225,11 +244,18 @@ def test_every_grpc_call_the_code_makes_is_let_through_both_ways(overlay: str) -
         egress: set[str] = set()
         for doc in of_kind(overlay, "NetworkPolicy"):
             if doc["metadata"]["name"] == f"{caller}-api-calls":
-                egress = {rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in doc["spec"]["egress"]}
+                egress = {
+                    rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    for rule in doc["spec"]["egress"]
+                }
         assert targets <= egress, caller
         for target in targets:
-            assert caller in admitted(named(overlay, "NetworkPolicy", f"{target}-api-callers"), kubernetes.grpc_port(target))
-            assert environment(overlay)[f"{target.upper()}_GRPC_TARGET"] == f"{target}-api:{kubernetes.grpc_port(target)}"
+            assert caller in admitted(
+                named(overlay, "NetworkPolicy", f"{target}-api-callers"), kubernetes.grpc_port(target)
+            )
+            assert (
+                environment(overlay)[f"{target.upper()}_GRPC_TARGET"] == f"{target}-api:{kubernetes.grpc_port(target)}"
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -293,13 +319,15 @@ def test_every_api_has_grpc_probes_on_its_port_and_drains_within_its_grace(overl
     for where, spec in pod_specs(overlay):
         if "Job" not in where:
             assert spec["terminationGracePeriodSeconds"] > drain, where
-            assert "httpGet" in spec["containers"][0]["livenessProbe"] or "grpc" in spec["containers"][0]["livenessProbe"]
+            assert (
+                "httpGet" in spec["containers"][0]["livenessProbe"] or "grpc" in spec["containers"][0]["livenessProbe"]
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_processes_listen_where_their_services_and_monitors_look(overlay: str) -> None:
     env = environment(overlay)
-    assert env["BIND_HOST"] == "0.0.0.0"  # noqa: S104
+    assert env["BIND_HOST"] == "0.0.0.0"
     for doc in of_kind(overlay, "Deployment", "StatefulSet"):
         service, kind = doc["metadata"]["name"].rsplit("-", 1)
         container = main_container(doc)
@@ -312,7 +340,11 @@ def test_processes_listen_where_their_services_and_monitors_look(overlay: str) -
         assert svc["metadata"]["labels"]["govmesh_service"] == service
         assert svc["metadata"]["labels"]["govmesh.io/job"] == f"govmesh-{kind}"
         uris = messaging.broker_uris(next(e["value"] for e in container["env"] if e["name"] == "AMQP_URI"))
-        assert len(uris) == RABBITMQ_NODES[overlay] == named(overlay, "RabbitmqCluster", "govmesh-rabbitmq")["spec"]["replicas"]
+        assert (
+            len(uris)
+            == RABBITMQ_NODES[overlay]
+            == named(overlay, "RabbitmqCluster", "govmesh-rabbitmq")["spec"]["replicas"]
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -320,13 +352,20 @@ def test_every_secret_and_configmap_a_pod_needs_is_rendered_or_made_by_an_operat
     made = {d["metadata"]["name"] for d in of_kind(overlay, "Secret", "ConfigMap")}
     by_operators = {"govmesh-rabbitmq-default-user", "govmesh-postgres-app"}
     # prod refers to the key Secrets by name; they are made from the operator's key directory.
-    keys = {s.secret for s in (kubernetes.TOKEN_SIGNING, kubernetes.TOKEN_VERIFYING, kubernetes.PROOF_SIGNING, kubernetes.PSEUDONYM)}
+    keys = {
+        s.secret
+        for s in (kubernetes.TOKEN_SIGNING, kubernetes.TOKEN_VERIFYING, kubernetes.PROOF_SIGNING, kubernetes.PSEUDONYM)
+    }
     outside = by_operators | (keys if overlay == "prod" else set())
     for where, spec in pod_specs(overlay):
         wanted = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
         wanted |= {v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v}
         for container in containers(spec):
-            wanted |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+            wanted |= {
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
             wanted |= {e["configMapRef"]["name"] for e in container.get("envFrom", [])}
         assert wanted <= made | outside, f"{where}: {sorted(wanted - made - outside)}"
     if overlay == "prod":
@@ -345,7 +384,9 @@ def test_the_prometheus_rule_is_alerts_yml_and_the_monitors_its_jobs(overlay: st
     monitors = of_kind(overlay, "ServiceMonitor")
     assert {m["spec"]["selector"]["matchLabels"]["govmesh.io/job"] for m in monitors} == jobs
     assert {s["metadata"]["labels"].get("govmesh.io/job") for s in of_kind(overlay, "Service")} == jobs
-    [dashboards] = [d for d in of_kind(overlay, "ConfigMap") if d["metadata"]["name"].startswith("govmesh-grafana-dashboards")]
+    [dashboards] = [
+        d for d in of_kind(overlay, "ConfigMap") if d["metadata"]["name"].startswith("govmesh-grafana-dashboards")
+    ]
     assert set(dashboards["data"]) == {p.name for p in (ROOT / "deploy" / "grafana").glob("*.json")}
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
 
@@ -368,7 +409,10 @@ def test_the_topology_declares_every_consumed_queue_as_the_code_does(overlay: st
         assert spec["arguments"]["x-delivery-limit"] == messaging.DELIVERY_LIMIT
         assert spec["arguments"]["x-dead-letter-routing-key"] == name
         dlx = spec["arguments"]["x-dead-letter-exchange"]
-        assert any(b["spec"]["source"] == dlx and b["spec"]["destination"] == f"{name}.dead-letter" for b in of_kind(overlay, "Binding"))
+        assert any(
+            b["spec"]["source"] == dlx and b["spec"]["destination"] == f"{name}.dead-letter"
+            for b in of_kind(overlay, "Binding")
+        )
         assert spec["rabbitmqClusterReference"] == {"name": "govmesh-rabbitmq"}
     exchanges = {e["spec"]["name"]: e["spec"]["type"] for e in of_kind(overlay, "Exchange")}
     assert exchanges["crowd.readings.shards"] == "x-consistent-hash"
@@ -387,7 +431,10 @@ def test_the_rpc_policy_matches_namekos_queues_and_only_them() -> None:
         matching = [p for p in dead_lettering if re.search(p["pattern"], name)]
         assert len(matching) == (0 if name.endswith(".dead-letter") else 1), name
         if matching:
-            assert matching[0]["definition"]["dead-letter-exchange"] == queue["spec"]["arguments"]["x-dead-letter-exchange"]
+            assert (
+                matching[0]["definition"]["dead-letter-exchange"]
+                == queue["spec"]["arguments"]["x-dead-letter-exchange"]
+            )
 
 
 @pytest.mark.parametrize(("overlay", "size"), [("dev", 1), ("prod", 3)])
