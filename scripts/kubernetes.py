@@ -1031,7 +1031,10 @@ def dev_patches() -> list[Doc]:
                             "containers": [
                                 {
                                     "name": CONTAINER,
-                                    "env": [{"name": "AMQP_URI", "value": amqp_uri(1)}],
+                                    # The credentials first, as in the base: a strategic merge
+                                    # puts the patch's entries before the others, and $(VAR)
+                                    # is expanded only from variables defined above it.
+                                    "env": [e for e in connection_env(1) if e["name"] != "DATABASE_URL"],
                                     "resources": DEV_SIZE.resources(),
                                 }
                             ]

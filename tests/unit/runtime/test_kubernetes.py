@@ -348,6 +348,20 @@ def test_processes_listen_where_their_services_and_monitors_look(overlay: str) -
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_a_value_refers_to_is_defined_above_it(overlay: str) -> None:
+    """The kubelet expands $(VAR) only from variables defined before it (an overlay's patch can
+    reorder a list): AMQP_URI's credentials must come first."""
+    env_file = dict(environment(overlay))
+    for where, spec in pod_specs(overlay):
+        for container in containers(spec):
+            defined = set(env_file) if container.get("envFrom") else set()
+            for variable in container.get("env", []):
+                for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", variable.get("value", "")):
+                    assert name in defined, f"{where}: {variable['name']} uses $({name}) before it is defined"
+                defined.add(variable["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_secret_and_configmap_a_pod_needs_is_rendered_or_made_by_an_operator(overlay: str) -> None:
     made = {d["metadata"]["name"] for d in of_kind(overlay, "Secret", "ConfigMap")}
     by_operators = {"govmesh-rabbitmq-default-user", "govmesh-postgres-app"}
