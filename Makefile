@@ -54,7 +54,15 @@ $(STAMPS)/promtool:
 		else echo "make test needs promtool (Debian/Ubuntu: sudo apt-get install prometheus)"; exit 1; fi; }
 	@mkdir -p $(STAMPS) && touch $@
 
-install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool
+$(STAMPS)/kubectl:
+	@command -v kubectl >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "==> installing kubectl (Debian's kubernetes-client) to render deploy/kustomize"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
+		else echo "make test needs kubectl (Debian/Ubuntu: sudo apt-get install kubernetes-client)"; exit 1; fi; }
+	@mkdir -p $(STAMPS) && touch $@
+
+install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool $(STAMPS)/kubectl
 
 generate: $(STAMPS)/generated
 
@@ -84,6 +92,8 @@ lint: install
 	@scripts/buf-breaking
 	@echo "==> event catalogue (docs/events.asyncapi.yaml) matches proto/"
 	@$(BIN)/python scripts/asyncapi.py --check
+	@echo "==> Kubernetes manifests (deploy/kustomize) match their sources"
+	@$(BIN)/python scripts/kubernetes.py --check
 	@echo "==> promtool: scrape config, alert rules and their tests"
 	@cd deploy/prometheus && promtool check config prometheus.yml >/dev/null \
 		&& promtool check rules alerts.yml >/dev/null && promtool test rules alerts_test.yml >/dev/null \
