@@ -36,6 +36,8 @@ from govmesh.logs import mask_identifiers
 log = logging.getLogger(__name__)
 
 _UNGUARDED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: The grpc.health.v1 service name that says the process is alive (answers), not that it is ready.
+LIVENESS = "govmesh.liveness"
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("govmesh_caller", default=None)
 
 
@@ -325,6 +327,10 @@ def serve(
         raise OSError(f"cannot listen on {bind} (is another process using the port?)")
     readiness.check("api")
     readiness.watch("api")
+    # Liveness apart from readiness: SERVING while the process answers at all, whatever its
+    # database does (a database away makes it NOT_SERVING for its services, and it recovers by
+    # itself: a restart would not help). Kubernetes' liveness probe asks for this name.
+    health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     server.start()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 

@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from govmesh import config, keys, messaging  # noqa: E402
+from govmesh.grpcserver import LIVENESS  # noqa: E402
 
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
 BASE = KUSTOMIZE / "base" / "generated"
@@ -353,17 +354,19 @@ def init_containers(service: str, mounts: list[Doc]) -> list[Doc]:
 
 def probes(process: Process) -> Doc:
     if process.kind == "api":
-        # Native gRPC probes on grpc.health.v1 (the service "" that the api sets SERVING only
-        # while its database answers and is migrated). The kubelet cannot tell NOT_SERVING (the
-        # database away: the process reconnects by itself) from a process that no longer answers,
-        # so liveness allows 5 minutes of NOT_SERVING before a restart; readiness takes the pod
-        # out of its Service at once. The startup probe covers the wait for records' catalogue
-        # (approvals) and for the broker, GOVMESH_STARTUP_WAIT_SECONDS (120 s) and more.
+        # Native gRPC probes on grpc.health.v1. Readiness and startup ask for "" (SERVING only
+        # while the database answers and is migrated: the pod leaves its Service at once when it
+        # does not); liveness asks for govmesh.liveness (grpcserver.LIVENESS), SERVING while the
+        # process answers at all, so a database away (the process reconnects by itself) never
+        # restarts it, and a process that no longer answers is restarted within 30 s. The startup
+        # probe covers the wait for records' catalogue (approvals) and for the broker,
+        # GOVMESH_STARTUP_WAIT_SECONDS (120 s) and more.
         grpc = {"port": grpc_port(process.service)}
+        alive = {**grpc, "service": LIVENESS}
         return {
             "startupProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 36, "timeoutSeconds": 2},
             "readinessProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 2},
-            "livenessProbe": {"grpc": grpc, "periodSeconds": 10, "failureThreshold": 30, "timeoutSeconds": 5},
+            "livenessProbe": {"grpc": alive, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
         }
     # Workers and ingest serve no gRPC (a worker must never load grpcio): their one listening
     # port is Prometheus's /metrics, served from the process's own thread once it has started.

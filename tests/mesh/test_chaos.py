@@ -9,7 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
+from govmesh.grpcserver import LIVENESS
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from tests.chaos.audit import Count, EventTap, count
 from tests.chaos.infra import PrivateBroker, PrivateCluster, PrivatePostgres
@@ -18,7 +20,7 @@ from tests.chaos.mesh import GRPC_SERVICES
 from tests.chaos.scenarios import SCENARIOS, Context, run
 from tests.support.crowd_mesh import Crowd
 from tests.support.mesh import ServiceEnv, wait_for
-from tests.support.people import wait_serving
+from tests.support.people import health_status, wait_serving
 from tests.support.shared_mesh import new_resident
 
 #: (scenario, database): the faults the suite runs, each on one database, with a short load;
@@ -131,6 +133,9 @@ def test_calls_while_postgresql_is_gone_are_unavailable_never_internal(
         private_postgres.crash()
         try:
             answers = [resolve() for _ in range(20)]
+            # Not ready, yet alive: Kubernetes takes it out of its Service and does not restart it.
+            wait_for(lambda: health_status(env.target) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+            assert health_status(env.target, LIVENESS) == health_pb2.HealthCheckResponse.SERVING
         finally:
             private_postgres.start()
         assert set(answers) == {grpc.StatusCode.UNAVAILABLE}, answers

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
@@ -41,6 +41,7 @@ from tests.support.people import (
     RAW_IDS,
     XU_WEI,
     credit_code,
+    health_status,
     resident_id,
     with_wrong_check,
 )
@@ -51,12 +52,6 @@ SERVICE = "govmesh.identity.v1.IdentityService"
 
 def wait_serving(target: str, timeout: float = 30) -> None:
     people.wait_serving(target, SERVICE, timeout)
-
-
-def health_status(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
-        return int(response.status)
 
 
 class Client:
@@ -281,7 +276,7 @@ def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -
     assert allowed.valid
 
     # Health and reflection need no token.
-    assert health_status(running.target) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(running.target, SERVICE) == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     [answer] = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     assert SERVICE in [s.name for s in answer.list_services_response.service]
@@ -290,7 +285,7 @@ def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -
 def test_health_is_not_serving_until_the_database_is_migrated(identity_env: ServiceEnv) -> None:
     api = identity_env.process("api")
     api.wait_for_log("gRPC listening")
-    assert health_status(identity_env.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health_status(identity_env.target, SERVICE) == health_pb2.HealthCheckResponse.NOT_SERVING
     client = Client(identity_env)
     with pytest.raises(grpc.RpcError) as error:
         client.validate(XU_WEI)

@@ -40,6 +40,13 @@ def with_wrong_check(identifier: str) -> str:
     return identifier[:-1] + ("0" if identifier[-1] != "0" else "1")
 
 
+def health_status(target: str, service: str = "") -> int:
+    """What grpc.health.v1 answers at ``target`` for ``service`` ("" is the process as a whole)."""
+    with grpc.insecure_channel(target) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(response.status)
+
+
 def wait_serving(target: str, service: str, timeout: float = 30) -> None:
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

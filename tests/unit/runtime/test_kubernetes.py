@@ -313,8 +313,10 @@ def test_every_api_has_grpc_probes_on_its_port_and_drains_within_its_grace(overl
         container = main_container(doc)
         port = int(environment(overlay)[f"{service.upper()}_GRPC_PORT"])
         assert [p["containerPort"] for p in container["ports"] if p["name"] == "grpc"] == [port]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe"):
             assert container[probe]["grpc"] == {"port": port}, f"{service} {probe}"
+        # Alive is not ready: a database away must not get the process restarted.
+        assert container["livenessProbe"]["grpc"] == {"port": port, "service": govmesh.grpcserver.LIVENESS}
         assert doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
     for where, spec in pod_specs(overlay):
         if "Job" not in where:
