@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,6 +56,10 @@ environment (defaults in brackets):
 #: services its own way (gRPC from an api; worker RPC or the broker from a worker, where grpcio
 #: cannot be loaded).
 ProcessKind = Literal["api", "worker", "ingest", "tool"]
+
+
+#: Where spans go (OTEL_TRACES_EXPORTER), as govmesh.tracing builds them.
+TRACES_EXPORTERS: Final = ("none", "console", "otlp")
 
 
 class ConfigError(ValueError):
@@ -174,6 +178,9 @@ def load(service: str) -> Settings:
     instance, instances = _instances()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL: {level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    exporter = _env("OTEL_TRACES_EXPORTER", "none").lower()
+    if exporter not in TRACES_EXPORTERS:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: {exporter!r} is not one of {', '.join(TRACES_EXPORTERS)}")
     return Settings(
         service=service,
         amqp_uri=_env("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
@@ -185,7 +192,7 @@ def load(service: str) -> Settings:
         ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", default_metrics_port(service, "ingest", instance)),
         policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
         key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
-        traces_exporter=_env("OTEL_TRACES_EXPORTER", "none").lower(),
+        traces_exporter=exporter,
         log_level=level,
         instance=instance,
         instances=instances,

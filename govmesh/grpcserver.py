@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import server_interceptor
 
@@ -289,6 +289,25 @@ class ApiDefinition:
     streams: int = 0
 
 
+#: grpc.reflection.v1 is v1alpha renamed, message for message: tools ask for v1 first (grpcurl,
+#: Postman, grpcui) and grpcio-reflection serves only v1alpha.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def serve_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    """Server reflection under grpc.reflection.v1alpha and grpc.reflection.v1 alike."""
+    servicer = reflection.ReflectionServicer(service_names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    same_messages = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": same_messages}),)
+    )
+
+
 def serve(
     definition: ApiDefinition,
     db: Database,
@@ -321,7 +340,7 @@ def serve(
     )
     definition.add_servicer(server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((definition.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    serve_reflection(server, (definition.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME))
     port = server.add_insecure_port(bind)
     if port == 0:
         raise OSError(f"cannot listen on {bind} (is another process using the port?)")

@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AnyValue, Attributes, AttributeValue
 
+from govmesh import config
 from govmesh.logs import mask_identifiers, mask_value
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "tracer",
 ]
 
-EXPORTERS: Final = ("none", "console", "otlp")
+EXPORTERS: Final = config.TRACES_EXPORTERS
 OTLP_PROTOCOLS: Final = ("grpc", "http/protobuf")
 
 _log = logging.getLogger(__name__)

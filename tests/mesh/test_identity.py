@@ -280,6 +280,14 @@ def test_calls_without_a_valid_token_or_right_are_refused(running: ServiceEnv) -
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     [answer] = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     assert SERVICE in [s.name for s in answer.list_services_response.service]
+    # The same under grpc.reflection.v1, which tools ask for first (its messages are v1alpha's).
+    v1 = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    [answer] = list(v1(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)])))
+    assert answer.file_descriptor_response.file_descriptor_proto
 
 
 def test_health_is_not_serving_until_the_database_is_migrated(identity_env: ServiceEnv) -> None:

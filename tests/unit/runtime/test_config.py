@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from govmesh import config
@@ -48,3 +52,21 @@ def test_a_bad_instance_setting_is_named(
     with pytest.raises(config.ConfigError) as raised:
         config.load("records")
     assert str(raised.value) == named
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("OTEL_TRACES_EXPORTER", "jaeger", "OTEL_TRACES_EXPORTER: 'jaeger' is not one of none, console, otlp"),
+        ("LOG_LEVEL", "bogus", "LOG_LEVEL: 'BOGUS' is not one of DEBUG, INFO, WARNING, ERROR"),
+    ],
+)
+def test_a_bad_setting_stops_a_process_with_one_line_naming_it(name: str, value: str, named: str) -> None:
+    """As an operator meets it: the process exits at once saying which variable and why, no
+    traceback."""
+    env = {**os.environ, name: value}
+    ran = subprocess.run(
+        [sys.executable, "-m", "govmesh.cli", "api", "identity"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode != 0
+    assert ran.stderr.strip() == f"govmesh: {named}"
