@@ -196,6 +196,19 @@ class CurrentEvent(DependencyProvider):  # type: ignore[misc]
         token = context.attach(trace.set_span_in_context(span))
         self._spans[worker_ctx] = (span, token, time.perf_counter())
 
+    @staticmethod
+    def _log_failure(handler: str, exc_info: Any) -> None:
+        """A refusal (Rejected) is logged by its dead-lettering, one WARNING line; the database away
+        is a WARNING without a traceback (the message is held and tried again); anything else is a
+        bug, an ERROR with its traceback."""
+        error = exc_info[1]
+        if isinstance(error, Rejected):
+            return
+        if database_unavailable(error):
+            log.warning("event handler %s met the database away (%s): tried again", handler, type(error).__name__)
+            return
+        log.error("event handler %s failed", handler, exc_info=exc_info)
+
     def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
         entry = self._spans.get(worker_ctx)
         if entry is None:
@@ -203,7 +216,7 @@ class CurrentEvent(DependencyProvider):  # type: ignore[misc]
         outcome = "failed" if exc_info is not None else ("duplicate" if result == DUPLICATE else "applied")
         if exc_info is not None:
             entry[0].set_status(trace.Status(trace.StatusCode.ERROR, type(exc_info[1]).__name__))
-            log.error("event handler %s failed", worker_ctx.entrypoint.method_name, exc_info=exc_info)
+            self._log_failure(worker_ctx.entrypoint.method_name, exc_info)
         service, handler = worker_ctx.service_name, worker_ctx.entrypoint.method_name
         metrics.EVENTS_HANDLED.labels(service, handler, outcome).inc()
         metrics.EVENT_HANDLER_LATENCY.labels(service, handler).observe(time.perf_counter() - entry[2])
@@ -257,6 +270,26 @@ class _DecodingQueueConsumer(QueueConsumer):  # type: ignore[misc]
         for provider, consumer in self._consumers.items():
             consumer.on_decode_error = getattr(provider, "undecodable", None)
         return consumers
+
+
+class _ExpectedFailures(logging.Filter):
+    """nameko logs every handler that raised at ERROR with its traceback. Two failures are expected
+    and said better elsewhere: a refusal (Rejected), which its dead-lettering logs in one WARNING
+    line with the queue, code, field and message, so nameko's line goes; and the database away
+    (the message is held and tried again), whose line stays as a WARNING without the traceback, so
+    a restarting database does not page anyone with a screen of stack per message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, Rejected):
+            return False
+        if error is not None and database_unavailable(error):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("nameko.containers").addFilter(_ExpectedFailures())
 
 
 class _DeadLettering:

@@ -143,6 +143,7 @@ def test_an_event_that_met_the_database_away_is_held_and_handled_once_it_is_back
     # dead-lettered it; held and tried again in place, it is applied once.
     wait_for(lambda: effects(db, subject) == 1, timeout=20)
     assert process.logs().count("database away: the message is held") == 4
+    assert "Traceback" not in process.logs() and "OperationalError" in process.logs()  # said, in one line
     assert dead_letters(amqp_uri, QUEUE, lambda letter: subject.encode() in letter[2], count=0) == []
 
 
@@ -163,6 +164,10 @@ def test_a_refused_event_is_dead_lettered_at_once_saying_why(echo: tuple[EchoPro
     headers = by_subject[refused][1].headers
     assert headers["ce-id"] == event_id and json.loads(by_subject[refused][2])["subjectId"] == refused
     assert (headers["x-govmesh-refusal-code"], headers["x-govmesh-refusal-field"]) == ("INVALID_ARGUMENT", "subject_id")
+    # An expected refusal is one WARNING line each, never an ERROR with a traceback.
+    logged = process.logs()
+    assert logged.count("message dead-lettered") == 2
+    assert '"level": "ERROR"' not in logged and "Traceback" not in logged
     assert headers["x-govmesh-refusal-message"] == "subject_id: is refused by this handler"
     assert headers["x-govmesh-original-exchange"] == "identity.events"
     assert headers["x-govmesh-original-routing-key"] == "subject_registered"
