@@ -28,4 +28,7 @@ def register(tools: Any) -> None:
     seed.add_argument("--subjects", type=int, default=1000, help="how many residents and enterprises (default 1000)")
     seed.add_argument("--seed", type=int, default=2019, help="the population's seed: same seed, same people")
     seed.add_argument("--quiet", action="store_true", help="no progress bar")
+    seed.add_argument(
+        "--no-samples", action="store_true", help="do not print the synthetic people to try (identifiers in clear)"
+    )
     seed.set_defaults(run=run_seed)

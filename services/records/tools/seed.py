@@ -32,6 +32,8 @@ class Totals:
     duplicates: int = 0
     rejected: int = 0
     examples: list[str] = field(default_factory=list)
+    #: A person to try per kind of record: record type -> (identifier, display name), the first met.
+    samples: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(self, response: records_pb2.PublishRecordsResponse) -> None:
         self.received += response.received
@@ -78,6 +80,7 @@ def seed(
             for person in block:
                 for record in person.records:
                     by_department[record.department_code].append(to_proto(person, record))
+                    totals.samples.setdefault(record.record_type, (person.identifier, person.display_name))
 
             def publish(
                 department: str, outgoing: dict[str, list[records_pb2.DepartmentRecord]] = by_department
@@ -118,4 +121,10 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     )
     for example in totals.examples:
         print(f"  refused: {example}")
+    if not args.no_samples:
+        # Their identifiers are otherwise only in identity's database: a newcomer needs someone
+        # to ask about. Synthetic people (valid check digits, nobody real).
+        print("Synthetic people to try (GetProof, SubmitCase, Enroll), one holding each kind of record:")
+        for record_type, (identifier, name) in sorted(totals.samples.items()):
+            print(f"  {record_type:<32} {identifier}  {name}")
     return 0 if totals.rejected == 0 else 1
