@@ -68,6 +68,11 @@ class Caller:
     def proof_types_named(self) -> set[str]:
         return {proof_type for proof_type, _ in self.proofs if proof_type != "*"}
 
+    def check_may_call(self, full_method: str) -> None:
+        """PermissionDenied, naming the caller and the method, unless the caller may call it."""
+        if not self.may_call(full_method):
+            raise PermissionDenied(f"caller {self.caller_id!r} has no right to {full_method.lstrip('/')}")
+
     def may_call(self, full_method: str) -> bool:
         """`full_method` as gRPC gives it: "/govmesh.identity.v1.IdentityService/ResolveSubject"."""
         method = full_method.lstrip("/")
@@ -266,8 +271,7 @@ class TokenVerifier:
 
     def authorize(self, authorization: str | None, full_method: str) -> Caller:
         caller = self.caller(authorization)
-        if not caller.may_call(full_method):
-            raise PermissionDenied(f"caller {caller.caller_id!r} has no right to {full_method.lstrip('/')}")
+        caller.check_may_call(full_method)
         return caller
 
 

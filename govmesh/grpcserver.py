@@ -134,14 +134,15 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
         code = "OK"
         metrics.GRPC_IN_FLIGHT.labels(self.service).inc()
         token = None
+        caller_id = ""
         try:
             if self.readiness.reason is not None:
                 raise _Refused("UNAVAILABLE", f"{self.service} is not ready: {self.readiness.reason}")
             try:
-                if method in self.authorized_inside:
-                    caller = self.verifier.caller(authorization)
-                else:
-                    caller = self.verifier.authorize(authorization, method)
+                caller = self.verifier.caller(authorization)
+                caller_id = caller.caller_id
+                if method not in self.authorized_inside:
+                    caller.check_may_call(method)
             except Unauthenticated as exc:
                 raise _Refused("UNAUTHENTICATED", str(exc)) from None
             except PermissionDenied as exc:
@@ -177,8 +178,15 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 _caller.reset(token)
             metrics.GRPC_IN_FLIGHT.labels(self.service).dec()
             name = method.rsplit("/", 1)[-1]
+            elapsed = time.perf_counter() - started
             metrics.GRPC_REQUESTS.labels(self.service, name, code).inc()
-            metrics.GRPC_LATENCY.labels(self.service, name).observe(time.perf_counter() - started)
+            metrics.GRPC_LATENCY.labels(self.service, name).observe(elapsed)
+            # One line per call at DEBUG; a refused credential or right at INFO (who was refused
+            # what is worth keeping). In the call's span, so the line carries its trace id.
+            level = logging.INFO if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") else logging.DEBUG
+            if log.isEnabledFor(level):
+                where = {"grpc_method": name, "grpc_code": code, "caller": caller_id, "ms": round(elapsed * 1000, 1)}
+                log.log(level, "%s %s", name, code, extra=where)
 
 
 class _Refused(Exception):

@@ -318,6 +318,30 @@ def test_sigusr1_prints_every_threads_stack_and_the_process_serves_on(running: S
     assert Client(running).validate(XU_WEI).valid
 
 
+def test_each_call_is_a_log_line_in_its_callers_trace_and_a_refusal_is_kept_at_info(running: ServiceEnv) -> None:
+    trace_id = uuid.uuid4().hex
+    traceparent = ("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01")
+    channel = grpc.insecure_channel(running.target)
+    stub = identity_pb2_grpc.IdentityServiceStub(channel)
+    statistics = ("authorization", f"Bearer {running.token('statistics')}")
+    both = [statistics, traceparent]
+    stub.ValidateIdentifier(identity_pb2.ValidateIdentifierRequest(identifier=XU_WEI), metadata=both)
+    with pytest.raises(grpc.RpcError):
+        stub.ResolveSubject(identity_pb2.ResolveSubjectRequest(identifier=XU_WEI), metadata=both)
+    api = running.processes[0]
+
+    def lines() -> list[dict[str, object]]:
+        found = [json.loads(line) for line in api.logs().splitlines() if line.startswith("{") and trace_id in line]
+        return [line for line in found if "grpc_code" in line]
+
+    wait_for(lambda: len(lines()) == 2)
+    allowed, refused = sorted(lines(), key=lambda line: str(line["grpc_method"]) != "ValidateIdentifier")
+    assert (allowed["level"], allowed["grpc_code"], allowed["caller"]) == ("DEBUG", "OK", "statistics")
+    assert (refused["level"], refused["grpc_code"], refused["caller"]) == ("INFO", "PERMISSION_DENIED", "statistics")
+    assert refused["grpc_method"] == "ResolveSubject" and refused["trace_id"] == trace_id
+    channel.close()
+
+
 def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
     series = (
         'govmesh_grpc_requests_total{code="OK",method="RegisterSubject",service="identity"}',
