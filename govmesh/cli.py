@@ -8,7 +8,7 @@
   govmesh SERVICE TOOL       a service's own tools (services/<service>/tools: seeders, simulators)
 
 The worker path imports nothing but the standard library before eventlet patches it: grpcio
-must never be loaded in a patched process (ARCHITECTURE.md, Process model). Services are found
+must never be loaded in a patched process (docs/architecture.md, Process model). Services are found
 by name through config.SERVICES, never imported here: the command line reads each service's
 ENVIRONMENT and `tools` package (both import only the standard library) and runs its api,
 worker and ingest modules.

@@ -12,7 +12,7 @@ import warnings
 
 
 def patch_worker_process() -> None:
-    # Known and accepted (ARCHITECTURE.md): nameko needs eventlet, kept behind govmesh.worker.
+    # Known and accepted (docs/architecture.md): nameko needs eventlet, kept behind govmesh.worker.
     warnings.filterwarnings("ignore", message=r"(?s).*Eventlet is deprecated")
     import eventlet
 

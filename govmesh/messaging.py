@@ -1,6 +1,6 @@
 """Events on RabbitMQ: naming, the CloudEvents-style envelope, topology and a confirming publisher.
 
-Conventions every service and integrator relies on (see ARCHITECTURE.md, Events):
+Conventions every service and integrator relies on (see docs/architecture.md, Events):
 - each service publishes to the durable topic exchange `<service>.events`;
 - the routing key is the event's protobuf message name in snake_case (`subject_registered`),
   which is also nameko's convention, so nameko handlers and plain AMQP clients bind alike;

@@ -5,6 +5,7 @@ its use cases are short, services never import each other and the runtime import
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,16 @@ def test_use_cases_are_short(service: str) -> None:
         and node.end_lineno - node.lineno + 1 > MAX_USE_CASE_LINES
     ]
     assert not long, "\n".join(long)
+
+
+def test_the_architecture_document_names_only_paths_that_exist() -> None:
+    """docs/architecture.md travels with the code (a clone has nothing outside the repository):
+    every file or directory it names in backticks or links is there."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:govmesh|services|proto|policy|deploy|docs|tests)/[\w./-]*)`", text))
+    named |= {f"docs/{link}" for link in re.findall(r"\]\(([\w./-]+\.md)\)", text) if not link.startswith("..")}
+    named = {path.replace("<service>", "identity").rstrip("/") for path in named}
+    assert len(named) > 10
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"docs/architecture.md names what is not there: {missing}"
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text(encoding="utf-8")
