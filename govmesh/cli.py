@@ -233,6 +233,33 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    """`govmesh events tail`: every event of the chosen services as it is published."""
+    import json
+
+    from govmesh import event_tail, messaging
+
+    settings = _settings("identity")
+    services = args.services or list(config.SERVICES)
+
+    def ready() -> None:
+        watched = ", ".join(messaging.events_exchange(s) for s in services)
+        print(f"tailing {watched} ({', '.join(args.types) or 'every event'}); Ctrl-C stops", file=sys.stderr)
+        sys.stderr.flush()
+
+    def show(event: event_tail.SeenEvent) -> None:
+        print(json.dumps(event.as_json(), ensure_ascii=False) if args.json else event.line(), flush=True)
+
+    try:
+        event_tail.tail(settings.amqp_uri, services, args.types or [], show, args.count, args.seconds, ready)
+    except KeyboardInterrupt:
+        pass
+    except messaging.BrokerUnavailable as exc:
+        print(f"govmesh events tail: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _service_environment(service: str) -> str:
     """The variables a service reads beyond the shared ones (its package's ENVIRONMENT)."""
     return str(getattr(importlib.import_module(f"services.{service}"), "ENVIRONMENT", ""))
@@ -359,6 +386,21 @@ def parser() -> argparse.ArgumentParser:
         default=120.0,
         help="when the new key starts signing: time enough for every process to read it first (default 120)",
     )
+
+    events = command("events", "The services' events, as an integrator receives them.")
+    event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = command(
+        "tail",
+        "Print every event as it is published (type, subject, time, trace id, body; identifiers masked), "
+        "from a queue of its own that goes when it stops.",
+        event_actions,
+    )
+    tail.add_argument("--service", dest="services", action="append", choices=config.SERVICES, help="repeatable")
+    tail.add_argument("--type", dest="types", action="append", help="an event type's routing key (repeatable)")
+    tail.add_argument("--json", action="store_true", help="one JSON object an event")
+    tail.add_argument("--count", type=int, default=None, help="stop after this many events")
+    tail.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    tail.set_defaults(func=cmd_events_tail)
 
     dlq = command(
         "dlq",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -340,6 +342,32 @@ def test_each_call_is_a_log_line_in_its_callers_trace_and_a_refusal_is_kept_at_i
     assert (refused["level"], refused["grpc_code"], refused["caller"]) == ("INFO", "PERMISSION_DENIED", "statistics")
     assert refused["grpc_method"] == "ResolveSubject" and refused["trace_id"] == trace_id
     channel.close()
+
+
+def test_govmesh_events_tail_prints_each_event_as_it_is_published(running: ServiceEnv) -> None:
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "govmesh.cli", "events", "tail", "--service", "identity", "--json", "--count", "2"],
+        env=running.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        assert "tailing identity.events" in tail.stderr.readline()  # bound: what comes now is seen
+        people = [new_resident(), new_resident()]
+        for person in people:
+            Client(running).register(person)
+        out, _ = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["event_type"] for e in events] == ["govmesh.identity.v1.SubjectRegistered"] * 2
+    assert all(e["routing_key"] == "subject_registered" and e["subject"].startswith("sub_") for e in events)
+    assert all(len(e["trace_id"]) == 32 and e["event_id"] for e in events)
+    assert {e["body"]["subjectId"] for e in events} == {e["subject"] for e in events}
+    for person in people:
+        assert person not in out
 
 
 def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
