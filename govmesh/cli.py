@@ -244,7 +244,7 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         watched = ", ".join(messaging.events_exchange(s) for s in services)
-        print(f"tailing {watched} ({', '.join(args.types) or 'every event'}); Ctrl-C stops", file=sys.stderr)
+        print(f"tailing {watched} ({', '.join(args.types or []) or 'every event'}); Ctrl-C stops", file=sys.stderr)
         sys.stderr.flush()
 
     def show(event: event_tail.SeenEvent) -> None:
