@@ -11,13 +11,16 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
+import pika
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -25,7 +28,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests.support import people
 from tests.support.mesh import (
+    ROOT,
     ServiceEnv,
+    amqp_connection,
     assert_no_raw_identifiers,
     call_nameko_rpc,
     consumers,
@@ -367,6 +372,84 @@ def test_govmesh_events_tail_prints_each_event_as_it_is_published(running: Servi
     assert all(len(e["trace_id"]) == 32 and e["event_id"] for e in events)
     assert {e["body"]["subjectId"] for e in events} == {e["subject"] for e in events}
     for person in people:
+        assert person not in out
+
+
+def integrators_subscriber() -> str:
+    """The subscriber of docs/integrators.md exactly as the guide shows it."""
+    text = (ROOT / "docs" / "integrators.md").read_text(encoding="utf-8")
+    block = text.split("<!-- integrator-subscriber -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert "import govmesh" not in block and "from govmesh" not in block
+    return block
+
+
+def test_the_integrators_guide_subscriber_applies_each_event_once_and_refuses_what_the_catalogue_does_not_allow(
+    running: ServiceEnv, integrators: Integrators, tmp_path: Path
+) -> None:
+    script, register = tmp_path / "subscriber.py", tmp_path / "register.db"
+    script.write_text(integrators_subscriber(), encoding="utf-8")
+    queue = f"test.subject-register-{uuid.uuid4().hex[:6]}"
+    amqp = running.env["AMQP_URI"]
+    arguments = ["--amqp", amqp, "--queue", queue, "--database", str(register), "--count", "2"]
+    environment = {k: v for k, v in running.env.items() if k != "PYTHONPATH"}
+    subscriber = subprocess.Popen(
+        [sys.executable, str(script), *arguments],
+        cwd=ROOT,  # as the guide says: from the repository's root, where the catalogue is
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert subscriber.stdout is not None
+        assert subscriber.stdout.readline().startswith(f"bound {queue} ")
+        spy = integrators.bind("identity.events", "subject_registered")
+        first, second = new_resident(), new_resident()
+        first_subject = Client(running).register(first).subject.subject_id
+        [(_, properties, body)] = receive_own(spy, 1, about({first_subject}))
+        broker = amqp_connection(amqp)
+        try:
+            channel = broker.channel()
+            # A redelivery of the same event, then two the catalogue does not allow.
+            channel.basic_publish("", queue, body, properties)
+            wrong_kind = {**json.loads(body), "kind": 42}
+            channel.basic_publish("", queue, json.dumps(wrong_kind).encode(), properties)
+            for header, value in (("ce-time", "yesterday"), ("ce-type", "govmesh.identity.v1.Nothing")):
+                wrong_header = pika.BasicProperties(headers={**properties.headers, header: value})
+                channel.basic_publish("", queue, body, wrong_header)
+        finally:
+            broker.close()
+        second_subject = Client(running).register(second).subject.subject_id
+        out, err = subscriber.communicate(timeout=30)
+    finally:
+        subscriber.kill()
+    assert subscriber.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["registered", first_subject],
+        ["duplicate", first_subject],
+        *[["refused", f"{queue}:"]] * 3,
+        ["registered", second_subject],
+    ], out
+    assert "$.payload.kind: 42 is not of type 'string'" in lines[2]
+    assert "$.headers['ce-time']: 'yesterday' is not a 'date-time'" in lines[3]
+    assert "not an event of the catalogue: KeyError('govmesh.identity.v1.Nothing')" in lines[4]
+    with sqlite3.connect(register) as database:
+        rows = database.execute("SELECT subject_id, kind, masked_identifier FROM subjects ORDER BY rowid").fetchall()
+        assert database.execute("SELECT count(*) FROM seen_events").fetchone() == (2,)
+    assert rows == [
+        (first_subject, "SUBJECT_KIND_RESIDENT", first[:6] + "********" + first[-4:]),
+        (second_subject, "SUBJECT_KIND_RESIDENT", second[:6] + "********" + second[-4:]),
+    ]
+    broker = amqp_connection(amqp)
+    try:
+        dead = broker.channel().queue_declare(f"{queue}.dead-letter", passive=True).method.message_count
+        broker.channel().queue_delete(queue)
+        broker.channel().queue_delete(f"{queue}.dead-letter")
+    finally:
+        broker.close()
+    assert dead == 3
+    for person in (first, second):
         assert person not in out
 
 
