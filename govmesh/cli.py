@@ -5,6 +5,7 @@
   govmesh ingest crowd       run crowd's readings consumer (batched, per-zone order)
   govmesh migrate [SERVICE]  apply database migrations (all services when none is named)
   govmesh dev-token CALLER   print a bearer token for a caller of the policy
+  govmesh trace TRACE_ID     a trace as a tree, from the files of OTEL_TRACES_EXPORTER=file
   govmesh SERVICE TOOL       a service's own tools (services/<service>/tools: seeders, simulators)
 
 The worker path imports nothing but the standard library before eventlet patches it: grpcio
@@ -54,7 +55,13 @@ def _start_process(service: str, process: str) -> config.Settings:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # OTLP over gRPC would load grpcio, which cannot live in an eventlet worker: workers use HTTP.
     protocol = "http/protobuf" if process == "worker" else None
-    tracing.configure_tracing(f"govmesh-{service}-{process}", settings.traces_exporter, otlp_protocol=protocol)
+    file = settings.traces_file(process)
+    try:
+        tracing.configure_tracing(
+            f"govmesh-{service}-{process}", settings.traces_exporter, otlp_protocol=protocol, file=file
+        )
+    except OSError as exc:
+        raise SystemExit(f"govmesh: OTEL_TRACES_FILE_DIR: cannot write {str(file)!r}: {exc.strerror}") from None
     return settings
 
 
@@ -260,6 +267,29 @@ def cmd_events_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """`govmesh trace TRACE_ID`: one trace from the span files, as a tree or as JSON."""
+    import json
+
+    from govmesh import trace_files
+
+    problem = trace_files.trace_id_problem(args.trace_id)
+    if problem is not None:
+        print(f"govmesh trace: TRACE_ID: {args.trace_id!r} {problem}", file=sys.stderr)
+        return 2
+    try:
+        directory = args.dir or config.traces_file_dir()
+        found = trace_files.find_trace(directory, args.trace_id)
+    except (config.ConfigError, trace_files.TraceFileError) as exc:
+        print(f"govmesh trace: {exc}", file=sys.stderr)
+        return 2
+    if found is None:
+        print(f"govmesh trace: no span of trace {args.trace_id.strip().lower()} in {directory}", file=sys.stderr)
+        return 1
+    print(json.dumps(found.as_json(), ensure_ascii=False, indent=2) if args.json else trace_files.render(found))
+    return 0
+
+
 def _service_environment(service: str) -> str:
     """The variables a service reads beyond the shared ones (its package's ENVIRONMENT)."""
     return str(getattr(importlib.import_module(f"services.{service}"), "ENVIRONMENT", ""))
@@ -401,6 +431,18 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, default=None, help="stop after this many events")
     tail.add_argument("--seconds", type=float, default=None, help="stop after this long")
     tail.set_defaults(func=cmd_events_tail)
+
+    trace_command = command(
+        "trace",
+        "Print one trace as a tree (each span's process, name, duration and offset from the trace's start) "
+        "from the span files that processes write with OTEL_TRACES_EXPORTER=file.",
+    )
+    trace_command.add_argument("trace_id", metavar="TRACE_ID", help="32 hexadecimal digits, as log lines carry it")
+    trace_command.add_argument(
+        "--dir", type=Path, default=None, help="the directory of span files (default: OTEL_TRACES_FILE_DIR)"
+    )
+    trace_command.add_argument("--json", action="store_true", help="the tree as one JSON document")
+    trace_command.set_defaults(func=cmd_trace)
 
     dlq = command(
         "dlq",

@@ -44,7 +44,9 @@ environment (defaults in brackets):
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   GOVMESH_RABBITMQ_API        RabbitMQ's management API, for `govmesh dlq` to list queues
                               [http://<AMQP_URI's first host>:15672/api]
-  OTEL_TRACES_EXPORTER        none | console | otlp [none]
+  OTEL_TRACES_EXPORTER        none | console | otlp | file [none]
+  OTEL_TRACES_FILE_DIR        where file writes spans, a JSON-lines file per process, read by
+                              `govmesh trace` [var/traces]
   OTEL_EXPORTER_OTLP_ENDPOINT where otlp sends spans [http://localhost:4317]
   LOG_LEVEL                   DEBUG | INFO | WARNING | ERROR [INFO]
   GOVMESH_STARTUP_WAIT_SECONDS  how long a process waits for a service it needs at start [120]
@@ -59,7 +61,10 @@ ProcessKind = Literal["api", "worker", "ingest", "tool"]
 
 
 #: Where spans go (OTEL_TRACES_EXPORTER), as govmesh.tracing builds them.
-TRACES_EXPORTERS: Final = ("none", "console", "otlp")
+TRACES_EXPORTERS: Final = ("none", "console", "otlp", "file")
+
+#: Where the "file" exporter writes (OTEL_TRACES_FILE_DIR) unless told otherwise.
+DEFAULT_TRACES_FILE_DIR: Final = ROOT / "var" / "traces"
 
 
 class ConfigError(ValueError):
@@ -97,6 +102,14 @@ def env_whole(name: str, default: int, lowest: int, highest: int, what: str = "w
     if not lowest <= number <= highest:
         raise ConfigError(f"{name}: {number} is outside {lowest}-{highest}")
     return number
+
+
+def traces_file_dir() -> Path:
+    """OTEL_TRACES_FILE_DIR: a directory, or a path where one can be made (the exporter makes it)."""
+    path = env_path("OTEL_TRACES_FILE_DIR", DEFAULT_TRACES_FILE_DIR)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"OTEL_TRACES_FILE_DIR: {str(path)!r} is not a directory")
+    return path
 
 
 def _port(name: str, default: int) -> int:
@@ -149,6 +162,13 @@ class Settings:
     instances: int = 1
     #: Entrypoints (events, RPCs, timers) a worker runs at once, each a green thread.
     worker_concurrency: int = 10
+    #: Where the "file" traces exporter writes this process's spans.
+    traces_file_dir: Path = DEFAULT_TRACES_FILE_DIR
+
+    def traces_file(self, kind: str) -> Path:
+        """The file of spans of this service's process of `kind`: one per process, so that
+        processes never interleave their writes."""
+        return self.traces_file_dir / f"{self.service}-{kind}-{self.instance}.jsonl"
 
     @property
     def shares_grpc_port(self) -> bool:
@@ -197,4 +217,5 @@ def load(service: str) -> Settings:
         instance=instance,
         instances=instances,
         worker_concurrency=env_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
+        traces_file_dir=traces_file_dir() if exporter == "file" else DEFAULT_TRACES_FILE_DIR,
     )

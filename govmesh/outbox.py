@@ -14,10 +14,12 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
+from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
@@ -109,6 +111,52 @@ class Outbox:
         )
 
 
+class _PublishSpans:
+    """A PRODUCER span per relayed event, in the trace of the request or handler that wrote its
+    row (the row keeps its traceparent), from the relay's publish to the broker's confirm. The
+    event leaves with the span's own traceparent, so its consumers hang under the publication."""
+
+    def __init__(self, envelopes: Sequence[Envelope]) -> None:
+        self.spans: list[trace.Span] = []
+        self.envelopes: list[Envelope] = []
+        tracer = tracing.tracer(__name__)
+        for envelope in envelopes:
+            if not envelope.trace_headers:
+                # Written outside any trace (a timer's work): publishing starts none of its own.
+                self.envelopes.append(envelope)
+                continue
+            span = tracer.start_span(
+                f"{envelope.exchange} {envelope.routing_key} publish",
+                context=tracing.extract_context(envelope.trace_headers),
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.destination.name": envelope.exchange,
+                    "messaging.rabbitmq.destination.routing_key": envelope.routing_key,
+                    "messaging.message.id": envelope.event_id,
+                },
+            )
+            headers = tracing.inject_headers({}, trace.set_span_in_context(span))
+            self.spans.append(span)
+            self.envelopes.append(replace(envelope, trace_headers={k: str(v) for k, v in headers.items()}))
+
+    def end(self, failure: BaseException | None = None) -> None:
+        for span in self.spans:
+            if failure is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(failure).__name__))
+            span.end()
+
+
+def _publish(publisher: ConfirmingPublisher, envelopes: Sequence[Envelope]) -> None:
+    spans = _PublishSpans(envelopes)
+    try:
+        publisher.publish(spans.envelopes)
+    except BaseException as exc:
+        spans.end(exc)
+        raise
+    spans.end()
+
+
 def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
     mapping = row._mapping
     occurred: datetime = mapping["occurred_at"]
@@ -160,7 +208,7 @@ class OutboxRelay:
                 rows = session.execute(unpublished).all()
             if not rows:
                 return 0
-            self.publisher.publish([_envelope(row) for row in rows])
+            _publish(self.publisher, [_envelope(row) for row in rows])
             self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
             with self.db.transaction() as session:
                 self._mark_sent(session, self._confirmed_unmarked)
@@ -170,7 +218,7 @@ class OutboxRelay:
                 rows = session.execute(unpublished.with_for_update(skip_locked=True)).all()
                 if not rows:
                     return 0
-                self.publisher.publish([_envelope(row) for row in rows])
+                _publish(self.publisher, [_envelope(row) for row in rows])
                 self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
                 self._mark_sent(session, self._confirmed_unmarked)
         self._confirmed_unmarked = []

@@ -2,9 +2,11 @@
 
 `configure_tracing` installs the process's TracerProvider once, with the exporter named by
 OTEL_TRACES_EXPORTER: "none" (the default: spans and trace ids exist, so logs carry them and
-context propagates, but nothing is exported and no processor runs), "console" or "otlp" (to
+context propagates, but nothing is exported and no processor runs), "console", "otlp" (to
 OTEL_EXPORTER_OTLP_ENDPOINT, batched; over gRPC unless the standard OTEL_EXPORTER_OTLP_PROTOCOL
-or the caller says "http/protobuf", which eventlet workers need).
+or the caller says "http/protobuf", which eventlet workers need) or "file" (batched, one JSON
+object a span appended to the process's own file, `span_record`'s shape, which `govmesh trace`
+reads through govmesh.trace_files: traces without a tracing backend).
 
 No raw identifier may leave in a span. Spans are read-only once they end, so the exporter is
 wrapped: `ScrubbingSpanExporter` hands the real exporter a copy of each span whose name,
@@ -18,11 +20,14 @@ publishing, `extract_context` when consuming.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Final, cast
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -46,6 +51,7 @@ from govmesh.logs import mask_identifiers, mask_value
 __all__ = [
     "EXPORTERS",
     "OTLP_PROTOCOLS",
+    "JsonLinesSpanExporter",
     "ScrubbingSpanExporter",
     "build_tracer_provider",
     "configure_tracing",
@@ -54,6 +60,7 @@ __all__ = [
     "scrub_span",
     "set_safe_attribute",
     "span_exporter_for",
+    "span_record",
     "tracer",
 ]
 
@@ -92,8 +99,13 @@ def _otlp_protocol_choice(protocol: str | None) -> str:
     return choice
 
 
-def span_exporter_for(exporter: str, *, otlp_protocol: str | None = None) -> SpanExporter | None:
+def span_exporter_for(
+    exporter: str, *, otlp_protocol: str | None = None, file: Path | None = None
+) -> SpanExporter | None:
     """The (scrubbing) span exporter for an OTEL_TRACES_EXPORTER value; None for "none".
+
+    For "file", `file` is the process's own file of spans (config.Settings.traces_file), made
+    with its directory if need be; OSError when it cannot be.
 
     For "otlp", `otlp_protocol` is "grpc" or "http/protobuf"; by default the standard
     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL, else "grpc". Processes
@@ -106,6 +118,10 @@ def span_exporter_for(exporter: str, *, otlp_protocol: str | None = None) -> Spa
         return None
     if choice == "console":
         return ScrubbingSpanExporter(ConsoleSpanExporter())
+    if choice == "file":
+        if file is None:
+            raise ValueError('OTEL_TRACES_EXPORTER="file" needs the file to write spans to')
+        return ScrubbingSpanExporter(JsonLinesSpanExporter(file))
     # Imported here: only processes that export over OTLP pay for loading it.
     if _otlp_protocol_choice(otlp_protocol) == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -116,12 +132,16 @@ def span_exporter_for(exporter: str, *, otlp_protocol: str | None = None) -> Spa
     return ScrubbingSpanExporter(OTLPHttpSpanExporter())
 
 
-def build_tracer_provider(service_name: str, exporter: str, *, otlp_protocol: str | None = None) -> TracerProvider:
+def build_tracer_provider(
+    service_name: str, exporter: str, *, otlp_protocol: str | None = None, file: Path | None = None
+) -> TracerProvider:
     """A TracerProvider for `service_name` exporting as `exporter` says (see span_exporter_for).
 
-    configure_tracing installs one globally; tests can build their own.
+    configure_tracing installs one globally; tests can build their own. A batching processor
+    exports what is left when the provider shuts down, which OpenTelemetry does at the process's
+    exit (a clean one: SIGTERM on an api or a worker returns from main).
     """
-    span_exporter = span_exporter_for(exporter, otlp_protocol=otlp_protocol)
+    span_exporter = span_exporter_for(exporter, otlp_protocol=otlp_protocol, file=file)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     if span_exporter is None:
         return provider  # "none": spans get ids and propagate, and nothing runs when they end
@@ -132,11 +152,13 @@ def build_tracer_provider(service_name: str, exporter: str, *, otlp_protocol: st
     return provider
 
 
-def configure_tracing(service_name: str, exporter: str = "none", *, otlp_protocol: str | None = None) -> None:
+def configure_tracing(
+    service_name: str, exporter: str = "none", *, otlp_protocol: str | None = None, file: Path | None = None
+) -> None:
     """Install the process-wide TracerProvider (resource service.name = `service_name`).
 
-    `exporter` is the OTEL_TRACES_EXPORTER value: "none", "console" or "otlp"; anything else
-    raises ValueError. `otlp_protocol`: see span_exporter_for. Only the first call in a process
+    `exporter` is the OTEL_TRACES_EXPORTER value: "none", "console", "otlp" or "file"; anything
+    else raises ValueError. `otlp_protocol`, `file`: see span_exporter_for. Only the first call in a process
     installs a provider (OpenTelemetry allows one); later calls do nothing, with a warning if
     they ask for a different service or exporter.
     """
@@ -152,7 +174,8 @@ def configure_tracing(service_name: str, exporter: str = "none", *, otlp_protoco
                     choice,
                 )
             return
-        trace.set_tracer_provider(build_tracer_provider(service_name, choice, otlp_protocol=otlp_protocol))
+        provider = build_tracer_provider(service_name, choice, otlp_protocol=otlp_protocol, file=file)
+        trace.set_tracer_provider(provider)
         _configured = (service_name, choice)
 
 
@@ -295,6 +318,95 @@ class ScrubbingSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.delegate.force_flush(timeout_millis)
+
+
+# --- the file exporter ---------------------------------------------------------------------------
+
+
+def _rfc3339(nanoseconds: int | None) -> str | None:
+    if nanoseconds is None:
+        return None
+    moment = datetime.fromtimestamp(nanoseconds / 1e9, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _plain(attributes: Attributes) -> dict[str, Any]:
+    return dict(attributes or {})
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as a JSON object: the line the "file" exporter writes.
+
+    Ids in lowercase hex as W3C traceparent writes them (parent_span_id null for a root), times
+    in nanoseconds since the epoch (start_ns, end_ns) and in RFC 3339 (start, end), kind and
+    status code by name."""
+    context = span.get_span_context()
+    parent = span.parent
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id) if context else None,
+        "span_id": trace.format_span_id(context.span_id) if context else None,
+        "parent_span_id": trace.format_span_id(parent.span_id) if parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get(SERVICE_NAME),
+        "resource": _plain(span.resource.attributes),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "start": _rfc3339(span.start_time),
+        "end": _rfc3339(span.end_time),
+        "status": span.status.status_code.name,
+        "status_description": span.status.description,
+        "attributes": _plain(span.attributes),
+        "events": [
+            {"name": event.name, "time_ns": event.timestamp, "attributes": _plain(event.attributes)}
+            for event in span.events
+        ],
+        "links": [
+            {
+                "trace_id": trace.format_trace_id(link.context.trace_id),
+                "span_id": trace.format_span_id(link.context.span_id),
+                "attributes": _plain(link.attributes),
+            }
+            for link in span.links
+        ],
+    }
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each span as one line of JSON (`span_record`) to a file of this process's own.
+
+    A batch is one write(2) on a file opened for appending, so a second writer of the same file
+    (a process started again while the old one drains) adds whole lines, never half of one."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(
+            json.dumps(span_record(span), ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+            for span in spans
+        )
+        with self._lock:
+            if self._fd is None:
+                return SpanExportResult.FAILURE
+            try:
+                os.write(self._fd, lines.encode("utf-8"))
+            except OSError as exc:
+                _log.warning("cannot write spans to %s: %s", self.path, exc.strerror)
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True  # every export is written through at once
 
 
 def set_safe_attribute(span: trace.Span, key: str, value: AttributeValue) -> None:

@@ -27,6 +27,7 @@ from kombu.entity import Queue
 from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
+from nameko.rpc import Rpc
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 
@@ -172,29 +173,72 @@ class EventMeta:
     time: str
 
 
-class CurrentEvent(DependencyProvider):  # type: ignore[misc]
+class _EntrypointSpans(DependencyProvider):  # type: ignore[misc]
+    """Wraps an entrypoint's run in a span continuing the trace its message carries
+    (`traceparent` in its headers, which nameko hands over as the worker's context data).
+
+    The span's own context is written back into the context data: nameko sends a worker's
+    context data with every RPC it makes, so a call continues this span, not the one before it."""
+
+    def setup(self) -> None:
+        self._spans: dict[Any, tuple[trace.Span, Token[Context], float]] = {}
+
+    def _begin(self, worker_ctx: Any, name: str, kind: trace.SpanKind, attributes: dict[str, str]) -> None:
+        data = worker_ctx.data  # context_data is a copy of it
+        span = tracing.tracer(__name__).start_span(
+            name, context=tracing.extract_context(data), kind=kind, attributes=attributes
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        data.pop("tracestate", None)  # the caller's, unless the span's own replaces it below
+        tracing.inject_headers(data)
+        self._spans[worker_ctx] = (span, token, time.perf_counter())
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        entry = self._spans.pop(worker_ctx, None)
+        if entry is not None:
+            entry[0].end()
+            context.detach(entry[1])
+
+
+class RpcSpans(_EntrypointSpans):
+    """Wraps each nameko RPC the worker answers in a SERVER span continuing its caller's trace,
+    as a gRPC call's is; a refusal or failure marks it an error with the status name or the
+    exception's type (never its message, which may quote the request)."""
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        if not isinstance(worker_ctx.entrypoint, Rpc):
+            return
+        method = worker_ctx.entrypoint.method_name
+        attributes = {"rpc.system": "nameko", "rpc.service": worker_ctx.service_name, "rpc.method": method}
+        self._begin(worker_ctx, f"{worker_ctx.service_name}.{method}", trace.SpanKind.SERVER, attributes)
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        entry = self._spans.get(worker_ctx)
+        if entry is not None and exc_info is not None:
+            error = exc_info[1]
+            why = str(error).split(":", 1)[0] if isinstance(error, RpcServiceError) else type(error).__name__
+            entry[0].set_status(trace.Status(trace.StatusCode.ERROR, why))
+
+
+class CurrentEvent(_EntrypointSpans):
     """Gives a handler the headers of its event, and wraps each handled event in a CONSUMER span
     continuing the publisher's trace, with RED metrics per handler.
 
     Use it beside `event_handler` handlers; the handler applies its effect and claims the event
     id in the inbox in one transaction (`Outbox.claim`), so a redelivery has no second effect."""
 
-    def setup(self) -> None:
-        self._spans: dict[Any, tuple[trace.Span, Token[Context], float]] = {}
-
     def worker_setup(self, worker_ctx: Any) -> None:
         data = worker_ctx.context_data
-        if "ce-id" not in data:
+        # An RPC made while handling an event carries the event's headers too: not an event.
+        if "ce-id" not in data or isinstance(worker_ctx.entrypoint, Rpc):
             return
         name = f"{data.get('ce-source', '?')} {worker_ctx.entrypoint.method_name} process"
-        span = tracing.tracer(__name__).start_span(
-            name, context=tracing.extract_context(data), kind=trace.SpanKind.CONSUMER
-        )
-        span.set_attribute("messaging.system", "rabbitmq")
-        span.set_attribute("messaging.message.id", str(data["ce-id"]))
-        span.set_attribute("cloudevents.event_type", str(data.get("ce-type", "")))
-        token = context.attach(trace.set_span_in_context(span))
-        self._spans[worker_ctx] = (span, token, time.perf_counter())
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.message.id": str(data["ce-id"]),
+            "cloudevents.event_type": str(data.get("ce-type", "")),
+        }
+        self._begin(worker_ctx, name, trace.SpanKind.CONSUMER, attributes)
 
     @staticmethod
     def _log_failure(handler: str, exc_info: Any) -> None:
@@ -220,12 +264,6 @@ class CurrentEvent(DependencyProvider):  # type: ignore[misc]
         service, handler = worker_ctx.service_name, worker_ctx.entrypoint.method_name
         metrics.EVENTS_HANDLED.labels(service, handler, outcome).inc()
         metrics.EVENT_HANDLER_LATENCY.labels(service, handler).observe(time.perf_counter() - entry[2])
-
-    def worker_teardown(self, worker_ctx: Any) -> None:
-        entry = self._spans.pop(worker_ctx, None)
-        if entry is not None:
-            entry[0].end()
-            context.detach(entry[1])
 
     def get_dependency(self, worker_ctx: Any) -> EventMeta:
         data = worker_ctx.context_data

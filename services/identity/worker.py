@@ -10,7 +10,7 @@ from nameko.rpc import rpc
 
 from govmesh.errors import InvalidArgument, NotFound, ServiceError
 from govmesh.outbox import Outbox
-from govmesh.worker import Application, OutboxRelayRunner, RpcAuthorizer, RpcServiceError
+from govmesh.worker import Application, OutboxRelayRunner, RpcAuthorizer, RpcServiceError, RpcSpans
 from services.identity import bootstrap, store
 from services.identity.bootstrap import Parts
 from services.identity.domain import Subject
@@ -34,6 +34,7 @@ class Worker:
     parts: Parts = Application(bootstrap.build)
     outbox_relay = OutboxRelayRunner(Outbox("identity", store.outbox, store.inbox))
     authorize = RpcAuthorizer()
+    rpc_spans = RpcSpans()
 
     @rpc  # type: ignore[untyped-decorator]
     def register_subject(self, authorization: str, identifier: str, display_name: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from govmesh.worker import (
     Rejected,
     RpcAuthorizer,
     RpcServiceError,
+    RpcSpans,
     queue_handler,
 )
 from services.records import bootstrap, contract, store
@@ -43,6 +44,7 @@ class Worker:
 
     parts: Parts = Application(bootstrap.build)
     authorize = RpcAuthorizer()
+    rpc_spans = RpcSpans()
     outbox_relay = OutboxRelayRunner(Outbox("records", store.outbox, store.inbox))
     identity_rpc = RpcProxy("identity")
     headers: dict[str, Any] = MessageHeaders()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_a_bad_instance_setting_is_named(
 @pytest.mark.parametrize(
     ("name", "value", "named"),
     [
-        ("OTEL_TRACES_EXPORTER", "jaeger", "OTEL_TRACES_EXPORTER: 'jaeger' is not one of none, console, otlp"),
+        ("OTEL_TRACES_EXPORTER", "jaeger", "OTEL_TRACES_EXPORTER: 'jaeger' is not one of none, console, otlp, file"),
         ("LOG_LEVEL", "bogus", "LOG_LEVEL: 'BOGUS' is not one of DEBUG, INFO, WARNING, ERROR"),
     ],
 )
@@ -70,3 +71,41 @@ def test_a_bad_setting_stops_a_process_with_one_line_naming_it(name: str, value:
     )
     assert ran.returncode != 0
     assert ran.stderr.strip() == f"govmesh: {named}"
+
+
+def test_a_traces_directory_that_cannot_be_one_stops_a_process_with_one_line_naming_it(tmp_path: Path) -> None:
+    """With OTEL_TRACES_EXPORTER=file: a file where the directory should be, or a directory that
+    cannot be made, is named before the process serves anything."""
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for directory, named in (
+        (taken, f"OTEL_TRACES_FILE_DIR: {str(taken)!r} is not a directory"),
+        (
+            taken / "traces",
+            f"OTEL_TRACES_FILE_DIR: cannot write {str(taken / 'traces' / 'identity-api-0.jsonl')!r}: Not a directory",
+        ),
+    ):
+        env = {**os.environ, "OTEL_TRACES_EXPORTER": "file", "OTEL_TRACES_FILE_DIR": str(directory)}
+        ran = subprocess.run(
+            [sys.executable, "-m", "govmesh.cli", "api", "identity"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode != 0
+        assert ran.stderr.strip() == f"govmesh: {named}"
+
+
+def test_the_traces_directory_is_read_for_the_file_exporter_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_FILE_DIR", str(tmp_path / "spans"))
+    monkeypatch.setenv("GOVMESH_INSTANCES", "3")
+    monkeypatch.setenv("GOVMESH_INSTANCE", "2")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert config.load("records").traces_file_dir == config.DEFAULT_TRACES_FILE_DIR
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "File")
+    settings = config.load("records")
+    assert settings.traces_exporter == "file"
+    assert settings.traces_file("worker") == tmp_path / "spans" / "records-worker-2.jsonl"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
@@ -108,7 +109,51 @@ def test_unknown_otlp_protocol_is_refused() -> None:
 def test_unknown_exporter_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER") as raised:
         span_exporter_for(value)
-    assert "'none', 'console', 'otlp'" in str(raised.value)
+    assert "'none', 'console', 'otlp', 'file'" in str(raised.value)
+
+
+def test_file_exporter_needs_its_file() -> None:
+    with pytest.raises(ValueError, match="file"):
+        span_exporter_for("file")
+
+
+def test_file_exporter_writes_each_span_scrubbed_as_a_json_line_by_shutdown(tmp_path: Path) -> None:
+    """Batched, yet every span is in the file once the provider shuts down (at a process's exit),
+    and no raw identifier reaches it."""
+    file = tmp_path / "made" / "identity-api-0.jsonl"
+    provider = build_tracer_provider("govmesh-identity-api", " FILE ", file=file)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(f"resolve {RESIDENT_18}") as parent:
+        parent.set_attribute("identifier", RESIDENT_18)
+        with tracer.start_as_current_span("child", kind=trace.SpanKind.CLIENT) as child:
+            child.add_event("looked up", {"who": USCC})
+            child.set_status(Status(StatusCode.ERROR, f"no such subject {RESIDENT_15}"))
+    provider.shutdown()
+
+    text = file.read_text(encoding="utf-8")
+    assert_no_raw_id(text)
+    child_line, parent_line = (json.loads(line) for line in text.splitlines())
+    context = parent.get_span_context()
+    assert parent_line["trace_id"] == child_line["trace_id"] == trace.format_trace_id(context.trace_id)
+    assert parent_line["span_id"] == child_line["parent_span_id"] == trace.format_span_id(context.span_id)
+    assert parent_line["parent_span_id"] is None
+    assert parent_line["name"] == "resolve 330106********123X"
+    assert parent_line["attributes"] == {"identifier": "330106********123X"}
+    assert parent_line["service"] == parent_line["resource"]["service.name"] == "govmesh-identity-api"
+    assert child_line["kind"] == "CLIENT" and parent_line["kind"] == "INTERNAL"
+    assert child_line["status"] == "ERROR" and child_line["status_description"].startswith("no such subject 330106")
+    assert child_line["events"][0]["name"] == "looked up" and child_line["events"][0]["attributes"]["who"] != USCC
+    assert parent_line["start_ns"] <= child_line["start_ns"] <= child_line["end_ns"] <= parent_line["end_ns"]
+    assert parent_line["start"].endswith("Z") and parent_line["start"][:4].isdigit()
+
+
+def test_file_exporter_appends_to_what_is_there(tmp_path: Path) -> None:
+    file = tmp_path / "records-worker-0.jsonl"
+    for name in ("first run", "second run"):
+        provider = build_tracer_provider("govmesh-records-worker", "file", file=file)
+        provider.get_tracer("test").start_span(name).end()
+        provider.shutdown()
+    assert [json.loads(line)["name"] for line in file.read_text().splitlines()] == ["first run", "second run"]
 
 
 def test_provider_names_the_service() -> None:
