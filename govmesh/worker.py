@@ -277,10 +277,19 @@ class CurrentEvent(_EntrypointSpans):
 
 
 class MessageHeaders(DependencyProvider):  # type: ignore[misc]
-    """Gives a handler the AMQP headers of the message it handles."""
+    """Gives a handler the AMQP headers of the message it handles.
+
+    nameko keeps those headers as the worker's context data and sends them with every RPC the
+    worker makes, so a credential among them (a department's bearer token on records.ingest)
+    would reach every service the handler calls. The handler gets it here; the context loses it."""
+
+    CREDENTIALS = ("authorization",)
 
     def get_dependency(self, worker_ctx: Any) -> dict[str, Any]:
-        return dict(worker_ctx.context_data)
+        headers = dict(worker_ctx.context_data)
+        for name in self.CREDENTIALS:
+            worker_ctx.data.pop(name, None)  # context_data is a copy: data is what RPCs send
+        return headers
 
 
 # A handler returns this when the inbox showed the event was already applied.

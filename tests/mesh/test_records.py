@@ -220,6 +220,23 @@ def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv
         assert body["subjectId"].startswith("sub_") and "*" in body["subjectMaskedIdentifier"]
 
 
+def test_a_departments_token_on_the_broker_goes_no_further_than_records(
+    mesh: ServiceEnv, integrators: Integrators
+) -> None:
+    """nameko sends a worker's context (the headers of the message it handles) with every RPC the
+    worker makes: the department's bearer token must not ride along to identity."""
+    calls_to_identity = integrators.bind("nameko-rpc", "identity.*")
+    token = mesh.token("public_security")
+    record = licence(new_resident())  # someone identity does not know yet: records must ask it
+    publish_raw(mesh, json_format.MessageToJson(record).encode(), token)
+    [(_, properties, body)] = [
+        call for call in calls_to_identity.receive(1, timeout=30) if record.subject_identifier[-6:].encode() in call[2]
+    ] or [(None, None, b"")]
+    assert properties is not None, "records asked identity nothing about the new person"
+    headers = json.dumps(properties.headers)
+    assert token not in headers and "authorization" not in headers.lower(), sorted(properties.headers)
+
+
 def test_a_record_without_a_content_type_on_the_broker_is_read_as_the_json_it_is(
     mesh: ServiceEnv, integrators: Integrators
 ) -> None:
