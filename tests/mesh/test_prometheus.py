@@ -4,8 +4,10 @@ scripts/scaled_procfile.py writes into `make run`'s Procfile, asked over its HTT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,8 +36,11 @@ class Prometheus:
 
     def start(self, command: str, env: dict[str, str]) -> None:
         log = self.log_path.open("ab")
-        # A Procfile line is a shell command; honcho runs it with /bin/sh, so does this.
-        self.popen = subprocess.Popen(["/bin/sh", "-c", command], env=env, cwd=ROOT, stdout=log, stderr=log)
+        # As honcho runs a Procfile line: through /bin/sh, in a session of its own whose whole
+        # group is signalled to stop (the shell need not exec what it runs).
+        self.popen = subprocess.Popen(
+            ["/bin/sh", "-c", command], env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+        )
 
     def api(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}", timeout=5) as response:
@@ -60,13 +65,15 @@ class Prometheus:
         raise AssertionError(f"prometheus did not answer on {self.port} in {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        if self.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
 
 
 def procfile_line(env: dict[str, str], targets: Path) -> str:
