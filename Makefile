@@ -15,6 +15,7 @@ BUF := node_modules/.bin/buf
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
+	@echo "            (and a Prometheus at 127.0.0.1:9090 scraping them; GOVMESH_PROMETHEUS=0 leaves it out)"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
 	@echo "make chaos  every fault (broker, worker and api kill -9, the database gone 30 s, poison messages, doubled and reordered deliveries) on SQLite and PostgreSQL under load, then a 30-minute soak: lost, doubled and stuck counted (about 50 minutes)"
@@ -69,15 +70,23 @@ generate: $(STAMPS)/generated
 migrate: install
 	@$(BIN)/govmesh migrate
 
+# Prometheus is a help, not a need: when it is missing and cannot be installed from here, the mesh
+# runs without it (scripts/scaled_procfile.py then says how to get it, in one line).
 run: $(STAMPS)/generated
 	@scripts/ensure-broker
+	@[ "$${GOVMESH_PROMETHEUS:-1}" = 0 ] || command -v prometheus >/dev/null \
+		|| [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || { \
+		echo "==> installing Prometheus (Debian's prometheus package) to scrape the mesh"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		|| echo "    installing prometheus failed: the mesh runs without it"; }
 	@echo "==> applying database migrations"
 	@$(BIN)/govmesh migrate
 	@echo "==> starting the mesh (Ctrl-C stops every process)"
 	@echo "    gRPC identity 127.0.0.1:50051, records :50052, approvals :50053, health :50054, crowd :50055"
 	@echo "    metrics api :9101-9105, worker :9111-9115, crowd ingest :9125"
 	@echo "    a token for grpcurl: $(BIN)/govmesh dev-token demo-portal"
-	@mkdir -p var && $(BIN)/python scripts/scaled_procfile.py Procfile --prometheus-targets var/prometheus > var/Procfile.scaled
+	@mkdir -p var && $(BIN)/python scripts/scaled_procfile.py Procfile --prometheus-targets var/prometheus --with-prometheus \
+		> var/Procfile.scaled
 	@[ -z "$$GOVMESH_SCALE" ] || echo "    scaled ($$GOVMESH_SCALE): instance k of a kind serves metrics 100 * k above the ports above"
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -d . -f var/Procfile.scaled start
 
@@ -95,8 +104,9 @@ lint: install
 	@echo "==> Kubernetes manifests (deploy/kustomize) match their sources"
 	@$(BIN)/python scripts/kubernetes.py --check
 	@echo "==> promtool: scrape config, alert rules and their tests"
-	@cd deploy/prometheus && promtool check config prometheus.yml >/dev/null \
-		&& promtool check rules alerts.yml >/dev/null && promtool test rules alerts_test.yml >/dev/null \
+	@promtool check config deploy/prometheus/prometheus.yml >/dev/null \
+		&& promtool check rules deploy/prometheus/alerts.yml >/dev/null \
+		&& promtool test rules deploy/prometheus/alerts_test.yml >/dev/null \
 		&& echo "    deploy/prometheus is valid and its alert tests pass"
 
 test: lint

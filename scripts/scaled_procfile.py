@@ -9,9 +9,19 @@ must run once (outbox relays, sequencers, timers) already takes a database lock 
 
 With --prometheus-targets DIR it also writes DIR/<kind>.json, Prometheus file_sd targets for
 every instance past the first (deploy/prometheus/prometheus.yml scrapes the first ones by name and
-reads these files), rewritten each time so a process scaled back down is no longer scraped.
+reads these files), rewritten each time so a process scaled back down is no longer scraped. With
+--with-prometheus as well, the Procfile gets a `prometheus` line (scripts/run_prometheus.py) that
+scrapes them all, unless GOVMESH_PROMETHEUS=0, Prometheus is not installed or its port is taken:
+the mesh runs without it then, and one line on stderr says why.
 
-Usage: scripts/scaled_procfile.py [PROCFILE] [--prometheus-targets DIR]   (the Procfile to stdout)
+environment (defaults in brackets):
+  GOVMESH_SCALE        name=count,... [every process once]
+  GOVMESH_PROMETHEUS   0 leaves Prometheus out [1]
+  PROMETHEUS_PORT      where Prometheus listens, on 127.0.0.1 [9090]
+  PROMETHEUS_DATA      its time series storage [var/prometheus-data]
+
+Usage: scripts/scaled_procfile.py [PROCFILE] [--prometheus-targets DIR [--with-prometheus]]
+       (the Procfile to stdout)
 """
 
 from __future__ import annotations
@@ -20,6 +30,9 @@ import argparse
 import json
 import os
 import re
+import shlex
+import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +115,32 @@ def scaled(processes: list[Process]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prometheus(targets: Path) -> tuple[str | None, str]:
+    """The Procfile line of the Prometheus that scrapes the mesh (None: it is left out), and what
+    to tell the user about it."""
+    if os.environ.get("GOVMESH_PROMETHEUS", "").strip() == "0":
+        return None, "    Prometheus left out (GOVMESH_PROMETHEUS=0)"
+    if shutil.which("prometheus") is None:
+        return None, "    no Prometheus: the mesh runs without it (Debian/Ubuntu: sudo apt-get install prometheus)"
+    port = int(os.environ.get("PROMETHEUS_PORT", "").strip() or 9090)
+    data = os.environ.get("PROMETHEUS_DATA", "").strip() or "var/prometheus-data"
+    # Checked here, not left to Prometheus: honcho stops every process when one exits, and a port
+    # taken (say, by the prometheus service Debian's package starts) must not take the mesh down.
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return None, f"    no Prometheus: 127.0.0.1:{port} is taken (PROMETHEUS_PORT=<port> picks another)"
+    where = f"--targets {shlex.quote(str(targets))} --data {shlex.quote(data)}"
+    line = f"prometheus: python scripts/run_prometheus.py {where} --port {port}"
+    return line, f"    Prometheus http://127.0.0.1:{port} scrapes them all (deploy/prometheus; data in {data})"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("procfile", nargs="?", default="Procfile", type=Path)
     parser.add_argument("--prometheus-targets", type=Path, help="folder for the file_sd targets of scaled processes")
+    parser.add_argument("--with-prometheus", action="store_true", help="a Prometheus line, reading those targets")
     args = parser.parse_args(argv[1:])
     try:
         processes = plan(args.procfile.read_text(encoding="utf-8"), os.environ.get("GOVMESH_SCALE", ""))
@@ -116,7 +151,14 @@ def main(argv: list[str]) -> int:
         args.prometheus_targets.mkdir(parents=True, exist_ok=True)
         for kind, groups in prometheus_targets(processes).items():
             (args.prometheus_targets / f"{kind}.json").write_text(json.dumps(groups, indent=2) + "\n")
-    sys.stdout.write(scaled(processes))
+    procfile = scaled(processes)
+    if args.with_prometheus:
+        if args.prometheus_targets is None:
+            parser.error("--with-prometheus needs --prometheus-targets")
+        line, said = prometheus(args.prometheus_targets)
+        print(said, file=sys.stderr)
+        procfile += f"{line}\n" if line else ""
+    sys.stdout.write(procfile)
     return 0
 
 

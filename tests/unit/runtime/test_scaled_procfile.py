@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.mesh import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def scaled(scale: str | None, *options: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "GOVMESH_SCALE"}
+def scaled(scale: str | None, *options: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GOVMESH_SCALE", "GOVMESH_PROMETHEUS")} | environ
     if scale is not None:
         env["GOVMESH_SCALE"] = scale
     return subprocess.run(
@@ -78,3 +81,25 @@ def test_prometheus_is_told_where_every_instance_past_the_first_serves_its_metri
     assert json.loads((targets / "worker.json").read_text()) == []
     assert scaled(None, "--prometheus-targets", str(targets)).returncode == 0
     assert json.loads((targets / "api.json").read_text()) == [], "scaled back down: no longer scraped"
+
+
+def test_make_runs_prometheus_beside_the_mesh_reading_those_targets(tmp_path: Path) -> None:
+    port = free_port()
+    with_prometheus = ("--prometheus-targets", str(tmp_path / "targets"), "--with-prometheus")
+    result = scaled(None, *with_prometheus, PROMETHEUS_PORT=str(port), PROMETHEUS_DATA=str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[-1]
+    assert line == (
+        f"prometheus: python scripts/run_prometheus.py --targets {tmp_path / 'targets'} --data {tmp_path / 'data'} "
+        f"--port {port}"
+    )
+    assert f"Prometheus http://127.0.0.1:{port}" in result.stderr
+
+    left_out = scaled(None, *with_prometheus, GOVMESH_PROMETHEUS="0")
+    assert "prometheus" not in left_out.stdout and "GOVMESH_PROMETHEUS=0" in left_out.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        busy = scaled(None, *with_prometheus, PROMETHEUS_PORT=str(port))
+    assert busy.returncode == 0, "the mesh runs without Prometheus"
+    assert "prometheus" not in busy.stdout and f"127.0.0.1:{port} is taken" in busy.stderr
