@@ -451,6 +451,14 @@ def parser() -> argparse.ArgumentParser:
         "--patients", type=int, default=20, metavar="N", help="the simulated population of medical credit (default 20)"
     )
     demo.add_argument(
+        "--fountain-days",
+        type=int,
+        default=0,
+        metavar="D",
+        help="also replay D days of the fountain's sensors with `govmesh crowd simulate` and count its barrier days "
+        "(365: a year, as the seed counts; 30 days take about 11 s on 2 cores; default 0: only the evening)",
+    )
+    demo.add_argument(
         "--json", action="store_true", help="one JSON document: each story's lines, figures, trace and events"
     )
     demo.set_defaults(func=cmd_demo)

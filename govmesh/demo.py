@@ -27,7 +27,9 @@ import datetime
 import hashlib
 import json
 import random
+import re
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -737,11 +739,23 @@ def fountain(mesh: Mesh, say: Callable[[str, str], None], ctx: Context) -> dict[
         f"Barriers only when needed: this evening, {history.barrier_day_count} barrier day(s) "
         f"({', '.join(history.barrier_days)}), minutes at each level {at_level}; the seed: {before} -> {after} a year",
     )
-    say(
-        "一整年的传感器回放（季节、周末、节假日）：`govmesh crowd simulate --days 365`",
-        "A whole year of the fountain's sensors (seasons, weekends, holidays): `govmesh crowd simulate --days 365`",
-    )
+    year = _fountain_days(ctx.fountain_days) if ctx.fountain_days else None
+    if year is None:
+        say(
+            "一整年的传感器回放（季节、周末、节假日）：`govmesh demo --fountain-days 365`",
+            "A whole year of the fountain's sensors (seasons, weekends, holidays): `govmesh demo --fountain-days 365`",
+        )
+    else:
+        say(
+            f"`govmesh crowd simulate` 回放 {year['days']} 天（{year['window']}）的传感器："
+            f"常年固定护栏 {year['fixed']} 天，"
+            f"按日历 {year['calendar']} 天，实时响应 {year['live']} 天；种子：{before} → {after}",
+            f"`govmesh crowd simulate` replays {year['days']} days of sensors ({year['window']}): barriers all the "
+            f"time {year['fixed']} days, by the calendar {year['calendar']}, live response {year['live']}; the seed: "
+            f"{before} -> {after}",
+        )
     return {
+        "simulated_days": year,
         "zone_id": zone_id,
         "capacity": created.capacity,
         "readings_accepted": report.accepted,
@@ -753,6 +767,35 @@ def fountain(mesh: Mesh, say: Callable[[str, str], None], ctx: Context) -> dict[
         "minutes_at_level": at_level,
         "peak": history.peak.occupancy,
         "seed_barrier_days": [before, after],
+    }
+
+
+def _fountain_days(days: int) -> dict[str, Any]:
+    """``days`` of the fountain's modelled sensors through crowd's own simulator (a client like
+    this one, over the broker), and the barrier days it counts from the service's history."""
+    command = [sys.executable, "-m", "govmesh.cli", "crowd", "simulate", "--days", str(days), "--quiet"]
+    try:
+        # The simulator is a command of this same installation, with fixed arguments.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120 + days, check=False)  # noqa: S603
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"`govmesh crowd simulate --days {days}` did not finish in {120 + days} s") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise DemoError(f"`govmesh crowd simulate --days {days}` failed: {reason}")
+
+    def figure(label: str) -> int:
+        found = re.search(rf"{label} +(\d+)", done.stdout)
+        if found is None:
+            raise DemoError(f"`govmesh crowd simulate` printed no {label!r}")
+        return int(found.group(1))
+
+    window = re.search(r"(\d{4}-\d{2}-\d{2} \.\. \d{4}-\d{2}-\d{2})", done.stdout)
+    return {
+        "days": days,
+        "window": window.group(1) if window else "",
+        "fixed": figure("常年固定 fixed, all year"),
+        "calendar": figure("按日历 weekends and holidays"),
+        "live": figure("实时响应 live response"),
     }
 
 
@@ -890,6 +933,8 @@ class Context:
     today: datetime.date
     patients: int
     tap: EventTap
+    #: Days of the fountain to replay through `govmesh crowd simulate` (0: none).
+    fountain_days: int = 0
     price_fen: int = 2_168_750_00
     #: Reads of the protagonist's data the stories cause (the tracker waits for them).
     reads_expected: int = 0
@@ -1108,7 +1153,7 @@ _TOLD: Final = {
 }
 
 
-def run(stories: Sequence[str], patients: int, narrator: Narrator) -> list[Story]:
+def run(stories: Sequence[str], patients: int, fountain_days: int, narrator: Narrator) -> list[Story]:
     started = time.monotonic()
     mesh = Mesh()
     try:
@@ -1118,7 +1163,13 @@ def run(stories: Sequence[str], patients: int, narrator: Narrator) -> list[Story
         try:
             rng = random.Random(secrets.randbits(64))
             ctx = Context(
-                secrets.token_hex(4), rng, new_person(rng, "330106", 1975, 1992), clock.shanghai_date(), patients, tap
+                secrets.token_hex(4),
+                rng,
+                new_person(rng, "330106", 1975, 1992),
+                clock.shanghai_date(),
+                patients,
+                tap,
+                fountain_days,
             )
             ctx.person.name = "徐伟"  # the seed's driver; the number is synthetic
             told = []
@@ -1153,9 +1204,12 @@ def main(args: argparse.Namespace) -> int:
     if not 1 <= args.patients <= 2000:
         print("govmesh demo: --patients must be between 1 and 2000", file=sys.stderr)
         return 2
+    if not 0 <= args.fountain_days <= 400:
+        print("govmesh demo: --fountain-days must be between 0 and 400", file=sys.stderr)
+        return 2
     narrator = Narrator(args.json)
     try:
-        told = run(stories, args.patients, narrator)
+        told = run(stories, args.patients, args.fountain_days, narrator)
     except (config.ConfigError, PolicyError, DemoError) as exc:
         print(mask_identifiers(f"govmesh demo: {exc}"), file=sys.stderr)
         return 1

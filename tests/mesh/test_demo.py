@@ -42,9 +42,9 @@ def demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def told(mesh: ChaosMesh) -> dict[str, dict[str, Any]]:
+def told(mesh: ChaosMesh, *args: str) -> dict[str, dict[str, Any]]:
     """Every story of one `--json` run, by key, after the checks every run must pass."""
-    run = demo(mesh.env.env, "--json", "--patients", "4")
+    run = demo(mesh.env.env, "--json", "--patients", "4", *args)
     assert run.returncode == 0, run.stdout + run.stderr
     assert_no_raw_identifiers(run.stdout + run.stderr, "govmesh demo")
     stories = {story["key"]: story for story in json.loads(run.stdout)["stories"]}
@@ -106,9 +106,14 @@ def check(figures: dict[str, dict[str, Any]]) -> None:
 
 @pytest.mark.timeout(300)
 def test_the_demo_tells_every_story_with_the_mesh_figures_and_again_on_the_same_mesh(mesh: ChaosMesh) -> None:
-    first, second = told(mesh), told(mesh)
+    first, second = told(mesh), told(mesh, "--fountain-days", "2")
     check(first)
     check(second)
+    assert first["fountain"]["simulated_days"] is None
+    # Two days through crowd's own simulator: the old policy had barriers up on both.
+    simulated = second["fountain"]["simulated_days"]
+    assert simulated["days"] == simulated["fixed"] == 2
+    assert 0 <= simulated["live"] <= 2 and 0 <= simulated["calendar"] <= 2
     assert first["one_id"]["subject_id"] != second["one_id"]["subject_id"]
     assert first["housing"]["property_unit"] != second["housing"]["property_unit"]
     assert first["fountain"]["zone_id"] != second["fountain"]["zone_id"]
