@@ -1221,7 +1221,12 @@ def main(args: argparse.Namespace) -> int:
         return 1
     except grpc.RpcError as error:
         code: grpc.StatusCode = error.code()
-        hint = ": is the mesh running? Start it with `make run`" if code == grpc.StatusCode.UNAVAILABLE else ""
+        hints = {
+            grpc.StatusCode.UNAVAILABLE: ": is the mesh running? Start it with `make run`",
+            # Another mesh's keys: the demo mints tokens from GOVMESH_KEY_DIR, as the mesh reads them.
+            grpc.StatusCode.UNAUTHENTICATED: ": run the demo with the environment the mesh runs with (GOVMESH_KEY_DIR)",
+        }
+        hint = hints.get(code, "")
         print(
             mask_identifiers(f"govmesh demo: the mesh answered {code.name}: {error.details()}{hint}"), file=sys.stderr
         )
