@@ -10,12 +10,13 @@ STAMPS := .stamps
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: help install run test lint bench chaos image migrate generate lock clean
+.PHONY: help install run demo test lint bench chaos image migrate generate lock clean
 
 help:
 	@echo "make run    install what is missing, then run the mesh until Ctrl-C"
 	@echo "            (GOVMESH_SCALE=approvals-worker=2,records-api=2 runs more processes of a kind)"
 	@echo "            (and a Prometheus at 127.0.0.1:9090 scraping them; GOVMESH_PROMETHEUS=0 leaves it out)"
+	@echo "make demo   the seed's stories told by the mesh that \`make run\` is running (start that first, in another terminal), its figures beside the seed's"
 	@echo "make test   install what is missing, then run linters and the whole suite"
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
 	@echo "make chaos  every fault (broker, worker and api kill -9, the database gone 30 s, poison messages, doubled and reordered deliveries) on SQLite and PostgreSQL under load, then a 30-minute soak: lost, doubled and stuck counted (about 50 minutes)"
@@ -89,6 +90,10 @@ run: $(STAMPS)/generated
 		> var/Procfile.scaled
 	@[ -z "$$GOVMESH_SCALE" ] || echo "    scaled ($$GOVMESH_SCALE): instance k of a kind serves metrics 100 * k above the ports above"
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -d . -f var/Procfile.scaled start
+
+# A client of the running mesh (`make run` in another terminal): it reads the same environment.
+demo: $(STAMPS)/generated
+	@$(BIN)/govmesh demo $(DEMO_ARGS)
 
 lint: install
 	@echo "==> ruff"

@@ -75,10 +75,12 @@ def tail(
     count: int | None = None,
     seconds: float | None = None,
     ready: Callable[[], None] = lambda: None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Shows each event of ``services`` (of ``event_types``, routing keys, or all) as it comes,
-    until ``count`` were shown or ``seconds`` passed (or forever); returns how many were shown.
-    ``ready`` is called once the queue is bound: what is published from then on is seen."""
+    until ``count`` were shown, ``seconds`` passed or ``stop()`` says so (checked at least once a
+    second), or forever; returns how many were shown. ``ready`` is called once the queue is bound:
+    what is published from then on is seen."""
     connection = messaging.connect(amqp_uri, "govmesh-events-tail")
     shown = 0
     try:
@@ -98,7 +100,7 @@ def tail(
         channel.basic_consume(queue, callback=on_message, no_ack=True)
         ready()
         deadline = None if seconds is None else time.monotonic() + seconds
-        while count is None or shown < count:
+        while (count is None or shown < count) and not stop():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
