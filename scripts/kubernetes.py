@@ -11,8 +11,9 @@ source of truth each, so nothing is kept twice by hand:
   recorded by running their declaring functions against a channel that only takes notes;
 * the PrometheusRule from deploy/prometheus/alerts.yml, the ServiceMonitors from the jobs of
   deploy/prometheus/prometheus.yml;
-* copies of policy/dev.yaml, services/approvals/case_types/*.yaml and deploy/grafana/*.json, because
-  kustomize reads files only below a kustomization's own directory (its load restrictor);
+* copies of policy/dev.yaml, services/approvals/case_types/*.yaml, services/health/hospitals.yaml
+  and deploy/grafana/*.json, because kustomize reads files only below a kustomization's own
+  directory (its load restrictor);
 * the prod overlay's HorizontalPodAutoscalers and PodDisruptionBudgets, and the dev overlay's patches.
 
     .venv/bin/python scripts/kubernetes.py           writes deploy/kustomize/*/generated/
@@ -247,6 +248,7 @@ def shared_environment() -> dict[str, str]:
         "GOVMESH_POLICY": "/etc/govmesh/policy/policy.yaml",
         "GOVMESH_KEY_DIR": KEY_DIR,
         "APPROVALS_CASE_TYPES_DIR": "/etc/govmesh/case-types",
+        "HEALTH_HOSPITALS_FILE": "/etc/govmesh/hospitals/hospitals.yaml",
         "CROWD_INGEST_SHARDS": str(INGEST_SHARDS),
         "LOG_LEVEL": "INFO",
         "OTEL_TRACES_EXPORTER": "none",
@@ -306,7 +308,8 @@ POD_SECURITY_CONTEXT = {
 def volumes(service: str, policy: bool = True) -> tuple[list[Doc], list[Doc]]:
     """(volumes, the main container's mounts): /tmp the one writable path (the image's root
     filesystem is read-only; with the database in PostgreSQL and keys from Secrets nothing
-    writes var/), the key directory, the policy and (approvals) the case types."""
+    writes var/), the key directory, the policy, (approvals) the case types and (health) the
+    deployment's hospitals."""
     vols: list[Doc] = [
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
         {"name": "keys", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
@@ -324,6 +327,9 @@ def volumes(service: str, policy: bool = True) -> tuple[list[Doc], list[Doc]]:
     if service == "approvals":
         vols.append({"name": "case-types", "configMap": {"name": "govmesh-case-types"}})
         mounts.append({"name": "case-types", "mountPath": "/etc/govmesh/case-types", "readOnly": True})
+    if service == "health":
+        vols.append({"name": "hospitals", "configMap": {"name": "govmesh-hospitals"}})
+        mounts.append({"name": "hospitals", "mountPath": "/etc/govmesh/hospitals", "readOnly": True})
     return vols, mounts
 
 
@@ -1073,6 +1079,7 @@ def outputs() -> dict[Path, str]:
         BASE / "prometheus-rule.yaml": dump([prometheus_rule()], "deploy/prometheus/alerts.yml"),
         BASE / "service-monitors.yaml": dump(service_monitors(), "deploy/prometheus/prometheus.yml"),
         BASE / "policy.yaml": policy_text,
+        BASE / "hospitals.yaml": (ROOT / "services" / "health" / "hospitals.yaml").read_text(encoding="utf-8"),
         PROD / "policy.yaml": HEADER.format(source="policy/dev.yaml, without its all-rights development caller")
         + yaml.safe_dump(prod_policy(policy), sort_keys=False, allow_unicode=True, width=120),
         PROD / "network-policies.yaml": dump(

@@ -216,6 +216,38 @@ def test_watch_streams_each_change_until_the_case_is_final(mesh: Mesh) -> None:
     assert seen[-1].decision_duration.ToTimedelta() < datetime.timedelta(seconds=30)
 
 
+def test_production_callers_submit_and_follow_their_own_cases_only(mesh: Mesh) -> None:
+    """Without the demo portal (production's policy), the citizen portal and a service centre's
+    counter (policy/dev.yaml) each submit and follow cases, see only their own, and decide none."""
+    mesh.case_of(SCENARIOS[0])  # every scenario's records published, so its subjects exist
+    portal, counter = Approvals(mesh.env, "zhelibao"), Approvals(mesh.env, "service-window-hangzhou")
+    online = next(s for s in SCENARIOS if s.case_type == "ride_hailing_driver_permit" and not s.failing_rules)
+    in_person = next(s for s in SCENARIOS if s.case_type == "business_licence_change" and not s.failing_rules)
+    case = portal.submit(online.case_type, online.applicant, online.parameters).case
+    taken = counter.submit(in_person.case_type, in_person.applicant, in_person.parameters).case
+    watched = portal.stub.WatchCase(pb.WatchCaseRequest(case_id=case.case_id), metadata=portal.metadata, timeout=30)
+    assert [m.case for m in watched][-1].state == pb.CASE_STATE_APPROVED
+    assert counter.wait_final(taken.case_id).state == pb.CASE_STATE_APPROVED
+    for caller, own in ((portal, case), (counter, taken)):
+        listed = caller.stub.ListCases(pb.ListCasesRequest(page_size=500), metadata=caller.metadata, timeout=10)
+        assert [c.case_id for c in listed.cases] == [own.case_id]
+    refusals = [
+        lambda: counter.get(case.case_id),
+        lambda: portal.stub.CancelCase(pb.CancelCaseRequest(case_id=taken.case_id), metadata=portal.metadata),
+        lambda: portal.stub.ListReviewTasks(
+            pb.ListReviewTasksRequest(department_code="culture_tourism"), metadata=portal.metadata
+        ),
+        lambda: counter.stub.CompleteReviewTask(
+            pb.CompleteReviewTaskRequest(task_id=str(uuid.uuid4()), decision=pb.REVIEW_DECISION_APPROVE),
+            metadata=counter.metadata,
+        ),
+    ]
+    for refused in refusals:
+        with pytest.raises(grpc.RpcError) as denied:
+            refused()
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, denied.value.details()
+
+
 def test_cancelling_a_case_in_review_withdraws_its_task(mesh: Mesh) -> None:
     mesh.case_of(SCENARIOS[0])  # every scenario's records published, so its subjects exist
     approvals = mesh.approvals

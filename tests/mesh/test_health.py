@@ -2,11 +2,12 @@
 and worker a real process, over a real RabbitMQ in a virtual host of its own, on SQLite and on
 PostgreSQL.
 
-A department (through the portal, which holds every right) publishes a patient's city credit score
-and insurance enrolment; the patient enrols, is treated on credit, pays one bill on time and lets
-the next one default (the services' clock is moved past the due time and the grace period); the
-default suspends the account and reaches records as the health commission's negative credit
-record; repaying the bill restores the account with halved limits, and the ledger proves."""
+A department (through the demo portal, which holds every right) publishes a patient's city credit
+score and insurance enrolment; the patient enrols, is treated on credit, pays one bill on time
+(through the citizen portal's production caller) and lets the next one default (the services'
+clock is moved past the due time and the grace period); the default suspends the account and
+reaches records as the health commission's negative credit record; repaying the bill restores the
+account with halved limits, and the health commission's ledger check proves it."""
 
 from __future__ import annotations
 
@@ -119,11 +120,17 @@ def test_treat_first_pay_later_through_default_and_restoration(mesh: tuple[Servi
         first = health.close(visit.visit_id)
         assert first.total_fen == 1_500 * YUAN and first.insurance_fen + first.self_pay_fen == first.total_fen
         assert first.due_at.ToDatetime() - first.issued_at.ToDatetime() == datetime.timedelta(hours=48)
+        # The patient pays through the citizen portal, production's caller (policy/dev.yaml), which
+        # reads bills at any hospital and treats at none.
+        portal = Health(env, "zhelibao")
+        assert portal.bill(first.bill_id).self_pay_fen == first.self_pay_fen
+        treat = pb.OpenVisitRequest(identifier=LUO_FANG, hospital_id=HOSPITAL, kind=1, request_id="portal-1")
+        assert portal.refused("OpenVisit", treat).code() == grpc.StatusCode.PERMISSION_DENIED
         request_id = str(uuid.uuid4())
-        part = health.pay(first.bill_id, 200 * YUAN, request_id)
-        repeated = health.pay(first.bill_id, 200 * YUAN, request_id)
+        part = portal.pay(first.bill_id, 200 * YUAN, request_id)
+        repeated = portal.pay(first.bill_id, 200 * YUAN, request_id)
         assert part.created and not repeated.created and repeated.payment.payment_id == part.payment.payment_id
-        paid = health.pay(first.bill_id, first.self_pay_fen - 200 * YUAN)
+        paid = portal.pay(first.bill_id, first.self_pay_fen - 200 * YUAN)
         assert paid.bill.state == pb.BILL_STATE_SETTLED
         settled = events.wait("bill_settled")
         assert [e["billId"] for e in settled] == [first.bill_id]
@@ -177,7 +184,7 @@ def test_treat_first_pay_later_through_default_and_restoration(mesh: tuple[Servi
         assert len([r for r in records_events_seen.of("record_published")]) == 4, "a duplicate stores nothing"
 
         # Repaid in full: settled, and the account is back with the halved limits.
-        repaid = health.pay(second.bill_id, 800 * YUAN)
+        repaid = portal.pay(second.bill_id, 800 * YUAN)
         assert repaid.bill.state == pb.BILL_STATE_SETTLED
         settled = events.wait("bill_settled", count=2)
         assert settled[1]["billId"] == second.bill_id and settled[1]["previousState"] == "BILL_STATE_DEFAULTED"
@@ -188,10 +195,11 @@ def test_treat_first_pay_later_through_default_and_restoration(mesh: tuple[Servi
         assert back.status == pb.ACCOUNT_STATUS_ACTIVE and back.outpatient_limit_fen == 2_500 * YUAN
         assert back.outstanding_fen == 0 and back.defaults[0].HasField("repaid_at")
 
-        ledger = health.call("VerifyLedger", pb.VerifyLedgerRequest())
+        commission = Health(env, "health_commission")  # the scheme's overseer in production
+        ledger = commission.call("VerifyLedger", pb.VerifyLedgerRequest())
         assert isinstance(ledger, pb.VerifyLedgerResponse)
         assert ledger.balanced and "every invariant holds" in ledger.message, ledger.message
-        stats = health.call("GetStats", pb.GetStatsRequest())
+        stats = commission.call("GetStats", pb.GetStatsRequest())
         assert isinstance(stats, pb.GetStatsResponse)
         assert (stats.enrolled_accounts, stats.bills, stats.settled_bills) == (2, 2, 2)
         assert stats.total_repaid_fen == first.self_pay_fen + 800 * YUAN and stats.total_defaulted_fen == 0

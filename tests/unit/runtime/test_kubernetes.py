@@ -388,6 +388,21 @@ def test_every_secret_and_configmap_a_pod_needs_is_rendered_or_made_by_an_operat
         assert not of_kind("prod", "Secret"), "prod holds no key material"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_health_reads_the_deployments_hospitals_from_their_configmap(overlay: str) -> None:
+    """HEALTH_HOSPITALS_FILE names a file that health's api and worker mount from the ConfigMap
+    holding services/health/hospitals.yaml (else the image's copy would be used, silently)."""
+    path = Path(environment(overlay)["HEALTH_HOSPITALS_FILE"])
+    [configmap] = [d for d in of_kind(overlay, "ConfigMap") if d["metadata"]["name"].startswith("govmesh-hospitals")]
+    source = (ROOT / "services" / "health" / "hospitals.yaml").read_text(encoding="utf-8")
+    assert configmap["data"] == {path.name: source}
+    for name in ("health-api", "health-worker"):
+        doc = named(overlay, "Deployment", name)
+        [mount] = [m for m in main_container(doc)["volumeMounts"] if m["mountPath"] == str(path.parent)]
+        [volume] = [v for v in doc["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+        assert volume["configMap"]["name"] == configmap["metadata"]["name"], name  # with kustomize's suffix
+
+
 # -- monitoring ----------------------------------------------------------------------------------
 
 
