@@ -27,6 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
 
+#: The paths Kubernetes' probes ask (scripts/kubernetes.py).
+LIVEZ: Final = "/livez"
+READYZ: Final = "/readyz"
 #: A main loop that has not turned for this long is stuck. Far above its longest legitimate pause
 #: (a reconnection back-off or a database retry waits at most 30 s, and beats meanwhile).
 STALLED_AFTER: Final = 60.0
@@ -169,8 +172,8 @@ def _answer(connection: Any, health: Health, render: Callable[[], bytes | None])
 
 def _response(path: str, health: Health, render: Callable[[], bytes | None]) -> tuple[str, str, bytes]:
     text = "text/plain; charset=utf-8"
-    if path in ("/livez", "/readyz"):
-        ok, why = health.live() if path == "/livez" else health.ready()
+    if path in (LIVEZ, READYZ):
+        ok, why = health.live() if path == LIVEZ else health.ready()
         return ("200 OK" if ok else "503 Service Unavailable"), text, (why + "\n").encode()
     if path in ("/metrics", "/"):
         body = render()
