@@ -136,7 +136,8 @@ def serve(host: str, port: int, health: Health, render: Callable[[], bytes | Non
     if port == 0:
         return
     socket, native_threading = native_modules()
-    listener = socket.create_server((host, port))
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # BIND_HOST may be IPv6 ("::")
+    listener = socket.create_server((host, port), family=family)
 
     def accept() -> None:
         while True:
