@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 #: The paths Kubernetes' probes ask (scripts/kubernetes.py).
 LIVEZ: Final = "/livez"
 READYZ: Final = "/readyz"
-#: A main loop that has not turned for this long is stuck. Far above its longest legitimate pause
-#: (a reconnection back-off or a database retry waits at most 30 s, and beats meanwhile).
+#: A main loop that has not turned for this long is stuck. Far above its longest legitimate call
+#: (connecting to the broker: 5 s a node); its waits for the broker or the database turn it.
 STALLED_AFTER: Final = 60.0
 #: How often the database is looked at when ready, and when not (to be ready again soon).
 DATABASE_INTERVALS: Final = (5.0, 0.5)
