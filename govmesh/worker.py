@@ -24,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from kombu.entity import Exchange as KombuExchange
 from kombu.entity import Queue
+from nameko.containers import ServiceContainer
 from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
@@ -31,7 +32,7 @@ from nameko.rpc import Rpc
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 
-from govmesh import metrics, tracing
+from govmesh import metrics, probes, tracing
 from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
 from govmesh.config import ProcessKind, Settings
 from govmesh.db import POOL_SIZE, Database, database_unavailable, service_database
@@ -156,10 +157,102 @@ def run(settings: Settings) -> None:
     assert_no_grpc()
     service_class = importlib.import_module(f"services.{settings.service}.worker").Worker
     assert_no_grpc()
-    metrics.serve(settings.bind_host, settings.worker_metrics_port)
+    _serve_probes(settings)
     log.info("worker starting", extra={"amqp": shown_brokers(settings.amqp_uri)})
     config = {"AMQP_URI": settings.amqp_uri, "max_workers": settings.worker_concurrency, SETTINGS_KEY: settings}
     nameko_run([service_class], config)
+
+
+#: What /livez and /readyz report for this worker process; None until run() starts them.
+_health: probes.Health | None = None
+
+
+def _serve_probes(settings: Settings) -> None:
+    """/metrics, /livez and /readyz (govmesh.probes). A green thread turns the heartbeat: when it
+    stops turning, the hub is stuck (a call blocking it, a green thread that never yields)."""
+    global _health
+    if settings.worker_metrics_port == 0:
+        return
+    health = _health = probes.Health("worker's event loop")
+    health.check("entrypoints", "not started yet")
+    renderer = probes.HubRenderer()
+
+    def heartbeat() -> None:
+        while True:
+            health.turn()
+            renderer.tick()
+            eventlet.sleep(0.1)  # also how long a scrape of /metrics waits for the hub at most
+
+    eventlet.spawn_n(heartbeat)
+    db = service_database(settings.service, settings.database_url, pool_size=1)
+    probes.watch_database(health, db.readiness)
+    probes.serve(settings.bind_host, settings.worker_metrics_port, health, renderer.render)
+
+
+def _report(check: str, reason: str | None) -> None:
+    if _health is not None:
+        _health.check(check, reason)
+
+
+def _report_broker(consumer: QueueConsumer, reason: str | None) -> None:
+    # nameko's own consumer serves the RPC entrypoints; ours, the event and queue handlers.
+    kind = "events" if isinstance(consumer, _DecodingQueueConsumer) else "rpc"
+    _report(f"broker ({kind} consumer)", reason)
+
+
+def _watch_nameko() -> None:
+    """Has the service's container say whether its entrypoints have started, and every queue
+    consumer (nameko's, which the RPC entrypoints share, and _DecodingQueueConsumer) whether it
+    consumes, through kombu's hooks on its connection: a worker is ready once it consumes its
+    queues, and not while it has lost the broker. nameko's classes are wrapped rather than
+    subclassed because nameko instantiates them itself (the runner, nameko.rpc)."""
+    container_start, container_stop = ServiceContainer.start, ServiceContainer.stop
+
+    def container_started(self: ServiceContainer) -> None:
+        _report("entrypoints", "starting")
+        container_start(self)
+        _report("entrypoints", None)
+
+    def container_stopped(self: ServiceContainer) -> None:
+        _report("entrypoints", "stopping")
+        container_stop(self)
+
+    ServiceContainer.start, ServiceContainer.stop = container_started, container_stopped
+    start, on_connection_error, on_consume_ready, consume = (
+        QueueConsumer.start,
+        QueueConsumer.on_connection_error,
+        QueueConsumer.on_consume_ready,
+        QueueConsumer.consume,
+    )
+
+    def started(self: QueueConsumer) -> None:
+        if not self._starting:  # each of its entrypoints starts it
+            _report_broker(self, "not consuming yet")
+        start(self)
+
+    def connection_failed(self: QueueConsumer, exc: Exception, interval: float) -> None:
+        _report_broker(self, f"cannot connect ({type(exc).__name__}: {exc}), trying again in {interval:g} s")
+        on_connection_error(self, exc, interval)
+
+    def consuming(self: QueueConsumer, *args: Any, **kwargs: Any) -> None:
+        on_consume_ready(self, *args, **kwargs)
+        _report_broker(self, None)
+
+    def consumption(self: QueueConsumer, *args: Any, **kwargs: Any) -> Any:
+        try:
+            yield from consume(self, *args, **kwargs)
+        except Exception as exc:
+            _report_broker(self, f"connection lost ({type(exc).__name__}: {exc}), reconnecting")
+            raise
+        _report_broker(self, "stopping")
+
+    QueueConsumer.start = started
+    QueueConsumer.on_connection_error = connection_failed
+    QueueConsumer.on_consume_ready = consuming
+    QueueConsumer.consume = consumption
+
+
+_watch_nameko()
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages
 
 from govmesh import config, keys, messaging  # noqa: E402
 from govmesh.grpcserver import LIVENESS  # noqa: E402
+from govmesh.probes import LIVEZ, READYZ  # noqa: E402
 
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
 BASE = KUSTOMIZE / "base" / "generated"
@@ -374,13 +375,19 @@ def probes(process: Process) -> Doc:
             "readinessProbe": {"grpc": grpc, "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 2},
             "livenessProbe": {"grpc": alive, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
         }
-    # Workers and ingest serve no gRPC (a worker must never load grpcio): their one listening
-    # port is Prometheus's /metrics, served from the process's own thread once it has started.
-    http = {"path": "/metrics", "port": "metrics"}
+    # Workers and ingest serve no gRPC (a worker must never load grpcio): /readyz and /livez on
+    # their metrics port (govmesh.probes), answered from an OS thread of their own. Readiness and
+    # startup: 200 once the process consumes its queues (ingest: its shards, or standing by) and
+    # its database answers and is migrated, so a rollout waits for the new pods to consume.
+    # Liveness: 503 only once the main loop (the worker's eventlet hub, ingest's consume loop) has
+    # not turned for probes.STALLED_AFTER (60 s), never for a broker or database away, which the
+    # process waits out by itself: a stuck process is restarted within 90 s.
+    ready = {"path": READYZ, "port": "metrics"}
+    alive = {"path": LIVEZ, "port": "metrics"}
     return {
-        "startupProbe": {"httpGet": http, "periodSeconds": 5, "failureThreshold": 36, "timeoutSeconds": 2},
-        "readinessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 2},
-        "livenessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
+        "startupProbe": {"httpGet": ready, "periodSeconds": 5, "failureThreshold": 36, "timeoutSeconds": 2},
+        "readinessProbe": {"httpGet": ready, "periodSeconds": 10, "failureThreshold": 2, "timeoutSeconds": 2},
+        "livenessProbe": {"httpGet": alive, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
     }
 
 

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from govmesh import metrics as govmesh_metrics
+from govmesh import probes
 from govmesh.config import Settings, env_whole
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
@@ -374,8 +374,12 @@ class _Pending:
 class ReadingsConsumer:
     """Consumes the shard queues until stop(); see the module docstring."""
 
-    def __init__(self, settings: Settings, db: Database, sharding: Sharding) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, sharding: Sharding, health: probes.Health | None = None
+    ) -> None:
         self.settings = settings
+        self.health = health or probes.Health("consume loop")
+        self.health.check("broker", "not consuming yet")
         self.crowd = bootstrap.build(settings, db, "ingest").crowd
         self.sharding = sharding
         self._stop = threading.Event()
@@ -393,9 +397,21 @@ class ReadingsConsumer:
                 backoff = 0.5
             except (BrokerUnavailable, OSError, amqp.exceptions.ConnectionError) as exc:
                 log.warning("readings consumer: broker unavailable, reconnecting in %.1f s: %s", backoff, exc)
+                self.health.check("broker", f"{type(exc).__name__}: {exc}; reconnecting")
                 self._pending = _Pending()  # unacknowledged: the broker delivers them again
-                self._stop.wait(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+        self.health.check("broker", "stopping")
+
+    def _wait(self, seconds: float) -> bool:
+        """Waits for up to ``seconds``, turning the loop's heartbeat (a wait is not a stall);
+        whether stop() was asked meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.health.turn()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.wait(min(left, 1.0)):
+                return self._stop.is_set()
 
     def _consume(self) -> None:
         connection = connect(self.settings.amqp_uri, "govmesh-crowd-ingest")
@@ -410,6 +426,8 @@ class ReadingsConsumer:
             channel.basic_qos(0, max(1, PREFETCH // self.sharding.shards), False)
             for shard in self.sharding.own():
                 self._subscribe(channel, shard)
+            # Ready with its own shards, or as everyone's standby when it has none of its own.
+            self.health.check("broker", None)
             log.info(
                 "consuming readings",
                 extra={"shards": self.sharding.own(), "standby_in_seconds": STANDBY_DELAY},
@@ -417,6 +435,7 @@ class ReadingsConsumer:
             standby_at = time.monotonic() + (STANDBY_DELAY if self.sharding.count > 1 else 0.0)
             standby = self.sharding.standby()
             while not self._stop.is_set():
+                self.health.turn()
                 if standby and time.monotonic() >= standby_at:
                     for shard in standby:
                         self._subscribe(channel, shard)
@@ -517,7 +536,7 @@ class ReadingsConsumer:
             except sa.exc.OperationalError as exc:
                 # Unacknowledged meanwhile: nothing is lost, and nothing is applied twice.
                 log.warning("readings consumer: database unavailable, retrying in %.1f s: %s", pause, exc)
-                if self._stop.wait(pause):
+                if self._wait(pause):
                     raise _Stopping from None
                 pause = min(pause * 2, 30.0)
 
@@ -555,8 +574,11 @@ def run(settings: Settings) -> None:
     sharding = Sharding.from_settings(settings)
     db = service_database(settings.service, settings.database_url)
     metrics.prime("broker")
-    govmesh_metrics.serve(settings.bind_host, settings.ingest_metrics_port)
-    consumer = ReadingsConsumer(settings, db, sharding)
+    health = probes.Health("consume loop")
+    if settings.ingest_metrics_port:
+        probes.watch_database(health, db.readiness)
+    probes.serve(settings.bind_host, settings.ingest_metrics_port, health)
+    consumer = ReadingsConsumer(settings, db, sharding, health)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping (signal %d): finishing the batch in hand", signum)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -301,6 +302,17 @@ def metrics_text(port: int) -> str:
     """What a process's /metrics serves (Prometheus text format)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return str(response.read().decode())
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """The status and body a process's HTTP port answers on ``path`` (0 and why: no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+    except OSError as error:
+        return 0, str(error)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 15) -> None:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 import govmesh.grpcserver
-from govmesh import config, messaging
+from govmesh import config, messaging, probes
 from scripts import kubernetes
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -324,6 +324,23 @@ def test_every_api_has_grpc_probes_on_its_port_and_drains_within_its_grace(overl
             assert (
                 "httpGet" in spec["containers"][0]["livenessProbe"] or "grpc" in spec["containers"][0]["livenessProbe"]
             )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_and_ingest_are_ready_when_they_consume_and_restarted_only_when_stuck(overlay: str) -> None:
+    others = [d for d in of_kind(overlay, "Deployment", "StatefulSet") if not d["metadata"]["name"].endswith("-api")]
+    assert {d["metadata"]["name"].rsplit("-", 1)[1] for d in others} == {"worker", "ingest"}
+    for doc in others:
+        container, where = main_container(doc), doc["metadata"]["name"]
+        # A rollout waits until the new pod consumes; readiness is /readyz, which says so.
+        for probe in ("startupProbe", "readinessProbe"):
+            assert container[probe]["httpGet"] == {"path": probes.READYZ, "port": "metrics"}, f"{where} {probe}"
+        # Liveness fails only for a stuck main loop (never a broker or database away), and a stuck
+        # process is restarted within two minutes of its last turn.
+        liveness = container["livenessProbe"]
+        assert liveness["httpGet"] == {"path": probes.LIVEZ, "port": "metrics"}, where
+        assert probes.STALLED_AFTER + liveness["periodSeconds"] * liveness["failureThreshold"] <= 120, where
+        assert liveness["timeoutSeconds"] < liveness["periodSeconds"], where
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
