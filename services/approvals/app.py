@@ -37,6 +37,15 @@ DEFAULT_SAGA = SagaSettings()
 Step = Callable[[Cases, pb.Case, datetime.datetime], Change | None]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pull:
+    """The proofs a drive of the saga pulls: of which case type version, which steps, whose."""
+
+    spec: CaseTypeSpec
+    outstanding: set[str]
+    subjects: dict[str, str]
+
+
 class ApprovalsApp:
     def __init__(
         self,
@@ -211,64 +220,76 @@ class ApprovalsApp:
     # ----------------------------------------------------------------------------------------
     # Changing a case
 
-    def _change(self, case_id: str, step: Step) -> tuple[pb.Case, bool]:
-        """The unit of work around a step: the case locked, the step's change saved with its
-        events (the outbox), in one transaction, the metrics told once it committed. The case as
-        it is now, and whether the step changed it."""
+    def _change(self, case_id: str, *steps: Step) -> tuple[pb.Case, bool]:
+        """The unit of work around steps: the case locked, each step's change saved with its
+        events (the outbox) and handed to the next step, in one transaction, the metrics told once
+        it committed. The case as it is now, and whether a step changed it. Each change is its own
+        revision, as if each step had had a transaction of its own."""
+        changes: list[Change] = []
         with self.db.transaction() as session:
             cases = Cases(session)
             case = cases.lock(case_id)
-            change = step(cases, case, self.clock())
-            if change is None:
-                return case, False
-            cases.save(change)
-            if change.events:
-                self.outbox.add_many(session, change.events)
-        if change.events:
-            self.on_events([event for event, _ in change.events])
-        return change.case, True
+            now = self.clock()
+            for step in steps:
+                change = step(cases, case, now)
+                if change is None:
+                    continue
+                cases.save(change)
+                if change.events:
+                    self.outbox.add_many(session, change.events)
+                changes.append(change)
+                case = change.case
+        events = [event for change in changes for event, _ in change.events]
+        if events:
+            self.on_events(events)
+        return case, bool(changes)
 
     # ----------------------------------------------------------------------------------------
     # The saga
 
     def advance(self, case_id: str, proofs: ProofSource) -> pb.Case:
         """Do whatever the case still needs: pull its outstanding proofs, then evaluate, sign off
-        and decide, or open the next review task. Safe to call any number of times, at once."""
-        case = self.get(case_id)
-        if saga.settled(case):
-            return case
-        spec = self.versions.spec_for(case)
-        if spec is None:
-            escalate = saga.escalate_unreadable_case_type
-            escalated, _ = self._change(case_id, lambda _, case, now: escalate(case, now, self.saga))
-            return escalated
-        outstanding = saga.outstanding_proofs(case)
-        if outstanding:
-            case, _ = self._change(case_id, lambda _, case, now: saga.start_pulls(case, outstanding, now, self.saga))
-            if case.state in FINAL:
-                return case
-            # Only what is still open now: another drive may have recorded some meanwhile, and
-            # asking again would count as drawing a fresh proof.
-            outstanding = saga.outstanding_proofs(case, among=outstanding)
-            if outstanding:
-                case = self._pull(case, spec, outstanding, proofs)
-            if not saga.proofs_in(case):
-                return case
-        decided, _ = self._change(
-            case_id,
-            lambda cases, case, now: saga.decide(case, spec, cases.claims(case.case_id), self.departments, now),
-        )
-        return decided
+        and decide, or open the next review task. Safe to call any number of times, at once.
 
-    def _pull(self, case: pb.Case, spec: CaseTypeSpec, outstanding: set[str], source: ProofSource) -> pb.Case:
-        subjects = repository.subjects(self.db, case.case_id)
-        asked = saga.proof_requests(case, spec, outstanding, subjects)
+        Two transactions around the pull (the CPU of a case is mostly its round trips to the
+        database): one that looks at the case under its lock and starts the pulls (or decides, or
+        escalates, when nothing is to be pulled), committed before records is asked, so a worker
+        dying mid-pull leaves the case to the timer; and one that records the proofs and decides."""
+        pulling: list[_Pull] = []
+
+        def begin(cases: Cases, case: pb.Case, now: datetime.datetime) -> Change | None:
+            if saga.settled(case):
+                return None
+            spec = self.versions.spec_for(case)
+            if spec is None:
+                return saga.escalate_unreadable_case_type(case, now, self.saga)
+            # Open under the lock: another drive may have recorded some meanwhile, and asking
+            # again would count as drawing a fresh proof.
+            outstanding = saga.outstanding_proofs(case)
+            if not outstanding:
+                return saga.decide(case, spec, cases.claims(case.case_id), self.departments, now)
+            pulling.append(_Pull(spec, outstanding, cases.subjects(case.case_id)))
+            return saga.start_pulls(case, outstanding, now, self.saga)
+
+        case, _ = self._change(case_id, begin)
+        if not pulling or case.state in FINAL:
+            return case
+        return self._pull(case, pulling[0], proofs)
+
+    def _pull(self, case: pb.Case, pull: _Pull, source: ProofSource) -> pb.Case:
+        asked = saga.proof_requests(case, pull.spec, pull.outstanding, pull.subjects)
         answers = source.get_proofs([request for _, request in asked])
         by_step = {request.step_id: (proof, answer) for (proof, request), answer in zip(asked, answers, strict=True)}
-        recorded, _ = self._change(
-            case.case_id,
-            lambda _, case, now: saga.record_proofs(case, by_step, subjects, self.departments, now, self.saga),
-        )
+
+        def record(_: Cases, case: pb.Case, now: datetime.datetime) -> Change | None:
+            return saga.record_proofs(case, by_step, pull.subjects, self.departments, now, self.saga)
+
+        def decide(cases: Cases, case: pb.Case, now: datetime.datetime) -> Change | None:
+            if not saga.proofs_in(case):
+                return None
+            return saga.decide(case, pull.spec, cases.claims(case.case_id), self.departments, now)
+
+        recorded, _ = self._change(case.case_id, record, decide)
         return recorded
 
     # ----------------------------------------------------------------------------------------

@@ -119,16 +119,43 @@ class RecordsOverRpc:
                 eventlet.sleep(1)
 
     def get_proofs(self, requests: Sequence[ProofRequest]) -> list[Proof | ProofNotIssued]:
+        """All of a case's proofs in one get_proofs call (one message each way, one token check);
+        records reads each as its own GetProof, refusing one alone. A records worker from before
+        get_proofs (a side-by-side upgrade) is asked one get_proof per proof instead."""
         assert self.proxy is not None, "proofs are drawn through a worker's proxy (through())"
+        from nameko.exceptions import RemoteError
+
+        from govmesh.worker import rpc_result
+
+        if not requests:
+            return []
         authorization = self.credentials.authorization()
+        bodies = [json_format.MessageToDict(contract.proof_request(request)) for request in requests]
+        deadline = time.monotonic() + self.timeout
+        try:
+            reply = self.proxy.get_proofs.call_async(authorization=authorization, requests=bodies)
+            answers = rpc_result(reply, deadline - time.monotonic())
+        except RemoteError as error:
+            if error.exc_type == "MethodNotFound":
+                return self._one_by_one(authorization, bodies, deadline)
+            return [self._remote_error(error)] * len(requests)
+        except TimeoutError:
+            return [self._no_answer()] * len(requests)
+        except Exception as exc:  # noqa: BLE001 - e.g. no records queue yet: retried later
+            return [ProofNotIssued(f"records unreachable ({type(exc).__name__})", retryable=True)] * len(requests)
+        if not isinstance(answers, list) or len(answers) != len(requests):
+            return [ProofNotIssued("records answered get_proofs out of shape", retryable=True)] * len(requests)
+        return [self._batch_answer(answer) for answer in answers]
+
+    def _one_by_one(
+        self, authorization: str, bodies: list[dict[str, Any]], deadline: float
+    ) -> list[Proof | ProofNotIssued]:
         replies: list[Any] = []
-        for request in requests:
-            body = json_format.MessageToDict(contract.proof_request(request))
+        for body in bodies:
             try:
                 replies.append(self.proxy.get_proof.call_async(authorization=authorization, request=body))
             except Exception as exc:  # noqa: BLE001 - e.g. no records queue yet: retried later
                 replies.append(ProofNotIssued(f"records unreachable ({type(exc).__name__})", retryable=True))
-        deadline = time.monotonic() + self.timeout
         return [self._answer(reply, deadline) for reply in replies]
 
     def _answer(self, reply: Any, deadline: float) -> Proof | ProofNotIssued:
@@ -141,13 +168,36 @@ class RecordsOverRpc:
         try:
             answer = rpc_result(reply, deadline - time.monotonic())
         except TimeoutError:
-            return ProofNotIssued(f"records did not answer within {self.timeout:g} s", retryable=True)
+            return self._no_answer()
         except RemoteError as error:
-            if error.exc_type != "RpcServiceError":
-                return ProofNotIssued(f"records failed ({error.exc_type})", retryable=True)
-            message = str(error.value)
-            return ProofNotIssued(f"records {message[:200]}", retryable=message.split(":", 1)[0] in TRANSIENT)
-        return contract.proof(json_format.ParseDict(answer, records_pb2.Proof(), ignore_unknown_fields=True))
+            return self._remote_error(error)
+        return _proof(answer)
+
+    @staticmethod
+    def _batch_answer(answer: Any) -> Proof | ProofNotIssued:
+        if isinstance(answer, dict) and "refused" in answer:
+            return _refused(str(answer["refused"]))
+        if isinstance(answer, dict) and isinstance(answer.get("proof"), dict):
+            return _proof(answer["proof"])
+        return ProofNotIssued("records answered a proof out of shape", retryable=True)
+
+    def _no_answer(self) -> ProofNotIssued:
+        return ProofNotIssued(f"records did not answer within {self.timeout:g} s", retryable=True)
+
+    @staticmethod
+    def _remote_error(error: Any) -> ProofNotIssued:
+        if error.exc_type != "RpcServiceError":
+            return ProofNotIssued(f"records failed ({error.exc_type})", retryable=True)
+        return _refused(str(error.value))
+
+
+def _refused(message: str) -> ProofNotIssued:
+    """Records' refusal ("<STATUS>: <message>"), retryable when its status is transient."""
+    return ProofNotIssued(f"records {message[:200]}", retryable=message.split(":", 1)[0] in TRANSIENT)
+
+
+def _proof(answer: dict[str, Any]) -> Proof:
+    return contract.proof(json_format.ParseDict(answer, records_pb2.Proof(), ignore_unknown_fields=True))
 
 
 def identity_over_grpc(target: str, credentials: ServiceCredentials) -> Parties:

@@ -124,14 +124,18 @@ class Cases:
         claims = store.case_claims
         for step_id in change.claims_dropped:
             self.session.execute(claims.delete().where(claims.c.case_id == case_id, claims.c.step_id == step_id))
-        for step_id, kept in change.claims_kept.items():
+        if change.claims_kept:  # a case's proofs' claims in one statement, not one each
             self.session.execute(
-                claims.insert().values(
-                    case_id=case_id,
-                    step_id=step_id,
-                    proof_id=kept.proof_id,
-                    claims=typed_values.fields_to_json(kept.values),
-                )
+                claims.insert(),
+                [
+                    {
+                        "case_id": case_id,
+                        "step_id": step_id,
+                        "proof_id": kept.proof_id,
+                        "claims": typed_values.fields_to_json(kept.values),
+                    }
+                    for step_id, kept in change.claims_kept.items()
+                ],
             )
 
     def _keep_revision(self, case: pb.Case, at: datetime.datetime) -> None:
@@ -170,18 +174,18 @@ class Cases:
         ).scalar_one()
         return pb.ReviewTask.FromString(document)
 
+    def subjects(self, case_id: str) -> dict[str, str]:
+        """Whose proofs the case pulls: {"applicant": subject_id, "<identifier parameter>": subject_id}."""
+        text = self.session.execute(
+            sa.select(store.cases.c.subjects).where(store.cases.c.case_id == case_id)
+        ).scalar_one()
+        found: dict[str, str] = json.loads(text)
+        return found
+
     def claims(self, case_id: str) -> dict[str, Claims]:
         """The claims kept for the case, by proof step id."""
         rows = self.session.execute(sa.select(store.case_claims).where(store.case_claims.c.case_id == case_id)).all()
         return {row.step_id: Claims(row.proof_id, typed_values.fields_from_json(row.claims)) for row in rows}
-
-
-def subjects(db: Database, case_id: str) -> dict[str, str]:
-    """Whose proofs a case pulls: {"applicant": subject_id, "<identifier parameter>": subject_id}."""
-    with db.read() as session:
-        text = session.execute(sa.select(store.cases.c.subjects).where(store.cases.c.case_id == case_id)).scalar_one()
-    found: dict[str, str] = json.loads(text)
-    return found
 
 
 def by_request(db: Database, request: IdempotentRequest) -> pb.Case | None:

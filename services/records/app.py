@@ -365,12 +365,12 @@ class RecordsApp:
 
     def _issue(self, asked: ProofRequest, caller: Caller, subject: Party) -> records_pb2.Proof:
         """The proof, signed, stored under its request id, on the access log and published; or
-        the one an earlier attempt with the same request id issued."""
+        the one an earlier attempt with the same request id issued. The earlier one is not looked
+        for first: a repeated request id is rare (a caller's retry), and its unique key refuses
+        the new proof's row before the read reaches the access log, so every first request saves
+        a round trip (issue 13)."""
         try:
             with self.db.transaction() as session:
-                earlier = self._earlier_proof(session, asked)
-                if earlier is not None:
-                    return earlier
                 now = self.clock()
                 stored = repository.subject_records(session, subject.subject_id, asked.spec.source_record_types)
                 as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
@@ -395,8 +395,8 @@ class RecordsApp:
                 )
             return proof
         except sa.exc.IntegrityError:
-            # A retry of the same request_id committed first (its request key is unique): this
-            # attempt wrote nothing, and answers with that one's proof.
+            # An attempt with the same request_id committed first (its request key is unique):
+            # this one wrote nothing, and answers with that one's proof.
             with self.db.read() as session:
                 earlier = self._earlier_proof(session, asked)
             if earlier is None:

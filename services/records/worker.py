@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
 
+from govmesh.auth import Caller
 from govmesh.errors import ServiceError
 from govmesh.outbox import Outbox
 from govmesh.records.v1 import records_pb2
@@ -37,6 +38,8 @@ LIST_DEPARTMENTS = "govmesh.records.v1.RecordsService/ListDepartments"
 #: How often the sequencer looks for entries to seal: an entry is in a signed tree head about
 #: this long after its read, plus the step itself (docs/decisions/records-access-log-merkle-tree.md).
 SEAL_INTERVAL_SECONDS = 0.25
+#: The most proofs one get_proofs call asks for (a case type pulls a handful).
+MAX_PROOFS_PER_CALL = 50
 
 
 class Worker:
@@ -89,15 +92,40 @@ class Worker:
 
     @rpc  # type: ignore[untyped-decorator]
     def get_proof(self, authorization: str, request: dict[str, Any]) -> dict[str, Any]:
-        """GetProof for other services' workers (approvals pulls a case's proofs), with the
-        caller's bearer token like a gRPC call: same rights, same audit trail. The request and
-        the answer are the contract's GetProofRequest and Proof in proto3 JSON."""
+        """GetProof for other services' workers, with the caller's bearer token like a gRPC call:
+        same rights, same audit trail. The request and the answer are the contract's
+        GetProofRequest and Proof in proto3 JSON."""
         caller = self.authorize(authorization, None)  # GetProof checks the right itself, on the log
+        return self._proof(caller, request)
+
+    @rpc  # type: ignore[untyped-decorator]
+    def get_proofs(self, authorization: str, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """get_proof for each of ``requests`` in one message (approvals pulls a case's proofs),
+        answered in order, each {"proof": Proof} or {"refused": "<STATUS>: <message>"}. Each
+        request is read exactly as one get_proof call would read it: its own transaction, its
+        own entry on the access log, granted or refused alone. One message and one token check
+        instead of one per proof: a proof's RPC round trip cost records' worker more CPU than the
+        proof itself (docs/decisions/records-batch-proof-rpc.md)."""
+        caller = self.authorize(authorization, None)
+        if not isinstance(requests, list):
+            raise RpcServiceError("INVALID_ARGUMENT: requests: must be a list of GetProofRequest")
+        if len(requests) > MAX_PROOFS_PER_CALL:
+            raise RpcServiceError(f"INVALID_ARGUMENT: requests: at most {MAX_PROOFS_PER_CALL} a call")
+        answers: list[dict[str, Any]] = []
+        for request in requests:
+            try:
+                answers.append({"proof": self._proof(caller, request)})
+            except RpcServiceError as exc:
+                answers.append({"refused": str(exc)})
+        return answers
+
+    def _proof(self, caller: Caller, request: Any) -> dict[str, Any]:
         try:
             message = json_format.ParseDict(request, records_pb2.GetProofRequest())
-            proof = self.parts.records.get_proof(message, caller, self._identity())
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, TypeError, AttributeError) as exc:  # not a JSON object at all
             raise RpcServiceError(f"INVALID_ARGUMENT: request: {str(exc)[:200]}") from None
+        try:
+            proof = self.parts.records.get_proof(message, caller, self._identity())
         except ServiceError as exc:
             if exc.status == "PERMISSION_DENIED":
                 PROOFS.labels(message.proof_type[:64], caller.caller_id, "refused").inc()

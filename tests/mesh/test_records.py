@@ -676,6 +676,48 @@ def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh:
     assert trail.intact and trail.entries_checked == trail_before + 2
 
 
+def test_a_batch_of_proofs_over_rpc_is_each_proof_read_on_its_own(mesh: ServiceEnv) -> None:
+    person = new_resident()
+    Records(mesh, "public_security").publish(licence(person))
+    portal = Records(mesh)
+    trail_before = trail_length(portal)
+    amqp = mesh.env["AMQP_URI"]
+    requests = [
+        {
+            "identifier": person,
+            "proofType": kind,
+            "purpose": {"caseId": "case-batch-1"},
+            "requestId": f"case-batch-1/{kind}",
+        }
+        for kind in ("driving_licence", "criminal_record", "traffic_safety")
+    ]
+    transport = f"Bearer {mesh.token('transport')}"
+    reply = call_nameko_rpc(amqp, "records", "get_proofs", authorization=transport, requests=requests)
+    assert reply["error"] is None, reply["error"]
+    granted, refused, safety = reply["result"]  # type: ignore[misc]
+    proof = json_format.ParseDict(granted["proof"], records_pb2.Proof())
+    assert proof.proof_type == "driving_licence" and proof.purpose.case_id == "case-batch-1"
+    assert portal.verify(proof).valid
+    # The proof transport has no right to is refused alone, and says so as get_proof would.
+    assert set(refused) == {"refused"} and refused["refused"].startswith("PERMISSION_DENIED")
+    assert json_format.ParseDict(safety["proof"], records_pb2.Proof()).proof_type == "traffic_safety"
+    again = call_nameko_rpc(amqp, "records", "get_proofs", authorization=transport, requests=requests[:1])
+    assert again["result"][0]["proof"]["proofId"] == proof.proof_id  # type: ignore[index]  # nothing read anew
+
+    forged = call_nameko_rpc(amqp, "records", "get_proofs", authorization="Bearer x.y.z", requests=requests)
+    assert str(forged["error"]["value"]).startswith("UNAUTHENTICATED")  # type: ignore[index]
+    # Each read is its own entry on the subject's tracker: two granted, one refused.
+    page = portal.stub.ListAccesses(records_pb2.ListAccessesRequest(identifier=person), metadata=portal.metadata)
+    read = sorted((e.proof_type, e.outcome) for e in page.entries if e.purpose.case_id == "case-batch-1")
+    assert read == [
+        ("criminal_record", records_pb2.ACCESS_OUTCOME_DENIED),
+        ("driving_licence", records_pb2.ACCESS_OUTCOME_GRANTED),
+        ("traffic_safety", records_pb2.ACCESS_OUTCOME_GRANTED),
+    ]
+    trail = portal.audit()
+    assert trail.intact and trail.entries_checked == trail_before + 3
+
+
 def test_what_goes_into_the_trail_and_the_store_is_clean(mesh: ServiceEnv) -> None:
     police = Records(mesh, "public_security")
     person, other_person, tag = new_resident(), new_resident(), uuid.uuid4().hex[:8]

@@ -89,7 +89,8 @@ def test_one_trace_follows_a_case_from_submission_to_its_decision(tmp_path: Path
     one("identity-api", "/govmesh.identity.v1.IdentityService/ResolveSubject", root)
     published = one("approvals-worker", "approvals.events case_submitted publish", root)
     handled = one("approvals-worker", "govmesh/approvals on_case_submitted process", published)
-    proofs = [span for span, _ in _walk(handled) if span["name"] == "records.get_proof"]
+    # A case's proofs in one call to records' worker (get_proofs), each proof read under it.
+    proofs = [span for span, _ in _walk(handled) if span["name"] == "records.get_proofs"]
     assert proofs and all(span["process"] == "records-worker" for span in proofs)
     assert all(span["status"] != "ERROR" for span in proofs)
     resolved = [span for proof in proofs for span, _ in _walk(proof) if span["name"] == "identity.resolve_subject"]

@@ -172,6 +172,30 @@ def test_many_drives_of_one_case_at_once_decide_it_once(saga: Saga) -> None:
     ]
 
 
+def test_each_step_of_a_drive_is_its_own_revision_and_its_proofs_one_pull(saga: Saga) -> None:
+    case = saga.submit(scenario("ride_hailing_driver_permit"))
+    decided = saga.approvals.advance(case.case_id, saga.records)
+    assert decided.state == pb.CASE_STATE_APPROVED
+    # Pulls started, proofs recorded and the decision are committed in two transactions, yet
+    # each is a revision of its own, as WatchCase streams them.
+    with saga.db.read() as session:
+        documents = session.execute(
+            sa.select(store.case_revisions.c.document)
+            .where(store.case_revisions.c.case_id == case.case_id)
+            .order_by(store.case_revisions.c.revision)
+        ).scalars()
+        revisions = [pb.Case.FromString(document) for document in documents]
+    assert [r.revision for r in revisions] == [1, 2, 3, 4]
+    assert [r.state for r in revisions] == [
+        pb.CASE_STATE_SUBMITTED,
+        pb.CASE_STATE_IN_PROGRESS,
+        pb.CASE_STATE_IN_PROGRESS,
+        pb.CASE_STATE_APPROVED,
+    ]
+    assert len(revisions[2].proofs) == 4 and not revisions[1].proofs
+    assert len(saga.records.requests) == 4  # one pull of the four proofs
+
+
 def test_a_department_that_does_not_answer_is_retried_escalated_once_then_recovers(saga: Saga) -> None:
     saga.records.failures = [ProofNotIssued("records did not answer within 5 s", retryable=True)] * 4
     case = saga.submit(scenario("business_licence_change"))

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from govmesh import keys
 from govmesh.auth import Caller, Policy
 from govmesh.db import Database, service_database
-from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
+from govmesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from govmesh.identity.v1 import identity_pb2
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
@@ -242,6 +242,17 @@ def test_a_refusal_takes_the_same_path_whether_or_not_the_person_is_registered(l
             HOUSING,
             log.identity,
         )
+
+
+def test_a_request_id_asked_again_gets_its_proof_back_and_reads_nothing_new(log: Log) -> None:
+    first = log.read(XU_WEI, request_id="case-1/property_title/applicant")
+    entries, proofs_kept = log.count(store.access_entries), log.count(store.issued_proofs)
+    again = log.read(XU_WEI, request_id="case-1/property_title/applicant")
+    assert isinstance(first, records_pb2.Proof) and again == first
+    # The same id about another case is a client bug, refused naming request_id.
+    with pytest.raises(AlreadyExists, match=r"^request_id"):
+        log.read(XU_WEI, case="case-2", request_id="case-1/property_title/applicant")
+    assert (log.count(store.access_entries), log.count(store.issued_proofs)) == (entries, proofs_kept)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

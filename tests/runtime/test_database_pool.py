@@ -1,0 +1,67 @@
+"""The PostgreSQL pool pings a connection before use only when it sat idle: one used a moment ago
+goes straight to work; a dead one found by the ping is replaced without failing the call; a dead
+one used at once fails that call as the database unavailable, and the pool is whole again after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from govmesh import db as govmesh_db
+from govmesh.db import Database, database_unavailable, service_database
+from tests.support.mesh import PostgresDatabases
+
+
+@pytest.fixture
+def database(postgres: PostgresDatabases, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Database, list[int]]]:
+    database = service_database("identity", postgres.create(), pool_size=1)
+    pings: list[int] = []
+    ping = database.engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return ping(dbapi_connection)
+
+    monkeypatch.setattr(database.engine.dialect, "do_ping", counted)
+    yield database, pings
+    database.dispose()
+
+
+def backend(database: Database) -> int:
+    with database.transaction() as session:
+        return int(session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def terminate(database: Database, pid: int) -> None:
+    admin = sa.create_engine(database.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        assert connection.execute(sa.select(sa.func.pg_terminate_backend(pid))).scalar_one()
+    admin.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_dead_one_fails_one_call(
+    database: tuple[Database, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, pings = database
+    monkeypatch.setattr(govmesh_db, "PING_AFTER_IDLE_SECONDS", 3600.0)  # never idle long enough
+    first = backend(db)
+    assert backend(db) == first and pings == []  # the same pooled connection, no round trip to ping
+    terminate(db, first)
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        backend(db)
+    assert database_unavailable(failed.value)
+    assert backend(db) not in (first, 0)  # the pool reconnected by itself
+
+
+def test_a_connection_that_sat_idle_is_pinged_and_replaced_when_dead(
+    database: tuple[Database, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, pings = database
+    first = backend(db)
+    monkeypatch.setattr(govmesh_db, "PING_AFTER_IDLE_SECONDS", 0.0)  # every connection idle long enough
+    terminate(db, first)
+    replaced = backend(db)  # the call itself never sees the dead connection
+    assert replaced != first and pings
