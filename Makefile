@@ -64,7 +64,16 @@ $(STAMPS)/kubectl:
 		else echo "make test needs kubectl (Debian/Ubuntu: sudo apt-get install kubernetes-client)"; exit 1; fi; }
 	@mkdir -p $(STAMPS) && touch $@
 
-install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool $(STAMPS)/kubectl
+# The README's walk-throughs (which the suite runs) read grpcurl's answers with jq.
+$(STAMPS)/jq:
+	@command -v jq >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "==> installing jq (Debian's package) for the README's walk-throughs"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null; \
+		else echo "make test needs jq (Debian/Ubuntu: sudo apt-get install jq)"; exit 1; fi; }
+	@mkdir -p $(STAMPS) && touch $@
+
+install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool $(STAMPS)/kubectl $(STAMPS)/jq
 
 generate: $(STAMPS)/generated
 
