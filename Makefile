@@ -48,29 +48,18 @@ $(STAMPS)/generated: $(STAMPS)/packages $(PROTOS) scripts/generate_code.py
 	@$(BIN)/python scripts/generate_code.py >/dev/null 2>&1 || $(BIN)/python scripts/generate_code.py
 	@touch $@
 
+# The tools taken from Debian, each installed once where it is missing (scripts/ensure-tool).
 $(STAMPS)/promtool:
-	@command -v promtool >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "==> installing promtool (Debian's prometheus package) to check deploy/prometheus"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-		else echo "make test needs promtool (Debian/Ubuntu: sudo apt-get install prometheus)"; exit 1; fi; }
+	@scripts/ensure-tool promtool prometheus "to check deploy/prometheus"
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/kubectl:
-	@command -v kubectl >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "==> installing kubectl (Debian's kubernetes-client) to render deploy/kustomize"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
-		else echo "make test needs kubectl (Debian/Ubuntu: sudo apt-get install kubernetes-client)"; exit 1; fi; }
+	@scripts/ensure-tool kubectl kubernetes-client "to render deploy/kustomize"
 	@mkdir -p $(STAMPS) && touch $@
 
 # The README's walk-throughs (which the suite runs) read grpcurl's answers with jq.
 $(STAMPS)/jq:
-	@command -v jq >/dev/null || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "==> installing jq (Debian's package) for the README's walk-throughs"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null; \
-		else echo "make test needs jq (Debian/Ubuntu: sudo apt-get install jq)"; exit 1; fi; }
+	@scripts/ensure-tool jq jq "for the README's walk-throughs"
 	@mkdir -p $(STAMPS) && touch $@
 
 install: $(STAMPS)/generated $(STAMPS)/buf $(STAMPS)/promtool $(STAMPS)/kubectl $(STAMPS)/jq
@@ -84,11 +73,7 @@ migrate: install
 # runs without it (scripts/scaled_procfile.py then says how to get it, in one line).
 run: $(STAMPS)/generated
 	@scripts/ensure-broker
-	@[ "$${GOVMESH_PROMETHEUS:-1}" = 0 ] || command -v prometheus >/dev/null \
-		|| [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || { \
-		echo "==> installing Prometheus (Debian's prometheus package) to scrape the mesh"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-		|| echo "    installing prometheus failed: the mesh runs without it"; }
+	@[ "$${GOVMESH_PROMETHEUS:-1}" = 0 ] || scripts/ensure-tool --optional prometheus prometheus "to scrape the mesh"
 	@echo "==> applying database migrations"
 	@$(BIN)/govmesh migrate
 	@echo "==> starting the mesh (Ctrl-C stops every process)"
