@@ -127,6 +127,12 @@ def default_metrics_port(service: str, kind: str, instance: int = 0) -> int:
     return _METRICS_PORTS[kind] + SERVICES.index(service) + 100 * instance
 
 
+def metrics_port(service: str, kind: str, instance: int = 0) -> int:
+    """Where this environment has a process serve /metrics: <SERVICE>_<KIND>_METRICS_PORT, else
+    its default port."""
+    return _port(f"{service.upper()}_{kind.upper()}_METRICS_PORT", default_metrics_port(service, kind, instance))
+
+
 #: A bound on processes of one kind on one machine, so instances' metrics ports (100 apart) stay below 16000.
 MAX_INSTANCES = 64
 
@@ -207,9 +213,9 @@ def load(service: str) -> Settings:
         database_url=_env(f"{prefix}_DATABASE_URL", _env("DATABASE_URL", default_db)),
         bind_host=_env("BIND_HOST", "127.0.0.1"),
         grpc_port=_port(f"{prefix}_GRPC_PORT", 50051 + index),
-        api_metrics_port=_port(f"{prefix}_API_METRICS_PORT", default_metrics_port(service, "api", instance)),
-        worker_metrics_port=_port(f"{prefix}_WORKER_METRICS_PORT", default_metrics_port(service, "worker", instance)),
-        ingest_metrics_port=_port(f"{prefix}_INGEST_METRICS_PORT", default_metrics_port(service, "ingest", instance)),
+        api_metrics_port=metrics_port(service, "api", instance),
+        worker_metrics_port=metrics_port(service, "worker", instance),
+        ingest_metrics_port=metrics_port(service, "ingest", instance),
         policy_path=Path(_env("GOVMESH_POLICY", str(ROOT / "policy" / "dev.yaml"))),
         key_dir=Path(_env("GOVMESH_KEY_DIR", str(ROOT / "var" / "keys"))),
         traces_exporter=exporter,

@@ -25,17 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from govmesh.config import SERVICES, default_metrics_port
+from govmesh.config import SERVICES, default_metrics_port, metrics_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 _JOB = re.compile(r"^govmesh-(?P<kind>api|worker|ingest)$")
-
-
-def metrics_port(service: str, kind: str) -> int:
-    """The port the first process of ``kind`` of ``service`` serves /metrics on, as govmesh.config
-    reads it from this environment."""
-    raw = os.environ.get(f"{service.upper()}_{kind.upper()}_METRICS_PORT", "").strip()
-    return int(raw) if raw else default_metrics_port(service, kind)
 
 
 def config(deployed: dict[str, Any], targets: Path) -> dict[str, Any]:
