@@ -10,11 +10,14 @@ tables; Alembic's version table lives in that schema too.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from alembic import command
@@ -28,6 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
 from govmesh.green import is_green_process
+
+log = logging.getLogger(__name__)
 
 
 def _normalise_url(url: str) -> sa.URL:
@@ -145,11 +150,17 @@ class Database:
 
     # -- migrations -------------------------------------------------------------------------
 
-    def _alembic_config(self, connection: sa.Connection) -> Config:
+    def _alembic_config(self, connection: sa.Connection | None = None) -> Config:
         config = Config()
         config.set_main_option("script_location", str(self.migrations))
         config.attributes["connection"] = connection
         return config
+
+    @functools.cached_property
+    def _scripts(self) -> ScriptDirectory:
+        """The service's migrations, read once rather than at every readiness check (every few
+        seconds in every process): a running process's code, and so its migrations, never change."""
+        return ScriptDirectory.from_config(self._alembic_config())
 
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to the newest revision, or to ``revision`` (idempotent), and record
@@ -174,7 +185,7 @@ class Database:
         try:
             with self.engine.connect() as connection:
                 current = MigrationContext.configure(connection).get_current_revision()
-                script = ScriptDirectory.from_config(self._alembic_config(connection))
+                script = self._scripts
                 head = script.get_current_head()
                 oldest = None
                 if current != head and sa.inspect(connection).has_table(compatibility.name):
@@ -228,6 +239,40 @@ def _ping_when_idle(engine: Engine) -> None:
                 # The pool discards this connection and hands out another (three tries).
                 raise sa.exc.DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
             raise
+
+
+#: How long readiness waits to look at the database again: while ready, and while not (so that
+#: its return is seen within half a second).
+READINESS_INTERVALS: Final = (5.0, 0.5)
+
+
+def watch_readiness(
+    readiness: Callable[[], str | None],
+    report: Callable[[str | None], None],
+    *,
+    name: str = "readiness",
+    stop: threading.Event | None = None,
+    recheck: threading.Event | None = None,
+) -> None:
+    """Looks at ``readiness`` (Database.readiness: None, or why not) from a thread of its own
+    (eventlet's in a worker, where it waits the green way) and hands each answer to ``report``,
+    until ``stop``; ``recheck`` set looks again at once rather than at the next interval. A bug in
+    the check is reported as a failure, not left standing as the last answer."""
+    stopping = stop or threading.Event()
+    wake = recheck or threading.Event()
+
+    def loop() -> None:
+        while not stopping.is_set():
+            wake.clear()
+            try:
+                reason = readiness()
+            except Exception as exc:
+                log.exception("the database readiness check failed")
+                reason = f"the check failed ({type(exc).__name__})"
+            report(reason)
+            wake.wait(READINESS_INTERVALS[reason is not None])
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def database_unavailable(error: BaseException) -> bool:

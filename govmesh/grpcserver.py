@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import signal
 import threading
@@ -29,7 +30,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
-from govmesh.db import Database, database_unavailable
+from govmesh.db import Database, database_unavailable, watch_readiness
 from govmesh.errors import InvalidArgument, ServiceError
 from govmesh.logs import mask_identifiers
 
@@ -68,7 +69,9 @@ class Readiness:
             self.health.set(name, status)
 
     def check(self, process: str) -> None:
-        reason = self.db.readiness()
+        self._report(process, self.db.readiness())
+
+    def _report(self, process: str, reason: str | None) -> None:
         if reason != self.reason:
             if reason is None:
                 log.info("ready: database reachable and migrated")
@@ -78,14 +81,9 @@ class Readiness:
         metrics.READY.labels(self.db.schema, process).set(1 if reason is None else 0)
         self._set(serving=reason is None)
 
-    def watch(self, process: str, interval_not_ready: float = 0.5, interval_ready: float = 5.0) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                self._recheck.clear()
-                self.check(process)
-                self._recheck.wait(interval_not_ready if self.reason else interval_ready)
-
-        threading.Thread(target=loop, name="readiness", daemon=True).start()
+    def watch(self, process: str) -> None:
+        report = functools.partial(self._report, process)
+        watch_readiness(self.db.readiness, report, stop=self._stop, recheck=self._recheck)
 
     def recheck(self) -> None:
         """Look at the database now rather than at the next interval (a call just lost it)."""

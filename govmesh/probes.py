@@ -15,6 +15,7 @@ by the hub itself (HubRenderer) and answers 503 when the hub does not.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -25,6 +26,8 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from govmesh.db import watch_readiness
+
 log = logging.getLogger(__name__)
 
 #: The paths Kubernetes' probes ask (scripts/kubernetes.py).
@@ -33,8 +36,6 @@ READYZ: Final = "/readyz"
 #: A main loop that has not turned for this long is stuck. Far above its longest legitimate call
 #: (connecting to the broker: 5 s a node); its waits for the broker or the database turn it.
 STALLED_AFTER: Final = 60.0
-#: How often the database is looked at when ready, and when not (to be ready again soon).
-DATABASE_INTERVALS: Final = (5.0, 0.5)
 #: The longest /metrics waits for a worker's hub to render it.
 HUB_RENDER_TIMEOUT: Final = 5.0
 
@@ -114,21 +115,9 @@ class HubRenderer:
 
 
 def watch_database(health: Health, readiness: Callable[[], str | None]) -> None:
-    """Looks at the database from a thread of its own (eventlet's in a worker, where the check
-    waits the green way), so a database that takes its time to answer delays nothing else."""
-
-    def loop() -> None:
-        while True:
-            try:
-                reason = readiness()
-            except Exception as exc:  # a bug here must not leave the last answer standing
-                log.exception("the database readiness check failed")
-                reason = f"the check failed ({type(exc).__name__})"
-            health.check("database", reason)
-            time.sleep(DATABASE_INTERVALS[reason is not None])
-
+    """The database as the "database" check, looked at as an api looks at it (db.watch_readiness)."""
     health.check("database", "not checked yet")
-    threading.Thread(target=loop, name="database-readiness", daemon=True).start()
+    watch_readiness(readiness, functools.partial(health.check, "database"), name="database-readiness")
 
 
 def serve(host: str, port: int, health: Health, render: Callable[[], bytes | None] = generate_latest) -> None:
