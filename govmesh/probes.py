@@ -59,9 +59,6 @@ class Health:
         """``name`` passes (None) or fails saying why."""
         self._checks[name] = reason
 
-    def forget(self, name: str) -> None:
-        self._checks.pop(name, None)
-
     def live(self) -> tuple[bool, str]:
         age = self.clock() - self.last_turn
         if age > self.stalled_after:

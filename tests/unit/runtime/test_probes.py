@@ -50,8 +50,6 @@ def test_a_failing_check_never_touches_liveness(clock: Clock, health: probes.Hea
     health.check("broker", None)
     health.check("database", None)
     assert health.ready() == (True, "ready: broker ok, database ok")
-    health.forget("broker")
-    assert health.ready() == (True, "ready: database ok")
 
 
 def test_the_server_answers_200_or_503_saying_why_beside_metrics(clock: Clock, health: probes.Health) -> None:
