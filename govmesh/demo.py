@@ -27,7 +27,6 @@ import datetime
 import hashlib
 import json
 import random
-import re
 import secrets
 import subprocess
 import sys
@@ -90,7 +89,7 @@ class DemoError(RuntimeError):
 def resident_id(region: str, born: datetime.date, serial: int) -> str:
     """A valid GB 11643 resident ID number (its check character from python-stdnum, as identity's)."""
     body = f"{region}{born:%Y%m%d}{serial % 1000:03d}"
-    return body + ric.calc_check_digit(body)
+    return body + ric.calc_check_digit(body + "?")  # it takes the whole number, and ignores the last character
 
 
 @dataclass
@@ -773,7 +772,7 @@ def fountain(mesh: Mesh, say: Callable[[str, str], None], ctx: Context) -> dict[
 def _fountain_days(days: int) -> dict[str, Any]:
     """``days`` of the fountain's modelled sensors through crowd's own simulator (a client like
     this one, over the broker), and the barrier days it counts from the service's history."""
-    command = [sys.executable, "-m", "govmesh.cli", "crowd", "simulate", "--days", str(days), "--quiet"]
+    command = [sys.executable, "-m", "govmesh.cli", "crowd", "simulate", "--days", str(days), "--quiet", "--json"]
     try:
         # The simulator is a command of this same installation, with fixed arguments.
         done = subprocess.run(command, capture_output=True, text=True, timeout=120 + days, check=False)  # noqa: S603
@@ -782,20 +781,14 @@ def _fountain_days(days: int) -> dict[str, Any]:
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
         raise DemoError(f"`govmesh crowd simulate --days {days}` failed: {reason}")
-
-    def figure(label: str) -> int:
-        found = re.search(rf"{label} +(\d+)", done.stdout)
-        if found is None:
-            raise DemoError(f"`govmesh crowd simulate` printed no {label!r}")
-        return int(found.group(1))
-
-    window = re.search(r"(\d{4}-\d{2}-\d{2} \.\. \d{4}-\d{2}-\d{2})", done.stdout)
+    figures = json.loads(done.stdout)
+    window = figures["window"]
     return {
         "days": days,
-        "window": window.group(1) if window else "",
-        "fixed": figure("常年固定 fixed, all year"),
-        "calendar": figure("按日历 weekends and holidays"),
-        "live": figure("实时响应 live response"),
+        "window": f"{window['start']} .. {window['last']}",
+        "fixed": figures["fixed"],
+        "calendar": figures["calendar"],
+        "live": figures["live"],
     }
 
 

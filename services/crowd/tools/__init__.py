@@ -39,4 +39,5 @@ def register(tools: Any) -> None:
     )
     simulate.add_argument("--seed", type=int, default=2019, help="the model's seed: same seed, same crowds")
     simulate.add_argument("--quiet", action="store_true", help="no progress bars")
+    simulate.add_argument("--json", action="store_true", help="the barrier days as one JSON document, not the table")
     simulate.set_defaults(run=run_simulate)

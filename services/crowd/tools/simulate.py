@@ -243,6 +243,20 @@ def report(f: Figures) -> str:
     return "\n".join(lines)
 
 
+def barrier_days(f: Figures) -> dict[str, object]:
+    """The report's barrier days as one JSON document (`--json`), for a program to read rather
+    than the printed table."""
+    return {
+        "zone_id": f.zone_id,
+        "window": {"start": f.window.start.isoformat(), "last": f.window.last.isoformat(), "days": f.window.days},
+        "fixed": f.window.days,
+        "calendar": f.calendar_policy_days,
+        "live": len(set(f.live_barrier_days)),
+        "true": len(set(f.true_days)),
+        "seed": [SEED_BEFORE, SEED_AFTER],
+    }
+
+
 def _percent(bp: int) -> str:
     return f"{bp // 100}.{bp % 100:02d}%"
 
@@ -484,8 +498,8 @@ def run(
     progress: bool = True,
     stall_seconds: float = 120.0,
     faults: demand.Faults = demand.DEFAULT_FAULTS,
-) -> str:
-    """Runs the simulation and returns the report."""
+) -> Figures:
+    """Runs the simulation and returns its figures (report() prints them)."""
     started = datetime.datetime.now(datetime.UTC)
     zone_id = simulation_zone_id(zone, started)
     issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
@@ -553,7 +567,7 @@ def run(
         true_peak_at=true_peak_at,
         unknown_years=sorted({d.year for d in window.dates() if not demand.calendar_day(d).calendar_known}),
     )
-    return report(figures)
+    return figures
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
@@ -563,7 +577,8 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         print(f"govmesh crowd simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        print(run(settings, args.zone, window, args.seed, progress=not args.quiet))
+        figures = run(settings, args.zone, window, args.seed, progress=not args.quiet)
+        print(json.dumps(barrier_days(figures)) if args.json else report(figures))
     except PolicyError as exc:
         print(
             f"govmesh crowd simulate: the policy does not let {CALLER} call the crowd service: {exc}", file=sys.stderr
