@@ -40,6 +40,9 @@ environment (defaults in brackets):
                               + 100 * k (a port set explicitly is taken as it is)
   GOVMESH_WORKER_CONCURRENCY  events, RPCs and timers a worker handles at once (nameko's
                               max_workers; its database pool follows) [10]
+  GOVMESH_WORKER_STOP_SECONDS how long a worker told to stop (SIGTERM, Ctrl-C) lets its handlers
+                              finish before it kills them, which their messages survive (redelivered,
+                              the inbox keeps effects single); under Kubernetes' 30 s grace [20]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   GOVMESH_RABBITMQ_API        RabbitMQ's management API, for `govmesh dlq` to list queues
@@ -168,6 +171,8 @@ class Settings:
     instances: int = 1
     #: Entrypoints (events, RPCs, timers) a worker runs at once, each a green thread.
     worker_concurrency: int = 10
+    #: How long a worker's graceful stop may take before it kills its handlers.
+    worker_stop_seconds: float = 20.0
     #: Where the "file" traces exporter writes this process's spans.
     traces_file_dir: Path = DEFAULT_TRACES_FILE_DIR
 
@@ -223,5 +228,6 @@ def load(service: str) -> Settings:
         instance=instance,
         instances=instances,
         worker_concurrency=env_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
+        worker_stop_seconds=env_seconds("GOVMESH_WORKER_STOP_SECONDS", 20.0),
         traces_file_dir=traces_file_dir() if exporter == "file" else DEFAULT_TRACES_FILE_DIR,
     )

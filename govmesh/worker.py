@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import eventlet
+import eventlet.event
+import eventlet.greenthread
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from kombu.entity import Exchange as KombuExchange
@@ -29,6 +32,7 @@ from nameko.events import EventHandler as NamekoEventHandler
 from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
 from nameko.rpc import Rpc
+from nameko.runners import ServiceRunner
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 
@@ -152,15 +156,64 @@ class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]
 
 def run(settings: Settings) -> None:
     """Run services.<service>.worker.Worker until SIGTERM or Ctrl-C."""
-    from nameko.cli.run import run as nameko_run
-
     assert_no_grpc()
     service_class = importlib.import_module(f"services.{settings.service}.worker").Worker
     assert_no_grpc()
     _serve_probes(settings)
     log.info("worker starting", extra={"amqp": shown_brokers(settings.amqp_uri)})
     config = {"AMQP_URI": settings.amqp_uri, "max_workers": settings.worker_concurrency, SETTINGS_KEY: settings}
-    nameko_run([service_class], config)
+    _run_until_stopped(ServiceRunner(config), service_class, settings.worker_stop_seconds)
+
+
+def _run_until_stopped(runner: ServiceRunner, service_class: type, stop_seconds: float) -> None:
+    """nameko's own run loop (nameko.cli.run), with its stop bounded: a graceful stop waits for
+    the queue consumers to stop, and a consumer that lost the broker waits for it to come back, so
+    a worker told to stop during an outage would never stop by itself. After ``stop_seconds`` its
+    handlers are killed and the process ends: a message they held was not acknowledged and is
+    delivered again (the inbox keeps its effect single), and a transaction they held is rolled
+    back with its connection."""
+    runner.add_service(service_class)
+    finished = eventlet.event.Event()
+
+    def stop_within_bound() -> None:
+        stopping = eventlet.spawn(runner.stop)
+        try:
+            with eventlet.Timeout(stop_seconds):
+                stopping.wait()
+        except eventlet.Timeout:
+            log.warning(
+                "did not stop within %g s (the broker away?): killing the handlers; what they held is delivered again",
+                stop_seconds,
+            )
+            # nameko's kill does not end a consumer that is reconnecting either; the process ends
+            # after it all the same.
+            with eventlet.Timeout(2, False):
+                runner.kill()
+        if not finished.ready():
+            finished.send(None)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Signal handlers run outside the hub and cannot use eventlet's primitives but spawn.
+        log.info("received %s: letting the handlers in hand finish", signal.Signals(signum).name)
+        eventlet.spawn_n(stop_within_bound)
+
+    def runner_stopped(waiting: eventlet.greenthread.GreenThread) -> None:
+        if not finished.ready():
+            finished.send(waiting)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.start()
+    eventlet.spawn(runner.wait).link(runner_stopped)
+    while True:
+        try:
+            # A signal arriving while the hub waits on a socket interrupts this wait (EINTR).
+            waiting = finished.wait()
+            break
+        except InterruptedError:
+            continue
+    if waiting is not None:
+        waiting.wait()  # raises what a container died of
 
 
 #: What /livez and /readyz report for this worker process; None until run() starts them.

@@ -125,7 +125,6 @@ def away_then_back(
     door.open()
     wait_for(lambda: answers(port, "/readyz", 200, f"{check} ok"), timeout=90)
     metrics = probe(port, "/metrics")
-    # Stopped while the broker is there (a nameko worker waiting for an absent broker does not stop).
     assert process.stop() == 0
     return metrics
 
@@ -138,6 +137,22 @@ def test_a_worker_without_its_broker_is_live_but_not_ready_until_the_broker_is_b
         sqlite_env, door, "worker", "identity", "broker (rpc consumer)", "worker's event loop"
     )
     assert status == 200 and 'govmesh_outbox_backlog{service="identity"}' in body
+
+
+def test_a_worker_stops_at_sigterm_even_while_its_broker_is_away(sqlite_env: ServiceEnv, door: BrokerDoor) -> None:
+    """nameko's graceful stop waits for its consumers, which wait for the broker: without a bound,
+    a worker told to stop during a broker outage hung until Kubernetes killed it 30 s later, and
+    an operator's Ctrl-C or `make run`'s stop did not end it at all."""
+    sqlite_env.migrate()
+    sqlite_env.env |= {"AMQP_URI": door.uri, "GOVMESH_WORKER_STOP_SECONDS": "3"}
+    door.open()
+    process = sqlite_env.process("worker", "identity")
+    port = sqlite_env.worker_metrics_port
+    wait_for(lambda: answers(port, "/readyz", 200, "broker (rpc consumer) ok"), timeout=60)
+    door.close()
+    wait_for(lambda: answers(port, "/readyz", 503, "broker (rpc consumer): "), timeout=30)
+    assert process.stop(timeout=20) == 0
+    assert "did not stop within 3 s" in process.logs()
 
 
 def test_a_worker_on_an_unmigrated_database_is_not_ready_until_it_is_migrated(sqlite_env: ServiceEnv) -> None:
