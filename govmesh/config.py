@@ -45,6 +45,10 @@ environment (defaults in brackets):
                               the inbox keeps effects single); under Kubernetes' 30 s grace [20]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
+  GOVMESH_AMQP_HEARTBEAT_SECONDS
+                              how often crowd's ingest and the broker tell each other they are
+                              there: a connection silent for two of them is given up (a node gone
+                              without closing it, a network partition) and made again [10]
   GOVMESH_RABBITMQ_API        RabbitMQ's management API, for `govmesh dlq` to list queues
                               [http://<AMQP_URI's first host>:15672/api]
   OTEL_TRACES_EXPORTER        none | console | otlp | file [none]
@@ -171,6 +175,8 @@ class Settings:
     instances: int = 1
     #: Entrypoints (events, RPCs, timers) a worker runs at once, each a green thread.
     worker_concurrency: int = 10
+    #: AMQP heartbeat of crowd's ingest connection (nameko's workers keep kombu's own, 60 s).
+    amqp_heartbeat_seconds: float = 10.0
     #: How long a worker's graceful stop may take before it kills its handlers.
     worker_stop_seconds: float = 20.0
     #: Where the "file" traces exporter writes this process's spans.
@@ -229,5 +235,6 @@ def load(service: str) -> Settings:
         instances=instances,
         worker_concurrency=env_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
         worker_stop_seconds=env_seconds("GOVMESH_WORKER_STOP_SECONDS", 20.0),
+        amqp_heartbeat_seconds=env_seconds("GOVMESH_AMQP_HEARTBEAT_SECONDS", 10.0),
         traces_file_dir=traces_file_dir() if exporter == "file" else DEFAULT_TRACES_FILE_DIR,
     )

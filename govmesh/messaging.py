@@ -127,12 +127,19 @@ def shown_brokers(uri: str) -> str:
 
 
 def connect(
-    uri: str, name: str, timeout: float = 5.0, write_timeout: float | None = None, frame_writer: Any = None
+    uri: str,
+    name: str,
+    timeout: float = 5.0,
+    write_timeout: float | None = None,
+    frame_writer: Any = None,
+    heartbeat: float = 0,
 ) -> amqp.Connection:
     """A connection to the first broker of ``uri`` that answers (several, separated by ";", are
     the nodes of one cluster: when a node dies, the next connect finds another).
     `write_timeout`: how long a write may wait, e.g. while the broker blocks publishers (a
-    resource alarm); None waits as long as it takes. `frame_writer`: py-amqp's own unless given."""
+    resource alarm); None waits as long as it takes. `frame_writer`: py-amqp's own unless given.
+    `heartbeat`: seconds, or 0 for none; with one, the caller must call heartbeat_tick() about
+    every second (py-amqp sends and checks nothing by itself)."""
     failures = []
     for one in broker_uris(uri):
         params = AmqpParams.from_uri(one)
@@ -144,7 +151,7 @@ def connect(
             virtual_host=params.virtual_host,
             connect_timeout=timeout,
             write_timeout=write_timeout,
-            heartbeat=0,
+            heartbeat=heartbeat,
             client_properties={"connection_name": name},
         )
         try:

@@ -404,17 +404,29 @@ class ReadingsConsumer:
         self.health.check("broker", "stopping")
 
     def _wait(self, seconds: float) -> bool:
-        """Waits for up to ``seconds``, turning the loop's heartbeat (a wait is not a stall);
-        whether stop() was asked meanwhile."""
+        """Waits for up to ``seconds``, turning the loop's heartbeat (a wait is not a stall) and
+        telling the broker, when connected, that the consumer is still there (a wait for the
+        database must not cost the connection and the batch in hand); whether stop() was asked
+        meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
             self.health.turn()
+            channel = self._channel
+            if channel is not None and channel.connection is not None and channel.connection.heartbeat:
+                try:
+                    channel.connection.send_heartbeat()
+                except (OSError, amqp.exceptions.AMQPError):
+                    pass  # the consume loop finds the connection lost, and makes another
             left = deadline - time.monotonic()
             if left <= 0 or self._stop.wait(min(left, 1.0)):
                 return self._stop.is_set()
 
     def _consume(self) -> None:
-        connection = connect(self.settings.amqp_uri, "govmesh-crowd-ingest")
+        # With a heartbeat: a broker gone without closing the connection (a node lost, a network
+        # partition) would otherwise leave the consumer waiting, and ready, for ever.
+        connection = connect(
+            self.settings.amqp_uri, "govmesh-crowd-ingest", heartbeat=self.settings.amqp_heartbeat_seconds
+        )
         try:
             _read_ahead(connection)
             channel = connection.channel()
@@ -447,6 +459,8 @@ class ReadingsConsumer:
                     _drain_read_ahead(connection)
                 except TimeoutError:
                     idle = True
+                # After the frames waiting were read, so the broker's own heartbeats count.
+                connection.heartbeat_tick()
                 pending = self._pending
                 # A batch is applied when it is full, when nothing more is arriving (so a lone
                 # reading is decided at once), or when it has waited BATCH_WAIT under a trickle.

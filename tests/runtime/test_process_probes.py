@@ -25,7 +25,9 @@ def answers(port: int, path: str, status: int, *words: str) -> bool:
 
 class BrokerDoor:
     """A port in front of the broker, closed until opened: the broker away, then back; closing
-    it again cuts the connections made through it, as a broker going away does."""
+    it again cuts the connections made through it, as a broker going away does. Frozen, it
+    passes nothing either way and closes nothing, as a network partition or a node lost without
+    a word does."""
 
     def __init__(self, amqp_uri: str) -> None:
         broker = urlsplit(amqp_uri)
@@ -35,6 +37,7 @@ class BrokerDoor:
         self.uri = urlunsplit(broker._replace(netloc=f"{userinfo}@127.0.0.1:{self.port}"))
         self.listener: socket.socket | None = None
         self.connections: list[socket.socket] = []
+        self.frozen = False
 
     def open(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", self.port))
@@ -51,11 +54,11 @@ class BrokerDoor:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self.frozen:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -64,6 +67,20 @@ class BrokerDoor:
                     end.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """Passes again, for new connections: those made before are cut, as a partition's end
+        finds them given up on both sides."""
+        for end in self.connections:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.connections = []
+        self.frozen = False
 
     def close(self) -> None:
         # A shutdown wakes the accept() waiting on the socket, which would keep the port bound.
@@ -151,8 +168,27 @@ def test_a_worker_stops_at_sigterm_even_while_its_broker_is_away(sqlite_env: Ser
     wait_for(lambda: answers(port, "/readyz", 200, "broker (rpc consumer) ok"), timeout=60)
     door.close()
     wait_for(lambda: answers(port, "/readyz", 503, "broker (rpc consumer): "), timeout=30)
-    assert process.stop(timeout=20) == 0
+    assert process.stop(timeout=45) == 0  # unbounded, it never stopped
     assert "did not stop within 3 s" in process.logs()
+
+
+def test_ingest_gives_up_a_silent_broker_and_is_not_ready_until_it_consumes_again(
+    sqlite_env: ServiceEnv, door: BrokerDoor
+) -> None:
+    """A partition closes nothing: without a heartbeat the consumer waited on a connection that
+    would never deliver again, and said it was ready all the while."""
+    sqlite_env.migrate("crowd")
+    sqlite_env.env |= {"AMQP_URI": door.uri, "GOVMESH_AMQP_HEARTBEAT_SECONDS": "2"}
+    door.open()
+    process = sqlite_env.process("ingest", "crowd")
+    port = sqlite_env.metrics_port_of(process, "ingest")
+    wait_for(lambda: answers(port, "/readyz", 200, "broker ok"), timeout=60)
+    door.freeze()
+    wait_for(lambda: answers(port, "/readyz", 503, "broker: ", "heartbeat"), timeout=30)
+    assert answers(port, "/livez", 200, "the consume loop turned")
+    door.thaw()
+    wait_for(lambda: answers(port, "/readyz", 200, "broker ok"), timeout=60)
+    assert process.stop() == 0
 
 
 def test_a_worker_on_an_unmigrated_database_is_not_ready_until_it_is_migrated(sqlite_env: ServiceEnv) -> None:
