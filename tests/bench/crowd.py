@@ -64,10 +64,28 @@ from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
 from services.crowd.contract import reading_from_pb
-from services.crowd.ingest import BATCH_TYPE, BATCH_WAIT, JSON, PROTOBUF, QUIET, READINGS_EXCHANGE, parse_message
+from services.crowd.ingest import (
+    BATCH_TYPE,
+    BATCH_WAIT,
+    DEFAULT_SHARDS,
+    JSON,
+    PROTOBUF,
+    QUIET,
+    READINGS_EXCHANGE,
+    parse_message,
+    shard_queue,
+)
 from tests.bench import results
 from tests.support.crowd_mesh import Crowd, duration, reading, start_crowd, zone
-from tests.support.mesh import PostgresDatabases, Process, ServiceEnv, metrics_text, virtual_host
+from tests.support.mesh import (
+    PostgresDatabases,
+    Process,
+    ServiceEnv,
+    consumers,
+    metrics_text,
+    virtual_host,
+    wait_for,
+)
 
 UTC = datetime.UTC
 GATES = 4
@@ -671,6 +689,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="readings per SensorReadingBatch message")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--no-latency", action="store_true", help="ingestion only (section 1)")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="latency only (section 2), with 2 ingest processes started for it instead of section 1's",
+    )
     args = parser.parse_args()
     check_body()
     rng = random.Random(7)
@@ -683,7 +706,10 @@ def main() -> None:
         (2, batch_binary),
         (2, SINGLE_JSON),
     ]
-    runs = [(count, form, replay(f"run{i}", args.zones, args.readings, rng)) for i, (count, form) in enumerate(plan)]
+    runs = [
+        (count, form, replay(f"run{i}", args.zones, args.readings, rng))
+        for i, (count, form) in enumerate([] if args.latency_only else plan)
+    ]
     databases = PostgresDatabases()
     with tempfile.TemporaryDirectory() as tmp, virtual_host() as amqp_uri:
         url = f"sqlite:///{Path(tmp) / 'service.db'}" if args.database == "sqlite" else databases.create()
@@ -699,7 +725,11 @@ def main() -> None:
                 f"crowd on {args.database}: {args.readings:,} readings a run, {args.zones} zones x {GATES} gates,"
                 f" observed over the last hour ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
             )
-            ingest = bench_ingestion(env, crowd, amqp_uri, runs)
+            if args.latency_only:
+                ingest = start_ingest(env, 2)
+                wait_for(lambda: all(consumers(amqp_uri, shard_queue(s)) > 0 for s in range(DEFAULT_SHARDS)), 60)
+            else:
+                ingest = bench_ingestion(env, crowd, amqp_uri, runs)
             if not args.no_latency:
                 bench_latency(crowd, amqp_uri, [port for _, port in ingest], args.samples, args.load)
             print(f" load average at the end {os.getloadavg()[0]:.1f}")
