@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -24,7 +24,7 @@ from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
-from govmesh.db import Database
+from govmesh.db import CommitWatch, Database
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,10 @@ def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
 MARK_WITHIN_SECONDS = 1.0
 
 
+#: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
+COMMIT_LOOK_SECONDS = 0.002
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in commit order, in batches, with publisher confirms; a
     row is marked sent only after the broker confirmed it.
@@ -197,6 +201,8 @@ class OutboxRelay:
         #: the database away): marked on a later round, never published again by this relay.
         self._confirmed_unmarked: list[int] = []
         self._unmarked_since = 0.0
+        #: SQLite: whether another connection committed since the relay last looked.
+        self._commits: CommitWatch | None = None
 
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""
@@ -267,6 +273,8 @@ class OutboxRelay:
         broker is away. `sleep` lets an eventlet worker pass its cooperative sleep."""
         pause = sleep if callable(sleep) else self._stop.wait
         backoff = idle_interval
+        # Made before the first poll, so that no commit falls between a poll and the first look.
+        self._commits = self.db.commit_watch()
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
@@ -283,13 +291,33 @@ class OutboxRelay:
                 continue
             backoff = idle_interval
             if published < self.batch_size:
-                pause(idle_interval)
+                self._wait_for_commits(pause, idle_interval)
+        if self._commits is not None:
+            self._commits.close()
         try:
             self._mark_confirmed(wait=True)  # what a restart would otherwise send again
         except sa.exc.OperationalError as exc:
             log.warning(
                 "outbox relay: stopping with %d events sent but not marked: %s", len(self._confirmed_unmarked), exc
             )
+
+    def _wait_for_commits(self, pause: Callable[[float], object], idle_interval: float) -> None:
+        """Waits `idle_interval`, or on SQLite until another connection commits, whichever comes
+        first: an event committed by another process (crowd's ingest) leaves within
+        COMMIT_LOOK_SECONDS rather than at the next poll, and an idle relay still does not query
+        the outbox more often than every `idle_interval`. Only when the relay looks again
+        changes, never what it publishes: a commit missed is found by the next poll."""
+        if self._commits is None:
+            pause(idle_interval)
+            return
+        deadline = time.monotonic() + idle_interval
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            pause(min(COMMIT_LOOK_SECONDS, left))
+            if self._commits.committed():
+                return
 
     def watch_backlog(self) -> None:
         """Count unpublished rows when Prometheus scrapes, not on every loop."""

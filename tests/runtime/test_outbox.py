@@ -317,3 +317,24 @@ def test_a_stopping_relay_marks_what_it_sent(sqlite_relay: SqliteRelay, amqp_uri
     assert restarted.publish_pending() == 0
     restarted.publisher.close()
     sqlite_relay.assert_each_delivered_once(subjects)
+
+
+def test_an_idle_relay_on_sqlite_publishes_what_another_process_commits_before_its_next_poll(
+    sqlite_relay: SqliteRelay,
+) -> None:
+    """An idle relay polls every idle_interval, and on SQLite looks in between, cheaply, whether
+    another connection committed (crowd's ingest writes its level changes from another process):
+    here the poll is a minute away, and the event still leaves."""
+    db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
+    thread = threading.Thread(target=relay.run, kwargs={"idle_interval": 60.0})
+    thread.start()
+    try:
+        first = queue_events(db, outbox, 1)
+        sqlite_relay.integrator.receive(1, timeout=20)  # the first round may have come before it
+        second = queue_events(db, outbox, 1)
+        deliveries = sqlite_relay.integrator.receive(1, timeout=20)
+    finally:
+        relay.stop()
+        thread.join(5)
+    assert ours(deliveries, second) and not ours(deliveries, first)
+    assert unpublished(db, outbox) == 0
