@@ -62,6 +62,7 @@ from google.protobuf import json_format
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
+from govmesh.outbox import COMMIT_LOOK_SECONDS
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
 from services.crowd.contract import reading_from_pb
 from services.crowd.ingest import (
@@ -72,6 +73,7 @@ from services.crowd.ingest import (
     PROTOBUF,
     QUIET,
     READINGS_EXCHANGE,
+    TRICKLE_WAIT,
     parse_message,
     shard_queue,
 )
@@ -671,12 +673,14 @@ def bench_latency(crowd: Crowd, amqp_uri: str, ports: list[int], samples: int, l
         if feeder.is_alive():
             feeder.join(30)
         probe.close()
-    relay, quiet, batch_wait = RELAY_IDLE_INTERVAL * 1000, QUIET * 1000, BATCH_WAIT * 1000
+    relay, look, quiet = RELAY_IDLE_INTERVAL * 1000, COMMIT_LOOK_SECONDS * 1000, QUIET * 1000
+    trickle, batch_wait = TRICKLE_WAIT * 1000, BATCH_WAIT * 1000
     print(
         "  notes: changed_at is the wall clock as the reading's batch begins (CrowdApp.ingest), so the service's\n"
-        f"  figure is the hop in, the ingest's wait for more (a lone reading: {quiet:.0f} ms; under a trickle at most\n"
-        f"  {batch_wait:.0f} ms) and any batch ahead of it; the rest is its batch's transaction, the outbox relay's\n"
-        f"  poll (every {relay:.0f} ms when idle: 0 to {relay:.0f} ms, {relay / 2:.0f} on average) and the hop out."
+        f"  figure is the hop in, the ingest's wait for more (a lone reading: {quiet:.0f} ms; a trickle at most\n"
+        f"  {trickle:.0f} ms, a stream {batch_wait:.0f} ms) and any batch ahead of it; the rest is its batch's\n"
+        f"  transaction, the outbox relay's wait (on SQLite it looks for commits every {look:.0f} ms, else polls\n"
+        f"  every {relay:.0f} ms) and the hop out."
     )
 
 
