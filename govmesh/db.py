@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -249,7 +250,11 @@ class Database:
         connection committed (CommitWatch); None on PostgreSQL, which has no such counter."""
         if not self.is_sqlite or not self.url.database or self.url.database == ":memory:":
             return None
-        return CommitWatch(self.url.database)
+        try:
+            return CommitWatch(self.url.database)
+        except sqlite3.Error as exc:
+            log.warning("cannot watch the database for commits, polling only: %s", exc)
+            return None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -262,16 +267,25 @@ class CommitWatch:
     hundred times more. What lets a poller look often and query only when something changed."""
 
     def __init__(self, path: str) -> None:
-        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # No busy wait: a look that cannot be made at once (a checkpoint, the file away) answers
+        # "committed", and the caller's own query, with its own waits and errors, finds out.
+        # mode=rw: never creates the file, which only migrations do.
+        uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+        self._connection = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False)
         self._version = self._read()
 
-    def _read(self) -> int:
-        return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+    def _read(self) -> int | None:
+        try:
+            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
 
     def committed(self) -> bool:
-        """Whether another connection committed since the last call (or since this was made)."""
+        """Whether another connection committed since the last call (or since this was made);
+        True when that cannot be told."""
         version = self._read()
-        changed, self._version = version != self._version, version
+        changed = version is None or version != self._version
+        self._version = version
         return changed
 
     def close(self) -> None:
