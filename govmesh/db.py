@@ -263,8 +263,8 @@ class Database:
 class CommitWatch:
     """Whether any other connection, in any process, committed to a SQLite database since the
     last look: SQLite's PRAGMA data_version on a connection of its own, which reads a counter in
-    shared memory (a few microseconds, no lock taken), where a query through the pool costs a
-    hundred times more. What lets a poller look often and query only when something changed."""
+    shared memory and takes no lock, without the pool, a session or a compiled query. What lets a
+    poller look often and query only when something changed."""
 
     def __init__(self, path: str) -> None:
         # No busy wait: a look that cannot be made at once (a checkpoint, the file away) answers
