@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -65,6 +66,24 @@ def _begin_immediate(connection: sa.Connection) -> None:
         pause = min(pause * 2, 0.05)
 
 
+def _begin_immediate_if_free(connection: sa.Connection, busy_ms: int) -> None:
+    """BEGIN IMMEDIATE without waiting: SQLite's busy handler is off for this one statement, so a
+    write lock held by another connection raises at once (WriteLockTaken)."""
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except sa.exc.OperationalError as exc:
+        if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+            raise WriteLockTaken from None
+        raise
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+
+
+class WriteLockTaken(Exception):
+    """SQLite's write lock is held by another connection (Database.transaction_if_free)."""
+
+
 #: Connections a process keeps to PostgreSQL (an api's threads; a worker keeps its handlers'
 #: concurrency and its timers'), and how many more it may open for a moment.
 POOL_SIZE = 16
@@ -84,6 +103,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(govmesh_read_only=True), expire_on_commit=False
+        )
+        self._sessions_if_free = sessionmaker(
+            self.engine.execution_options(govmesh_if_free=True), expire_on_commit=False
         )
 
     @property
@@ -115,6 +137,8 @@ class Database:
                 read_only = connection.get_execution_options().get("govmesh_read_only", False)
                 if read_only:
                     connection.exec_driver_sql("BEGIN")
+                elif connection.get_execution_options().get("govmesh_if_free", False):
+                    _begin_immediate_if_free(connection, busy_ms)
                 else:
                     _begin_immediate(connection)
 
@@ -136,6 +160,22 @@ class Database:
         """A unit of work: everything written inside commits together or not at all."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextlib.contextmanager
+    def transaction_if_free(self) -> Iterator[Session | None]:
+        """A unit of work, as transaction(), if it can start at once; else None, without waiting.
+        On SQLite that is when no other connection holds the write lock, for work that may as
+        well be done on a later try (the outbox relay's marks, which must not hold its next
+        publication up behind another process's long write); on PostgreSQL, which has no
+        database-wide write lock, always."""
+        with self._sessions_if_free() as session:
+            try:
+                session.connection()  # BEGIN (IMMEDIATE) now, not at the caller's first statement
+            except WriteLockTaken:
+                yield None
+                return
+            yield session
+            session.commit()
 
     @contextlib.contextmanager
     def read(self, snapshot: bool = False) -> Iterator[Session]:
@@ -205,8 +245,51 @@ class Database:
             "code: stop this version's processes"
         )
 
+    def commit_watch(self) -> CommitWatch | None:
+        """SQLite: a check, cheap enough to make every few milliseconds, of whether another
+        connection committed (CommitWatch); None on PostgreSQL, which has no such counter."""
+        if not self.is_sqlite or not self.url.database or self.url.database == ":memory:":
+            return None
+        try:
+            return CommitWatch(self.url.database)
+        except sqlite3.Error as exc:
+            log.warning("cannot watch the database for commits, polling only: %s", exc)
+            return None
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class CommitWatch:
+    """Whether any other connection, in any process, committed to a SQLite database since the
+    last look: SQLite's PRAGMA data_version on a connection of its own, which reads a counter in
+    shared memory and takes no lock, without the pool, a session or a compiled query. What lets a
+    poller look often and query only when something changed."""
+
+    def __init__(self, path: str) -> None:
+        # No busy wait: a look that cannot be made at once (a checkpoint, the file away) answers
+        # "committed", and the caller's own query, with its own waits and errors, finds out.
+        # mode=rw: never creates the file, which only migrations do.
+        uri = f"file:{urllib.parse.quote(path)}?mode=rw"
+        self._connection = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False)
+        self._version = self._read()
+
+    def _read(self) -> int | None:
+        try:
+            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def committed(self) -> bool:
+        """Whether another connection committed since the last call (or since this was made);
+        True when that cannot be told."""
+        version = self._read()
+        changed = version is None or version != self._version
+        self._version = version
+        return changed
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def _ping_when_idle(engine: Engine) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -23,7 +24,7 @@ from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
-from govmesh.db import Database
+from govmesh.db import CommitWatch, Database
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,15 @@ def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
     )
 
 
+#: How long at most rows confirmed by the broker wait for a moment SQLite's write lock is free
+#: before the relay waits for the lock to mark them (and so how many a relay that dies sends again).
+MARK_WITHIN_SECONDS = 1.0
+
+
+#: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
+COMMIT_LOOK_SECONDS = 0.002
+
+
 class OutboxRelay:
     """Publishes committed outbox rows in commit order, in batches, with publisher confirms; a
     row is marked sent only after the broker confirmed it.
@@ -187,16 +197,15 @@ class OutboxRelay:
         self.publisher = publisher
         self.batch_size = batch_size
         self._stop = threading.Event()
-        #: Rows the broker confirmed whose marking failed (the database busy or away): marked
-        #: first on the next round, never published again by this relay.
+        #: Rows the broker confirmed that are not marked sent yet (SQLite's write lock taken, or
+        #: the database away): marked on a later round, never published again by this relay.
         self._confirmed_unmarked: list[int] = []
+        self._unmarked_since = 0.0
+        #: SQLite: whether another connection committed since the relay last looked.
+        self._commits: CommitWatch | None = None
 
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""
-        if self._confirmed_unmarked:
-            with self.db.transaction() as session:
-                self._mark_sent(session, self._confirmed_unmarked)
-            self._confirmed_unmarked = []
         table = self.outbox.outbox
         unpublished = (
             sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(self.batch_size)
@@ -204,26 +213,56 @@ class OutboxRelay:
         if self.db.is_sqlite:
             # SQLite has one writer: holding its lock while the broker answers would stall every
             # write of the service. Read, publish, then mark; one relay per SQLite database.
+            # Marking needs that lock, which the service's other processes may hold for a while
+            # (crowd's ingest batches): rows confirmed and not marked yet are left out of the next
+            # read and marked when the lock is free, so a new event never waits for the marking of
+            # the ones before it (docs/decisions/runtime-outbox-marks-when-the-lock-is-free.md).
+            if self._confirmed_unmarked:
+                unpublished = unpublished.where(table.c.seq.not_in(self._confirmed_unmarked))
             with self.db.read() as session:
                 rows = session.execute(unpublished).all()
-            if not rows:
-                return 0
-            _publish(self.publisher, [_envelope(row) for row in rows])
-            self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
-            with self.db.transaction() as session:
-                self._mark_sent(session, self._confirmed_unmarked)
+            if rows:
+                _publish(self.publisher, [_envelope(row) for row in rows])
+                self._confirm([row._mapping["seq"] for row in rows])
+            self._mark_confirmed(wait=self._must_mark_now())
         else:
+            if self._confirmed_unmarked:
+                self._mark_confirmed(wait=True)
             # Several relays of one service lock the rows they publish and skip the others'.
             with self.db.transaction() as session:
                 rows = session.execute(unpublished.with_for_update(skip_locked=True)).all()
                 if not rows:
                     return 0
                 _publish(self.publisher, [_envelope(row) for row in rows])
-                self._confirmed_unmarked = [row._mapping["seq"] for row in rows]
+                self._confirm([row._mapping["seq"] for row in rows])
                 self._mark_sent(session, self._confirmed_unmarked)
-        self._confirmed_unmarked = []
-        metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
+            self._confirmed_unmarked = []
+        if rows:
+            metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
+
+    def _confirm(self, seqs: Sequence[int]) -> None:
+        if not self._confirmed_unmarked:
+            self._unmarked_since = time.monotonic()
+        self._confirmed_unmarked += seqs
+
+    def _must_mark_now(self) -> bool:
+        """Whether the rows confirmed and not marked yet are too many or waited too long to wait
+        any longer for a moment the lock is free: a relay that dies sends them again."""
+        return len(self._confirmed_unmarked) >= self.batch_size or (
+            bool(self._confirmed_unmarked) and time.monotonic() - self._unmarked_since >= MARK_WITHIN_SECONDS
+        )
+
+    def _mark_confirmed(self, wait: bool) -> None:
+        """Marks the rows confirmed and not marked yet: waiting for SQLite's write lock when
+        `wait`, else only if no other connection holds it now (they stay for the next round)."""
+        if not self._confirmed_unmarked:
+            return
+        with self.db.transaction() if wait else self.db.transaction_if_free() as session:
+            if session is None:
+                return
+            self._mark_sent(session, self._confirmed_unmarked)
+        self._confirmed_unmarked = []
 
     def _mark_sent(self, session: Session, seqs: Sequence[int]) -> None:
         table = self.outbox.outbox
@@ -234,6 +273,8 @@ class OutboxRelay:
         broker is away. `sleep` lets an eventlet worker pass its cooperative sleep."""
         pause = sleep if callable(sleep) else self._stop.wait
         backoff = idle_interval
+        # Made before the first poll, so that no commit falls between a poll and the first look.
+        self._commits = self.db.commit_watch()
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
@@ -250,7 +291,33 @@ class OutboxRelay:
                 continue
             backoff = idle_interval
             if published < self.batch_size:
-                pause(idle_interval)
+                self._wait_for_commits(pause, idle_interval)
+        if self._commits is not None:
+            self._commits.close()
+        try:
+            self._mark_confirmed(wait=True)  # what a restart would otherwise send again
+        except sa.exc.OperationalError as exc:
+            log.warning(
+                "outbox relay: stopping with %d events sent but not marked: %s", len(self._confirmed_unmarked), exc
+            )
+
+    def _wait_for_commits(self, pause: Callable[[float], object], idle_interval: float) -> None:
+        """Waits `idle_interval`, or on SQLite until another connection commits, whichever comes
+        first: an event committed by another process (crowd's ingest) leaves within
+        COMMIT_LOOK_SECONDS rather than at the next poll, and an idle relay still does not query
+        the outbox more often than every `idle_interval`. Only when the relay looks again
+        changes, never what it publishes: a commit missed is found by the next poll."""
+        if self._commits is None:
+            pause(idle_interval)
+            return
+        deadline = time.monotonic() + idle_interval
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            pause(min(COMMIT_LOOK_SECONDS, left))
+            if self._commits.committed():
+                return
 
     def watch_backlog(self) -> None:
         """Count unpublished rows when Prometheus scrapes, not on every loop."""

@@ -13,7 +13,8 @@ from services.crowd.app import CrowdApp
 
 #: How often the worker's outbox relay looks for new events when idle: level_changed is what starts
 #: barriers and metro skips, so it leaves within 20 ms of its commit (an indexed look at the outbox
-#: 50 times a second is cheap next to that).
+#: 50 times a second is cheap next to that); on SQLite sooner, as the relay also looks every 2 ms
+#: whether anything committed (govmesh.outbox.COMMIT_LOOK_SECONDS).
 EVENT_RELAY_INTERVAL: Final = 0.02
 
 

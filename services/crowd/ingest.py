@@ -3,7 +3,8 @@
 A province has thousands of sensors; a framework that spawns a worker per message (nameko) caps
 near a few thousand messages a second. This process is a plain AMQP consumer (py-amqp, as all AMQP
 outside nameko) that gathers up to BATCH readings, until none arrives for QUIET or the first has
-waited BATCH_WAIT (a lone reading is decided at once, a stream in full batches), applies them in one
+waited BATCH_WAIT, or TRICKLE_WAIT when fewer than TRICKLE came meanwhile (a lone reading is decided
+at once, a trickle within 20 ms, a stream in full batches), applies them in one
 transaction (CrowdApp.ingest) and acknowledges them with one multiple ack after the commit. A crash
 between commit and ack redelivers the batch, which finds every reading already seen (same sensor
 and sequence): no second effect.
@@ -68,6 +69,12 @@ SHARDS_EXCHANGE: Final = "crowd.readings.shards"
 #: how long a partial batch waits.
 BATCH: Final = 1000
 BATCH_WAIT: Final = 0.05
+#: A batch still under TRICKLE readings when its first has waited TRICKLE_WAIT is a trickle's (at
+#: most 5,000 readings/s): it is applied then, so a reading waits at most 20 ms for others to come
+#: rather than BATCH_WAIT. A stream fills its batch past TRICKLE well within TRICKLE_WAIT, so its
+#: batches, and the throughput they give, stay as they were.
+TRICKLE: Final = 100
+TRICKLE_WAIT: Final = 0.02
 #: No message for this long: the queue is empty for now, so the batch in hand is applied.
 QUIET: Final = 0.002
 #: Unacknowledged messages the broker may send ahead (two batches of single readings in flight).
@@ -357,6 +364,12 @@ class _Pending:
         self.readings.append(readings)
         self.count += len(readings)
 
+    def waited_enough(self) -> bool:
+        """Whether the batch has waited long enough for more readings: BATCH_WAIT, or TRICKLE_WAIT
+        when they come too slowly to fill it (see TRICKLE)."""
+        waited = time.monotonic() - self.since
+        return waited >= BATCH_WAIT or (waited >= TRICKLE_WAIT and self.count < TRICKLE)
+
     def take(self) -> tuple[list[amqp.Message], list[list[Parsed]]]:
         """The first messages holding at most BATCH readings between them (at least one message:
         a message is never split, its ack covers all its readings)."""
@@ -463,10 +476,8 @@ class ReadingsConsumer:
                 connection.heartbeat_tick()
                 pending = self._pending
                 # A batch is applied when it is full, when nothing more is arriving (so a lone
-                # reading is decided at once), or when it has waited BATCH_WAIT under a trickle.
-                if pending.messages and (
-                    idle or pending.count >= BATCH or time.monotonic() - pending.since >= BATCH_WAIT
-                ):
+                # reading is decided at once), or when it has waited long enough (waited_enough).
+                if pending.messages and (idle or pending.count >= BATCH or pending.waited_enough()):
                     self._flush(channel)
             if self._pending.messages:
                 self._flush(channel)

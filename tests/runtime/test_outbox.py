@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import amqp
 import pika
@@ -216,36 +219,122 @@ def test_envelope_routing_and_headers_follow_the_convention() -> None:
     assert messaging.routing_key_for("LevelChanged") == "level_changed"
 
 
-def test_a_batch_published_but_not_yet_marked_is_marked_not_published_again(
-    tmp_path: object, amqp_uri: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On SQLite the relay publishes, then marks in a second transaction. When that one fails (the
-    database busy: another writer holds the lock past the wait), the next round marks what was
-    already confirmed instead of publishing the whole batch again (it once sent a fifth of
-    approvals' events twice under load). Only a relay that dies in between sends a copy."""
-    import sqlite3
-    from pathlib import Path
+@dataclass
+class SqliteRelay:
+    """A relay on a SQLite database of its own, and another connection that takes the write lock
+    (as crowd's ingest processes do) when the test says."""
 
-    monkeypatch.setattr("govmesh.db.SQLITE_LOCK_WAIT_SECONDS", 0.3)
-    path = Path(str(tmp_path)) / "identity.db"
-    db = service_database("identity", f"sqlite:///{path}")
+    db: Database
+    outbox: Outbox
+    relay: OutboxRelay
+    integrator: Integrator
+    other_writer: sqlite3.Connection
+
+    def lock(self) -> None:
+        self.other_writer.execute("BEGIN IMMEDIATE")
+
+    def unlock(self) -> None:
+        self.other_writer.execute("ROLLBACK")
+
+    def assert_each_delivered_once(self, subjects: list[str]) -> None:
+        ce_ids = ours(self.integrator.drain(), subjects)
+        assert len(ce_ids) == len(subjects) and len(set(ce_ids)) == len(subjects)
+
+
+@pytest.fixture
+def sqlite_relay(tmp_path: Path, amqp_uri: str) -> Iterator[SqliteRelay]:
+    db = service_database("identity", f"sqlite:///{tmp_path / 'identity.db'}")
     db.migrate()
     outbox = Outbox("identity", store.outbox, store.inbox)
-    integrator = Integrator(amqp_uri, "identity.events")
-    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
-    other_writer = sqlite3.connect(path, isolation_level=None)
+    parts = SqliteRelay(
+        db,
+        outbox,
+        OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity")),
+        Integrator(amqp_uri, "identity.events"),
+        sqlite3.connect(tmp_path / "identity.db", isolation_level=None),
+    )
+    yield parts
+    parts.other_writer.close()
+    parts.relay.publisher.close()
+    parts.integrator.close()
+    db.dispose()
+
+
+def test_events_keep_leaving_while_another_writer_holds_sqlites_lock_each_once(sqlite_relay: SqliteRelay) -> None:
+    """On SQLite the relay publishes, then marks in a second transaction, which needs the write
+    lock. While another process holds it (crowd's ingest batches), the rows confirmed wait for a
+    moment it is free, left out of the next reads: events committed meanwhile leave at once, and
+    none is published twice (the relay once sent a fifth of approvals' events twice under load)."""
+    db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
+    first = queue_events(db, outbox, 5)
+    sqlite_relay.lock()
+    assert relay.publish_pending() == 5
+    assert relay.publish_pending() == 0  # confirmed, not marked, not sent again
+    sqlite_relay.unlock()
+    second = queue_events(db, outbox, 3)
+    sqlite_relay.lock()
+    assert relay.publish_pending() == 3  # the new ones only
+    assert unpublished(db, outbox) == 8  # nothing marked while the lock was taken
+    sqlite_relay.unlock()
+    assert relay.publish_pending() == 0
+    assert unpublished(db, outbox) == 0  # marked at the first round the lock was free
+    sqlite_relay.assert_each_delivered_once(first + second)
+
+
+def test_events_confirmed_and_unmarked_too_long_wait_for_the_lock(
+    sqlite_relay: SqliteRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows confirmed and not marked are not left so for ever: past MARK_WITHIN_SECONDS the relay
+    waits for the lock to mark them, and when it cannot (the database busy past the wait) it
+    marks them later rather than publishing them again."""
+    monkeypatch.setattr("govmesh.outbox.MARK_WITHIN_SECONDS", 0.0)
+    monkeypatch.setattr("govmesh.db.SQLITE_LOCK_WAIT_SECONDS", 0.3)
+    db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
+    subjects = queue_events(db, outbox, 5)
+    sqlite_relay.lock()
+    with pytest.raises(sa.exc.OperationalError):
+        relay.publish_pending()  # published, then waited for the lock to mark them
+    sqlite_relay.unlock()
+    assert relay.publish_pending() == 0
+    assert unpublished(db, outbox) == 0
+    sqlite_relay.assert_each_delivered_once(subjects)
+
+
+def test_a_stopping_relay_marks_what_it_sent(sqlite_relay: SqliteRelay, amqp_uri: str) -> None:
+    """Rows confirmed while the lock was taken are marked as the relay stops, so a restart does
+    not send them again."""
+    db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
+    subjects = queue_events(db, outbox, 2)
+    sqlite_relay.lock()
+
+    def stop_after_one_round(_seconds: float) -> None:
+        sqlite_relay.unlock()
+        relay.stop()
+
+    relay.run(sleep=stop_after_one_round)
+    assert unpublished(db, outbox) == 0
+    restarted = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+    assert restarted.publish_pending() == 0
+    restarted.publisher.close()
+    sqlite_relay.assert_each_delivered_once(subjects)
+
+
+def test_an_idle_relay_on_sqlite_publishes_what_another_process_commits_before_its_next_poll(
+    sqlite_relay: SqliteRelay,
+) -> None:
+    """An idle relay polls every idle_interval, and on SQLite looks in between, cheaply, whether
+    another connection committed (crowd's ingest writes its level changes from another process):
+    here the poll is a minute away, and the event still leaves."""
+    db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
+    thread = threading.Thread(target=relay.run, kwargs={"idle_interval": 60.0})
+    thread.start()
     try:
-        subjects = queue_events(db, outbox, 5)
-        other_writer.execute("BEGIN IMMEDIATE")  # the database busy from here on
-        with pytest.raises(sa.exc.OperationalError):
-            relay.publish_pending()
-        other_writer.execute("ROLLBACK")
-        relay.publish_pending()
-        assert unpublished(db, outbox) == 0
-        ce_ids = ours(integrator.drain(), subjects)
-        assert len(ce_ids) == 5 and len(set(ce_ids)) == 5
+        first = queue_events(db, outbox, 1)
+        sqlite_relay.integrator.receive(1, timeout=20)  # the first round may have come before it
+        second = queue_events(db, outbox, 1)
+        deliveries = sqlite_relay.integrator.receive(1, timeout=20)
     finally:
-        other_writer.close()
-        relay.publisher.close()
-        integrator.close()
-        db.dispose()
+        relay.stop()
+        thread.join(5)
+    assert ours(deliveries, second) and not ours(deliveries, first)
+    assert unpublished(db, outbox) == 0
