@@ -6,9 +6,9 @@ PERMISSION_DENIED), RED metrics, and error mapping (a ServiceError becomes its s
 anything else is a bug: INTERNAL, logged with the trace). Health and reflection skip
 authentication: probes and tools carry no token.
 
-The span is the pipeline's own, not opentelemetry-instrumentation-grpc's server interceptor:
-that one wrapped every call's handler and context a second time and parsed the peer's address,
-and cost a third of the api's time per call (docs/decisions/runtime-server-span-in-the-pipeline.md).
+The span is the pipeline's own, not opentelemetry-instrumentation-grpc's server interceptor,
+which wrapped every call's handler and context a second time and parsed the peer's address
+(docs/decisions/runtime-server-span-in-the-pipeline.md).
 """
 
 from __future__ import annotations
