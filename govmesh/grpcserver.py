@@ -1,10 +1,14 @@
 """The api process: a grpcio server with health, reflection and one call pipeline.
 
-Every call passes, in order: OpenTelemetry (a server span continuing the caller's traceparent),
-then the pipeline: readiness (UNAVAILABLE while the database is not migrated), authentication
-and rights (UNAUTHENTICATED / PERMISSION_DENIED), RED metrics, and error mapping (a
-ServiceError becomes its status code; anything else is a bug: INTERNAL, logged with the trace).
-Health and reflection skip authentication: probes and tools carry no token.
+Every call passes one pipeline: a server span continuing the caller's traceparent, readiness
+(UNAVAILABLE while the database is not migrated), authentication and rights (UNAUTHENTICATED /
+PERMISSION_DENIED), RED metrics, and error mapping (a ServiceError becomes its status code;
+anything else is a bug: INTERNAL, logged with the trace). Health and reflection skip
+authentication: probes and tools carry no token.
+
+The span is the pipeline's own, not opentelemetry-instrumentation-grpc's server interceptor,
+which wrapped every call's handler and context a second time and parsed the peer's address
+(docs/decisions/runtime-server-span-in-the-pipeline.md).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
-from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import server_interceptor
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
@@ -100,6 +105,17 @@ def _status(name: str) -> grpc.StatusCode:
     return status
 
 
+#: Server-side gRPC codes that make the call's span an error (OpenTelemetry's semantic
+#: conventions for RPC servers): the caller's own mistakes (INVALID_ARGUMENT, NOT_FOUND,
+#: PERMISSION_DENIED, ...) are answers, not failures of the server.
+_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, str | bytes]:
+    """The call's metadata by key (gRPC gives keys in lower case)."""
+    return {key: value for key, value in context.invocation_metadata() or ()}
+
+
 class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(
         self,
@@ -107,30 +123,71 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
         verifier: TokenVerifier,
         readiness: Readiness,
         authorized_inside: frozenset[str] = frozenset(),
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.service = service
         self.verifier = verifier
         self.readiness = readiness
         # Full method paths ("/pkg.Service/Method") whose rights the method checks itself.
         self.authorized_inside = authorized_inside
+        self.tracer = tracer or trace.get_tracer(__name__)
+        # grpcio asks the interceptor for every call's handler, on its one thread that takes
+        # calls in: each method's handler is wrapped once, then reused (a method's handler never
+        # changes once the server runs; the check of identity keeps that an assumption no more).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._in_flight = metrics.GRPC_IN_FLIGHT.labels(service)
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        method: str = details.method
         if handler is None:
-            return handler
+            return handler  # an unknown method: grpcio answers UNIMPLEMENTED; nothing kept for it
+        method: str = details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         if method.startswith(_UNGUARDED):
-            return _wrap_handler(handler, _enclosed(_refusing_undecodable))
-        raw = dict(details.invocation_metadata or ()).get("authorization")
-        authorization = raw.decode() if isinstance(raw, bytes) else raw
+            scope = functools.partial(self._unguarded, method, _span_attributes(method))
+        else:
+            scope = functools.partial(self._call, _Method(self.service, method))
+        wrapped = _wrap_handler(handler, _enclosed(scope))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
-        return _wrap_handler(handler, _enclosed(lambda context: self._call(method, authorization, context)))
+    def _start_span(
+        self, method: str, attributes: dict[str, str], metadata: dict[str, str | bytes]
+    ) -> tuple[trace.Span, contextvars.Token[otel_context.Context]]:
+        """The call's server span, a child of the caller's (W3C traceparent, or whatever
+        OTEL_PROPAGATORS names, from the metadata), made current; and the token to detach it."""
+        parent = propagate.extract(metadata)
+        span = self.tracer.start_span(method, parent, kind=SpanKind.SERVER, attributes=attributes)
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
     @contextlib.contextmanager
-    def _call(self, method: str, authorization: str | None, context: grpc.ServicerContext) -> Iterator[None]:
+    def _unguarded(self, method: str, attributes: dict[str, str], context: grpc.ServicerContext) -> Iterator[None]:
+        span, attached = self._start_span(method, attributes, _metadata(context))
+        code, message = "OK", ""
+        try:
+            with _refusing_undecodable(context):
+                yield
+        except Exception as exc:
+            if type(exc) is not Exception:  # not grpc's own abort: a bug of the servicer
+                span.record_exception(exc)
+            code, message = _aborted_with(context)
+            raise
+        finally:
+            _end_span(span, code, message)
+            otel_context.detach(attached)
+
+    @contextlib.contextmanager
+    def _call(self, called: _Method, context: grpc.ServicerContext) -> Iterator[None]:
         started = time.perf_counter()
-        code = "OK"
-        metrics.GRPC_IN_FLIGHT.labels(self.service).inc()
+        method = called.path
+        metadata = _metadata(context)
+        span, attached = self._start_span(method, called.span_attributes, metadata)
+        raw = metadata.get("authorization")
+        authorization = raw.decode() if isinstance(raw, bytes) else raw
+        code, message = "OK", ""
+        self._in_flight.inc()
         token = None
         caller_id = ""
         try:
@@ -148,43 +205,87 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
             token = _caller.set(caller)
             yield
         except _Refused as refused:
-            code = refused.code
+            code, message = refused.code, refused.message
             context.abort(_status(code), refused.message)
         except ServiceError as exc:
-            code = exc.status
+            code, message = exc.status, mask_identifiers(exc.message)
             if exc.field:
                 context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
-            context.abort(_status(code), mask_identifiers(exc.message))
+            context.abort(_status(code), message)
         except Exception as exc:
             if type(exc) is Exception:  # grpc's own abort, already carrying its status
-                status = context.code()  # type: ignore[attr-defined]
-                code = status.name if status else "UNKNOWN"
+                code, message = _aborted_with(context)
                 raise
             if database_unavailable(exc):
                 # Not a bug: the database went away (before readiness noticed) or is busy. The
                 # caller may try again; readiness looks at once.
-                code = "UNAVAILABLE"
+                code, message = "UNAVAILABLE", f"{self.service}'s database is unavailable; try again"
                 log.warning("database unavailable while handling %s: %s", method, type(exc).__name__)
                 self.readiness.recheck()
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.service}'s database is unavailable; try again")
-            code = "INTERNAL"
-            trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+                context.abort(grpc.StatusCode.UNAVAILABLE, message)
+            span.record_exception(exc)  # scrubbed on export, as every span is
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            code, message = "INTERNAL", f"internal error; trace id {trace_id}"
             log.exception("bug while handling %s", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error; trace id {trace_id}")
+            context.abort(grpc.StatusCode.INTERNAL, message)
         finally:
             if token is not None:
                 _caller.reset(token)
-            metrics.GRPC_IN_FLIGHT.labels(self.service).dec()
-            name = method.rsplit("/", 1)[-1]
+            self._in_flight.dec()
+            name = called.name
             elapsed = time.perf_counter() - started
-            metrics.GRPC_REQUESTS.labels(self.service, name, code).inc()
-            metrics.GRPC_LATENCY.labels(self.service, name).observe(elapsed)
+            called.requests(code).inc()
+            called.latency.observe(elapsed)
             # One line per call at DEBUG; a refused credential or right at INFO (who was refused
             # what is worth keeping). In the call's span, so the line carries its trace id.
             level = logging.INFO if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") else logging.DEBUG
             if log.isEnabledFor(level):
                 where = {"grpc_method": name, "grpc_code": code, "caller": caller_id, "ms": round(elapsed * 1000, 1)}
                 log.log(level, "%s %s", name, code, extra=where)
+            _end_span(span, code, message)
+            otel_context.detach(attached)
+
+
+class _Method:
+    """One method of the service as the pipeline meets it at every call: its names, its span's
+    first attributes, and its metric series, looked up once (prometheus' labels() takes a lock and
+    a lookup at every use)."""
+
+    def __init__(self, service: str, path: str) -> None:
+        self.path = path
+        self.span_attributes = _span_attributes(path)
+        self.name = self.span_attributes["rpc.method"]
+        self.latency = metrics.GRPC_LATENCY.labels(service, self.name)
+        self._service = service
+        self._requests: dict[str, Any] = {}
+
+    def requests(self, code: str) -> Any:
+        """The requests counter of this method's calls that ended with ``code``."""
+        counter = self._requests.get(code)
+        if counter is None:
+            counter = self._requests[code] = metrics.GRPC_REQUESTS.labels(self._service, self.name, code)
+        return counter
+
+
+def _aborted_with(context: grpc.ServicerContext) -> tuple[str, str]:
+    """The status code (by name) and details a call was aborted with."""
+    status = context.code()  # type: ignore[attr-defined]
+    details = context.details()  # type: ignore[attr-defined]
+    return (status.name if status else "UNKNOWN"), (details.decode(errors="replace") if details else "")
+
+
+def _span_attributes(method: str) -> dict[str, str]:
+    """The attributes a call's server span starts with (OpenTelemetry's RPC conventions), from
+    the method's full path "/pkg.Service/Method"; the status code is added as the call ends."""
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def _end_span(span: trace.Span, code: str, message: str) -> None:
+    span.set_attribute("rpc.grpc.status_code", _status(code).value[0])
+    if code in _SERVER_ERRORS:
+        span.set_status(Status(StatusCode.ERROR, f"{code}: {message}"))
+    span.end()
 
 
 class _Refused(Exception):
@@ -334,7 +435,6 @@ def serve(
             max_workers=max_workers + definition.streams, thread_name_prefix=f"{definition.service}-grpc"
         ),
         interceptors=[
-            server_interceptor(),  # type: ignore[no-untyped-call]
             CallPipeline(
                 definition.service,
                 verifier,

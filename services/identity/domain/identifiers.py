@@ -205,6 +205,10 @@ def normalize(raw: str) -> str:
     space, BOM) and dashes (hyphen-minus, Unicode dashes, minus sign) are removed; letters are
     upper-cased.  Anything else is kept, so validation can point at it.
     """
+    if raw.isascii() and raw.isalnum():
+        # The common case, an identifier typed or stored plainly: NFKC leaves ASCII letters and
+        # digits as they are and there is nothing to remove, so only the case changes.
+        return raw.upper()
     folded = unicodedata.normalize("NFKC", raw)
     kept = (ch for ch in folded if not (ch.isspace() or ch == "\u2212" or unicodedata.category(ch) in ("Cf", "Pd")))
     return "".join(kept).upper()
@@ -230,12 +234,18 @@ def validate_identifier(raw: str, today: datetime.date) -> Validation:
         reading = _read_resident(normalized, today)
     elif len(normalized) == 18:
         as_resident = _read_resident(normalized, today)
-        as_enterprise = _read_enterprise(normalized)
-        if _has_resident_shape(normalized):
-            prefer_resident = len(as_resident.problems) <= len(as_enterprise.problems)
+        resident_shaped = _has_resident_shape(normalized)
+        if resident_shaped and not as_resident.problems:
+            # A valid resident number is read as one whatever else it might be (no reading as an
+            # enterprise can have fewer than no problems): most callers send these.
+            reading = as_resident
         else:
-            prefer_resident = len(as_resident.problems) < len(as_enterprise.problems)
-        reading = as_resident if prefer_resident else as_enterprise
+            as_enterprise = _read_enterprise(normalized)
+            if resident_shaped:
+                prefer_resident = len(as_resident.problems) <= len(as_enterprise.problems)
+            else:
+                prefer_resident = len(as_resident.problems) < len(as_enterprise.problems)
+            reading = as_resident if prefer_resident else as_enterprise
     else:
         return _wrong_length(normalized)
 
