@@ -178,6 +178,21 @@ class Database:
             session.commit()
 
     @contextlib.contextmanager
+    def single_write(self) -> Iterator[Session | sa.Connection]:
+        """A unit of work that reads, then writes everything in ONE statement (a repository
+        function made so, e.g. with data-modifying CTEs). On PostgreSQL each statement commits by
+        itself, atomic as any transaction, so the unit costs no BEGIN and no COMMIT round trip; its
+        reads see what committed before each of them, as they would in a READ COMMITTED
+        transaction, which locks nothing either. On SQLite, where such writes take several
+        statements, it is a write transaction (``transaction``)."""
+        if self.is_sqlite:
+            with self.transaction() as session:
+                yield session
+            return
+        with self.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
     def read(self, snapshot: bool = False) -> Iterator[Session]:
         """A read-only unit of work: on SQLite it does not take the write lock. With ``snapshot``,
         every statement sees the database as of the first (PostgreSQL's default, READ COMMITTED,

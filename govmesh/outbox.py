@@ -68,29 +68,18 @@ class Outbox:
         """Queue `event` for publication in the caller's transaction."""
         return self.add_many(session, [(event, subject)])[0]
 
-    def add_many(self, session: Session, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
+    def add_many(self, session: Session | sa.Connection, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
         """Queue several (event, subject) pairs in one statement, in order."""
-        trace_headers = {k: str(v) for k, v in tracing.inject_headers({}).items()}
-        envelopes = [Envelope.for_event(self.service, event, subject, trace_headers) for event, subject in events]
+        envelopes = self.envelopes(events)
         if envelopes:
-            session.execute(
-                self.outbox.insert(),
-                [
-                    {
-                        "event_id": envelope.event_id,
-                        "event_type": envelope.event_type,
-                        "source": envelope.source,
-                        "subject": envelope.subject,
-                        "occurred_at": envelope.time,
-                        "exchange": envelope.exchange,
-                        "routing_key": envelope.routing_key,
-                        "body": envelope.body,
-                        "trace_headers": json.dumps(envelope.trace_headers),
-                    }
-                    for envelope in envelopes
-                ],
-            )
+            session.execute(self.outbox.insert(), outbox_rows(envelopes))
         return envelopes
+
+    def envelopes(self, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
+        """The (event, subject) pairs as they are queued, in the current trace, for a caller that
+        writes their rows (outbox_rows) in a statement of its own with its other writes."""
+        trace_headers = {k: str(v) for k, v in tracing.inject_headers({}).items()}
+        return [Envelope.for_event(self.service, event, subject, trace_headers) for event, subject in events]
 
     def claim(self, session: Session, consumer: str, event_id: str) -> bool:
         """Record that `consumer` applies `event_id` in this transaction; False if it already did.
@@ -110,6 +99,24 @@ class Outbox:
                 sa.select(sa.func.count()).select_from(self.outbox).where(self.outbox.c.published_at.is_(None))
             ).scalar_one()
         )
+
+
+def outbox_rows(envelopes: Sequence[Envelope]) -> list[dict[str, object]]:
+    """The outbox table's rows of the envelopes."""
+    return [
+        {
+            "event_id": envelope.event_id,
+            "event_type": envelope.event_type,
+            "source": envelope.source,
+            "subject": envelope.subject,
+            "occurred_at": envelope.time,
+            "exchange": envelope.exchange,
+            "routing_key": envelope.routing_key,
+            "body": envelope.body,
+            "trace_headers": json.dumps(envelope.trace_headers),
+        }
+        for envelope in envelopes
+    ]
 
 
 class _PublishSpans:

@@ -9,7 +9,7 @@ import datetime
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import overload
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from govmesh.idempotency import IdempotentRequest
 from govmesh.identity.v1 import identity_pb2
 from govmesh.known_subjects import KnownSubjects
-from govmesh.outbox import Outbox
+from govmesh.outbox import Outbox, outbox_rows
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
 from services.records import contract, queries, repository, signing, store
@@ -325,9 +325,9 @@ class RecordsApp:
         asked = self._proof_request(request, caller)
         if not asked.allowed:
             subject = self._anyone(request.identifier, request.subject_id, subjects)
-            with self.db.transaction() as session:
+            with self.db.single_write() as session:
                 self._record_access(
-                    session, caller, subject, asked.spec.code, asked.purpose, access_log.Outcome.DENIED, ""
+                    session, caller, subject, asked.spec.code, asked.purpose, access_log.Outcome.DENIED, None
                 )
             raise PermissionDenied(
                 f"caller {caller.caller_id!r} has no right to {asked.spec.code!r} proofs for this purpose; "
@@ -370,7 +370,7 @@ class RecordsApp:
         the new proof's row before the read reaches the access log, so every first request saves
         a round trip (issue 13)."""
         try:
-            with self.db.transaction() as session:
+            with self.db.single_write() as session:
                 now = self.clock()
                 stored = repository.subject_records(session, subject.subject_id, asked.spec.source_record_types)
                 as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
@@ -382,7 +382,6 @@ class RecordsApp:
                 self.signer.sign(proof)
                 serialized = proof.SerializeToString(deterministic=True)
                 key = asked.idempotent.key if asked.idempotent else None
-                repository.add_issued_proof(session, proof_id, key, asked.fingerprint, serialized, now)
                 self._record_access(
                     session,
                     caller,
@@ -390,7 +389,7 @@ class RecordsApp:
                     asked.spec.code,
                     asked.purpose,
                     access_log.Outcome.GRANTED,
-                    proof_id,
+                    repository.IssuedProof(proof_id, key, asked.fingerprint, serialized, now),
                     contract.proof_issued(proof),
                 )
             return proof
@@ -451,18 +450,18 @@ class RecordsApp:
 
     def _record_access(
         self,
-        session: Session,
+        session: repository.Executor,
         caller: Caller,
         subject: Party,
         proof_type: str,
         purpose: records_pb2.Purpose,
         outcome: access_log.Outcome,
-        proof_id: str,
+        proof: repository.IssuedProof | None,
         *issued: Message,
     ) -> access_log.Entry:
-        """Writes the read's entry in the read's own transaction, locking nothing shared; the
-        sequencer seals it into the tree within a second or so. Its event and the read's others
-        (``issued``) go to the outbox in one statement."""
+        """Writes the read's entry with the proof it issued (if any) in the read's own
+        transaction, locking nothing shared; the sequencer seals it into the tree within a second
+        or so. Its event and the read's others (``issued``) go to the outbox with it."""
         basis = purpose.WhichOneof("basis") or ""
         entry = access_log.Entry(
             accessed_at=self.clock(),
@@ -475,12 +474,14 @@ class RecordsApp:
             purpose_value=getattr(purpose, basis) if basis else "",
             purpose_note=purpose.note,
             outcome=outcome,
-            proof_id=proof_id,
+            proof_id=proof.proof_id if proof else "",
         )
-        entry = replace(entry, entry_id=repository.add_access_entry(session, entry))
-        events = [contract.data_accessed(entry), *issued]
-        self.outbox.add_many(session, [(event, subject.subject_id) for event in events])
-        return entry
+
+        def events(numbered: access_log.Entry) -> list[dict[str, object]]:
+            pairs = [(event, subject.subject_id) for event in (contract.data_accessed(numbered), *issued)]
+            return outbox_rows(self.outbox.envelopes(pairs))
+
+        return repository.record_read(session, entry, proof, events)
 
     def seal(self, limit: int = SEAL_BATCH) -> Sealed | None:
         """The sequencer's step: give the oldest waiting entries (up to ``limit``) the next leaf

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -255,6 +256,33 @@ def test_a_request_id_asked_again_gets_its_proof_back_and_reads_nothing_new(log:
     assert (log.count(store.access_entries), log.count(store.issued_proofs)) == (entries, proofs_kept)
 
 
+def test_each_read_queues_its_events_with_its_entry_in_one_write(log: Log) -> None:
+    """A proof queues DataAccessed (numbered as its entry) and ProofIssued, a refusal its
+    DataAccessed alone, a repeated request id nothing: written with the entry, or not at all."""
+
+    def queued() -> list[tuple[str, dict[str, object]]]:
+        with log.db.read() as session:
+            rows = session.execute(sa.select(store.outbox).order_by(store.outbox.c.seq)).all()
+        return [(row.routing_key, json.loads(row.body)) for row in rows]
+
+    def entries() -> list[tuple[int, str, str]]:
+        with log.db.read() as session:
+            table = store.access_entries
+            query = sa.select(table.c.entry_id, table.c.outcome, table.c.proof_id).order_by(table.c.entry_id)
+            return [tuple(row) for row in session.execute(query)]
+
+    proof = log.read(XU_WEI, request_id="once")
+    log.read(XU_WEI, request_id="once")
+    log.read(LUO_FANG, caller=EDUCATION)
+    assert isinstance(proof, records_pb2.Proof)
+    (granted, granted_outcome, granted_proof), (refused, refused_outcome, refused_proof) = entries()
+    assert (granted_outcome, granted_proof, refused_outcome, refused_proof) == ("granted", proof.proof_id, "denied", "")
+    events = queued()
+    assert [key for key, _ in events] == ["data_accessed", "proof_issued", "data_accessed"]
+    assert [int(str(body["sequence"])) for key, body in events if key == "data_accessed"] == [granted, refused]
+    assert events[1][1]["proofId"] == proof.proof_id
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_read_commits_while_another_reads_entry_is_still_uncommitted(log: Log) -> None:
     """No shared row is locked: a proof completes while another read's transaction, which has
@@ -267,7 +295,7 @@ def test_a_read_commits_while_another_reads_entry_is_still_uncommitted(log: Log)
         subject = log.identity.resolve(identifier=XU_WEI)
         assert subject is not None
         log.app._record_access(  # the held read, in the middle of its transaction
-            session, HOUSING, subject, "property_title", request.purpose, access_log.Outcome.GRANTED, "held"
+            session, HOUSING, subject, "property_title", request.purpose, access_log.Outcome.GRANTED, None
         )
         with futures.ThreadPoolExecutor(1) as pool:
             other = pool.submit(log.read, LUO_FANG, HOUSING, "case-2")
