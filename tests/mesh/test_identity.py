@@ -410,6 +410,9 @@ def test_the_integrators_guide_subscriber_applies_each_event_once_and_refuses_wh
         broker = amqp_connection(amqp)
         try:
             channel = broker.channel()
+            # Confirmed, so they are in the queue before the second person's event: messages of two
+            # channels reach a quorum queue in no set order.
+            channel.confirm_delivery()
             # A redelivery of the same event, then two the catalogue does not allow.
             channel.basic_publish("", queue, body, properties)
             wrong_kind = {**json.loads(body), "kind": 42}
