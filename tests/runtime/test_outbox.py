@@ -281,14 +281,19 @@ def test_events_keep_leaving_while_another_writer_holds_sqlites_lock_each_once(s
     sqlite_relay.assert_each_delivered_once(first + second)
 
 
+@pytest.fixture
+def short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set before the database is made: its connections' busy timeout is taken from it then."""
+    monkeypatch.setattr("govmesh.db.SQLITE_LOCK_WAIT_SECONDS", 0.3)
+
+
 def test_events_confirmed_and_unmarked_too_long_wait_for_the_lock(
-    sqlite_relay: SqliteRelay, monkeypatch: pytest.MonkeyPatch
+    short_lock_wait: None, sqlite_relay: SqliteRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows confirmed and not marked are not left so for ever: past MARK_WITHIN_SECONDS the relay
     waits for the lock to mark them, and when it cannot (the database busy past the wait) it
     marks them later rather than publishing them again."""
     monkeypatch.setattr("govmesh.outbox.MARK_WITHIN_SECONDS", 0.0)
-    monkeypatch.setattr("govmesh.db.SQLITE_LOCK_WAIT_SECONDS", 0.3)
     db, outbox, relay = sqlite_relay.db, sqlite_relay.outbox, sqlite_relay.relay
     subjects = queue_events(db, outbox, 5)
     sqlite_relay.lock()
