@@ -100,7 +100,10 @@ class ChangeFeed(Generic[K, V]):
                         if not watching:
                             del self._by_key[key]
             if not self._everything:  # what no one watches is forgotten
-                for key in [k for k in self._versions if k not in self._by_key]:
+                # Only the leaver's keys can have lost their last watcher (a thousand leaving at
+                # once would otherwise scan every key a thousand times).
+                keys = self._versions if subscription.keys is None else subscription.keys
+                for key in [k for k in keys if k in self._versions and k not in self._by_key]:
                     self._versions.pop(key, None)
                     self._values.pop(key, None)
 
