@@ -4,14 +4,18 @@ Changes are made by other processes (workers, ingest), so an api learns of them 
 database. A watcher that polled for itself cost a query per interval each: a thousand screens,
 a thousand queries every 50 ms. Here one thread asks once per interval for the versions of every
 key anyone watches, and wakes only the watchers of keys whose version moved; with ``load`` it
-also reads the changed keys' values once, for all their watchers. A watcher waits on its own
-event, parked in a server thread that costs no CPU while nothing changes
-(docs/decisions/runtime-watchers-share-one-poller.md).
+also reads the changed keys' values once, for all their watchers. A watcher is a coroutine of the
+api's event loop (grpc.aio) waiting on its own asyncio event: a thousand cost no thread and no CPU
+while nothing changes, and one change wakes all of a loop's watchers in one hand-off to the loop
+(docs/decisions/runtime-watchers-share-one-poller.md). A change the api process commits itself
+can ``poke`` the feed, which then asks at once rather than at the end of its interval.
 
-Thread-safe; no framework import (the api's servicers use it)."""
+The poller is a thread (the queries are blocking); subscribing and waiting happen on the loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -59,13 +63,15 @@ class ChangeFeed(Generic[K, V]):
         self._everything: set[Subscription[K, V]] = set()
         self._count = 0
         self._poller: threading.Thread | None = None
+        self._poked = threading.Event()
 
     @property
     def watchers(self) -> int:
         return self._count
 
     def subscribe(self, keys: Sequence[K] | None) -> Subscription[K, V]:
-        """A subscription to ``keys`` (every key when None); Full at capacity."""
+        """A subscription to ``keys`` (every key when None), woken on the running loop; Full at
+        capacity."""
         subscription = Subscription(self, None if keys is None else list(dict.fromkeys(keys)))
         with self._lock:
             if self._count >= self.capacity:
@@ -94,9 +100,16 @@ class ChangeFeed(Generic[K, V]):
                         if not watching:
                             del self._by_key[key]
             if not self._everything:  # what no one watches is forgotten
-                for key in [k for k in self._versions if k not in self._by_key]:
+                # Only the leaver's keys can have lost their last watcher (a thousand leaving at
+                # once would otherwise scan every key a thousand times).
+                keys = self._versions if subscription.keys is None else subscription.keys
+                for key in [k for k in keys if k in self._versions and k not in self._by_key]:
                     self._versions.pop(key, None)
                     self._values.pop(key, None)
+
+    def poke(self) -> None:
+        """Something watched may just have changed (this process committed it): ask now."""
+        self._poked.set()
 
     def current(self, keys: Iterable[K] | None) -> dict[K, int]:
         with self._lock:
@@ -132,7 +145,10 @@ class ChangeFeed(Generic[K, V]):
                 continue
             pause = RETRY_SECONDS
             self._publish(versions, changed, loaded)
-            time.sleep(self.interval)
+            # A poke during the query above is kept for the next round: the query may have read
+            # the database before that change committed.
+            self._poked.wait(self.interval)
+            self._poked.clear()
 
     def _publish(self, versions: Mapping[K, int], changed: list[K], loaded: Mapping[K, tuple[int, V]]) -> None:
         woken: set[Subscription[K, V]] = set()
@@ -146,8 +162,18 @@ class ChangeFeed(Generic[K, V]):
                 woken |= self._by_key.get(key, set())
             if changed:
                 woken |= self._everything
+        # One hand-off per event loop, not per watcher: the loop sets its watchers' events itself.
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
         for subscription in woken:
-            subscription.event.set()
+            by_loop.setdefault(subscription.loop, []).append(subscription.event)
+        for loop, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop closed while the poller published
+                loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 class Subscription(Generic[K, V]):
@@ -156,9 +182,10 @@ class Subscription(Generic[K, V]):
     def __init__(self, feed: ChangeFeed[K, V], keys: list[K] | None) -> None:
         self.feed = feed
         self.keys = keys
-        self.event = threading.Event()
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
 
-    def wait(self, seen: Mapping[K, int], timeout: float) -> dict[K, int]:
+    async def wait(self, seen: Mapping[K, int], timeout: float) -> dict[K, int]:
         """The current versions of the watched keys, as soon as one is past ``seen`` (versions only
         grow; a key ``seen`` lacks counts once the feed knows it), or when ``timeout`` is up."""
         deadline = time.monotonic() + timeout
@@ -168,7 +195,9 @@ class Subscription(Generic[K, V]):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or any(version > seen.get(key, -1) for key, version in current.items()):
                 return current
-            self.event.wait(remaining)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):  # no task of its own, unlike wait_for
+                    await self.event.wait()
 
     def values(self, keys: Iterable[K]) -> dict[K, tuple[int, V]]:
         """(version, value) the feed loaded for ``keys`` (only with ``load``; a key not loaded yet

@@ -13,21 +13,25 @@ which wrapped every call's handler and context a second time and parsed the peer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import _async as reflection_async
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -57,12 +61,20 @@ def current_caller() -> Caller:
 
 
 class Readiness:
-    """Tracks whether the service's database answers and is migrated; drives health status."""
+    """Tracks whether the service's database answers and is migrated; drives health status.
+    ``loop``: the health servicer is grpc.aio's, whose statuses are set on that loop."""
 
-    def __init__(self, db: Database, health_servicer: health.HealthServicer, service_names: list[str]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        health_servicer: health.HealthServicer | health_async.HealthServicer,
+        service_names: list[str],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.db = db
         self.health = health_servicer
         self.service_names = service_names
+        self.loop = loop
         self.reason: str | None = "not checked yet"
         self._stop = threading.Event()
         self._recheck = threading.Event()
@@ -71,7 +83,14 @@ class Readiness:
     def _set(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
-            self.health.set(name, status)
+            self._on_health("set", name, status)
+
+    def _on_health(self, method: str, *args: Any) -> None:
+        """Calls the health servicer's ``method``: at once, or on the aio server's loop (from the
+        readiness thread, or from the loop before the server starts: never waited for)."""
+        done = getattr(self.health, method)(*args)
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(done, self.loop)
 
     def check(self, process: str) -> None:
         self._report(process, self.db.readiness())
@@ -97,7 +116,7 @@ class Readiness:
     def stop(self) -> None:
         self._stop.set()
         self._recheck.set()
-        self.health.enter_graceful_shutdown()
+        self._on_health("enter_graceful_shutdown")
 
 
 def _status(name: str) -> grpc.StatusCode:
@@ -111,7 +130,7 @@ def _status(name: str) -> grpc.StatusCode:
 _SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
-def _metadata(context: grpc.ServicerContext) -> dict[str, str | bytes]:
+def _metadata(context: Any) -> dict[str, str | bytes]:
     """The call's metadata by key (gRPC gives keys in lower case)."""
     return {key: value for key, value in context.invocation_metadata() or ()}
 
@@ -138,18 +157,24 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._in_flight = metrics.GRPC_IN_FLIGHT.labels(service)
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
+        return self._wrap(details.method, continuation(details))
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler is None:
             return handler  # an unknown method: grpcio answers UNIMPLEMENTED; nothing kept for it
-        method: str = details.method
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
         if method.startswith(_UNGUARDED):
-            scope = functools.partial(self._unguarded, method, _span_attributes(method))
+            attributes = _span_attributes(method)
+            scopes = _Scopes(
+                functools.partial(self._unguarded, method, attributes),
+                functools.partial(self._unguarded_async, method, attributes),
+            )
         else:
-            scope = functools.partial(self._call, _Method(self.service, method))
-        wrapped = _wrap_handler(handler, _enclosed(scope))
+            called = _Method(self.service, method)
+            scopes = _Scopes(functools.partial(self._call, called), functools.partial(self._call_async, called))
+        wrapped = _wrap_handler(handler, _enclosed(scopes))
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
@@ -167,12 +192,33 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
         span, attached = self._start_span(method, attributes, _metadata(context))
         code, message = "OK", ""
         try:
-            with _refusing_undecodable(context):
+            try:
                 yield
+            except InvalidArgument as exc:
+                context.abort(*_refusal_of_undecodable(exc, context))
         except Exception as exc:
-            if type(exc) is not Exception:  # not grpc's own abort: a bug of the servicer
-                span.record_exception(exc)
-            code, message = _aborted_with(context)
+            code, message = _unguarded_failure(exc, span, context)
+            raise
+        finally:
+            _end_span(span, code, message)
+            otel_context.detach(attached)
+
+    @contextlib.asynccontextmanager
+    async def _unguarded_async(
+        self, method: str, attributes: dict[str, str], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        span, attached = self._start_span(method, attributes, _metadata(context))
+        code, message = "OK", ""
+        try:
+            try:
+                yield
+            except InvalidArgument as exc:
+                await context.abort(*_refusal_of_undecodable(exc, context))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code, message = _unguarded_failure(exc, span, context)
             raise
         finally:
             _end_span(span, code, message)
@@ -180,70 +226,144 @@ class CallPipeline(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     @contextlib.contextmanager
     def _call(self, called: _Method, context: grpc.ServicerContext) -> Iterator[None]:
-        started = time.perf_counter()
-        method = called.path
-        metadata = _metadata(context)
-        span, attached = self._start_span(method, called.span_attributes, metadata)
-        raw = metadata.get("authorization")
-        authorization = raw.decode() if isinstance(raw, bytes) else raw
-        code, message = "OK", ""
-        self._in_flight.inc()
-        token = None
-        caller_id = ""
+        passage = _Passage(self, called, context)
         try:
-            if self.readiness.reason is not None:
-                raise _Refused("UNAVAILABLE", f"{self.service} is not ready: {self.readiness.reason}")
-            try:
-                caller = self.verifier.caller(authorization)
-                caller_id = caller.caller_id
-                if method not in self.authorized_inside:
-                    caller.check_may_call(method)
-            except Unauthenticated as exc:
-                raise _Refused("UNAUTHENTICATED", str(exc)) from None
-            except PermissionDenied as exc:
-                raise _Refused("PERMISSION_DENIED", str(exc)) from None
-            token = _caller.set(caller)
+            passage.admit()
             yield
-        except _Refused as refused:
-            code, message = refused.code, refused.message
-            context.abort(_status(code), refused.message)
-        except ServiceError as exc:
-            code, message = exc.status, mask_identifiers(exc.message)
+        except Exception as exc:
+            abort = passage.failed(exc, context)
+            if abort is None:
+                raise
+            passage.close()  # before abort, which on grpc.aio sends the status at once
+            context.abort(*abort)
+        finally:
+            passage.close()
+
+    @contextlib.asynccontextmanager
+    async def _call_async(self, called: _Method, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+        """_call for a coroutine or async generator handler (grpc.aio): the same passage, the
+        abort awaited."""
+        passage = _Passage(self, called, context)
+        try:
+            passage.admit()
+            yield
+        except asyncio.CancelledError:  # the caller went away (or the server stopped after its grace)
+            passage.code = "CANCELLED"
+            raise
+        except Exception as exc:
+            abort = passage.failed(exc, context)
+            if abort is None:
+                raise
+            passage.close()  # the caller, once answered, finds the call's span and metrics
+            await context.abort(*abort)
+        finally:
+            passage.close()
+
+
+class AioCallPipeline(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """CallPipeline on a grpc.aio server: coroutine and async generator handlers (the streams)
+    pass its pipeline on the event loop; plain handlers (the unary calls) pass it in the server's
+    thread pool, as on the synchronous server."""
+
+    def __init__(self, pipeline: CallPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]], details: grpc.HandlerCallDetails
+    ) -> Any:
+        return self.pipeline._wrap(details.method, await continuation(details))
+
+
+class _Passage:
+    """One call's way through the pipeline, the same on both servers: the span, readiness,
+    authentication and rights, what a failure answers, and the metrics and log line at the end.
+    The scopes around it differ only in how they abort (grpc.aio's abort is awaited)."""
+
+    def __init__(self, pipeline: CallPipeline, called: _Method, context: Any) -> None:
+        self.started = time.perf_counter()
+        self.pipeline = pipeline
+        self.called = called
+        metadata = _metadata(context)
+        self.span, self.attached = pipeline._start_span(called.path, called.span_attributes, metadata)
+        raw = metadata.get("authorization")
+        self.authorization = raw.decode() if isinstance(raw, bytes) else raw
+        self.code, self.message = "OK", ""
+        self.token: contextvars.Token[Caller | None] | None = None
+        self.caller_id = ""
+        self.closed = False
+        pipeline._in_flight.inc()
+
+    def admit(self) -> None:
+        """Readiness, then the caller and their right to the method; the caller made current."""
+        pipeline = self.pipeline
+        method = self.called.path
+        if pipeline.readiness.reason is not None:
+            raise _Refused("UNAVAILABLE", f"{pipeline.service} is not ready: {pipeline.readiness.reason}")
+        try:
+            caller = pipeline.verifier.caller(self.authorization)
+            self.caller_id = caller.caller_id
+            if method not in pipeline.authorized_inside:
+                caller.check_may_call(method)
+        except Unauthenticated as exc:
+            raise _Refused("UNAUTHENTICATED", str(exc)) from None
+        except PermissionDenied as exc:
+            raise _Refused("PERMISSION_DENIED", str(exc)) from None
+        self.token = _caller.set(caller)
+
+    def failed(self, exc: Exception, context: Any) -> tuple[grpc.StatusCode, str] | None:
+        """The status and details to abort the call with after ``exc``; None when ``exc`` is
+        grpc's own abort, already carrying its status."""
+        if isinstance(exc, _Refused):
+            self.code, self.message = exc.code, exc.message
+            return _status(exc.code), exc.message
+        if isinstance(exc, ServiceError):
+            self.code, self.message = exc.status, mask_identifiers(exc.message)
             if exc.field:
                 context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
-            context.abort(_status(code), message)
-        except Exception as exc:
-            if type(exc) is Exception:  # grpc's own abort, already carrying its status
-                code, message = _aborted_with(context)
-                raise
-            if database_unavailable(exc):
-                # Not a bug: the database went away (before readiness noticed) or is busy. The
-                # caller may try again; readiness looks at once.
-                code, message = "UNAVAILABLE", f"{self.service}'s database is unavailable; try again"
-                log.warning("database unavailable while handling %s: %s", method, type(exc).__name__)
-                self.readiness.recheck()
-                context.abort(grpc.StatusCode.UNAVAILABLE, message)
-            span.record_exception(exc)  # scrubbed on export, as every span is
-            trace_id = format(span.get_span_context().trace_id, "032x")
-            code, message = "INTERNAL", f"internal error; trace id {trace_id}"
-            log.exception("bug while handling %s", method)
-            context.abort(grpc.StatusCode.INTERNAL, message)
-        finally:
-            if token is not None:
-                _caller.reset(token)
-            self._in_flight.dec()
-            name = called.name
-            elapsed = time.perf_counter() - started
-            called.requests(code).inc()
-            called.latency.observe(elapsed)
-            # One line per call at DEBUG; a refused credential or right at INFO (who was refused
-            # what is worth keeping). In the call's span, so the line carries its trace id.
-            level = logging.INFO if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") else logging.DEBUG
-            if log.isEnabledFor(level):
-                where = {"grpc_method": name, "grpc_code": code, "caller": caller_id, "ms": round(elapsed * 1000, 1)}
-                log.log(level, "%s %s", name, code, extra=where)
-            _end_span(span, code, message)
-            otel_context.detach(attached)
+            return _status(self.code), self.message
+        if _is_abort(exc):
+            self.code, self.message = _aborted_with(context)
+            return None
+        method = self.called.path
+        if database_unavailable(exc):
+            # Not a bug: the database went away (before readiness noticed) or is busy. The
+            # caller may try again; readiness looks at once.
+            self.code = "UNAVAILABLE"
+            self.message = f"{self.pipeline.service}'s database is unavailable; try again"
+            log.warning("database unavailable while handling %s: %s", method, type(exc).__name__)
+            self.pipeline.readiness.recheck()
+            return grpc.StatusCode.UNAVAILABLE, self.message
+        self.span.record_exception(exc)  # scrubbed on export, as every span is
+        trace_id = format(self.span.get_span_context().trace_id, "032x")
+        self.code, self.message = "INTERNAL", f"internal error; trace id {trace_id}"
+        log.exception("bug while handling %s", method)
+        return grpc.StatusCode.INTERNAL, self.message
+
+    def close(self) -> None:
+        """Ends the call's span and counts it, once."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.token is not None:
+            _caller.reset(self.token)
+        self.pipeline._in_flight.dec()
+        called, code = self.called, self.code
+        elapsed = time.perf_counter() - self.started
+        called.requests(code).inc()
+        called.latency.observe(elapsed)
+        # One line per call at DEBUG; a refused credential or right at INFO (who was refused
+        # what is worth keeping). In the call's span, so the line carries its trace id.
+        level = logging.INFO if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") else logging.DEBUG
+        if log.isEnabledFor(level):
+            where = {
+                "grpc_method": called.name,
+                "grpc_code": code,
+                "caller": self.caller_id,
+                "ms": round(elapsed * 1000, 1),
+            }
+            log.log(level, "%s %s", called.name, code, extra=where)
+        _end_span(self.span, code, self.message)
+        otel_context.detach(self.attached)
 
 
 class _Method:
@@ -267,11 +387,29 @@ class _Method:
         return counter
 
 
-def _aborted_with(context: grpc.ServicerContext) -> tuple[str, str]:
-    """The status code (by name) and details a call was aborted with."""
-    status = context.code()  # type: ignore[attr-defined]
-    details = context.details()  # type: ignore[attr-defined]
-    return (status.name if status else "UNKNOWN"), (details.decode(errors="replace") if details else "")
+def _is_abort(exc: Exception) -> bool:
+    """Whether ``exc`` is grpc's own abort (the synchronous server's bare Exception, or
+    grpc.aio's AbortError, also what a plain handler on grpc.aio gets), the status already set."""
+    return type(exc) is Exception or isinstance(exc, grpc.aio.AbortError)
+
+
+def _aborted_with(context: Any) -> tuple[str, str]:
+    """The status code (by name) and details a call was aborted with; grpc.aio does not tell a
+    plain handler's context (UNKNOWN then: no servicer aborts by itself, the pipeline does)."""
+    if not hasattr(context, "code"):
+        return "UNKNOWN", ""
+    status = context.code()
+    details = context.details()
+    if isinstance(details, bytes):
+        details = details.decode(errors="replace")
+    return (status.name if status else "UNKNOWN"), (details or "")
+
+
+def _unguarded_failure(exc: Exception, span: trace.Span, context: Any) -> tuple[str, str]:
+    """The code and details an unguarded call (health, reflection) ended with after ``exc``."""
+    if not _is_abort(exc):  # a bug of the servicer
+        span.record_exception(exc)
+    return _aborted_with(context)
 
 
 def _span_attributes(method: str) -> dict[str, str]:
@@ -327,22 +465,36 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
         yield _checked(request)
 
 
-@contextlib.contextmanager
-def _refusing_undecodable(context: grpc.ServicerContext) -> Iterator[None]:
+async def _checked_async_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
+def _refusal_of_undecodable(exc: InvalidArgument, context: Any) -> tuple[grpc.StatusCode, str]:
     """Health and reflection: no token asked, but bytes that are not their request are refused
     as the service's own methods refuse them (INVALID_ARGUMENT naming the request), not INTERNAL."""
-    try:
-        yield
-    except InvalidArgument as exc:
-        context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+    context.set_trailing_metadata((("govmesh-field", exc.field), ("govmesh-reason", exc.reason)))
+    return grpc.StatusCode.INVALID_ARGUMENT, exc.message
 
 
-def _enclosed(scope: Callable[[grpc.ServicerContext], contextlib.AbstractContextManager[None]]) -> Any:
-    """Makes a handler's behaviour run inside ``scope(context)``, its request refused when it did
-    not decode (a streamed one as it comes)."""
+@dataclass(frozen=True)
+class _Scopes:
+    """A method's pipeline as a context manager of its call's context: ``plain`` around a plain
+    handler (a server thread), ``aio`` around a coroutine or async generator (grpc.aio's loop)."""
+
+    plain: Callable[[Any], contextlib.AbstractContextManager[None]]
+    aio: Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
+
+
+def _enclosed(scopes: _Scopes) -> Any:
+    """Makes a handler's behaviour run inside its scope, its request refused when it did not
+    decode (a streamed one as it comes)."""
 
     def guarded(behaviour: Callable[..., Any], streaming_request: bool, streaming_response: bool) -> Any:
+        if inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour):
+            return _guarded_async(scopes.aio, behaviour, streaming_request, streaming_response)
+        scope = scopes.plain
+
         def checked(request: Any) -> Any:
             return _checked_stream(request) if streaming_request else _checked(request)
 
@@ -361,6 +513,31 @@ def _enclosed(scope: Callable[[grpc.ServicerContext], contextlib.AbstractContext
         return unary
 
     return guarded
+
+
+def _guarded_async(
+    scope: Callable[[Any], contextlib.AbstractAsyncContextManager[None]],
+    behaviour: Callable[..., Any],
+    streaming_request: bool,
+    streaming_response: bool,
+) -> Any:
+    def checked(request: Any) -> Any:
+        return _checked_async_stream(request) if streaming_request else _checked(request)
+
+    if streaming_response:
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async with scope(context):
+                async for response in behaviour(checked(request), context):
+                    yield response
+
+        return stream
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async with scope(context):
+            return await behaviour(checked(request), context)
+
+    return unary
 
 
 def _wrap_handler(handler: Any, guarded: Callable[..., Callable[..., Any]]) -> Any:
@@ -387,12 +564,14 @@ class ApiDefinition:
 
     service: str
     full_name: str
-    add_servicer: Callable[[grpc.Server], None]
+    add_servicer: Callable[[grpc.Server | grpc.aio.Server], None]
     #: Methods (by name) that authenticate here but check the caller's right themselves, so that
     #: a refusal can be recorded where it belongs (records audits every refused read of a person).
     authorized_inside: frozenset[str] = frozenset()
-    #: Streams (watchers) the servicer serves at once, each holding a server thread of its own
-    #: beside the threads for unary calls.
+    #: Streams (watchers) the servicer serves at once. With any, the api runs grpc.aio: its
+    #: streams are coroutines on the event loop (a thread each would cost three thread hand-offs
+    #: per message sent), its unary calls stay plain handlers in the thread pool
+    #: (docs/decisions/runtime-watchers-share-one-poller.md).
     streams: int = 0
 
 
@@ -401,9 +580,13 @@ class ApiDefinition:
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
-def serve_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+def serve_reflection(
+    server: grpc.Server | grpc.aio.Server,
+    service_names: tuple[str, ...],
+    servicer: reflection.ReflectionServicer | reflection_async.ReflectionServicer | None = None,
+) -> None:
     """Server reflection under grpc.reflection.v1alpha and grpc.reflection.v1 alike."""
-    servicer = reflection.ReflectionServicer(service_names)
+    servicer = servicer or reflection.ReflectionServicer(service_names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     same_messages = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
@@ -413,6 +596,27 @@ def serve_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> Non
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": same_messages}),)
     )
+
+
+def _options(share_port: bool) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", int(share_port))]
+
+
+def _pipeline(definition: ApiDefinition, verifier: TokenVerifier, readiness: Readiness) -> CallPipeline:
+    inside = frozenset(f"/{definition.full_name}/{name}" for name in definition.authorized_inside)
+    return CallPipeline(definition.service, verifier, readiness, inside)
+
+
+def _listen(server: grpc.Server | grpc.aio.Server, bind: str) -> None:
+    if server.add_insecure_port(bind) == 0:
+        raise OSError(f"cannot listen on {bind} (is another process using the port?)")
+
+
+def _draining(grace_seconds: float) -> Callable[[int], None]:
+    def log_signal(signum: int) -> None:
+        log.info("received %s: draining in-flight calls (up to %ss)", signal.Signals(signum).name, grace_seconds)
+
+    return log_signal
 
 
 def serve(
@@ -426,30 +630,22 @@ def serve(
 ) -> None:
     """Run until SIGTERM or SIGINT, then stop taking calls and drain those in flight.
     ``share_port``: other api processes of the service listen on the same port (SO_REUSEPORT), the
-    kernel spreading new connections over them; otherwise a port already taken stops the start."""
+    kernel spreading new connections over them; otherwise a port already taken stops the start.
+    A service that streams runs grpc.aio (``ApiDefinition.streams``)."""
+    if definition.streams:
+        asyncio.run(_serve_aio(definition, db, verifier, bind, max_workers, grace_seconds, share_port))
+        return
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     readiness = Readiness(db, health_servicer, [definition.full_name])
     server = grpc.server(
-        # Threads are made as calls come: a parked watcher costs a thread, never a unary call's.
-        futures.ThreadPoolExecutor(
-            max_workers=max_workers + definition.streams, thread_name_prefix=f"{definition.service}-grpc"
-        ),
-        interceptors=[
-            CallPipeline(
-                definition.service,
-                verifier,
-                readiness,
-                frozenset(f"/{definition.full_name}/{name}" for name in definition.authorized_inside),
-            ),
-        ],
-        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", int(share_port))],
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{definition.service}-grpc"),
+        interceptors=[_pipeline(definition, verifier, readiness)],
+        options=_options(share_port),
     )
     definition.add_servicer(server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     serve_reflection(server, (definition.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME))
-    port = server.add_insecure_port(bind)
-    if port == 0:
-        raise OSError(f"cannot listen on {bind} (is another process using the port?)")
+    _listen(server, bind)
     readiness.check("api")
     readiness.watch("api")
     # Liveness apart from readiness: SERVING while the process answers at all, whatever its
@@ -460,9 +656,10 @@ def serve(
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
     stopping = threading.Event()
+    draining = _draining(grace_seconds)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: draining in-flight calls (up to %ss)", signal.Signals(signum).name, grace_seconds)
+        draining(signum)
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -470,5 +667,54 @@ def serve(
     stopping.wait()
     readiness.stop()
     server.stop(grace_seconds).wait()
+    db.dispose()
+    log.info("stopped")
+
+
+async def _serve_aio(
+    definition: ApiDefinition,
+    db: Database,
+    verifier: TokenVerifier,
+    bind: str,
+    max_workers: int,
+    grace_seconds: float,
+    share_port: bool,
+) -> None:
+    """serve() on grpc.aio: the same pipeline, health, reflection, liveness and drain."""
+    loop = asyncio.get_running_loop()
+    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{definition.service}-grpc")
+    # The streams' blocking reads (asyncio.to_thread) share the unary calls' threads, so a crowd
+    # of new watchers cannot make threads without bound.
+    loop.set_default_executor(pool)
+    health_servicer = health_async.HealthServicer()
+    readiness = Readiness(db, health_servicer, [definition.full_name], loop=loop)
+    server = grpc.aio.server(
+        migration_thread_pool=pool,
+        interceptors=[AioCallPipeline(_pipeline(definition, verifier, readiness))],
+        options=_options(share_port),
+    )
+    definition.add_servicer(server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (definition.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    serve_reflection(server, names, reflection_async.ReflectionServicer(names))
+    _listen(server, bind)
+    await loop.run_in_executor(None, readiness.check, "api")
+    readiness.watch("api")
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
+    log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
+
+    stopping = asyncio.Event()
+    draining = _draining(grace_seconds)
+
+    def on_signal(signum: int) -> None:
+        draining(signum)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stopping.wait()
+    readiness.stop()
+    await server.stop(grace_seconds)
     db.dispose()
     log.info("stopped")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -17,11 +17,12 @@ from govmesh.parties import Parties
 from services.approvals import bootstrap
 from services.approvals.app import ApprovalsApp
 
-#: Cases one api process streams at once: each watcher holds a server thread, parked on the
-#: feed's event until its case changes (govmesh/change_feed.py).
+#: Cases one api process streams at once: each watcher a coroutine on the api's event loop
+#: (grpc.aio), parked on the feed's event until its case changes (govmesh/change_feed.py).
 MAX_WATCHERS = 1000
-#: How long a watcher waits for a change before it checks that its client is still there.
-STILL_THERE_SECONDS = 1.0
+#: How long a watcher waits for a change before it reads its case again anyway (a change the
+#: feed saw wakes it sooner; a client that left cancels it at once).
+IDLE_SECONDS = 60.0
 
 
 class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
@@ -55,7 +56,9 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
             applicant = request.applicant_subject_id
         return self.approvals.list_cases(request, applicant, current_caller())
 
-    def WatchCase(self, request: pb.WatchCaseRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchCaseResponse]:
+    async def WatchCase(
+        self, request: pb.WatchCaseRequest, context: grpc.aio.ServicerContext[pb.WatchCaseRequest, pb.WatchCaseResponse]
+    ) -> AsyncIterator[pb.WatchCaseResponse]:
         try:
             subscription = self.feed.subscribe([request.case_id])
         except Full:
@@ -63,10 +66,10 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
             raise Unavailable(busy) from None
         with subscription:
 
-            def moved(revision: int) -> object:
-                return subscription.wait({request.case_id: revision}, STILL_THERE_SECONDS)
+            async def moved(revision: int) -> object:
+                return await subscription.wait({request.case_id: revision}, IDLE_SECONDS)
 
-            for case in self.approvals.watch(request.case_id, current_caller(), context.is_active, moved):
+            async for case in self.approvals.watch(request.case_id, current_caller(), moved):
                 yield pb.WatchCaseResponse(case=case)
 
     def ListReviewTasks(

@@ -4,10 +4,11 @@ loads what it needs, calls the domain, and saves the change with its events in o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -198,18 +199,18 @@ class ApprovalsApp:
             case_types=self.case_types,
         )
 
-    def watch(
-        self, case_id: str, caller: Caller, active: Callable[[], bool], moved: Callable[[int], object]
-    ) -> Iterator[pb.Case]:
-        """The case now, then every later revision in order, until it is final or ``active()``
-        is false. Changes come from other processes (the workers): ``moved(revision)`` returns
-        once the case may be past ``revision`` (or after a while, so ``active`` is asked again),
-        and only then are its new revisions read."""
-        case = self.read(case_id, caller)
+    async def watch(
+        self, case_id: str, caller: Caller, moved: Callable[[int], Awaitable[object]]
+    ) -> AsyncIterator[pb.Case]:
+        """The case now, then every later revision in order, until it is final (or the watcher
+        is cancelled: its client left). Changes come from other processes (the workers):
+        ``moved(revision)`` returns once the case may be past ``revision`` (or after a while), and
+        only then are its new revisions read. The reads run in the loop's thread pool."""
+        case = await asyncio.to_thread(self.read, case_id, caller)
         yield case
-        while case.state not in FINAL and active():
-            moved(case.revision)
-            for revision in queries.revisions_after(self.db, case_id, case.revision):
+        while case.state not in FINAL:
+            await moved(case.revision)
+            for revision in await asyncio.to_thread(queries.revisions_after, self.db, case_id, case.revision):
                 case = revision
                 yield case
 

@@ -3,15 +3,17 @@
 ReportReadings applies each message of the stream in its own transaction (a large message in
 chunks), so a stream cut half-way keeps what it delivered and a client resending it gets the
 rest applied and the rest reported as duplicates. WatchZones learns from the process's one feed
-which zones changed (the ingest and worker processes change zones, not this one; the feed polls
-their versions for every watcher at once) and sends what changed: level and sensor changes at
-once, occupancy at most once per min_interval per zone."""
+which zones changed (the ingest and worker processes change zones, and ReportReadings here: the
+feed polls their versions for every watcher at once, and is poked when this process committed a
+reading) and sends what changed: level and sensor changes at once, occupancy at most once per
+min_interval per zone. A watcher is a coroutine on the api's event loop (grpc.aio), not a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,13 +32,13 @@ from services.crowd.app import CrowdApp
 from services.crowd.domain.occupancy import Outcome
 from services.crowd.domain.zones import shown_id
 
-#: Streams one api process serves at once: each holds a server thread, parked on the feed's
-#: event until a zone it watches changes (govmesh/change_feed.py).
+#: Streams one api process serves at once: each a coroutine parked on the feed's event until a
+#: zone it watches changes (govmesh/change_feed.py).
 MAX_WATCHERS: Final = 1000
 #: How often the feed asks which zones changed, for every watcher at once.
 POLL_SECONDS: Final = 0.05
-#: How long a watcher waits for a change before it checks that its client is still there.
-STILL_THERE_SECONDS: Final = 1.0
+#: How long a watcher with nothing held back waits before it looks again (a change wakes it sooner).
+IDLE_SECONDS: Final = 60.0
 #: Readings applied per transaction when a client sends a very large message.
 CHUNK: Final = 1000
 DEFAULT_MIN_INTERVAL: Final = datetime.timedelta(seconds=1)
@@ -105,6 +107,8 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                     if len(response.rejections) < MAX_REJECTIONS_DETAILED:
                         response.rejections.append(contract.rejection_pb(base + index, chunk[index], refusal))
                 metrics.count_readings("grpc", accepted, late, duplicates, [r.reason.name.lower() for _, r in rejected])
+        if response.accepted:
+            self.feed.poke()  # committed: the watchers need not wait for the feed's next poll
         return response
 
     def GetZoneStatus(
@@ -112,9 +116,11 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
     ) -> pb.GetZoneStatusResponse:
         return pb.GetZoneStatusResponse(status=contract.status_pb(self.crowd.get_zone_status(request.zone_id)))
 
-    def WatchZones(
-        self, request: pb.WatchZonesRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchZonesResponse]:
+    async def WatchZones(
+        self,
+        request: pb.WatchZonesRequest,
+        context: grpc.aio.ServicerContext[pb.WatchZonesRequest, pb.WatchZonesResponse],
+    ) -> AsyncIterator[pb.WatchZonesResponse]:
         min_interval = DEFAULT_MIN_INTERVAL
         if request.HasField("min_interval"):
             min_interval = contract.timedelta_of(request.min_interval, "min_interval")
@@ -126,7 +132,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             )
         zone_ids = list(dict.fromkeys(request.zone_ids)) or None
         if zone_ids is not None:
-            known = self.crowd.versions(zone_ids)
+            known = await asyncio.to_thread(self.crowd.versions, zone_ids)
             for index, zone_id in enumerate(request.zone_ids):
                 if zone_id not in known:
                     raise NotFound(
@@ -140,19 +146,17 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             busy = f"this server already streams to {MAX_WATCHERS} watchers; retry shortly or poll"
             raise Unavailable(busy) from None
         with subscription:
-            yield from self._watch(subscription, zone_ids, min_interval.total_seconds(), context)
+            async for response in self._watch(subscription, zone_ids, min_interval.total_seconds()):
+                yield response
 
-    def _watch(
-        self,
-        subscription: Subscription[str, pb.ZoneStatus],
-        zone_ids: list[str] | None,
-        min_interval: float,
-        context: grpc.ServicerContext,
-    ) -> Iterator[pb.WatchZonesResponse]:
+    async def _watch(
+        self, subscription: Subscription[str, pb.ZoneStatus], zone_ids: list[str] | None, min_interval: float
+    ) -> AsyncIterator[pb.WatchZonesResponse]:
         """The snapshot, read after subscribing so no change falls between, then each change the
-        feed announces (occupancy at most once per ``min_interval`` a zone, the latest kept)."""
+        feed announces (occupancy at most once per ``min_interval`` a zone, the latest kept). Ends
+        when grpc.aio cancels it: the client left, or the server stopped."""
         sent: dict[str, _Sent] = {}
-        statuses = self._statuses(zone_ids)
+        statuses = await asyncio.to_thread(self._statuses, zone_ids)
         while True:
             now = time.monotonic()
             for zone_id in sorted(statuses):
@@ -165,11 +169,9 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
                 sent[zone_id] = _Sent(version, status, now)
                 if kind is not None:
                     yield pb.WatchZonesResponse(kind=kind, status=status)
-            if not context.is_active():
-                return
             held = [s.at + min_interval - now for s in sent.values() if s.pending]
-            timeout = max(0.0, min(held)) if held else STILL_THERE_SECONDS
-            versions = subscription.wait({zone_id: s.version for zone_id, s in sent.items()}, timeout)
+            timeout = max(0.0, min(held)) if held else IDLE_SECONDS
+            versions = await subscription.wait({zone_id: s.version for zone_id, s in sent.items()}, timeout)
             now = time.monotonic()
             wanted = [
                 zone_id
@@ -181,7 +183,7 @@ class CrowdServicer(crowd_pb2_grpc.CrowdServiceServicer):
             statuses = subscription.values(wanted)
             missing = [zone_id for zone_id in wanted if zone_id not in statuses]
             if missing:  # not loaded by the feed yet (a zone new to it)
-                statuses |= self._statuses(missing)
+                statuses |= await asyncio.to_thread(self._statuses, missing)
 
     def GetZoneHistory(
         self, request: pb.GetZoneHistoryRequest, context: grpc.ServicerContext

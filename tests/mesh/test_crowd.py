@@ -277,9 +277,9 @@ def test_a_hundred_watchers_of_one_api_process_each_see_every_change(
     was UNAVAILABLE): one feed for all, every watcher served."""
     env, _ = mesh
     crowd.upsert(zone("screens", capacity=100_000))
-    delays, complete = watch_deliveries(env, ["screens"], 100, changes=3, spacing=1.0)
-    assert complete == 100, f"only {complete} of 100 watchers got every change"
-    assert len(delays) == 300
+    seen = watch_deliveries(env, ["screens"], 100, changes=3, spacing=1.0)
+    assert seen.complete == 100, f"only {seen.complete} of 100 watchers got every change"
+    assert len(seen.delays) == 300
 
 
 def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(

@@ -4,8 +4,12 @@ the sensors' gRPC calls, readings published as the sensor gateway publishes them
 from __future__ import annotations
 
 import datetime
+import multiprocessing
+import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import grpc
 import pika
@@ -167,54 +171,120 @@ def metric(port: int, name: str, labels: str = "") -> float:
     return values[0]
 
 
+@dataclass
+class Deliveries:
+    """What watch_deliveries saw: the seconds from each report to each receipt of it by a watcher
+    of its zone (every delivery), how many watchers got every change of their zone, and the CPU
+    seconds the client processes and the server (as ``server_cpu`` tells it) spent from the moment
+    every stream had its snapshot to the last receipt."""
+
+    delays: list[float]
+    complete: int
+    client_cpu: float
+    server_cpu: float
+
+
 def watch_deliveries(
-    env: ServiceEnv, zone_ids: Sequence[str], watchers: int, changes: int, spacing: float = 0.3
-) -> tuple[list[float], int]:
-    """``watchers`` WatchZones streams on one api process, watcher n on zone n % len(zone_ids)
-    (grpc.aio: one client thread for them all, as a control room's gateway would hold them), then
-    ``changes`` occupancy changes reported by the sensors' gRPC call, ``spacing`` apart, change c
-    to zone c % len(zone_ids). Returns the seconds from each report to each receipt of it by a
-    watcher of its zone (every delivery), and how many watchers got every change of their zone
-    (one that falls behind is sent the latest status, as a screen wants)."""
-    import asyncio
-
-    operator = (("authorization", f"Bearer {env.token(OPERATOR)}"),)
+    env: ServiceEnv,
+    zone_ids: Sequence[str],
+    watchers: int,
+    changes: int,
+    spacing: float = 0.3,
+    clients: int = 1,
+    server_cpu: Callable[[], float] = lambda: 0.0,
+) -> Deliveries:
+    """``watchers`` WatchZones streams on one api process, watcher n on zone n % len(zone_ids),
+    held by ``clients`` client processes (grpc.aio, one thread each, as a control room's gateway
+    would hold them), then ``changes`` occupancy changes reported by the sensors' gRPC call from
+    this process, ``spacing`` apart, change c to zone c % len(zone_ids). A watcher that falls
+    behind is sent the latest status, as a screen wants, so it may skip a change. Receipts and
+    reports are stamped with time.perf_counter, the system's monotonic clock in every process."""
+    operator = f"Bearer {env.token(OPERATOR)}"
     sensors = (("authorization", f"Bearer {env.token(SENSORS)}"),)
-
-    async def run() -> tuple[list[float], int]:
-        async with grpc.aio.insecure_channel(env.target_of("crowd")) as channel:
+    spawn = multiprocessing.get_context("spawn")  # this process already runs grpc: no fork
+    shares = []
+    for share in range(clients):
+        ours, theirs = spawn.Pipe()
+        numbers = range(share, watchers, clients)
+        process = spawn.Process(
+            target=_watch_share, args=(env.target_of("crowd"), operator, list(zone_ids), numbers, theirs), daemon=True
+        )
+        process.start()
+        shares.append((process, ours))
+    received: dict[int, dict[int, float]] = {}
+    client_cpu = 0.0
+    try:
+        for _, orders in shares:
+            assert orders.poll(180) and orders.recv() == "ready", "a client's watchers never got their snapshots"
+        reported: dict[int, float] = {}  # by occupancy, new with each change
+        now = datetime.datetime.now(UTC)
+        server_before = server_cpu()
+        with grpc.insecure_channel(env.target_of("crowd")) as channel:
             stub = crowd_pb2_grpc.CrowdServiceStub(channel)
-            received: list[dict[int, float]] = [{} for _ in range(watchers)]
-            snapshots = asyncio.Semaphore(0)
-
-            async def watch(number: int) -> None:
-                request = pb.WatchZonesRequest(zone_ids=[zone_ids[number % len(zone_ids)]], min_interval=duration(0))
-                async for update in stub.WatchZones(request, metadata=operator, timeout=600):
-                    if update.kind == pb.ZONE_UPDATE_KIND_SNAPSHOT:
-                        snapshots.release()
-                    else:
-                        received[number].setdefault(update.status.occupancy, time.perf_counter())
-
-            tasks = [asyncio.ensure_future(watch(n)) for n in range(watchers)]
-            for _ in range(watchers):
-                await asyncio.wait_for(snapshots.acquire(), timeout=120)
-            reported: dict[int, float] = {}  # by occupancy, new with each change
-            now = datetime.datetime.now(UTC)
             for change in range(changes):
                 zone_id, count = zone_ids[change % len(zone_ids)], 10 + change
                 message = pb.ReportReadingsRequest(
                     readings=[reading(zone_id, "camera", change + 1, now, count=count, kind=pb.SENSOR_KIND_CAMERA)]
                 )
                 reported[count] = time.perf_counter()
-                await stub.ReportReadings(iter([message]), metadata=sensors, timeout=30)
-                await asyncio.sleep(spacing)
-            await asyncio.sleep(2)
+                stub.ReportReadings(iter([message]), metadata=sensors, timeout=30)
+                time.sleep(spacing)
+        time.sleep(2)
+        server_spent = server_cpu() - server_before
+        for _, orders in shares:
+            orders.send("stop")
+        for _, orders in shares:
+            assert orders.poll(60), "a client never answered"
+            got, cpu = orders.recv()
+            received |= got
+            client_cpu += cpu
+    finally:
+        for process, _ in shares:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+    delays = [at - reported[count] for got in received.values() for count, at in got.items() if count in reported]
+    wanted = [{10 + c for c in range(changes) if c % len(zone_ids) == n % len(zone_ids)} for n in range(watchers)]
+    complete = sum(1 for n in range(watchers) if wanted[n] <= set(received.get(n, {})))
+    return Deliveries(delays, complete, client_cpu, server_spent)
+
+
+def _watch_share(target: str, authorization: str, zone_ids: list[str], numbers: range, orders: Connection) -> None:
+    """One client process of watch_deliveries: opens its watchers, says "ready" once each has its
+    snapshot, stamps every change received until told to stop, then sends what it received and
+    the CPU it spent meanwhile."""
+    import asyncio
+
+    # A file descriptor per stream: the default limit is not enough for a thousand.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    metadata = (("authorization", authorization),)
+
+    async def run() -> tuple[dict[int, dict[int, float]], float]:
+        received: dict[int, dict[int, float]] = {number: {} for number in numbers}
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = crowd_pb2_grpc.CrowdServiceStub(channel)
+            snapshots = asyncio.Semaphore(0)
+
+            async def watch(number: int) -> None:
+                request = pb.WatchZonesRequest(zone_ids=[zone_ids[number % len(zone_ids)]], min_interval=duration(0))
+                mine = received[number]
+                async for update in stub.WatchZones(request, metadata=metadata, timeout=600):
+                    if update.kind == pb.ZONE_UPDATE_KIND_SNAPSHOT:
+                        snapshots.release()
+                    else:
+                        mine.setdefault(update.status.occupancy, time.perf_counter())
+
+            tasks = [asyncio.ensure_future(watch(number)) for number in numbers]
+            for _ in numbers:
+                await asyncio.wait_for(snapshots.acquire(), timeout=120)
+            orders.send("ready")
+            ready = time.process_time()
+            await asyncio.get_running_loop().run_in_executor(None, orders.recv)
+            spent = time.process_time() - ready
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        delays = [at - reported[count] for got in received for count, at in got.items() if count in reported]
-        wanted = [{10 + c for c in range(changes) if c % len(zone_ids) == n % len(zone_ids)} for n in range(watchers)]
-        complete = sum(1 for n in range(watchers) if wanted[n] <= set(received[n]))
-        return delays, complete
+        return received, spent
 
-    return asyncio.run(run())
+    orders.send(asyncio.run(run()))

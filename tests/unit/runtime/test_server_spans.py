@@ -1,17 +1,23 @@
 """Every gRPC call an api process takes is a server span of the call pipeline's own
 (govmesh.grpcserver.CallPipeline): a child of the caller's traceparent, named by the method, with
 OpenTelemetry's RPC attributes and the call's status code, an error only where the server failed,
-and exported with identifiers masked. A real grpcio server with the pipeline answers over gRPC."""
+and exported with identifiers masked. A real grpcio server with the pipeline answers over gRPC:
+the synchronous one, and grpc.aio (what an api that streams runs) with plain handlers (its unary
+calls, in its thread pool) and with coroutines (as its streams are)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -22,7 +28,7 @@ from govmesh import auth
 from govmesh.config import ROOT
 from govmesh.db import service_database
 from govmesh.errors import InvalidArgument
-from govmesh.grpcserver import CallPipeline, Readiness
+from govmesh.grpcserver import AioCallPipeline, CallPipeline, Readiness
 from govmesh.identity.v1 import identity_pb2, identity_pb2_grpc
 from govmesh.tracing import ScrubbingSpanExporter
 from tests.support.people import XU_WEI
@@ -51,6 +57,48 @@ class Answering(identity_pb2_grpc.IdentityServiceServicer):
         raise LookupError(f"no subject {request.identifier}")  # a bug that names the person
 
 
+class AnsweringOnTheLoop(identity_pb2_grpc.IdentityServiceServicer):
+    """Answering's behaviour as coroutines, as grpc.aio runs a stream's handler."""
+
+    def __init__(self) -> None:
+        self.plain = Answering()
+
+    async def ValidateIdentifier(  # type: ignore[override]
+        self, request: identity_pb2.ValidateIdentifierRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> identity_pb2.ValidateIdentifierResponse:
+        return self.plain.ValidateIdentifier(request, context)  # type: ignore[arg-type]
+
+    async def ResolveSubject(  # type: ignore[override]
+        self, request: identity_pb2.ResolveSubjectRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> identity_pb2.ResolveSubjectResponse:
+        return self.plain.ResolveSubject(request, context)  # type: ignore[arg-type]
+
+    async def RegisterSubject(  # type: ignore[override]
+        self, request: identity_pb2.RegisterSubjectRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> identity_pb2.RegisterSubjectResponse:
+        return self.plain.RegisterSubject(request, context)  # type: ignore[arg-type]
+
+
+T = TypeVar("T")
+
+
+class Loop:
+    """An event loop in a thread of its own, as an aio api's main thread runs one."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
 @dataclass
 class Served:
     stub: identity_pb2_grpc.IdentityServiceStub
@@ -64,14 +112,16 @@ class Served:
         return span
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@pytest.fixture(params=["sync", "aio plain handlers", "aio coroutines"])
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     policy = auth.Policy.load(ROOT / "policy" / "dev.yaml")
     token = auth.TokenIssuer.from_key_dir(policy, tmp_path).issue("demo-portal")
     db = service_database("identity", f"sqlite:///{tmp_path / 'identity.db'}")
     db.migrate()
-    health_servicer = health.HealthServicer()
-    readiness = Readiness(db, health_servicer, [SERVICE])
+    on_aio = request.param != "sync"
+    loop = Loop() if on_aio else None
+    health_servicer = health_async.HealthServicer() if loop else health.HealthServicer()
+    readiness = Readiness(db, health_servicer, [SERVICE], loop=loop.loop if loop else None)
     readiness.check("api")
     spans = InMemorySpanExporter()
     provider = TracerProvider()
@@ -79,11 +129,18 @@ def served(tmp_path: Path) -> Iterator[Served]:
     pipeline = CallPipeline(
         "identity", auth.TokenVerifier.from_key_dir(policy, tmp_path), readiness, tracer=provider.get_tracer("test")
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[pipeline])
-    identity_pb2_grpc.add_IdentityServiceServicer_to_server(Answering(), server)
+    servicer = AnsweringOnTheLoop() if request.param == "aio coroutines" else Answering()
+    if loop is None:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[pipeline])
+    else:
+        server = loop.run(_aio_server(pipeline))
+    identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    if loop is None:
+        server.start()
+    else:
+        loop.run(server.start())
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield Served(
@@ -93,8 +150,18 @@ def served(tmp_path: Path) -> Iterator[Served]:
                 spans,
             )
     finally:
-        server.stop(0)
+        if loop is None:
+            server.stop(0)
+        else:
+            loop.run(server.stop(0))
+            loop.close()
         db.dispose()
+
+
+async def _aio_server(pipeline: CallPipeline) -> grpc.aio.Server:
+    """Made on the loop, which grpc.aio binds the server to."""
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    return grpc.aio.server(migration_thread_pool=pool, interceptors=[AioCallPipeline(pipeline)])
 
 
 def test_a_call_is_a_server_span_under_the_callers_traceparent(served: Served) -> None:
