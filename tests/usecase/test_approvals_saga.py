@@ -196,6 +196,30 @@ def test_each_step_of_a_drive_is_its_own_revision_and_its_proofs_one_pull(saga: 
     assert len(saga.records.requests) == 4  # one pull of the four proofs
 
 
+def test_on_postgresql_a_drive_writes_each_of_its_two_transactions_in_one_statement(saga: Saga) -> None:
+    if saga.db.is_sqlite:
+        pytest.skip("SQLite has no data-modifying CTEs: one statement per table, on a local file")
+    case = saga.submit(scenario("ride_hailing_driver_permit"))
+    statements: list[str] = []
+
+    def executed(*args: object) -> None:
+        statements.append(str(args[2]).lstrip().split(None, 1)[0].upper())
+
+    sa.event.listen(saga.db.engine, "before_cursor_execute", executed)
+    try:
+        decided = saga.approvals.advance(case.case_id, saga.records)
+    finally:
+        sa.event.remove(saga.db.engine, "before_cursor_execute", executed)
+    assert decided.state == pb.CASE_STATE_APPROVED
+    # Each transaction: the case locked (with whose proofs it pulls), the claims its rules read
+    # (the second), then every row and event in one statement: a round trip per row and step
+    # cost the worker more CPU than the case's rules (issue 13).
+    assert statements == ["SELECT", "WITH", "SELECT", "SELECT", "WITH"]
+    with saga.db.read() as session:
+        left = session.execute(sa.select(sa.func.count()).where(store.case_claims.c.case_id == case.case_id))
+        assert left.scalar_one() == 0  # a decided case keeps its evidence in the case, not as claims
+
+
 def test_a_department_that_does_not_answer_is_retried_escalated_once_then_recovers(saga: Saga) -> None:
     saga.records.failures = [ProofNotIssued("records did not answer within 5 s", retryable=True)] * 4
     case = saga.submit(scenario("business_licence_change"))
