@@ -58,11 +58,6 @@ def messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     return outbox, inbox
 
 
-#: Up to this many events are queued in one multi-row INSERT; more (an ingest batch's) as an
-#: executemany, which stays under the drivers' limits on bound parameters.
-MULTI_VALUES_ROWS = 100
-
-
 class Outbox:
     def __init__(self, service: str, outbox: sa.Table, inbox: sa.Table) -> None:
         self.service = service
@@ -76,13 +71,8 @@ class Outbox:
     def add_many(self, session: Session | sa.Connection, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
         """Queue several (event, subject) pairs in one statement, in order."""
         envelopes = self.envelopes(events)
-        if len(envelopes) > MULTI_VALUES_ROWS:
+        if envelopes:
             session.execute(self.outbox.insert(), outbox_rows(envelopes))
-        elif envelopes:
-            # One INSERT of several VALUES: psycopg runs an executemany in pipeline mode, whose
-            # entering and leaving cost a handful of round trips for the one or three events a
-            # use case writes (docs/decisions/approvals-fewer-round-trips-per-case.md).
-            session.execute(self.outbox.insert().values(outbox_rows(envelopes)))
         return envelopes
 
     def envelopes(self, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
