@@ -333,7 +333,7 @@ def _together(shape: _Shape) -> str:
         writes.append(store.case_claims.delete().where(store.case_claims.c.case_id == case_id))
     if shape.outbox:
         writes.append(_rows(store.outbox, "event", shape.outbox, shape.events))
-    statement = sa.select(sa.literal_column("1"))
+    statement: sa.Select[Any] = sa.select(sa.literal_column("1"))
     for n, write in enumerate(writes):
         statement = statement.add_cte(write.cte(f"write{n}"))
     return str(statement.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
