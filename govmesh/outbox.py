@@ -128,9 +128,12 @@ class _PublishSpans:
         self.spans: list[trace.Span] = []
         self.envelopes: list[Envelope] = []
         tracer = tracing.tracer(__name__)
+        exporting = tracing.exporting()
         for envelope in envelopes:
-            if not envelope.trace_headers:
+            if not envelope.trace_headers or not exporting:
                 # Written outside any trace (a timer's work): publishing starts none of its own.
+                # Nor when no exporter takes spans, where one would cost CPU for nothing: the
+                # event leaves with its writer's traceparent, and its consumers join the trace.
                 self.envelopes.append(envelope)
                 continue
             span = tracer.start_span(

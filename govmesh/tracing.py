@@ -55,6 +55,7 @@ __all__ = [
     "ScrubbingSpanExporter",
     "build_tracer_provider",
     "configure_tracing",
+    "exporting",
     "extract_context",
     "inject_headers",
     "scrub_span",
@@ -177,6 +178,12 @@ def configure_tracing(
         provider = build_tracer_provider(service_name, choice, otlp_protocol=otlp_protocol, file=file)
         trace.set_tracer_provider(provider)
         _configured = (service_name, choice)
+
+
+def exporting() -> bool:
+    """Whether this process's spans can be seen anywhere: False only once configure_tracing
+    installed "none", where a span serves nothing but the ids that logs and headers carry."""
+    return _configured is None or _configured[1] != "none"
 
 
 def tracer(name: str) -> trace.Tracer:

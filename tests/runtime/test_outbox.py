@@ -16,8 +16,12 @@ import amqp
 import pika
 import pytest
 import sqlalchemy as sa
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
-from govmesh import messaging, metrics
+from govmesh import messaging, metrics, tracing
 from govmesh.db import Database, service_database
 from govmesh.identity.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
@@ -169,6 +173,35 @@ def test_relays_publish_each_event_once_while_commits_keep_coming(db: Database, 
     assert len(received) == 300 and set(received) == set(subjects)
     if db.is_sqlite:  # one writer at a time: commit order is publication order
         assert received == subjects
+
+
+@pytest.mark.parametrize("exporter", ["file", "none"])
+def test_relayed_events_carry_the_writers_trace_with_a_publish_span_only_where_spans_are_exported(
+    db: Database, outbox: Outbox, amqp_uri: str, exporter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer)
+    monkeypatch.setattr(tracing, "_configured", ("identity", exporter))
+    subject = f"sub_test{uuid.uuid4().hex}"
+    with provider.get_tracer("test").start_as_current_span("writer") as writer, db.transaction() as session:
+        outbox.add(session, events_pb2.SubjectRegistered(subject_id=subject), subject=subject)
+    integrator = Integrator(amqp_uri, "identity.events")
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+    try:
+        assert relay.publish_pending() == 1
+        (delivery,) = [d for d in integrator.receive(1) if d[1].headers["ce-subject"] == subject]
+    finally:
+        relay.publisher.close()
+        integrator.close()
+    _, trace_id, parent_id, _ = str(delivery[1].headers["traceparent"]).split("-")
+    assert int(trace_id, 16) == writer.get_span_context().trace_id  # its consumers join the trace
+    published = [span for span in spans.get_finished_spans() if span.kind == SpanKind.PRODUCER]
+    if exporter == "none":  # no span nobody sees: the consumer hangs under the writer
+        assert published == [] and int(parent_id, 16) == writer.get_span_context().span_id
+    else:
+        assert [int(parent_id, 16)] == [span.context.span_id for span in published]
 
 
 def test_consumer_queue_dead_letters_a_poison_message_instead_of_looping(amqp_uri: str) -> None:
