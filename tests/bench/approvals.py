@@ -32,6 +32,7 @@ import grpc
 from govmesh import clock
 from govmesh.approvals.v1 import approvals_pb2 as pb
 from govmesh.approvals.v1 import approvals_pb2_grpc
+from govmesh.quantiles import percentile
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.bench import cpu, results
 from tests.bench.identity import report
@@ -180,7 +181,7 @@ def bench_offered(client: Client, rate: float, seconds: float, section: str = "o
             time.sleep(0.5)
     lost = len(submitted) - len(cases)
     durations = sorted(c.decision_duration.ToTimedelta().total_seconds() * 1000 for c in cases.values())
-    p50, p99 = durations[len(durations) // 2], durations[max(0, int(len(durations) * 0.99) - 1)]
+    p50, p99 = percentile(durations, 50), percentile(durations, 99)
     print(
         f"  {count} submitted in {offered_for:.1f} s ({count / offered_for:.1f}/s; {len(late)} late), "
         f"{len(cases)} decided, {lost} not decided within 120 s; submit -> decided p50 {p50:.0f} ms, "

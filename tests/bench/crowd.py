@@ -63,6 +63,7 @@ from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.crowd.v1 import events_pb2
 from govmesh.messaging import connect
 from govmesh.outbox import COMMIT_LOOK_SECONDS
+from govmesh.quantiles import percentile
 from services.crowd.bootstrap import EVENT_RELAY_INTERVAL
 from services.crowd.contract import reading_from_pb
 from services.crowd.ingest import (
@@ -577,8 +578,8 @@ def latency_row(name: str, samples: list[float], section: str) -> None:
     ordered = sorted(samples)
     p50, p95, p99, most = (
         statistics.median(ordered) * 1000,
-        ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)] * 1000,
-        ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)] * 1000,
+        percentile(ordered, 95) * 1000,
+        percentile(ordered, 99) * 1000,
         ordered[-1] * 1000,
     )
     mean = statistics.fmean(ordered) * 1000

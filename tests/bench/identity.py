@@ -44,6 +44,7 @@ from govmesh.db import service_database
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from govmesh.messaging import ConfirmingPublisher
 from govmesh.outbox import Outbox, OutboxRelay
+from govmesh.quantiles import percentile
 from services.identity import store
 from tests.bench import results
 from tests.support.mesh import AMQP_URI, PostgresDatabases, ServiceEnv
@@ -104,7 +105,7 @@ def report(
 ) -> None:
     samples = sorted(samples)
     p50 = statistics.median(samples) * 1000
-    p99 = samples[int(len(samples) * 0.99) - 1] * 1000
+    p99 = percentile(samples, 99) * 1000
     rate = len(samples) / sum(samples)
     cpu = f"   server CPU {server_cpu * 1e6:5.0f} µs/call" if server_cpu is not None else ""
     print(f"  {name:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   {rate:8.0f} calls/s{cpu}")

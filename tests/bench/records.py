@@ -36,6 +36,7 @@ from pathlib import Path
 import grpc
 import sqlalchemy as sa
 
+from govmesh.quantiles import percentile
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from services.records import store
 from tests.bench import results
@@ -97,7 +98,7 @@ def report_load(name: str, samples: list[float], elapsed: float, cpu_seconds: fl
     the server runs in this process (the bare baseline), whose CPU is the callers'."""
     samples = sorted(samples)
     p50 = statistics.median(samples) * 1000
-    p99 = samples[max(0, int(len(samples) * 0.99) - 1)] * 1000
+    p99 = percentile(samples, 99) * 1000
     rate = len(samples) / elapsed
     line = f"  {name:<52} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:6.0f} calls/s"
     figures = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "per_second": round(rate)}
@@ -107,10 +108,6 @@ def report_load(name: str, samples: list[float], elapsed: float, cpu_seconds: fl
     print(line)
     results.record(section, name, **figures)
     return rate
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    return sorted_values[max(0, int(len(sorted_values) * fraction) - 1)]
 
 
 class Mesh:
@@ -191,7 +188,7 @@ def bench_sealing_delay(mesh: Mesh, first_entry: int) -> None:
     with mesh.engine.connect() as connection:
         rows = connection.execute(query).all()
     delays = sorted((_utc(signed) - _utc(read)).total_seconds() * 1000 for read, signed in rows)
-    p50, p99 = statistics.median(delays), percentile(delays, 0.99)
+    p50, p99 = statistics.median(delays), percentile(delays, 99)
     print(f"read -> sealed in a signed tree head, {len(delays)} entries")
     print(f"  {'as records stored them':<44} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   max {delays[-1]:7.1f} ms")
     results.record(

@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from govmesh.quantiles import percentile
 from tests.bench import results
 from tests.support.crowd_mesh import Crowd, Deliveries, start_crowd, watch_deliveries, zone
 from tests.support.mesh import ServiceEnv, virtual_host
@@ -37,7 +38,7 @@ def report(name: str, run: Callable[[], Deliveries], env: ServiceEnv, watchers: 
     seen = run()
     api_cpu, client_cpu, complete = seen.server_cpu, seen.client_cpu, seen.complete
     delays = sorted(seen.delays)
-    p50, p99 = delays[len(delays) // 2] * 1000, delays[max(0, int(len(delays) * 0.99) - 1)] * 1000
+    p50, p99 = percentile(delays, 50) * 1000, percentile(delays, 99) * 1000
     print(
         f"  {name:<46} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {delays[-1] * 1000:6.1f} ms   "
         f"{len(delays)} deliveries, {complete} of {watchers} watchers got every change; "

@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from govmesh.quantiles import percentile
 from services.crowd.domain.history import BUCKET, OccupancyBucket, bucket_start
 from services.crowd.domain.levels import check_capacity, level_for_load, load_bp
 from services.crowd.domain.zones import (
@@ -83,7 +84,6 @@ __all__ = [
     "Forecast",
     "ForecastPoint",
     "forecast",
-    "percentile",
 ]
 
 MAX_HORIZON_MINUTES: Final = 1440
@@ -139,16 +139,6 @@ class Forecast:
     basis: Basis
     #: Today's ratio before fading, per mille (1000 = a typical day).
     ratio_permille: int
-
-
-def percentile(sorted_values: Sequence[int], p: int) -> int:
-    """The nearest-rank p-th percentile (1 <= p <= 100) of non-empty ascending ``sorted_values``."""
-    if not sorted_values:
-        raise ValueError("percentile of no values")
-    if not 1 <= p <= 100:
-        raise ValueError(f"p must be from 1 to 100 (got {p})")
-    rank = -(-p * len(sorted_values) // 100)  # ceil(p/100 * n), at least 1 since p >= 1
-    return sorted_values[rank - 1]
 
 
 class _History:

@@ -20,7 +20,6 @@ from services.crowd.domain.forecast import (
     Basis,
     ForecastPoint,
     forecast,
-    percentile,
 )
 from services.crowd.domain.history import BUCKET, OccupancyBucket
 from services.crowd.domain.zones import SHANGHAI, Level, ScheduleEntry
@@ -353,17 +352,6 @@ def test_low_never_exceeds_expected_nor_expected_high() -> None:
         for point in result.points:
             assert 0 <= point.low_occupancy <= point.expected_occupancy <= point.high_occupancy
         assert result.peak.expected_occupancy == max(point.expected_occupancy for point in result.points)
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = list(range(1, 11))
-    assert [percentile(values, p) for p in (1, 10, 11, 50, 90, 91, 100)] == [1, 1, 2, 5, 9, 10, 10]
-    assert percentile([7], 10) == percentile([7], 90) == 7
-    assert percentile([1, 2, 3, 4, 5, 6, 7, 8], 50) == 4
-    with pytest.raises(ValueError, match="no values"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match="p must be from 1 to 100"):
-        percentile([1], 0)
 
 
 # --- validation --------------------------------------------------------------------------------
