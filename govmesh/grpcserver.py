@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import gc
 import inspect
 import logging
 import signal
@@ -652,6 +653,7 @@ def serve(
     # database does (a database away makes it NOT_SERVING for its services, and it recovers by
     # itself: a restart would not help). Kubernetes' liveness probe asks for this name.
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    _freeze_what_start_up_built()
     server.start()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
@@ -669,6 +671,15 @@ def serve(
     server.stop(grace_seconds).wait()
     db.dispose()
     log.info("stopped")
+
+
+def _freeze_what_start_up_built() -> None:
+    """What the process built to start (its modules, servicer, SQLAlchemy's and protobuf's tables,
+    ~100,000 objects) lives as long as it does. Frozen out of the collector's reach, a full
+    collection under load walks only what calls made since, instead of stopping every call of the
+    process for the ~150 ms a walk of everything takes (docs/decisions/runtime-api-gc-freeze.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve_aio(
@@ -701,6 +712,7 @@ async def _serve_aio(
     await loop.run_in_executor(None, readiness.check, "api")
     readiness.watch("api")
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    _freeze_what_start_up_built()
     await server.start()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 

@@ -372,7 +372,9 @@ class RecordsApp:
         try:
             with self.db.single_write() as session:
                 now = self.clock()
-                stored = repository.subject_records(session, subject.subject_id, asked.spec.source_record_types)
+                stored, entry_id = repository.subject_records(
+                    session, subject.subject_id, asked.spec.source_record_types
+                )
                 as_of = govmesh_clock.shanghai_date(now)  # a proof speaks of the province's calendar day
                 claims = proofs.derive_claims(asked.spec, stored, asked.parameters, as_of)
                 proof_id = str(uuid.uuid4())
@@ -391,6 +393,7 @@ class RecordsApp:
                     access_log.Outcome.GRANTED,
                     repository.IssuedProof(proof_id, key, asked.fingerprint, serialized, now),
                     contract.proof_issued(proof),
+                    entry_id=entry_id,
                 )
             return proof
         except sa.exc.IntegrityError:
@@ -458,6 +461,7 @@ class RecordsApp:
         outcome: access_log.Outcome,
         proof: repository.IssuedProof | None,
         *issued: Message,
+        entry_id: int | None = None,
     ) -> access_log.Entry:
         """Writes the read's entry with the proof it issued (if any) in the read's own
         transaction, locking nothing shared; the sequencer seals it into the tree within a second
@@ -481,7 +485,7 @@ class RecordsApp:
             pairs = [(event, subject.subject_id) for event in (contract.data_accessed(numbered), *issued)]
             return outbox_rows(self.outbox.envelopes(pairs))
 
-        return repository.record_read(session, entry, proof, events)
+        return repository.record_read(session, entry, proof, events, entry_id)
 
     def seal(self, limit: int = SEAL_BATCH) -> Sealed | None:
         """The sequencer's step: give the oldest waiting entries (up to ``limit``) the next leaf

@@ -121,23 +121,70 @@ _ADD_ACCESS_ENTRY = store.access_entries.insert().returning(store.access_entries
 
 def subject_records(
     session: Executor, subject_id: str, record_types: tuple[tuple[str, str], ...]
-) -> list[proofs.StoredRecord]:
-    """A subject's records of the given (department, record type) pairs."""
+) -> tuple[list[proofs.StoredRecord], int | None]:
+    """A subject's records of the given (department, record type) pairs, and on PostgreSQL the
+    number of the access entry the read will write (record_read's ``entry_id``), taken from its
+    sequence in the same statement: a round trip fewer per proof. None on SQLite, which numbers
+    the entry as it writes it."""
+    if _dialect(session) == "postgresql":
+        connection = session if isinstance(session, sa.Connection) else session.connection()
+        values: dict[str, object] = {"subject_id": subject_id}
+        for n, (department, record_type) in enumerate(record_types):
+            values |= {f"department{n}": department, f"record_type{n}": record_type}
+        rows = connection.exec_driver_sql(_numbered_records(len(record_types)), values).all()
+        # The outer join gives the number alone, with no record, when the subject has none.
+        return [_stored_record(row) for row in rows if row.record_id is not None], int(rows[0].next_entry)
     rows = session.execute(_SUBJECT_RECORDS, {"subject_id": subject_id, "kinds": list(record_types)}).all()
-    return [
-        proofs.StoredRecord(
-            record_id=row.record_id,
-            department_code=row.department_code,
-            record_type=row.record_type,
-            source_reference=row.source_reference,
-            fields=values.fields_from_json(row.fields),
-            effective_from=row.effective_from,
-            effective_to=row.effective_to,
-            recorded_at=clock.as_utc(row.recorded_at),
-            superseded=row.superseded_by is not None,
-        )
-        for row in rows
-    ]
+    return [_stored_record(row) for row in rows], None
+
+
+def _stored_record(row: sa.Row[Any]) -> proofs.StoredRecord:
+    return proofs.StoredRecord(
+        record_id=row.record_id,
+        department_code=row.department_code,
+        record_type=row.record_type,
+        source_reference=row.source_reference,
+        fields=values.fields_from_json(row.fields),
+        effective_from=row.effective_from,
+        effective_to=row.effective_to,
+        recorded_at=clock.as_utc(row.recorded_at),
+        superseded=row.superseded_by is not None,
+    )
+
+
+#: What a proof reads of each record.
+_PROOF_COLUMNS = (
+    "record_id",
+    "department_code",
+    "record_type",
+    "source_reference",
+    "fields",
+    "effective_from",
+    "effective_to",
+    "recorded_at",
+    "superseded_by",
+)
+
+
+_ENTRY_NUMBERS = sa.Sequence("access_entries_entry_id_seq")
+
+
+@functools.cache
+def _numbered_records(kinds: int) -> str:
+    """PostgreSQL: the next entry number joined to the subject's records of ``kinds`` (department,
+    record type) pairs, compiled once for psycopg. The number is taken once, whatever the number
+    of records: its one-row derived table is the outer side of the join."""
+    table = store.records
+    numbered = sa.select(_ENTRY_NUMBERS.next_value().label("next_entry")).subquery("numbered")
+    pairs = [sa.tuple_(sa.bindparam(f"department{n}"), sa.bindparam(f"record_type{n}")) for n in range(kinds)]
+    matching = sa.and_(
+        table.c.subject_id == sa.bindparam("subject_id"),
+        sa.tuple_(table.c.department_code, table.c.record_type).in_(pairs),
+    )
+    statement = sa.select(numbered.c.next_entry, *(table.c[name] for name in _PROOF_COLUMNS)).select_from(
+        numbered.outerjoin(table, matching)
+    )
+    return str(statement.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 
 
 # -- issued proofs --------------------------------------------------------------------------------
@@ -197,18 +244,22 @@ def record_read(
     entry: access_log.Entry,
     issued: IssuedProof | None,
     envelopes: Callable[[access_log.Entry], list[dict[str, object]]],
+    entry_id: int | None = None,
 ) -> access_log.Entry:
     """Writes a read: its access entry (not sealed yet; no shared lock taken, so many reads write
     theirs at once), the proof it issued if any, and the outbox rows ``envelopes`` makes of the
     numbered entry (outbox.outbox_rows); returns the entry with its number. A proof whose request
     key is stored already fails the whole write (IntegrityError): no entry is left behind.
 
-    PostgreSQL: the entry is numbered from its sequence first, then everything is written in one
-    statement, so inside Database.single_write the read commits with no BEGIN or COMMIT of its
-    own (three round trips where the statements one by one took seven; issue 13). SQLite: one
+    PostgreSQL: the entry is numbered from its sequence first (``entry_id`` when the read's
+    subject_records took the number already), then everything is written in one statement, so
+    inside Database.single_write the read commits with no BEGIN or COMMIT of its own (two round
+    trips for a proof, where the statements one by one took seven; issue 13). SQLite: one
     statement per table, in the caller's transaction."""
     if _dialect(session) == "postgresql":
-        entry = replace(entry, entry_id=int(session.execute(_NEXT_ENTRY).scalar_one()))
+        if entry_id is None:
+            entry_id = int(session.execute(_NEXT_ENTRY).scalar_one())
+        entry = replace(entry, entry_id=entry_id)
         rows = envelopes(entry)
         values = {**_entry_values(entry), "entry_id": entry.entry_id}
         values |= {f"outbox{n}_{name}": value for n, row in enumerate(rows) for name, value in row.items()}

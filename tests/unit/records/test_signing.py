@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, json_format
+from google.protobuf.descriptor import Descriptor
 
 from govmesh import keys
 from govmesh.records.v1 import records_pb2
@@ -113,3 +114,43 @@ def test_key_ids_are_stable_and_distinct(signer: signing.Signer, tmp_path: Path)
     assert key_id == keys.key_id_for(key_of(signer).public)
     assert key_id != key_of(new_signer(tmp_path / "other")).key_id
     assert key_id.startswith("ed25519-") and len(key_id) == len("ed25519-") + 16
+
+
+def test_a_proof_has_no_floating_point_number() -> None:
+    """canonical_bytes writes JCS with the stdlib's encoder, which is JCS only without floats."""
+    floats = {descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT, descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE}
+    seen: set[str] = set()
+
+    def kinds(message: Descriptor) -> set[int]:
+        if message.full_name in seen:
+            return set()
+        seen.add(message.full_name)
+        found = {field.type for field in message.fields}
+        for field in message.fields:
+            if field.message_type is not None:
+                found |= kinds(field.message_type)
+        return found
+
+    assert kinds(records_pb2.Proof.DESCRIPTOR).isdisjoint(floats)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain",
+        'quote " backslash \\ slash /',
+        "controls \x00 \x01 \x08 \t \n \x0b \x0c \r \x1f \x7f",
+        "张三 é \u2028 \ufeff \uffff",
+        "beyond the BMP \U0001f600",
+    ],
+)
+def test_canonical_bytes_are_those_of_a_jcs_encoder(signer: signing.Signer, text: str) -> None:
+    proof = make_proof(signer)
+    proof.purpose.note = text
+    proof.parameters[text] = text
+    # Keys JCS orders by UTF-16 code units otherwise than Python orders them by code point.
+    proof.claims["\uffff"].string_value = text
+    proof.claims["\U00010000" if "\U0001f600" in text else "\ufffe"].int_value = -(2**63)
+    body = json_format.MessageToDict(proof)
+    del body["signature"]
+    assert signing.canonical_bytes(proof) == rfc8785.dumps(body)

@@ -1,0 +1,74 @@
+"""typed_values' storage form: fields_from_json reads what fields_to_json wrote exactly as
+protobuf's JSON parser does, and anything else through that parser."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from google.protobuf import json_format
+
+from govmesh import typed_values as values
+from govmesh.records.v1 import records_pb2
+
+
+def parsed(text: str) -> dict[str, values.Value]:
+    """What protobuf's parser makes of the text: the reading fields_from_json must agree with."""
+    return values.fields_from_proto(json_format.Parse(text, records_pb2.TypedValueMap()).fields)
+
+
+FIELDS: dict[str, values.Value] = {
+    "name": "Zhang San 张三",
+    "empty": "",
+    "count": 2**63 - 1,
+    "negative": -(2**63),
+    "zero": 0,
+    "valid": True,
+    "revoked": False,
+    "issued_on": datetime.date(2020, 2, 29),
+    "checked_at": datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC),
+    "classes": ["C1", "C2"],
+    "nothing": [],
+    "address": {"city": "Hangzhou", "since": datetime.date(1999, 1, 1), "floors": [3, {"deep": True}]},
+    "no_fields": {},
+}
+
+
+def test_what_fields_to_json_writes_reads_back_as_the_parser_reads_it() -> None:
+    text = values.fields_to_json(FIELDS)
+    read = values.fields_from_json(text)
+    assert read == parsed(text) == FIELDS
+    assert list(read) == sorted(FIELDS)  # in name order, as fields_from_proto gives them
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"fields": {"n": {"intValue": 5}}}',  # a number, not the string MessageToJson writes
+        '{"fields": {"n": {"intValue": "007"}}}',
+        '{"fields": {"n": {"int_value": "5"}}}',  # the proto field's own name
+        '{"fields": {"t": {"timeValue": "2024-05-06T15:08:09+08:00"}}}',
+        '{"fields": {"l": {"listValue": {"values": [{"boolValue": true}]}}, "s": {"stringValue": "x"}}}',
+        "{}",
+    ],
+)
+def test_other_spellings_read_as_the_parser_reads_them(text: str) -> None:
+    assert values.fields_from_json(text) == parsed(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"fields": {"d": {"dateValue": "2021-02-29"}}}', values.UnreadableValue),
+        ('{"fields": {"v": {}}}', values.UnreadableValue),
+        ('{"fields": {"n": {"intValue": "9223372036854775808"}}}', json_format.ParseError),
+        ('{"fields": {"n": {"stringValue": 5}}}', json_format.ParseError),
+        ('{"fields": {"n": {"stringValue": "a", "boolValue": true}}}', json_format.ParseError),
+        ("not json", json_format.ParseError),
+    ],
+)
+def test_what_the_parser_refuses_is_refused_the_same_way(text: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        parsed(text)
+    with pytest.raises(error):
+        values.fields_from_json(text)
