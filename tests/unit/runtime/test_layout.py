@@ -33,6 +33,7 @@ PURE_RUNTIME = {
     "paging",
     "enums",
     "idempotency",
+    "quantiles",
 }
 #: The rooms every service has (clients.py only where it calls another service).
 ROOMS = ("domain/__init__.py", "contract.py", "store.py", "repository.py", "queries.py", "app.py", "bootstrap.py")
