@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
+from govmesh.collector import freeze_start_up
 from govmesh.db import Database, database_unavailable, watch_readiness
 from govmesh.errors import InvalidArgument, ServiceError
 from govmesh.logs import mask_identifiers
@@ -457,6 +458,7 @@ def serve(
     # itself: a restart would not help). Kubernetes' liveness probe asks for this name.
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     server.start()
+    freeze_start_up()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
     stopping = threading.Event()
