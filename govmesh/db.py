@@ -48,28 +48,42 @@ def _normalise_url(url: str) -> sa.URL:
 SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
-def _begin_immediate(connection: sa.Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for the write lock up to SQLITE_LOCK_WAIT_SECONDS: in SQLite's
-    busy handler where that blocks only its own thread, else (a worker) by sleeping between tries,
-    a green sleep, so the worker's other green threads run."""
+#: The longest a write transaction sleeps between two looks at SQLite's write lock. SQLite's own
+#: busy handler sleeps ever longer between its looks (1, 2, 5, 10, 15, 20, 25 ms ... 100 ms), so a
+#: lock freed just after it went to sleep stayed free, unused, for the rest of that sleep: crowd's
+#: two ingest processes took each other's lock up to 25-55 ms after it was freed (issue 13). A look
+#: is one failed lock attempt, a few microseconds.
+LOCK_LOOK_SECONDS = 0.002
+
+
+def _begin_immediate(connection: sa.Connection, busy_ms: int) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock up to SQLITE_LOCK_WAIT_SECONDS by sleeping
+    between tries (in a worker a green sleep, so its other green threads run meanwhile; SQLite's
+    busy handler would stall them all), at most LOCK_LOOK_SECONDS, so the lock is taken soon
+    after it is freed."""
     deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
-    pause = 0.001
+    pause = LOCK_LOOK_SECONDS / 8
     while True:
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_immediate_if_free(connection, busy_ms)
             return
-        except sa.exc.OperationalError as exc:
-            locked = isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
-            if not locked or time.monotonic() >= deadline:
-                raise
+        except WriteLockTaken:
+            if time.monotonic() >= deadline:
+                raise sa.exc.OperationalError(
+                    "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+                ) from None
         time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+        pause = min(pause * 2, LOCK_LOOK_SECONDS)
 
 
 def _begin_immediate_if_free(connection: sa.Connection, busy_ms: int) -> None:
     """BEGIN IMMEDIATE without waiting: SQLite's busy handler is off for this one statement, so a
-    write lock held by another connection raises at once (WriteLockTaken)."""
-    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    write lock held by another connection raises at once (WriteLockTaken). The busy timeout is set
+    on the driver's connection itself: two statements per write transaction, not worth
+    SQLAlchemy's execution machinery."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA busy_timeout=0")
     try:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     except sa.exc.OperationalError as exc:
@@ -77,7 +91,7 @@ def _begin_immediate_if_free(connection: sa.Connection, busy_ms: int) -> None:
             raise WriteLockTaken from None
         raise
     finally:
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_ms}")
+        driver.execute(f"PRAGMA busy_timeout={busy_ms}")
 
 
 class WriteLockTaken(Exception):
@@ -116,8 +130,9 @@ class Database:
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            # A worker waits for the write lock itself, cooperatively (_begin_immediate); its
-            # busy timeout only covers the rare waits after BEGIN (WAL recovery, a checkpoint).
+            # Every process waits for the write lock itself (_begin_immediate); the busy timeout
+            # only covers the rare waits after BEGIN (WAL recovery, a checkpoint), short in a
+            # worker, where SQLite's busy handler stalls every green thread.
             busy_ms = 50 if is_green_process() else int(SQLITE_LOCK_WAIT_SECONDS * 1000)
             engine = sa.create_engine(self.url, connect_args={"timeout": busy_ms / 1000})
 
@@ -140,7 +155,7 @@ class Database:
                 elif connection.get_execution_options().get("govmesh_if_free", False):
                     _begin_immediate_if_free(connection, busy_ms)
                 else:
-                    _begin_immediate(connection)
+                    _begin_immediate(connection, busy_ms)
 
             return engine
         engine = sa.create_engine(

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import gc
 import inspect
 import logging
 import signal
@@ -40,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from govmesh import metrics
 from govmesh.auth import Caller, PermissionDenied, TokenVerifier, Unauthenticated
+from govmesh.collector import freeze_start_up
 from govmesh.db import Database, database_unavailable, watch_readiness
 from govmesh.errors import InvalidArgument, ServiceError
 from govmesh.logs import mask_identifiers
@@ -653,7 +653,7 @@ def serve(
     # database does (a database away makes it NOT_SERVING for its services, and it recovers by
     # itself: a restart would not help). Kubernetes' liveness probe asks for this name.
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-    _freeze_what_start_up_built()
+    freeze_start_up()
     server.start()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
@@ -671,15 +671,6 @@ def serve(
     server.stop(grace_seconds).wait()
     db.dispose()
     log.info("stopped")
-
-
-def _freeze_what_start_up_built() -> None:
-    """What the process built to start (its modules, servicer, SQLAlchemy's and protobuf's tables,
-    ~100,000 objects) lives as long as it does. Frozen out of the collector's reach, a full
-    collection under load walks only what calls made since, instead of stopping every call of the
-    process for the ~150 ms a walk of everything takes (docs/decisions/runtime-api-gc-freeze.md)."""
-    gc.collect()
-    gc.freeze()
 
 
 async def _serve_aio(
@@ -712,7 +703,7 @@ async def _serve_aio(
     await loop.run_in_executor(None, readiness.check, "api")
     readiness.watch("api")
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-    _freeze_what_start_up_built()
+    freeze_start_up()
     await server.start()
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 

@@ -38,6 +38,7 @@ from opentelemetry.context import Context
 
 from govmesh import metrics, probes, tracing
 from govmesh.auth import Caller, PermissionDenied, Policy, TokenVerifier, Unauthenticated
+from govmesh.collector import freeze_start_up
 from govmesh.config import ProcessKind, Settings
 from govmesh.db import POOL_SIZE, Database, database_unavailable, service_database
 from govmesh.messaging import (
@@ -204,6 +205,7 @@ def _run_until_stopped(runner: ServiceRunner, service_class: type, stop_seconds:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     runner.start()
+    freeze_start_up()
     eventlet.spawn(runner.wait).link(runner_stopped)
     while True:
         try:

@@ -50,6 +50,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from govmesh import probes
+from govmesh.collector import freeze_start_up
 from govmesh.config import Settings, env_whole
 from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
@@ -612,6 +613,7 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("ingest starting", extra={"amqp": shown_brokers(settings.amqp_uri), "shards": sharding.shards})
+    freeze_start_up()
     try:
         consumer.run()
     finally:
