@@ -27,7 +27,9 @@ class Worker:
     name = "approvals"
 
     parts: Parts = Application(bootstrap.build)
-    outbox_relay = OutboxRelayRunner(Outbox("approvals", store.outbox, store.inbox))
+    outbox_relay = OutboxRelayRunner(
+        Outbox("approvals", store.outbox, store.inbox), idle_interval=bootstrap.CASE_EVENT_RELAY_INTERVAL
+    )
     records = RpcProxy("records")
     event = CurrentEvent()
 
