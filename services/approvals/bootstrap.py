@@ -25,11 +25,11 @@ from services.approvals.domain.saga import SagaSettings
 
 #: How often the worker's outbox relay looks for new events when it found none. A submitted case's
 #: work starts only once its case_submitted event leaves, with a citizen waiting on the case: at the
-#: relay's default (0.1 s) submit -> decided p50 was 74-78 ms on PostgreSQL, and 36 ms looking every 20 ms. An indexed
-#: look at the outbox 50 times a second costs far less than that wait. (On SQLite the relay also
-#: looks every 2 ms whether anything committed.) PostgreSQL's LISTEN/NOTIFY would wake it at once,
-#: but a transaction that notifies holds a database-wide lock through its commit, which would
-#: serialise every commit that adds an event: records' proofs among them.
+#: relay's default (0.1 s) submit -> decided p50 was 74-78 ms on PostgreSQL, and 36 ms looking every
+#: 20 ms. An indexed look at the outbox 50 times a second costs far less than that wait. (On SQLite
+#: the relay also looks every 2 ms whether anything committed.) PostgreSQL's LISTEN/NOTIFY would
+#: wake it at once, but a transaction that notifies holds a database-wide lock through its commit,
+#: which would serialise every commit that adds an event: records' proofs among them.
 CASE_EVENT_RELAY_INTERVAL = 0.02
 
 
