@@ -270,16 +270,31 @@ def test_watchers_see_a_snapshot_then_each_level_change(crowd: Crowd, publisher:
         thread.join(5)
 
 
-def test_a_hundred_watchers_of_one_api_process_each_see_every_change(
+def test_a_thousand_watchers_of_one_api_process_each_see_every_change_and_the_next_is_told_to_retry(
     mesh: tuple[ServiceEnv, str], crowd: Crowd
 ) -> None:
-    """More watchers than the server has threads for unary calls (the old limit was 8: the 9th
-    was UNAVAILABLE): one feed for all, every watcher served."""
+    """Issue 13's 1,000 concurrent watchers per api process, over gRPC: one feed for all on the
+    grpc.aio server, every watcher sent every change; while they are held, the 1,001st is refused
+    UNAVAILABLE, saying why and what to do, rather than left waiting. (The old limit was 8: the
+    server had a thread per stream.)"""
     env, _ = mesh
     crowd.upsert(zone("screens", capacity=100_000))
-    seen = watch_deliveries(env, ["screens"], 100, changes=3, spacing=1.0)
-    assert seen.complete == 100, f"only {seen.complete} of 100 watchers got every change"
-    assert len(seen.delays) == 300
+    refused: list[grpc.RpcError] = []
+
+    def one_more() -> None:
+        with grpc.insecure_channel(env.target_of("crowd")) as channel:
+            stream = crowd_pb2_grpc.CrowdServiceStub(channel).WatchZones(
+                pb.WatchZonesRequest(zone_ids=["screens"]), metadata=crowd.metadata, timeout=30
+            )
+            with pytest.raises(grpc.RpcError) as error:
+                next(stream)
+            refused.append(error.value)
+
+    seen = watch_deliveries(env, ["screens"], 1000, changes=2, spacing=1.0, while_held=one_more)
+    assert seen.complete == 1000, f"only {seen.complete} of 1,000 watchers got every change"
+    assert len(seen.delays) == 2000
+    assert [e.code() for e in refused] == [grpc.StatusCode.UNAVAILABLE]
+    assert "already streams to 1000 watchers; retry shortly or poll" in (refused[0].details() or "")
 
 
 def test_a_silent_sensor_is_flagged_once_and_its_estimate_ages_out(

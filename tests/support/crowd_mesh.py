@@ -192,11 +192,13 @@ def watch_deliveries(
     spacing: float = 0.3,
     clients: int = 1,
     server_cpu: Callable[[], float] = lambda: 0.0,
+    while_held: Callable[[], None] = lambda: None,
 ) -> Deliveries:
     """``watchers`` WatchZones streams on one api process, watcher n on zone n % len(zone_ids),
     held by ``clients`` client processes (grpc.aio, one thread each, as a control room's gateway
     would hold them), then ``changes`` occupancy changes reported by the sensors' gRPC call from
-    this process, ``spacing`` apart, change c to zone c % len(zone_ids). A watcher that falls
+    this process, ``spacing`` apart, change c to zone c % len(zone_ids); ``while_held`` runs once
+    every stream has its snapshot, before the first change. A watcher that falls
     behind is sent the latest status, as a screen wants, so it may skip a change. Receipts and
     reports are stamped with time.perf_counter, the system's monotonic clock in every process."""
     operator = f"Bearer {env.token(OPERATOR)}"
@@ -216,6 +218,7 @@ def watch_deliveries(
     try:
         for _, orders in shares:
             assert orders.poll(180) and orders.recv() == "ready", "a client's watchers never got their snapshots"
+        while_held()
         reported: dict[int, float] = {}  # by occupancy, new with each change
         now = datetime.datetime.now(UTC)
         server_before = server_cpu()
