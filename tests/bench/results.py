@@ -37,7 +37,7 @@ def _commit() -> str:
 
 
 def write(benchmark: str, settings: dict[str, Any]) -> Path:
-    """Appends this benchmark's figures to the run's file and returns its path."""
+    """Adds this benchmark's figures to the run's file and returns its path."""
     run = os.environ.get("GOVMESH_BENCH_RUN") or datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(os.environ.get("GOVMESH_BENCH_RESULTS") or RESULTS)
     path = folder / f"{run}.json"
@@ -52,12 +52,25 @@ def write(benchmark: str, settings: dict[str, Any]) -> Path:
             "benchmarks": {},
         }
     )
-    document["benchmarks"][benchmark] = {
+    entry = {
         "settings": settings,
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "load_average": round(os.getloadavg()[0], 2),
         "figures": list(_figures),
     }
+    earlier = document["benchmarks"].get(benchmark)
+    if earlier is not None:
+        # The same benchmark run again in one run (a part of it, e.g. crowd's --latency-only):
+        # its new rows replace the rows of the same name, the others stay, with the settings and
+        # time they were measured with.
+        new = {(f["section"], f["name"]) for f in _figures}
+        kept = [f for f in earlier["figures"] if (f["section"], f["name"]) not in new]
+        if kept:
+            entry["figures"] = kept + entry["figures"]
+            earlier_parts = earlier.pop("earlier", [])
+            earlier_parts.append({k: earlier[k] for k in ("settings", "finished_at", "load_average")})
+            entry["earlier"] = earlier_parts
+    document["benchmarks"][benchmark] = entry
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     _figures.clear()
     return path

@@ -28,6 +28,25 @@ def test_the_benchmarks_of_one_run_share_one_file(tmp_path: Path, monkeypatch: p
     ]
 
 
+def test_a_benchmark_run_again_in_one_run_replaces_its_rows_of_the_same_name_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setenv("GOVMESH_BENCH_RUN", "20261207T040000Z")
+    results.record("ingestion", "batches", per_second=54538)
+    results.record("latency", "reading -> level_changed", p99_ms=130.0)
+    results.write("crowd", {"latency_only": False})
+    results.record("latency", "reading -> level_changed", p99_ms=77.0)
+    path = results.write("crowd", {"latency_only": True})
+    entry = json.loads(path.read_text())["benchmarks"]["crowd"]
+    assert [(f["name"], f.get("per_second"), f.get("p99_ms")) for f in entry["figures"]] == [
+        ("batches", 54538, None),
+        ("reading -> level_changed", None, 77.0),
+    ]
+    assert entry["settings"] == {"latency_only": True}
+    assert [part["settings"] for part in entry["earlier"]] == [{"latency_only": False}]
+
+
 def test_the_verdict_sets_each_target_beside_its_figure_and_baseline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
