@@ -360,8 +360,13 @@ def _convert_long_statements_once() -> None:
     limits from its module at each execution; it has no public setting for them."""
     from psycopg import _queries
 
-    _queries.MAX_CACHED_STATEMENT_LENGTH = max(_queries.MAX_CACHED_STATEMENT_LENGTH, CACHED_STATEMENT_BYTES)
-    _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, CACHED_STATEMENT_PARAMETERS)
+    # A psycopg that renamed them loses the speed, not the service.
+    for name, least in (
+        ("MAX_CACHED_STATEMENT_LENGTH", CACHED_STATEMENT_BYTES),
+        ("MAX_CACHED_STATEMENT_PARAMS", CACHED_STATEMENT_PARAMETERS),
+    ):
+        if isinstance(getattr(_queries, name, None), int):
+            setattr(_queries, name, max(getattr(_queries, name), least))
 
 
 def watch_readiness(
