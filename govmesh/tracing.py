@@ -186,9 +186,20 @@ def exporting() -> bool:
     return _configured is None or _configured[1] != "none"
 
 
+#: Each name's tracer, with the provider that made it.
+_tracers: dict[str, tuple[trace.TracerProvider, trace.Tracer]] = {}
+
+
 def tracer(name: str) -> trace.Tracer:
-    """The tracer for an instrumenting module, usually `tracer(__name__)`."""
-    return trace.get_tracer(name)
+    """The tracer for an instrumenting module, usually `tracer(__name__)`. Kept per name while
+    the process's provider stays the same: the SDK builds a new tracer on every call, through a
+    deprecation wrapper, and the workers ask one per RPC and per event published (2% of records'
+    worker at 50 cases/s; docs/decisions/records-proofs-in-wire-form.md)."""
+    provider = trace.get_tracer_provider()
+    kept = _tracers.get(name)
+    if kept is None or kept[0] is not provider:
+        kept = _tracers[name] = (provider, provider.get_tracer(name))
+    return kept[1]
 
 
 # --- scrubbing -----------------------------------------------------------------------------------

@@ -703,6 +703,18 @@ def test_a_batch_of_proofs_over_rpc_is_each_proof_read_on_its_own(mesh: ServiceE
     assert json_format.ParseDict(safety["proof"], records_pb2.Proof()).proof_type == "traffic_safety"
     again = call_nameko_rpc(amqp, "records", "get_proofs", authorization=transport, requests=requests[:1])
     assert again["result"][0]["proof"]["proofId"] == proof.proof_id  # type: ignore[index]  # nothing read anew
+    # The same proof in its wire form, as approvals asks for it: the same message, no new read.
+    wire = call_nameko_rpc(
+        amqp, "records", "get_proofs", authorization=transport, requests=requests[:1], encoding="binary"
+    )
+    assert wire["error"] is None, wire["error"]
+    (as_wire,) = wire["result"]  # type: ignore[misc]
+    assert set(as_wire) == {"proof_binary"}
+    assert records_pb2.Proof.FromString(base64.b64decode(as_wire["proof_binary"])) == proof
+    unknown = call_nameko_rpc(
+        amqp, "records", "get_proofs", authorization=transport, requests=requests[:1], encoding="xml"
+    )
+    assert str(unknown["error"]["value"]).startswith("INVALID_ARGUMENT: encoding")  # type: ignore[index]
 
     forged = call_nameko_rpc(amqp, "records", "get_proofs", authorization="Bearer x.y.z", requests=requests)
     assert str(forged["error"]["value"]).startswith("UNAUTHENTICATED")  # type: ignore[index]

@@ -65,3 +65,23 @@ def test_a_connection_that_sat_idle_is_pinged_and_replaced_when_dead(
     terminate(db, first)
     replaced = backend(db)  # the call itself never sees the dead connection
     assert replaced != first and pings
+
+
+def test_a_long_statement_is_converted_for_postgresql_once_and_then_reused(
+    database: tuple[Database, list[int]],
+) -> None:
+    from psycopg import _queries
+
+    db, _ = database
+    # Over both of psycopg's own limits (4 KB, 50 parameters), as the saga's one-statement writes are.
+    columns = [f"%(p{n})s::int AS column_{n}_{'x' * 40}" for n in range(80)]
+    statement = "SELECT " + ", ".join(columns)
+    assert len(statement) > 4096
+    for offset in (0, 1000):
+        with db.transaction() as session:
+            connection = session.connection()
+            row = connection.exec_driver_sql(statement, {f"p{n}": n + offset for n in range(80)}).one()
+        assert list(row) == [n + offset for n in range(80)]  # the parameters in their places, each time
+    before = _queries._query2pg.cache_info()
+    _queries._query2pg(statement.encode(), "utf-8")  # psycopg's own lookup, as an execution makes it
+    assert _queries._query2pg.cache_info().hits == before.hits + 1  # kept from the executions above

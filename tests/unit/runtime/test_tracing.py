@@ -68,6 +68,25 @@ def assert_no_raw_id(text: str) -> None:
 # --- setup ---------------------------------------------------------------------------------------
 
 
+def test_a_modules_tracer_is_kept_and_follows_the_installed_provider(fresh_global_tracing: None) -> None:
+    first, first_spans = recording_provider()
+    trace.set_tracer_provider(first)
+    kept = tracing.tracer("govmesh.kept")
+    assert tracing.tracer("govmesh.kept") is kept
+    with kept.start_as_current_span("one"):
+        pass
+    # A provider installed later (as the tests' fixture does) gets the spans from then on.
+    second, second_spans = recording_provider()
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace.set_tracer_provider(second)
+    with tracing.tracer("govmesh.kept").start_as_current_span("two"):
+        pass
+    assert [s.name for s in first_spans.get_finished_spans()] == ["one"]
+    assert [s.name for s in second_spans.get_finished_spans()] == ["two"]
+    first.shutdown()
+
+
 def test_none_exports_nothing() -> None:
     assert span_exporter_for("none") is None
 
