@@ -189,6 +189,12 @@ def _envelope(row: sa.Row[tuple[object, ...]]) -> Envelope:
 MARK_WITHIN_SECONDS = 1.0
 
 
+#: The longest a relay waits between tries while the broker or its database is away. A try is one
+#: connection attempt, cheap for the broker; every event committed meanwhile waits for the next try
+#: once the broker is back, so a long back-off (it was 30 s) is a long delay for citizens' events
+#: after a short outage.
+RETRY_AT_MOST_EVERY = 5.0
+
 #: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
 COMMIT_LOOK_SECONDS = 0.002
 
@@ -278,7 +284,7 @@ class OutboxRelay:
         table = self.outbox.outbox
         session.execute(table.update().where(table.c.seq.in_(seqs)).values(published_at=datetime.now(UTC)))
 
-    def run(self, sleep: object = None, idle_interval: float = 0.1, max_backoff: float = 30.0) -> None:
+    def run(self, sleep: object = None, idle_interval: float = 0.1, max_backoff: float = RETRY_AT_MOST_EVERY) -> None:
         """Loop until stop(): publish while there is work, poll when idle, back off while the
         broker is away. `sleep` lets an eventlet worker pass its cooperative sleep."""
         pause = sleep if callable(sleep) else self._stop.wait

@@ -131,6 +131,18 @@ def _final_cases(mesh: ChaosMesh, case_ids: set[str]) -> dict[str, str]:
     return {row.case_id: row.state for row in rows if row.case_id in case_ids}
 
 
+def unsent_events(mesh: ChaosMesh) -> int:
+    """Events committed to the services' outboxes and not yet sent (0 when a database is away:
+    the count that follows finds out)."""
+    try:
+        return sum(
+            _rows(mesh.database_url(s), s, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")[0].n
+            for s in SERVICES
+        )
+    except sa.exc.OperationalError:
+        return 0
+
+
 def settle(mesh: ChaosMesh, ledger: Ledger, timeout: float) -> float:
     """Waits until every accepted case is decided (or ``timeout``); returns the seconds taken."""
     started = time.monotonic()
@@ -204,10 +216,7 @@ def count(mesh: ChaosMesh, broker: PrivateBroker, vhost: str, ledger: Ledger, ta
     result.duplicated["readings"] = sum(max(0, total - ledger.readings[z]) for z, (total, _) in applied.items())
 
     # What is left waiting: unsent outbox rows, messages in service queues, dead letters.
-    result.stuck["outbox"] = sum(
-        _rows(mesh.database_url(s), s, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")[0].n
-        for s in SERVICES
-    )
+    result.stuck["outbox"] = unsent_events(mesh)
     depths = broker.queue_depths(vhost)
     waiting = {q: n for q, n in depths.items() if not q.startswith(("chaos-audit.", "amq."))}
     result.stuck["queued"] = sum(n for q, n in waiting.items() if n > 0 and not q.endswith(".dead-letter"))
