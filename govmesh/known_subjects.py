@@ -10,7 +10,8 @@ import os
 import threading
 from typing import Generic, TypeVar
 
-#: How many lookups a process remembers: about 600 bytes each, so 100,000 hold about 60 MiB (measured:
+#: How many lookups a process remembers (a registered subject is two: by identifier and by subject
+#: id, one answer shared): about 600 bytes each, so 100,000 hold about 60 MiB (measured:
 #: records' api keeps two such caches, 116 MiB when full, flat beyond; a soak sees it fill).
 KNOWN_SUBJECTS = 100_000
 

@@ -405,13 +405,13 @@ def tree_nodes(session: Session, wanted: set[access_log.NodeId]) -> dict[access_
     return {(row.level, row.node_index): bytes(row.hash) for row in rows}
 
 
-def tree_head(session: Session, tree_size: int | None = None) -> access_log.TreeHead | None:
+def tree_head(session: Executor, tree_size: int | None = None) -> access_log.TreeHead | None:
     """The kept tree head of a size, or the latest."""
     table = store.access_log_heads
     query = sa.select(table)
     query = query.where(table.c.tree_size == tree_size) if tree_size else query.order_by(table.c.tree_size.desc())
     row = session.execute(query.limit(1)).first()
-    return None if row is None else _tree_head(row)
+    return None if row is None else tree_head_of(row)
 
 
 def tree_heads(session: Session, up_to: int | None = None) -> list[access_log.TreeHead]:
@@ -419,10 +419,10 @@ def tree_heads(session: Session, up_to: int | None = None) -> list[access_log.Tr
     query = sa.select(table).order_by(table.c.tree_size)
     if up_to is not None:
         query = query.where(table.c.tree_size <= up_to)
-    return [_tree_head(row) for row in session.execute(query)]
+    return [tree_head_of(row) for row in session.execute(query)]
 
 
-def _tree_head(row: sa.Row[tuple[object, ...]]) -> access_log.TreeHead:
+def tree_head_of(row: sa.Row[tuple[object, ...]]) -> access_log.TreeHead:
     m = row._mapping
     return access_log.TreeHead(
         log_id=m["log_id"],

@@ -169,6 +169,37 @@ def test_every_entry_the_citizen_sees_is_proved_in_a_signed_tree_head(log: Log) 
     assert log.verify().intact
 
 
+def test_pages_and_time_windows_list_each_entry_once_each_with_its_proof(log: Log) -> None:
+    for n in range(7):
+        log.read(XU_WEI, case=f"case-{n}")
+        log.read(LUO_FANG, case=f"case-{n}")
+    log.seal_all()
+    log.read(XU_WEI, case="case-late")  # not sealed yet: on a page, said so, with no proof
+    cases, token = [], ""
+    while True:
+        request = records_pb2.ListAccessesRequest(identifier=XU_WEI, page_size=3, page_token=token)
+        page = log.app.list_accesses(request, log.identity)
+        head = page.tree_head
+        for entry in page.entries:
+            assert entry.subject_id == subject_of(XU_WEI)
+            assert entry.sealed == (entry.purpose.case_id != "case-late")
+            assert not entry.sealed or verify_inclusion(
+                entry.leaf_index, head.tree_size, entry.leaf_bytes, list(entry.inclusion_proof), head.root_hash
+            )
+        cases += [entry.purpose.case_id for entry in page.entries]
+        if not page.next_page_token:
+            break
+        token = page.next_page_token
+    assert cases == ["case-late", *(f"case-{n}" for n in reversed(range(7)))]
+    newest_first = log.tracker(XU_WEI).entries
+    window = records_pb2.ListAccessesRequest(
+        identifier=XU_WEI, start_time=newest_first[5].accessed_at, end_time=newest_first[1].accessed_at
+    )
+    inside = log.app.list_accesses(window, log.identity).entries
+    assert [entry.purpose.case_id for entry in inside] == [f"case-{n}" for n in (5, 4, 3, 2)]
+    assert all(entry.sealed for entry in inside)
+
+
 def test_heads_only_grow_and_any_two_are_consistent(log: Log) -> None:
     heads = []
     for batch in (1, 3, 4, 9):

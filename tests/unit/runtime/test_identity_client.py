@@ -92,13 +92,16 @@ def test_a_registered_subject_is_asked_for_once(identity: tuple[StandInIdentity,
     for _ in range(3):
         assert records.resolve(identifier=XU_WEI) == registered
         assert records.resolve(identifier=XU_WEI, allow_unregistered=True) == registered
+    assert records.resolve(subject_id=registered.subject_id) == registered  # type: ignore[union-attr]
     assert stand_in.asked[XU_WEI] == 0  # the registration's answer is the subject
+    assert stand_in.asked[registered.subject_id] == 0  # type: ignore[union-attr]
 
     stand_in.registered[LUO_FANG] = stand_in.subject(LUO_FANG)  # registered by another service
     for _ in range(3):
         assert records.resolve(identifier=LUO_FANG).subject_id == subject_of(LUO_FANG)  # type: ignore[union-attr]
         assert records.resolve(subject_id=subject_of(LUO_FANG)).masked_identifier == "330183********242X"  # type: ignore[union-attr]
-    assert stand_in.asked[LUO_FANG] == 1 and stand_in.asked[subject_of(LUO_FANG)] == 1
+    # Asked by identifier, identity named the subject: its subject id is not asked for.
+    assert stand_in.asked[LUO_FANG] == 1 and stand_in.asked[subject_of(LUO_FANG)] == 0
 
 
 def test_a_would_be_subject_serves_refusals_but_a_read_asks_again_until_registered(
@@ -149,7 +152,8 @@ def test_the_least_recently_used_answer_goes_first_and_no_identifier_is_held(
     identity: tuple[StandInIdentity, str], tmp_path: Path
 ) -> None:
     stand_in, target = identity
-    known: KnownSubjects[identity_pb2.Subject] = KnownSubjects(size=2)
+    # Room for two people: a registered one is kept under its identifier and its subject id.
+    known: KnownSubjects[identity_pb2.Subject] = KnownSubjects(size=4)
     records = client(target, tmp_path, known)
     for person in (XU_WEI, LUO_FANG, ZHUJI_RESIDENT):
         stand_in.registered[person] = stand_in.subject(person)
