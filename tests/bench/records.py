@@ -135,7 +135,9 @@ class Mesh:
 def records_engine(env: ServiceEnv) -> sa.Engine:
     url = env.database_url("records")
     if url.startswith("sqlite"):
-        return sa.create_engine(url)
+        # The bulk fill writes beside the worker sealing what it wrote: a seal of a big batch holds
+        # SQLite's write lock longer than pysqlite's default 5 s wait ("database is locked").
+        return sa.create_engine(url, connect_args={"timeout": 600})
     return sa.create_engine(
         url.replace("postgresql://", "postgresql+psycopg://", 1), connect_args={"options": "-csearch_path=records"}
     )
