@@ -43,19 +43,33 @@ def amqp_connection(uri: str, **options: str) -> pika.BlockingConnection:
     return pika.BlockingConnection([pika.URLParameters(one + query) for one in uri.split(";") if one])
 
 
+#: Ports handed out by this test process: a mesh's processes bind theirs only once started, so a
+#: port checked free a moment ago may be handed out again before its first taker binds it.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A port no one listens on, below the kernel's ephemeral range: a port from bind(0) is an
     ephemeral one, which an outgoing connection (to PostgreSQL, RabbitMQ, another service) may
-    take between this check and the service binding it."""
+    take between this check and the service binding it. Each test process of a parallel suite
+    (pytest-xdist) draws from its own slice of the range, and never hands out a port twice, so two
+    meshes starting at once never pick the same port (one suite run lost a metrics port that way)."""
     low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    span = (low - 10000) // max(1, workers)
+    first = 10000 + worker * span
     while True:
-        port = random.randint(10000, low - 1)
+        port = random.randint(first, first + span - 1)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
 
 
 @contextlib.contextmanager
