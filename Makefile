@@ -110,14 +110,14 @@ lint: install
 
 # Two test processes (pytest-xdist), a file each at a time, so a file's module-wide mesh is made once:
 # most of a mesh test is waiting for processes and messages, so two at once take about two thirds of
-# the time on two cores. GOVMESH_TEST_PROCESSES=1 runs the suite in one process, in order.
-GOVMESH_TEST_PROCESSES ?= 2
-
+# the time on two cores. scripts/test-processes says how many: two when PostgreSQL takes the
+# connections of two meshes at once (.ci/run sees to it), GOVMESH_TEST_PROCESSES=1 for one, in order.
 test: lint
 	@scripts/ensure-broker
-	@echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL), $(GOVMESH_TEST_PROCESSES) test processes"
-	@$(BIN)/pytest -p no:cacheprovider --durations=15 \
-		$(if $(filter-out 1,$(GOVMESH_TEST_PROCESSES)),-n $(GOVMESH_TEST_PROCESSES) --dist loadfile)
+	@processes=$$(scripts/test-processes); parallel=""; \
+		[ "$$processes" -gt 1 ] && parallel="-n $$processes --dist loadfile"; \
+		echo "==> the suite: unit, runtime and service tests (service tests on SQLite and PostgreSQL), $$processes test process(es)"; \
+		$(BIN)/pytest -p no:cacheprovider --durations=15 $$parallel
 
 # One run's figures go to bench/results/<UTC start>.json (tests/bench/results.py), kept in git;
 # the run ends with the verdict: every target beside its figure, met or not (tests/bench/verdict.py).
