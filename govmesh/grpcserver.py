@@ -613,11 +613,8 @@ def _listen(server: grpc.Server | grpc.aio.Server, bind: str) -> None:
         raise OSError(f"cannot listen on {bind} (is another process using the port?)")
 
 
-def _draining(grace_seconds: float) -> Callable[[int], None]:
-    def log_signal(signum: int) -> None:
-        log.info("received %s: draining in-flight calls (up to %ss)", signal.Signals(signum).name, grace_seconds)
-
-    return log_signal
+def _say_draining(signum: int, grace_seconds: float) -> None:
+    log.info("received %s: draining in-flight calls (up to %ss)", signal.Signals(signum).name, grace_seconds)
 
 
 def serve(
@@ -658,10 +655,9 @@ def serve(
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
     stopping = threading.Event()
-    draining = _draining(grace_seconds)
 
     def on_signal(signum: int, _frame: object) -> None:
-        draining(signum)
+        _say_draining(signum, grace_seconds)
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -708,10 +704,9 @@ async def _serve_aio(
     log.info("gRPC listening", extra={"grpc_address": bind, "grpc_service": definition.full_name})
 
     stopping = asyncio.Event()
-    draining = _draining(grace_seconds)
 
     def on_signal(signum: int) -> None:
-        draining(signum)
+        _say_draining(signum, grace_seconds)
         stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

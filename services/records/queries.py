@@ -58,14 +58,14 @@ def accesses(
             head = repository.tree_head(session)
             entries = [repository.access_entry(row) for row in session.execute(query, given)]
             return _page(entries, head, lambda wanted: repository.tree_nodes(session, wanted))
-    with statements(db) as connection:
+    with reading(db) as connection:
         # One statement reads the head and the page, so both are of one snapshot; the nodes need
         # no transaction with them: a head is committed with every node its proofs use, and a
         # node, once written, never changes.
         rows = connection.execute(_head_and_page(query), given).all()
         head = None if rows[0].tree_size is None else repository.tree_head_of(rows[0])
         entries = [repository.access_entry(row) for row in rows if row.entry_id is not None]
-        return _page(entries, head, lambda wanted: tree_nodes(connection, wanted))
+        return _page(entries, head, lambda wanted: repository.tree_nodes(connection, wanted))
 
 
 @functools.cache
@@ -117,30 +117,17 @@ def _page(
 
 
 @contextlib.contextmanager
-def statements(db: Database) -> Iterator[sa.Connection]:
-    """PostgreSQL: a connection whose every statement commits by itself, for reads that need no
-    snapshot across statements. A transaction would add a BEGIN and a COMMIT round trip to the
-    one or two statements of a proof's read (5 round trips instead of 2)."""
+def reading(db: Database) -> Iterator[repository.Executor]:
+    """Where a read of the log runs: on SQLite a read transaction; on PostgreSQL a connection whose
+    every statement commits by itself, for reads that need no snapshot across statements (a
+    transaction would add a BEGIN and a COMMIT round trip to the one or two statements of a
+    proof's read: 5 round trips instead of 2)."""
+    if db.is_sqlite:
+        with db.read() as session:
+            yield session
+        return
     with db.engine.connect() as connection:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
-#: The proof's nodes, as repository.tree_nodes reads them on PostgreSQL, run on the driver's own
-#: connection: through SQLAlchemy's result machinery, this read of ~20 rows cost more Python than
-#: the query took in PostgreSQL. Prepared, so it is planned once per connection.
-_NODES = (
-    "SELECT n.level, n.node_index, n.hash FROM access_log_nodes AS n"
-    " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, node_index)"
-    " ON n.level = w.level AND n.node_index = w.node_index"
-)
-
-
-def tree_nodes(connection: sa.Connection, wanted: set[access_log.NodeId]) -> dict[access_log.NodeId, bytes]:
-    """The stored nodes among ``wanted`` (PostgreSQL), in one statement."""
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    rows = driver.execute(_NODES, ([level for level, _ in wanted], [index for _, index in wanted]), prepare=True)
-    return {(level, index): digest for level, index, digest in rows}
 
 
 def _leaf(entry: access_log.Entry) -> int:
@@ -149,21 +136,14 @@ def _leaf(entry: access_log.Entry) -> int:
 
 
 def tree_head(db: Database, tree_size: int | None = None) -> access_log.TreeHead | None:
-    if db.is_sqlite:
-        with db.read() as session:
-            return repository.tree_head(session, tree_size)
-    with statements(db) as connection:
-        return repository.tree_head(connection, tree_size)
+    with reading(db) as session:
+        return repository.tree_head(session, tree_size)
 
 
 def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
     ranges = access_log.consistency_ranges(first, second)
-    if db.is_sqlite:
-        with db.read() as session:
-            nodes = repository.tree_nodes(session, access_log.nodes_for(ranges))
-    else:
-        with statements(db) as connection:
-            nodes = tree_nodes(connection, access_log.nodes_for(ranges))
+    with reading(db) as session:
+        nodes = repository.tree_nodes(session, access_log.nodes_for(ranges))
     return access_log.hashes(ranges, nodes)
 
 
