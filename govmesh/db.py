@@ -205,6 +205,24 @@ class Database:
             with self.transaction() as session:
                 yield session
             return
+        with self._autocommit() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def statement_reads(self) -> Iterator[Session | sa.Connection]:
+        """Reads that need no snapshot across their statements: on PostgreSQL a connection whose
+        every statement commits by itself (a transaction would add a BEGIN and a COMMIT round trip
+        to a read of one or two statements: a proof's read, an idle outbox relay's look); on
+        SQLite a read transaction, which does not take the write lock."""
+        if self.is_sqlite:
+            with self.read() as session:
+                yield session
+            return
+        with self._autocommit() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _autocommit(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as connection:
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
 

@@ -195,6 +195,9 @@ MARK_WITHIN_SECONDS = 1.0
 #: after a short outage.
 RETRY_AT_MOST_EVERY = 5.0
 
+#: An idle relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's schema).
+_ANY_UNPUBLISHED = "SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1"
+
 #: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
 COMMIT_LOOK_SECONDS = 0.002
 
@@ -219,13 +222,17 @@ class OutboxRelay:
         self._unmarked_since = 0.0
         #: SQLite: whether another connection committed since the relay last looked.
         self._commits: CommitWatch | None = None
+        #: Whether the last round left nothing behind: the next one looks before it locks.
+        self._idle = True
+        table = outbox.outbox
+        self._unpublished = (
+            sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(batch_size)
+        )
 
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""
         table = self.outbox.outbox
-        unpublished = (
-            sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(self.batch_size)
-        )
+        unpublished = self._unpublished
         if self.db.is_sqlite:
             # SQLite has one writer: holding its lock while the broker answers would stall every
             # write of the service. Read, publish, then mark; one relay per SQLite database.
@@ -244,6 +251,8 @@ class OutboxRelay:
         else:
             if self._confirmed_unmarked:
                 self._mark_confirmed(wait=True)
+            if self._idle and not self._anything_unpublished():
+                return 0
             # Several relays of one service lock the rows they publish and skip the others'.
             with self.db.transaction() as session:
                 rows = session.execute(unpublished.with_for_update(skip_locked=True)).all()
@@ -253,9 +262,21 @@ class OutboxRelay:
                 self._confirm([row._mapping["seq"] for row in rows])
                 self._mark_sent(session, self._confirmed_unmarked)
             self._confirmed_unmarked = []
+        self._idle = len(rows) < self.batch_size
         if rows:
             metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
+
+    def _anything_unpublished(self) -> bool:
+        """An idle relay's look on PostgreSQL: one indexed statement, outside any transaction and
+        below SQLAlchemy. A relay looks up to 50 times a second (approvals'), and the locking
+        read in a transaction, at three round trips and a session, made an idle worker burn 13%
+        of a core."""
+        with self.db.statement_reads() as connection:
+            assert isinstance(connection, sa.Connection)
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            return driver.execute(_ANY_UNPUBLISHED, prepare=True).fetchone() is not None
 
     def _confirm(self, seqs: Sequence[int]) -> None:
         if not self._confirmed_unmarked:

@@ -3,7 +3,6 @@ heads and consistency proofs, and the walk that verifies the whole log."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 from collections.abc import Callable, Iterator
@@ -58,7 +57,7 @@ def accesses(
             head = repository.tree_head(session)
             entries = [repository.access_entry(row) for row in session.execute(query, given)]
             return _page(entries, head, lambda wanted: repository.tree_nodes(session, wanted))
-    with reading(db) as connection:
+    with db.statement_reads() as connection:
         # One statement reads the head and the page, so both are of one snapshot; the nodes need
         # no transaction with them: a head is committed with every node its proofs use, and a
         # node, once written, never changes.
@@ -116,33 +115,19 @@ def _page(
     return access_log.TrackerPage(shown, head, paths, leaves)
 
 
-@contextlib.contextmanager
-def reading(db: Database) -> Iterator[repository.Executor]:
-    """Where a read of the log runs: on SQLite a read transaction; on PostgreSQL a connection whose
-    every statement commits by itself, for reads that need no snapshot across statements (a
-    transaction would add a BEGIN and a COMMIT round trip to the one or two statements of a
-    proof's read: 5 round trips instead of 2)."""
-    if db.is_sqlite:
-        with db.read() as session:
-            yield session
-        return
-    with db.engine.connect() as connection:
-        yield connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
 def _leaf(entry: access_log.Entry) -> int:
     assert entry.leaf_index is not None
     return entry.leaf_index
 
 
 def tree_head(db: Database, tree_size: int | None = None) -> access_log.TreeHead | None:
-    with reading(db) as session:
+    with db.statement_reads() as session:
         return repository.tree_head(session, tree_size)
 
 
 def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
     ranges = access_log.consistency_ranges(first, second)
-    with reading(db) as session:
+    with db.statement_reads() as session:
         nodes = repository.tree_nodes(session, access_log.nodes_for(ranges))
     return access_log.hashes(ranges, nodes)
 

@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote
+
+import sqlalchemy as sa
 
 from govmesh import clock
 from govmesh.records.v1.records_pb2_grpc import RecordsServiceStub
@@ -81,6 +84,45 @@ def bench_seed(env: ServiceEnv, subjects: int) -> None:
     )
 
 
+def settle(env: ServiceEnv, amqp: str) -> None:
+    """Waits until the seed's tail is through (every event sent, every queue empty), then has
+    PostgreSQL's statistics brought up to date, as an operator does after a bulk load (autovacuum
+    would, a while later): the figures that follow are of the population, not of its arrival."""
+    started = time.perf_counter()
+    services = ("identity", "records", "approvals")
+
+    def unsent() -> int:
+        return sum(
+            _one(env.database_url(s), s, "SELECT count(*) FROM outbox WHERE published_at IS NULL") for s in services
+        )
+
+    def queued() -> int:
+        vhost = unquote(amqp.rsplit("/", 1)[1])
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers", "messages"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+        return sum(int(n) for n in listed if n.isdigit())
+
+    wait_for(lambda: unsent() == 0 and queued() == 0, timeout=3600)
+    for service in services:
+        _one(env.database_url(service), service, "ANALYZE")
+    print(f"  the mesh settled and PostgreSQL analysed in {time.perf_counter() - started:.0f} s")
+
+
+def _one(url: str, schema: str, statement: str) -> int:
+    engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"}, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            result = connection.execute(sa.text(statement))
+            return int(result.scalar_one()) if result.returns_rows else 0
+    finally:
+        engine.dispose()
+
+
 def bench_proofs(mesh: Mesh, subjects: int, seconds: float) -> None:
     # People spread over the whole population, not its first pages.
     pick = random.Random(SEED)
@@ -121,6 +163,7 @@ def main() -> None:
         try:
             start(env, amqp)
             bench_seed(env, args.subjects)
+            settle(env, amqp)
             bench_proofs(Mesh(env), args.subjects, args.seconds)
             publish(env, [r for s in scenarios(clock.shanghai_date()) for r in s.records])
             bench_offered(Client(env), args.offered, args.seconds, f"{args.subjects:,} people: offered load")

@@ -7,6 +7,7 @@ the new ones). Running it twice stores nothing new: the feed is idempotent."""
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -64,17 +65,47 @@ def _batches(records: list[records_pb2.DepartmentRecord], size: int) -> Iterator
         yield records_pb2.PublishRecordsRequest(records=records[start : start + size])
 
 
+class _Connections:
+    """A connection of its own per publishing thread. Channels with the same target share one
+    connection unless told otherwise, and one connection reaches one records api process: the
+    kernel spreads connections, not calls, over the processes sharing a port (SO_REUSEPORT)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.own = threading.local()
+        self.channels: list[grpc.Channel] = []
+        self.lock = threading.Lock()
+
+    def stub(self) -> records_pb2_grpc.RecordsServiceStub:
+        if not hasattr(self.own, "stub"):
+            channel = grpc.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+            with self.lock:
+                self.channels.append(channel)
+            self.own.stub = records_pb2_grpc.RecordsServiceStub(channel)
+        stub: records_pb2_grpc.RecordsServiceStub = self.own.stub
+        return stub
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+
 def seed(
-    settings: Settings, subjects: int, seed_value: int, chunk: int = 2000, batch: int = 500, progress: bool = True
+    settings: Settings,
+    subjects: int,
+    seed_value: int,
+    chunk: int = 2000,
+    batch: int = 500,
+    progress: bool = True,
+    streams: int = 4,
 ) -> Totals:
     issuer = TokenIssuer.from_key_dir(Policy.load(settings.policy_path), settings.key_dir)
     tokens: dict[str, tuple[tuple[str, str | bytes], ...]] = {}
-    channel = grpc.insecure_channel(settings.grpc_target)
-    stub = records_pb2_grpc.RecordsServiceStub(channel)
+    connections = _Connections(settings.grpc_target)
     totals = Totals()
     people = synthetic.population(subjects, seed=seed_value)
     bar = tqdm(total=subjects, unit="subject", disable=not progress, desc="seeding records")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=streams) as pool:
         while block := list(islice(people, chunk)):
             by_department: dict[str, list[records_pb2.DepartmentRecord]] = defaultdict(list)
             for person in block:
@@ -87,7 +118,7 @@ def seed(
             ) -> records_pb2.PublishRecordsResponse:
                 if department not in tokens:
                     tokens[department] = (("authorization", f"Bearer {issuer.issue(department)}"),)
-                response: records_pb2.PublishRecordsResponse = stub.PublishRecords(
+                response: records_pb2.PublishRecordsResponse = connections.stub().PublishRecords(
                     _batches(outgoing[department], batch), metadata=tokens[department], timeout=600
                 )
                 return response
@@ -98,7 +129,7 @@ def seed(
             bar.update(len(block))
             bar.set_postfix(records=totals.received, stored=totals.stored, rejected=totals.rejected)
     bar.close()
-    channel.close()
+    connections.close()
     return totals
 
 

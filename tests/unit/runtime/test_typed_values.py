@@ -7,6 +7,8 @@ import datetime
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
 from govmesh import typed_values as values
 from govmesh.records.v1 import records_pb2
@@ -72,3 +74,55 @@ def test_what_the_parser_refuses_is_refused_the_same_way(text: str, error: type[
         parsed(text)
     with pytest.raises(error):
         values.fields_from_json(text)
+
+
+def printed(fields: dict[str, values.Value]) -> str:
+    """What protobuf's printer writes: the storage form fields_to_json must equal, byte for byte."""
+    return json_format.MessageToJson(
+        records_pb2.TypedValueMap(fields=values.fields_to_proto(fields)), indent=None, sort_keys=True
+    )
+
+
+def test_fields_to_json_writes_what_protobufs_printer_writes() -> None:
+    assert values.fields_to_json(FIELDS) == printed(FIELDS)
+    assert values.fields_to_json({}) == printed({}) == "{}"
+
+
+_names = st.text(max_size=8)
+_scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(max_size=12),
+    st.dates(),
+    st.datetimes(timezones=st.just(datetime.UTC)),
+    st.datetimes(),  # naive: protobuf takes it as UTC
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_names, inner, max_size=3), max_leaves=8
+)
+
+
+@given(st.dictionaries(_names, _values, max_size=5))
+def test_any_fields_are_written_as_protobuf_writes_them(fields: dict[str, values.Value]) -> None:
+    assert values.fields_to_json(fields) == printed(fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n": 2**63},  # beyond int64
+        {"s": "\ud800"},  # a lone surrogate: not UTF-8
+        {"\udfff": "x"},
+        {"t": ("a", "b")},  # not a Value
+    ],
+)
+def test_what_the_writer_does_not_know_protobuf_writes_or_refuses(fields: dict[str, values.Value]) -> None:
+    try:
+        expected: str | type[Exception] = printed(fields)
+    except Exception as error:  # noqa: BLE001 - whatever protobuf raises, the writer must raise too
+        expected = type(error)
+    if isinstance(expected, str):
+        assert values.fields_to_json(fields) == expected
+    else:
+        with pytest.raises(expected):
+            values.fields_to_json(fields)
