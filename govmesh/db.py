@@ -418,8 +418,8 @@ def execute_on_driver(connection: sa.Connection, statement: str, parameters: Map
     own connection, prepared, for a statement on a hot path: SQLAlchemy's execution machinery
     around it (context, cursor, result) cost more Python than psycopg's own execute. Returns the
     psycopg cursor, whose rows are tuples. A driver error is raised as Connection.execute would
-    raise it (sa.exc.IntegrityError, OperationalError, ...; its message without the parameters),
-    and a connection found lost is invalidated rather than put back in the pool."""
+    raise it (sa.exc.IntegrityError, OperationalError, ...), with no parameter in what SQLAlchemy
+    adds to its message, and a connection found lost is invalidated, not put back in the pool."""
     driver = connection.connection.driver_connection
     assert driver is not None
     dialect = connection.dialect
