@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -429,6 +429,33 @@ def watch_readiness(
             wake.wait(READINESS_INTERVALS[reason is not None])
 
     threading.Thread(target=loop, name=name, daemon=True).start()
+
+
+def execute_on_driver(connection: sa.Connection, statement: str, parameters: Mapping[str, Any]) -> Any:
+    """PostgreSQL: ``statement`` (SQL compiled for psycopg, named parameters) run on the driver's
+    own connection, prepared, for a statement on a hot path: SQLAlchemy's execution machinery
+    around it (context, cursor, result) cost more Python than psycopg's own execute. Returns the
+    psycopg cursor, whose rows are tuples. A driver error is raised as Connection.execute would
+    raise it (sa.exc.IntegrityError, OperationalError, ...), with no parameter in what SQLAlchemy
+    adds to its message, and a connection found lost is invalidated, not put back in the pool."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    dialect = connection.dialect
+    try:
+        return driver.execute(statement, parameters, prepare=True)
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, driver, None)
+        if lost:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            statement,
+            parameters,
+            exc,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc
 
 
 def database_unavailable(error: BaseException) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
 from govmesh.db import CommitWatch, Database
-from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
+from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope, RenderedEvent
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,16 @@ class Outbox:
         """Queue `event` for publication in the caller's transaction."""
         return self.add_many(session, [(event, subject)])[0]
 
-    def add_many(self, session: Session | sa.Connection, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
+    def add_many(
+        self, session: Session | sa.Connection, events: Sequence[tuple[Message | RenderedEvent, str]]
+    ) -> list[Envelope]:
         """Queue several (event, subject) pairs in one statement, in order."""
         envelopes = self.envelopes(events)
         if envelopes:
             session.execute(self.outbox.insert(), outbox_rows(envelopes))
         return envelopes
 
-    def envelopes(self, events: Sequence[tuple[Message, str]]) -> list[Envelope]:
+    def envelopes(self, events: Sequence[tuple[Message | RenderedEvent, str]]) -> list[Envelope]:
         """The (event, subject) pairs as they are queued, in the current trace, for a caller that
         writes their rows (outbox_rows) in a statement of its own with its other writes."""
         trace_headers = {k: str(v) for k, v in tracing.inject_headers({}).items()}

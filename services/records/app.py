@@ -24,6 +24,7 @@ from govmesh.errors import InvalidArgument, NotFound, PermissionDenied
 from govmesh.idempotency import IdempotentRequest
 from govmesh.identity.v1 import identity_pb2
 from govmesh.known_subjects import KnownSubjects
+from govmesh.messaging import RenderedEvent
 from govmesh.outbox import Outbox, outbox_rows
 from govmesh.parties import Party
 from govmesh.records.v1 import records_pb2
@@ -381,7 +382,7 @@ class RecordsApp:
                 proof = contract.new_proof(
                     proof_id, asked.spec, subject, claims, asked.parameters, caller.caller_id, asked.purpose, now
                 )
-                self.signer.sign(proof)
+                signed = self.signer.sign(proof)
                 serialized = proof.SerializeToString(deterministic=True)
                 key = asked.idempotent.key if asked.idempotent else None
                 self._record_access(
@@ -392,7 +393,7 @@ class RecordsApp:
                     asked.purpose,
                     access_log.Outcome.GRANTED,
                     repository.IssuedProof(proof_id, key, asked.fingerprint, serialized, now),
-                    contract.proof_issued(proof),
+                    contract.proof_issued_json(signed),
                     entry_id=entry_id,
                 )
             return proof
@@ -460,7 +461,7 @@ class RecordsApp:
         purpose: records_pb2.Purpose,
         outcome: access_log.Outcome,
         proof: repository.IssuedProof | None,
-        *issued: Message,
+        *issued: Message | RenderedEvent,
         entry_id: int | None = None,
     ) -> access_log.Entry:
         """Writes the read's entry with the proof it issued (if any) in the read's own
@@ -482,7 +483,7 @@ class RecordsApp:
         )
 
         def events(numbered: access_log.Entry) -> list[dict[str, object]]:
-            pairs = [(event, subject.subject_id) for event in (contract.data_accessed(numbered), *issued)]
+            pairs = [(event, subject.subject_id) for event in (contract.data_accessed_json(numbered), *issued)]
             return outbox_rows(self.outbox.envelopes(pairs))
 
         return repository.record_read(session, entry, proof, events, entry_id)

@@ -7,7 +7,7 @@ import datetime
 import functools
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from govmesh import clock, keys
 from govmesh import typed_values as values
+from govmesh.db import execute_on_driver
 from services.records import store
 from services.records.domain import access_log, proofs
 from services.records.domain.feed import Checked, StoredVersion
@@ -131,14 +132,15 @@ def subject_records(
         values: dict[str, object] = {"subject_id": subject_id}
         for n, (department, record_type) in enumerate(record_types):
             values |= {f"department{n}": department, f"record_type{n}": record_type}
-        rows = connection.exec_driver_sql(_numbered_records(len(record_types)), values).all()
+        found = execute_on_driver(connection, _numbered_records(len(record_types)), values).fetchall()
+        numbered = [_NumberedRecord._make(row) for row in found]
         # The outer join gives the number alone, with no record, when the subject has none.
-        return [_stored_record(row) for row in rows if row.record_id is not None], int(rows[0].next_entry)
+        return [_stored_record(row) for row in numbered if row.record_id is not None], int(numbered[0].next_entry)
     rows = session.execute(_SUBJECT_RECORDS, {"subject_id": subject_id, "kinds": list(record_types)}).all()
     return [_stored_record(row) for row in rows], None
 
 
-def _stored_record(row: sa.Row[Any]) -> proofs.StoredRecord:
+def _stored_record(row: Any) -> proofs.StoredRecord:
     return proofs.StoredRecord(
         record_id=row.record_id,
         department_code=row.department_code,
@@ -152,18 +154,23 @@ def _stored_record(row: sa.Row[Any]) -> proofs.StoredRecord:
     )
 
 
+class _NumberedRecord(NamedTuple):
+    """A row of _numbered_records, as psycopg gives it (a tuple), named."""
+
+    next_entry: int
+    record_id: str | None
+    department_code: str
+    record_type: str
+    source_reference: str
+    fields: str
+    effective_from: datetime.date
+    effective_to: datetime.date | None
+    recorded_at: datetime.datetime
+    superseded_by: str | None
+
+
 #: What a proof reads of each record.
-_PROOF_COLUMNS = (
-    "record_id",
-    "department_code",
-    "record_type",
-    "source_reference",
-    "fields",
-    "effective_from",
-    "effective_to",
-    "recorded_at",
-    "superseded_by",
-)
+_PROOF_COLUMNS = _NumberedRecord._fields[1:]
 
 
 _ENTRY_NUMBERS = sa.Sequence("access_entries_entry_id_seq")
@@ -266,7 +273,7 @@ def record_read(
         if issued is not None:
             values |= _issued_values(issued, "issued_")
         connection = session if isinstance(session, sa.Connection) else session.connection()
-        connection.exec_driver_sql(_read_written(len(rows), issued is not None), values)
+        execute_on_driver(connection, _read_written(len(rows), issued is not None), values)
         return entry
     if issued is not None:
         session.execute(_ADD_ISSUED_PROOF, _issued_values(issued))

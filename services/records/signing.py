@@ -9,6 +9,7 @@ import datetime
 import json
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -34,8 +35,17 @@ def canonical_bytes(proof: records_pb2.Proof) -> bytes:
     none: tests/unit/records/test_signing.py) when no character lies beyond the BMP: JCS orders
     keys by UTF-16 code units, Python by code points, and the two orders differ only there. The
     pure-Python JCS encoder was half the cost of signing a proof."""
+    return _encoded(signed_body(proof))
+
+
+def signed_body(proof: records_pb2.Proof) -> dict[str, Any]:
+    """What a proof's signature covers, as its proto3 JSON object: all of it but the signature."""
     body = json_format.MessageToDict(proof)
     body.pop("signature", None)
+    return body
+
+
+def _encoded(body: dict[str, Any]) -> bytes:
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     if text.isascii() or not _BEYOND_BMP.search(text):
         return text.encode()
@@ -75,12 +85,16 @@ class Signer:
         assert key.private is not None  # a key signs only where its private half is
         return key.key_id, key.private
 
-    def sign(self, proof: records_pb2.Proof) -> None:
-        """Names the key and scheme in the proof, then signs everything else in it."""
+    def sign(self, proof: records_pb2.Proof) -> dict[str, Any]:
+        """Names the key and scheme in the proof, then signs everything else in it. Returns what
+        it signed (signed_body): the proof's proto3 JSON less the signature, which its caller
+        may render the proof's events from rather than print the proof's fields to JSON again."""
         proof.key_id, private = self._key(proof.issued_at.ToDatetime(datetime.UTC))
         proof.signature_scheme = SCHEME
         proof.ClearField("signature")
-        proof.signature = private.sign(canonical_bytes(proof))
+        body = signed_body(proof)
+        proof.signature = private.sign(_encoded(body))
+        return body
 
     def sign_head(self, head: TreeHead) -> TreeHead:
         key_id, private = self._key(head.timestamp)

@@ -85,3 +85,31 @@ def test_a_long_statement_is_converted_for_postgresql_once_and_then_reused(
     before = _queries._query2pg.cache_info()
     _queries._query2pg(statement.encode(), "utf-8")  # psycopg's own lookup, as an execution makes it
     assert _queries._query2pg.cache_info().hits == before.hits + 1  # kept from the executions above
+
+
+def driver_backend(db: Database) -> int:
+    with db.single_write() as connection:
+        assert isinstance(connection, sa.Connection)
+        return int(govmesh_db.execute_on_driver(connection, "SELECT pg_backend_pid()", {}).fetchone()[0])
+
+
+def test_a_statement_on_the_driver_fails_as_sqlalchemys_would_and_a_dead_connection_leaves_the_pool(
+    database: tuple[Database, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = database
+    monkeypatch.setattr(govmesh_db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    with db.single_write() as connection:
+        assert isinstance(connection, sa.Connection)
+        govmesh_db.execute_on_driver(connection, "CREATE TEMPORARY TABLE once (name text PRIMARY KEY)", {})
+        insert = "INSERT INTO pg_temp.once (name) VALUES (%(name)s)"
+        govmesh_db.execute_on_driver(connection, insert, {"name": "a-value"})
+        with pytest.raises(sa.exc.IntegrityError) as repeated:
+            govmesh_db.execute_on_driver(connection, insert, {"name": "a-value"})
+    assert "parameters hidden" in str(repeated.value)  # SQLAlchemy's part of the message leaves them out
+    assert not database_unavailable(repeated.value)
+    first = driver_backend(db)
+    terminate(db, first)
+    with pytest.raises(sa.exc.DBAPIError) as failed:
+        driver_backend(db)
+    assert database_unavailable(failed.value)
+    assert driver_backend(db) not in (first, 0)  # the pool reconnected by itself
