@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -431,8 +431,10 @@ def watch_readiness(
     threading.Thread(target=loop, name=name, daemon=True).start()
 
 
-def execute_on_driver(connection: sa.Connection, statement: str, parameters: Mapping[str, Any]) -> Any:
-    """PostgreSQL: ``statement`` (SQL compiled for psycopg, named parameters) run on the driver's
+def execute_on_driver(
+    connection: sa.Connection, statement: str, parameters: Mapping[str, Any] | Sequence[Any]
+) -> Any:
+    """PostgreSQL: ``statement`` (SQL for psycopg, named or positional parameters) run on the driver's
     own connection, prepared, for a statement on a hot path: SQLAlchemy's execution machinery
     around it (context, cursor, result) cost more Python than psycopg's own execute. Returns the
     psycopg cursor, whose rows are tuples. A driver error is raised as Connection.execute would

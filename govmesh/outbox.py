@@ -24,7 +24,7 @@ from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
-from govmesh.db import CommitWatch, Database
+from govmesh.db import CommitWatch, Database, execute_on_driver
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope, RenderedEvent
 
 log = logging.getLogger(__name__)
@@ -276,9 +276,7 @@ class OutboxRelay:
         of a core."""
         with self.db.statement_reads() as connection:
             assert isinstance(connection, sa.Connection)
-            driver = connection.connection.driver_connection
-            assert driver is not None
-            return driver.execute(_ANY_UNPUBLISHED, prepare=True).fetchone() is not None
+            return execute_on_driver(connection, _ANY_UNPUBLISHED, {}).fetchone() is not None
 
     def _confirm(self, seqs: Sequence[int]) -> None:
         if not self._confirmed_unmarked:

@@ -407,10 +407,8 @@ def tree_nodes(session: Executor, wanted: set[access_log.NodeId]) -> dict[access
     """The stored nodes among ``wanted``, in one statement."""
     if _dialect(session) == "postgresql":
         connection = session if isinstance(session, sa.Connection) else session.connection()
-        driver = connection.connection.driver_connection
-        assert driver is not None
         levels, indexes = [level for level, _ in wanted], [index for _, index in wanted]
-        rows = driver.execute(_NODES, (levels, indexes), prepare=True)
+        rows = execute_on_driver(connection, _NODES, (levels, indexes))
         return {(level, index): bytes(digest) for level, index, digest in rows}
     table = store.access_log_nodes
     rows = _rows_of_pairs(session, table.c.level, table.c.node_index, wanted, table.c.hash)
