@@ -14,6 +14,7 @@ import datetime
 import itertools
 import json
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -34,12 +35,14 @@ from govmesh.config import ROOT
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from tests.support.mesh import (
     Delivery,
+    Process,
     ServiceEnv,
     assert_no_raw_identifiers,
     call_nameko_rpc,
     consumers,
     database_for,
     dead_letters,
+    free_port,
     govmesh,
     metrics_text,
     virtual_host,
@@ -643,6 +646,45 @@ def test_seeding_a_population_goes_through_the_feeds_and_is_idempotent(mesh: Ser
     holding = {(r.record_type, p.identifier) for p in people for r in p.records}
     assert samples and all((kind, identifier) in holding for kind, identifier in samples.items())
     assert samples["driving_licence"] in {p.identifier for p in people}
+
+
+def test_seeding_sends_a_chunk_again_when_records_is_away_for_a_moment(mesh: ServiceEnv) -> None:
+    """An operator's seed of a million people runs for an hour: a moment of UNAVAILABLE (here, a
+    records api not listening yet) costs a retry, not the run."""
+    from services.records.tools import synthetic
+
+    port = free_port()
+    seed = ["records", "seed", "--subjects", "12", "--seed", "7", "--quiet", "--no-samples"]
+    seeding = subprocess.Popen(
+        [sys.executable, "-m", "govmesh.cli", *seed],
+        env=mesh.env | {"RECORDS_GRPC_TARGET": f"127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    late = None
+    try:
+        time.sleep(1)
+        late = Process(
+            ["api", "records"],
+            mesh.env | {"RECORDS_GRPC_PORT": str(port), "RECORDS_API_METRICS_PORT": str(free_port())},
+            mesh.tmp_path / "late-records-api.log",
+        ).start()
+        output, _ = seeding.communicate(timeout=120)
+    finally:
+        seeding.kill()
+        if late is not None:
+            late.stop()
+    people = list(synthetic.population(12, seed=7))
+    expected = sum(len(p.records) for p in people)
+    assert seeding.returncode == 0, output
+    assert "answered UNAVAILABLE" in output and "sending them again" in output
+    assert f"{expected} department records" in output and "0 refused" in output
+    assert "chunks sent again after the mesh answered busy" in output
+    for person in people:
+        assert person.identifier not in output
+    assert stored_records(mesh, {r.source_reference for p in people for r in p.records}) == expected
 
 
 def test_other_workers_pull_proofs_over_rpc_with_the_same_rights_and_audit(mesh: ServiceEnv) -> None:

@@ -7,6 +7,7 @@ the new ones). Running it twice stores nothing new: the feed is idempotent."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import threading
 import time
 from collections import defaultdict
@@ -32,6 +33,8 @@ class Totals:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    #: Departments' chunks sent again after an answer that passes (PASSING).
+    retried: int = 0
     examples: list[str] = field(default_factory=list)
     #: A person to try per kind of record: record type -> (identifier, display name), the first met.
     samples: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -43,6 +46,16 @@ class Totals:
         self.rejected += response.rejected
         for rejection in response.rejections[: max(0, 5 - len(self.examples))]:
             self.examples.append(f"{rejection.department_code}/{rejection.source_reference}: {rejection.message}")
+
+
+#: Answers that say the mesh is busy or a part of it away for a moment, not that the records are
+#: wrong: a chunk so answered is sent again, whole, up to ATTEMPTS times. The feed stores each record
+#: once, so what a failed try had stored comes back counted as already there. One identity call
+#: timing out on a loaded machine ended a million-person seed at 43% before.
+PASSING = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+ATTEMPTS = 6
 
 
 def to_proto(subject: synthetic.SyntheticSubject, record: synthetic.SyntheticRecord) -> records_pb2.DepartmentRecord:
@@ -103,6 +116,7 @@ def seed(
     tokens: dict[str, tuple[tuple[str, str | bytes], ...]] = {}
     connections = _Connections(settings.grpc_target)
     totals = Totals()
+    lock = threading.Lock()
     people = synthetic.population(subjects, seed=seed_value)
     bar = tqdm(total=subjects, unit="subject", disable=not progress, desc="seeding records")
     with ThreadPoolExecutor(max_workers=streams) as pool:
@@ -118,10 +132,24 @@ def seed(
             ) -> records_pb2.PublishRecordsResponse:
                 if department not in tokens:
                     tokens[department] = (("authorization", f"Bearer {issuer.issue(department)}"),)
-                response: records_pb2.PublishRecordsResponse = connections.stub().PublishRecords(
-                    _batches(outgoing[department], batch), metadata=tokens[department], timeout=600
-                )
-                return response
+                for attempt in itertools.count(1):
+                    try:
+                        response: records_pb2.PublishRecordsResponse = connections.stub().PublishRecords(
+                            _batches(outgoing[department], batch), metadata=tokens[department], timeout=600
+                        )
+                        return response
+                    except grpc.RpcError as error:
+                        if error.code() not in PASSING or attempt == ATTEMPTS:
+                            raise
+                        pause = min(2**attempt, 30)
+                        tqdm.write(
+                            f"govmesh records seed: {department}'s records answered {error.code().name} "
+                            f"({error.details()}); sending them again in {pause} s (try {attempt + 1} of {ATTEMPTS})"
+                        )
+                        with lock:
+                            totals.retried += 1
+                        time.sleep(pause)
+                raise AssertionError("unreachable")
 
             for response in pool.map(publish, sorted(by_department)):
                 totals.add(response)
@@ -149,6 +177,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         f"{totals.subjects} subjects, {totals.received} department records in {elapsed:.0f} s "
         f"({totals.received / max(elapsed, 1e-9):.0f} records/s): {totals.stored} stored, "
         f"{totals.duplicates} already there, {totals.rejected} refused"
+        + (f" ({totals.retried} departments' chunks sent again after the mesh answered busy)" if totals.retried else "")
     )
     for example in totals.examples:
         print(f"  refused: {example}")
