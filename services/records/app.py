@@ -312,7 +312,7 @@ class RecordsApp:
             if supersedes is not None:
                 superseded.append((supersedes, record_id))
             events.append(
-                (contract.record_published(record_id, item, supersedes, channel, now), item.subject.subject_id)
+                (contract.record_published_json(record_id, item, supersedes, channel, now), item.subject.subject_id)
             )
         repository.add_records(session, rows, superseded)
         self.outbox.add_many(session, events)

@@ -1,5 +1,6 @@
-"""GetProof renders its events' proto3 JSON itself (contract.proof_issued_json,
-data_accessed_json): what it publishes must be what protobuf's printer makes of the messages."""
+"""GetProof and the feeds render their events' proto3 JSON themselves (contract.proof_issued_json,
+data_accessed_json, record_published_json): what they publish must be what protobuf's printer
+makes of the messages."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given
+from hypothesis import strategies as st
 
+from govmesh import clock
+from govmesh.identity.v1 import identity_pb2
 from govmesh.messaging import Envelope
+from govmesh.parties import Party
 from govmesh.records.v1 import events_pb2, records_pb2
 from services.records import contract
-from services.records.domain import access_log
+from services.records.domain import access_log, catalogue
+from services.records.domain.feed import Checked
 from tests.unit.records.test_signing import NOW, make_proof, new_signer
 
 MOMENTS = [
@@ -97,4 +104,51 @@ def test_proof_issued_json_is_what_protobuf_prints(
     assert rendered.fields == json_format.MessageToDict(contract.proof_issued(proof))
     assert Envelope.for_event("records", rendered, "s", {}).body == json_format.MessageToJson(
         contract.proof_issued(proof), indent=None, sort_keys=True
+    )
+
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+DATES = st.dates(datetime.date(1900, 1, 1), datetime.date(2200, 12, 31))
+
+
+@given(
+    texts=st.tuples(TEXT, TEXT, TEXT, TEXT),
+    kind=st.sampled_from(identity_pb2.SubjectKind.values()),
+    effective=st.tuples(DATES, st.none() | DATES),
+    supersedes=st.none() | TEXT,
+    channel=st.sampled_from(["grpc", "broker"]),
+    now=st.datetimes(datetime.datetime(1970, 1, 1), datetime.datetime(2200, 1, 1), timezones=st.just(datetime.UTC)),
+)
+def test_record_published_json_is_what_protobuf_prints(
+    texts: tuple[str, str, str, str],
+    kind: int,
+    effective: tuple[datetime.date, datetime.date | None],
+    supersedes: str | None,
+    channel: str,
+    now: datetime.datetime,
+) -> None:
+    record_id, reference, subject_id, masked = texts
+    department = catalogue.DEPARTMENTS[0]
+    spec = department.record_types[0]
+    subject = Party(subject_id, masked, identity_pb2.SubjectKind.ValueType(kind))
+    item = Checked(department.code, spec, reference, {}, effective[0], effective[1], None, "", subject)
+    rendered = contract.record_published_json(record_id, item, supersedes, channel, now)
+    message = events_pb2.RecordPublished(
+        record_id=record_id,
+        department_code=department.code,
+        record_type=spec.code,
+        source_reference=reference,
+        subject_id=subject_id,
+        subject_masked_identifier=masked,
+        subject_kind=identity_pb2.SubjectKind.ValueType(kind),
+        effective_from=effective[0].isoformat(),
+        effective_to=effective[1].isoformat() if effective[1] else "",
+        supersedes_record_id=supersedes or "",
+        channel=events_pb2.INGEST_CHANNEL_GRPC if channel == "grpc" else events_pb2.INGEST_CHANNEL_BROKER,
+        published_at=clock.timestamp(now),
+    )
+    assert rendered.descriptor is events_pb2.RecordPublished.DESCRIPTOR
+    assert rendered.fields == json_format.MessageToDict(message)
+    assert Envelope.for_event("records", rendered, subject_id, {}).body == json_format.MessageToJson(
+        message, indent=None, sort_keys=True
     )
