@@ -21,7 +21,7 @@ help:
 	@echo "make lint   ruff, mypy, buf lint and buf breaking only"
 	@echo "make chaos  every fault (broker, worker and api kill -9, the database gone 30 s, poison messages, doubled and reordered deliveries) on SQLite and PostgreSQL under load, then a 30-minute soak: lost, doubled and stuck counted (about 50 minutes)"
 	@echo "make image  the one container image (deploy/image/Containerfile) from a Debian base made here, then its contents checked without running it"
-	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log, a million people seeded: about 2 hours), then the verdict on every target"
+	@echo "make bench  benchmarks beside bare baselines (gRPC latency, event publication, py-amqp against pika, case decisions, offered load and scale-out, crowd ingestion and level latency, proofs under concurrency and a million-entry access log, a million people seeded, 53 minutes of it: about 1.5 hours), then the verdict on every target"
 
 $(STAMPS)/venv:
 	@echo "==> creating the virtual environment $(VENV) with $(PYTHON_FOR_VENV)"
