@@ -439,7 +439,8 @@ def execute_on_driver(
     around it (context, cursor, result) cost more Python than psycopg's own execute. Returns the
     psycopg cursor, whose rows are tuples. A driver error is raised as Connection.execute would
     raise it (sa.exc.IntegrityError, OperationalError, ...), with no parameter in what SQLAlchemy
-    adds to its message, and a connection found lost is invalidated, not put back in the pool."""
+    adds to its message, and a connection found lost is invalidated, not put back in the pool, with
+    every pooled connection older than it."""
     driver = connection.connection.driver_connection
     assert driver is not None
     dialect = connection.dialect
@@ -448,6 +449,10 @@ def execute_on_driver(
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, driver, None)
         if lost:
+            # As SQLAlchemy does when its own statement finds the connection lost: the pool's other
+            # connections opened before now are likely lost with it (a server restart), so they are
+            # replaced at their next checkout instead of each failing one more call.
+            connection.engine.pool._invalidate(connection.connection, exc)
             connection.invalidate(exc)
         raise sa.exc.DBAPIError.instance(
             statement,

@@ -258,7 +258,8 @@ class OutboxRelay:
             # Several relays of one service lock the rows they publish and skip the others'.
             with self.db.transaction() as session:
                 rows = session.execute(unpublished.with_for_update(skip_locked=True)).all()
-                if not rows:
+                if not rows:  # another relay took them, or the last batch was exactly full
+                    self._idle = True
                     return 0
                 _publish(self.publisher, [_envelope(row) for row in rows])
                 self._confirm([row._mapping["seq"] for row in rows])

@@ -113,3 +113,31 @@ def test_a_statement_on_the_driver_fails_as_sqlalchemys_would_and_a_dead_connect
         driver_backend(db)
     assert database_unavailable(failed.value)
     assert driver_backend(db) not in (first, 0)  # the pool reconnected by itself
+
+
+def test_a_connection_found_lost_on_the_driver_takes_the_pools_older_connections_with_it(
+    postgres: PostgresDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted server leaves every pooled connection dead: the first call to find one lost
+    fails, and the others are replaced at their next checkout rather than each failing a call."""
+    monkeypatch.setattr(govmesh_db, "PING_AFTER_IDLE_SECONDS", 3600.0)  # no ping would save them
+    db = service_database("identity", postgres.create(), pool_size=2)
+    try:
+        with db.single_write() as one, db.single_write() as two:  # two connections in the pool
+            assert isinstance(one, sa.Connection) and isinstance(two, sa.Connection)
+            old = {
+                int(govmesh_db.execute_on_driver(c, "SELECT pg_backend_pid()", {}).fetchone()[0]) for c in (one, two)
+            }
+        for pid in old:
+            terminate(db, pid)
+        with pytest.raises(sa.exc.DBAPIError) as failed:
+            driver_backend(db)
+        assert database_unavailable(failed.value)
+        with db.single_write() as one, db.single_write() as two:  # both now fresh, whichever was kept
+            assert isinstance(one, sa.Connection) and isinstance(two, sa.Connection)
+            new = {
+                int(govmesh_db.execute_on_driver(c, "SELECT pg_backend_pid()", {}).fetchone()[0]) for c in (one, two)
+            }
+        assert len(new) == 2 and not new & old
+    finally:
+        db.dispose()

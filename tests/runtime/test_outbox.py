@@ -27,7 +27,7 @@ from govmesh.identity.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
 from govmesh.outbox import Outbox, OutboxRelay
 from services.identity import store
-from tests.support.mesh import Integrator
+from tests.support.mesh import Integrator, PostgresDatabases
 
 
 @pytest.fixture
@@ -376,3 +376,37 @@ def test_an_idle_relay_on_sqlite_publishes_what_another_process_commits_before_i
         thread.join(5)
     assert ours(deliveries, second) and not ours(deliveries, first)
     assert unpublished(db, outbox) == 0
+
+
+def test_an_idle_relay_on_postgresql_looks_without_locking_even_after_an_exactly_full_batch(
+    postgres: PostgresDatabases, outbox: Outbox, amqp_uri: str
+) -> None:
+    """An idle relay looks for an unsent event with one plain statement, and takes its locking
+    read only when there is something to publish; a batch that was exactly full, whose next read
+    finds nothing, leaves it idle too, not locking on every poll until a partial batch comes."""
+    db = service_database("identity", postgres.create())
+    db.migrate()
+    locking: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "FOR UPDATE" in statement:
+            locking.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    integrator = Integrator(amqp_uri, "identity.events")
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), batch_size=5)
+    try:
+        subjects = queue_events(db, outbox, 5)
+        assert relay.publish_pending() == 5  # exactly a batch: there may be more
+        assert relay.publish_pending() == 0  # there was not
+        assert len(locking) == 2
+        for _ in range(5):
+            assert relay.publish_pending() == 0
+        assert len(locking) == 2  # idle: it only looked
+        later = queue_events(db, outbox, 1)
+        assert relay.publish_pending() == 1 and len(locking) == 3
+        assert len(set(ours(integrator.receive(6), subjects + later))) == 6 and unpublished(db, outbox) == 0
+    finally:
+        relay.publisher.close()
+        integrator.close()
+        db.dispose()

@@ -33,7 +33,7 @@ class Totals:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
-    #: Departments' chunks sent again after an answer that passes (PASSING).
+    #: Tries that sent a department's chunk again after an answer that passes (PASSING).
     retried: int = 0
     examples: list[str] = field(default_factory=list)
     #: A person to try per kind of record: record type -> (identifier, display name), the first met.
@@ -48,13 +48,12 @@ class Totals:
             self.examples.append(f"{rejection.department_code}/{rejection.source_reference}: {rejection.message}")
 
 
-#: Answers that say the mesh is busy or a part of it away for a moment, not that the records are
+#: Answers that say a part of the mesh is away or slow for a moment, not that the records are
 #: wrong: a chunk so answered is sent again, whole, up to ATTEMPTS times. The feed stores each record
 #: once, so what a failed try had stored comes back counted as already there. One identity call
-#: timing out on a loaded machine ended a million-person seed at 43% before.
-PASSING = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+#: timing out on a loaded machine ended a million-person seed at 43% before. RESOURCE_EXHAUSTED is
+#: not among them: here it only says a message is over gRPC's size limit, which no retry changes.
+PASSING = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 ATTEMPTS = 6
 
 
@@ -177,7 +176,12 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         f"{totals.subjects} subjects, {totals.received} department records in {elapsed:.0f} s "
         f"({totals.received / max(elapsed, 1e-9):.0f} records/s): {totals.stored} stored, "
         f"{totals.duplicates} already there, {totals.rejected} refused"
-        + (f" ({totals.retried} departments' chunks sent again after the mesh answered busy)" if totals.retried else "")
+        + (
+            f" ({totals.retried} tries sent a department's chunk again after the mesh was away or slow;"
+            " what a failed try stored is counted as already there)"
+            if totals.retried
+            else ""
+        )
     )
     for example in totals.examples:
         print(f"  refused: {example}")
