@@ -279,28 +279,13 @@ def new_proof(
     )
 
 
-def proof_issued(proof: records_pb2.Proof) -> events_pb2.ProofIssued:
-    return events_pb2.ProofIssued(
-        proof_id=proof.proof_id,
-        proof_type=proof.proof_type,
-        issuing_department_code=proof.issuing_department_code,
-        subject_id=proof.subject_id,
-        subject_masked_identifier=proof.subject_masked_identifier,
-        issued_to=proof.issued_to,
-        purpose=proof.purpose,
-        issued_at=proof.issued_at,
-        valid_until=proof.valid_until,
-        key_id=proof.key_id,
-    )
-
-
 #: ProofIssued's fields by their JSON names: each is the proof's field of the same name and type
 #: (tests/unit/records/test_events_json.py).
 _ISSUED_FIELDS = tuple(field.json_name for field in events_pb2.ProofIssued.DESCRIPTOR.fields)
 
 
 def proof_issued_json(signed: dict[str, Any]) -> RenderedEvent:
-    """proof_issued(proof) as its proto3 JSON, taken from the proof's own (signing.Signer.sign's
+    """The ProofIssued event of a proof as its proto3 JSON, taken from the proof's own (signing.Signer.sign's
     answer) rather than printed again field by field."""
     fields = {name: signed[name] for name in _ISSUED_FIELDS if name in signed}
     return RenderedEvent(events_pb2.ProofIssued.DESCRIPTOR, fields)
@@ -333,12 +318,8 @@ def purpose_of(entry: access_log.Entry) -> records_pb2.Purpose:
     return purpose
 
 
-def data_accessed(entry: access_log.Entry) -> events_pb2.DataAccessed:
-    return events_pb2.DataAccessed(**_entry_fields(entry))
-
-
 def data_accessed_json(entry: access_log.Entry) -> RenderedEvent:
-    """data_accessed(entry) as its proto3 JSON, written directly (json_format.MessageToDict of the
+    """The DataAccessed event of an access entry as its proto3 JSON, written directly (json_format.MessageToDict of the
     message makes the same object, 5 times slower): a field at its default value is left out,
     a 64-bit integer is a string, an enum its name, a time RFC 3339."""
     purpose: dict[str, str] = {_PURPOSE_NAMES[entry.purpose_kind]: entry.purpose_value} if entry.purpose_kind else {}
@@ -368,7 +349,7 @@ _OUTCOME_NAMES = {
 
 
 def _entry_fields(entry: access_log.Entry) -> dict[str, Any]:
-    """What the DataAccessed event and a ListAccesses entry both say of an access entry."""
+    """What a ListAccesses entry says of an access entry."""
     return {
         "sequence": entry.entry_id,
         "subject_id": entry.subject_id,

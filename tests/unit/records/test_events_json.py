@@ -48,6 +48,37 @@ def entry(**changes: object) -> access_log.Entry:
     return access_log.Entry(**(given | changes))  # type: ignore[arg-type]
 
 
+def data_accessed(entry: access_log.Entry) -> events_pb2.DataAccessed:
+    """The event as protobuf makes it, field by field: what the rendered JSON is held to."""
+    return events_pb2.DataAccessed(
+        sequence=entry.entry_id,
+        subject_id=entry.subject_id,
+        subject_masked_identifier=entry.subject_masked_identifier,
+        caller_id=entry.caller_id,
+        caller_name=entry.caller_name,
+        proof_type=entry.proof_type,
+        purpose=contract.purpose_of(entry),
+        outcome=contract.outcome_to_proto(entry.outcome),
+        proof_id=entry.proof_id,
+        accessed_at=clock.timestamp(entry.accessed_at),
+    )
+
+
+def proof_issued(proof: records_pb2.Proof) -> events_pb2.ProofIssued:
+    return events_pb2.ProofIssued(
+        proof_id=proof.proof_id,
+        proof_type=proof.proof_type,
+        issuing_department_code=proof.issuing_department_code,
+        subject_id=proof.subject_id,
+        subject_masked_identifier=proof.subject_masked_identifier,
+        issued_to=proof.issued_to,
+        purpose=proof.purpose,
+        issued_at=proof.issued_at,
+        valid_until=proof.valid_until,
+        key_id=proof.key_id,
+    )
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -64,7 +95,7 @@ def entry(**changes: object) -> access_log.Entry:
 def test_data_accessed_json_is_what_protobuf_prints(changes: dict[str, object]) -> None:
     read = entry(**changes)
     rendered = contract.data_accessed_json(read)
-    message = contract.data_accessed(read)
+    message = data_accessed(read)
     assert rendered.descriptor is events_pb2.DataAccessed.DESCRIPTOR
     assert rendered.fields == json_format.MessageToDict(message)
     ours = Envelope.for_event("records", rendered, read.subject_id, {})
@@ -101,9 +132,9 @@ def test_proof_issued_json_is_what_protobuf_prints(
     signed = signer.sign(proof)
     rendered = contract.proof_issued_json(signed)
     assert rendered.descriptor is events_pb2.ProofIssued.DESCRIPTOR
-    assert rendered.fields == json_format.MessageToDict(contract.proof_issued(proof))
+    assert rendered.fields == json_format.MessageToDict(proof_issued(proof))
     assert Envelope.for_event("records", rendered, "s", {}).body == json_format.MessageToJson(
-        contract.proof_issued(proof), indent=None, sort_keys=True
+        proof_issued(proof), indent=None, sort_keys=True
     )
 
 
