@@ -198,7 +198,8 @@ MARK_WITHIN_SECONDS = 1.0
 RETRY_AT_MOST_EVERY = 5.0
 
 #: An idle relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's schema).
-_ANY_UNPUBLISHED = "SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1"
+#: Ordered by the unpublished index's columns, as the relay's read is (OutboxRelay._unpublished).
+_ANY_UNPUBLISHED = "SELECT 1 FROM outbox WHERE published_at IS NULL ORDER BY published_at, seq LIMIT 1"
 
 #: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
 COMMIT_LOOK_SECONDS = 0.002
@@ -227,8 +228,16 @@ class OutboxRelay:
         #: Whether the last round left nothing behind: the next one looks before it locks.
         self._idle = True
         table = outbox.outbox
+        # Ordered by the columns of ix_outbox_unpublished (published_at is NULL in every row read,
+        # so the order is seq's), so that no statistics can make PostgreSQL read in the primary
+        # key's order instead, filtering out every published row on the way: after statistics taken
+        # mid-seed (55% unpublished), each batch of 500 walked ~980,000 sent rows, 1,030 ms against
+        # 3.9 ms, and a 200,000-person seed ended with 840,000 events unsent.
         self._unpublished = (
-            sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(batch_size)
+            sa.select(table)
+            .where(table.c.published_at.is_(None))
+            .order_by(table.c.published_at, table.c.seq)
+            .limit(batch_size)
         )
 
     def publish_pending(self) -> int:

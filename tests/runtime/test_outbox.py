@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from govmesh import messaging, metrics, tracing
+from govmesh import outbox as outbox_module
 from govmesh.db import Database, service_database
 from govmesh.identity.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
@@ -409,4 +410,31 @@ def test_an_idle_relay_on_postgresql_looks_without_locking_even_after_an_exactly
     finally:
         relay.publisher.close()
         integrator.close()
+        db.dispose()
+
+
+def test_the_relays_read_on_postgresql_takes_the_unpublished_index_whatever_the_statistics_say(
+    postgres: PostgresDatabases, outbox: Outbox, amqp_uri: str
+) -> None:
+    """Statistics taken while most events waited (mid-seed) must not send the relay's read along
+    the primary key, past every event sent since: it reads through ix_outbox_unpublished."""
+    db = service_database("identity", postgres.create())
+    db.migrate()
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+    try:
+        queue_events(db, outbox, 5_000)
+        with db.transaction() as session:
+            session.execute(sa.text("ANALYZE outbox"))  # 100% unpublished, as the statistics will say
+            session.execute(sa.text("UPDATE outbox SET published_at = now() WHERE seq <= 4900"))
+        with db.read() as session:
+            read = relay._unpublished.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
+            plans = [
+                "\n".join(session.execute(sa.text(f"EXPLAIN {statement}")).scalars())
+                for statement in (str(read), outbox_module._ANY_UNPUBLISHED)  # its batch read, its idle look
+            ]
+        for plan in plans:
+            assert "ix_outbox_unpublished" in plan, plan
+        assert relay.publish_pending() == 100
+    finally:
+        relay.publisher.close()
         db.dispose()
