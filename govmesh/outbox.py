@@ -46,7 +46,13 @@ def messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("trace_headers", sa.Text(), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Index("ix_outbox_unpublished", "published_at", "seq"),
+        # Only the events waiting to be published (govmesh.migration_ops.outbox_pending_index_v2).
+        sa.Index(
+            "ix_outbox_pending",
+            "seq",
+            postgresql_where=sa.text("published_at IS NULL"),
+            sqlite_where=sa.text("published_at IS NULL"),
+        ),
     )
     inbox = sa.Table(
         "inbox",
@@ -95,12 +101,26 @@ class Outbox:
         session.execute(self.inbox.insert().values(consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)))
         return True
 
+    def waiting(self, limit: int) -> sa.Select[tuple[object, ...]]:
+        """The oldest ``limit`` events waiting to be published, read through ix_outbox_pending,
+        which holds those rows only. With an index of every row instead, statistics taken mid-seed
+        (55% unpublished) made PostgreSQL read along the primary key, filtering out every published
+        row on the way: each batch of 500 walked ~980,000 sent rows, 1,030 ms against 3.9 ms, and a
+        200,000-person seed ended with 840,000 events unsent."""
+        table = self.outbox
+        return sa.select(table).where(table.c.published_at.is_(None)).order_by(table.c.seq).limit(limit)
+
+    @property
+    def backlog_count(self) -> sa.Select[int]:
+        """The events waiting, counted in ix_outbox_pending: ordered by its column, since a plain
+        count, with statistics that say most rows wait, reads the whole table instead."""
+        table = self.outbox
+        pending = sa.select(table.c.seq).where(table.c.published_at.is_(None)).order_by(table.c.seq).subquery()
+        return sa.select(sa.func.count()).select_from(pending)
+
     def backlog(self, session: Session) -> int:
-        return int(
-            session.execute(
-                sa.select(sa.func.count()).select_from(self.outbox).where(self.outbox.c.published_at.is_(None))
-            ).scalar_one()
-        )
+        """How many events wait to be published (the backlog gauge)."""
+        return int(session.execute(self.backlog_count).scalar_one())
 
 
 def outbox_rows(envelopes: Sequence[Envelope]) -> list[dict[str, object]]:
@@ -198,8 +218,9 @@ MARK_WITHIN_SECONDS = 1.0
 RETRY_AT_MOST_EVERY = 5.0
 
 #: An idle relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's schema).
-#: Ordered by the unpublished index's columns, as the relay's read is (OutboxRelay._unpublished).
-_ANY_UNPUBLISHED = "SELECT 1 FROM outbox WHERE published_at IS NULL ORDER BY published_at, seq LIMIT 1"
+#: Ordered, as the relay's read is: unordered, statistics that say most rows wait would make a
+#: scan of the whole table look cheaper than the index for one row.
+_ANY_UNPUBLISHED = "SELECT 1 FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1"
 
 #: How often an idle relay on SQLite looks whether anything committed (CommitWatch).
 COMMIT_LOOK_SECONDS = 0.002
@@ -227,18 +248,7 @@ class OutboxRelay:
         self._commits: CommitWatch | None = None
         #: Whether the last round left nothing behind: the next one looks before it locks.
         self._idle = True
-        table = outbox.outbox
-        # Ordered by the columns of ix_outbox_unpublished (published_at is NULL in every row read,
-        # so the order is seq's), so that no statistics can make PostgreSQL read in the primary
-        # key's order instead, filtering out every published row on the way: after statistics taken
-        # mid-seed (55% unpublished), each batch of 500 walked ~980,000 sent rows, 1,030 ms against
-        # 3.9 ms, and a 200,000-person seed ended with 840,000 events unsent.
-        self._unpublished = (
-            sa.select(table)
-            .where(table.c.published_at.is_(None))
-            .order_by(table.c.published_at, table.c.seq)
-            .limit(batch_size)
-        )
+        self._unpublished = outbox.waiting(batch_size)
 
     def publish_pending(self) -> int:
         """One batch; returns how many events were published (0 when there was nothing)."""

@@ -16,6 +16,7 @@ import amqp
 import pika
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,7 +27,7 @@ from govmesh import outbox as outbox_module
 from govmesh.db import Database, service_database
 from govmesh.identity.v1 import events_pb2
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope
-from govmesh.outbox import Outbox, OutboxRelay
+from govmesh.outbox import Outbox, OutboxRelay, messaging_tables
 from services.identity import store
 from tests.support.mesh import Integrator, PostgresDatabases
 
@@ -413,11 +414,12 @@ def test_an_idle_relay_on_postgresql_looks_without_locking_even_after_an_exactly
         db.dispose()
 
 
-def test_the_relays_read_on_postgresql_takes_the_unpublished_index_whatever_the_statistics_say(
+def test_the_relays_reads_and_the_backlog_on_postgresql_take_the_pending_index_whatever_the_statistics_say(
     postgres: PostgresDatabases, outbox: Outbox, amqp_uri: str
 ) -> None:
     """Statistics taken while most events waited (mid-seed) must not send the relay's read along
-    the primary key, past every event sent since: it reads through ix_outbox_unpublished."""
+    the primary key, or the backlog's count through the whole table, past every event sent since:
+    they read through ix_outbox_pending, which holds the waiting events only."""
     db = service_database("identity", postgres.create())
     db.migrate()
     relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
@@ -428,13 +430,69 @@ def test_the_relays_read_on_postgresql_takes_the_unpublished_index_whatever_the_
             session.execute(sa.text("UPDATE outbox SET published_at = now() WHERE seq <= 4900"))
         with db.read() as session:
             read = relay._unpublished.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
+            backlog = outbox.backlog_count.compile(dialect=session.bind.dialect)
             plans = [
                 "\n".join(session.execute(sa.text(f"EXPLAIN {statement}")).scalars())
-                for statement in (str(read), outbox_module._ANY_UNPUBLISHED)  # its batch read, its idle look
+                for statement in (str(read), outbox_module._ANY_UNPUBLISHED, str(backlog))
             ]
-        for plan in plans:
-            assert "ix_outbox_unpublished" in plan, plan
+            assert outbox.backlog(session) == 100
+        for plan in plans:  # the relay's batch read, its idle look, the backlog gauge's count
+            assert "ix_outbox_pending" in plan, plan
         assert relay.publish_pending() == 100
     finally:
         relay.publisher.close()
+        db.dispose()
+
+
+#: Each service's revision before its outbox's index held the waiting events only.
+BEFORE_PENDING_INDEX = {"identity": "0001", "crowd": "0001", "health": "0001", "records": "0002", "approvals": "0003"}
+
+
+def explained(session: sa.orm.Session, statement: sa.Select[tuple[object, ...]]) -> str:
+    """The database's plan for ``statement`` (values inlined), as its EXPLAIN prints it."""
+    compiled = statement.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
+    explain = "EXPLAIN QUERY PLAN" if session.bind.dialect.name == "sqlite" else "EXPLAIN"
+    return "\n".join(str(row[-1]) for row in session.execute(sa.text(f"{explain} {compiled}")))
+
+
+@pytest.mark.parametrize("service", sorted(BEFORE_PENDING_INDEX))
+def test_every_services_outbox_index_moves_to_the_waiting_events_only_and_back(database_url: str, service: str) -> None:
+    """A database with sent and waiting events, migrated from the revision before: its outbox's
+    index holds the waiting events only, the relay's read and the backlog find them through it,
+    and the migration goes back down to the index of every row."""
+    db = service_database(service, database_url)
+    table, inbox = messaging_tables(sa.MetaData())
+    ours = Outbox(service, table, inbox)
+
+    def indexes() -> set[str]:
+        with db.engine.connect() as connection:
+            return {
+                index["name"] or ""
+                for index in sa.inspect(connection).get_indexes("outbox", None if db.is_sqlite else db.schema)
+            }
+
+    try:
+        db.migrate(BEFORE_PENDING_INDEX[service])
+        assert "ix_outbox_unpublished" in indexes() and "ix_outbox_pending" not in indexes()
+        with db.transaction() as session:
+            ours.add_many(
+                session, [(events_pb2.SubjectRegistered(subject_id=f"sub_{n}"), f"sub_{n}") for n in range(5)]
+            )
+            session.execute(table.update().where(table.c.seq <= 3).values(published_at=sa.func.now()))
+        db.migrate()
+        assert "ix_outbox_pending" in indexes() and "ix_outbox_unpublished" not in indexes()
+        with db.read() as session:
+            assert [row.subject for row in session.execute(ours.waiting(500))] == ["sub_3", "sub_4"]
+            assert ours.backlog(session) == 2
+            if not db.is_sqlite:  # five rows are read whole, whatever the indexes, unless told not to
+                session.execute(sa.text("SET enable_seqscan = off"))
+            assert "ix_outbox_pending" in explained(session, ours.waiting(500))
+            if not db.is_sqlite:
+                session.execute(sa.text("RESET enable_seqscan"))
+        with db.engine.begin() as connection:
+            command.downgrade(db._alembic_config(connection), BEFORE_PENDING_INDEX[service])
+        assert "ix_outbox_unpublished" in indexes() and "ix_outbox_pending" not in indexes()
+        with db.read() as session:
+            assert ours.backlog(session) == 2
+    finally:
         db.dispose()
