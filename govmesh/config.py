@@ -43,6 +43,9 @@ environment (defaults in brackets):
   GOVMESH_WORKER_STOP_SECONDS how long a worker told to stop (SIGTERM, Ctrl-C) lets its handlers
                               finish before it kills them, which their messages survive (redelivered,
                               the inbox keeps effects single); under Kubernetes' 30 s grace [20]
+  GOVMESH_OUTBOX_KEEP_SECONDS how long a worker keeps the events it sent in its service's outbox
+                              before deleting them: subscribers have them in their queues by then,
+                              and kept for ever they would be most of the database [86400, a day]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   GOVMESH_AMQP_HEARTBEAT_SECONDS
@@ -179,6 +182,8 @@ class Settings:
     amqp_heartbeat_seconds: float = 10.0
     #: How long a worker's graceful stop may take before it kills its handlers.
     worker_stop_seconds: float = 20.0
+    #: How long a worker's outbox relay keeps the events it sent before it deletes them.
+    outbox_keep_seconds: float = 86_400.0
     #: Where the "file" traces exporter writes this process's spans.
     traces_file_dir: Path = DEFAULT_TRACES_FILE_DIR
 
@@ -236,5 +241,6 @@ def load(service: str) -> Settings:
         worker_concurrency=env_whole("GOVMESH_WORKER_CONCURRENCY", 10, 1, 1000),
         worker_stop_seconds=env_seconds("GOVMESH_WORKER_STOP_SECONDS", 20.0),
         amqp_heartbeat_seconds=env_seconds("GOVMESH_AMQP_HEARTBEAT_SECONDS", 10.0),
+        outbox_keep_seconds=env_seconds("GOVMESH_OUTBOX_KEEP_SECONDS", 86_400.0),
         traces_file_dir=traces_file_dir() if exporter == "file" else DEFAULT_TRACES_FILE_DIR,
     )

@@ -36,6 +36,9 @@ OUTBOX_PUBLISHED = Counter("govmesh_outbox_published_total", "Events published f
 OUTBOX_PUBLISH_FAILURES = Counter(
     "govmesh_outbox_publish_failures_total", "Outbox batches that the broker did not confirm.", ["service"]
 )
+OUTBOX_PRUNED = Counter(
+    "govmesh_outbox_pruned_total", "Sent events deleted from the outbox after its keep time.", ["service"]
+)
 OUTBOX_BACKLOG = Gauge("govmesh_outbox_backlog", "Events committed but not yet published.", ["service"])
 
 READY = Gauge("govmesh_ready", "1 when the process's database is reachable and migrated.", ["service", "process"])

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -217,6 +217,13 @@ MARK_WITHIN_SECONDS = 1.0
 #: after a short outage.
 RETRY_AT_MOST_EVERY = 5.0
 
+#: How often at most a relay deletes the events it sent longer ago than it keeps them.
+PRUNE_EVERY_SECONDS = 60.0
+#: The oldest rows one delete statement looks at; a prune goes on while a statement deletes them
+#: all, for PRUNE_AT_MOST_SECONDS at most, so that it never keeps a busy relay from publishing long.
+PRUNE_BATCH = 5000
+PRUNE_AT_MOST_SECONDS = 2.0
+
 #: An idle relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's schema).
 #: Ordered, as the relay's read is: unordered, statistics that say most rows wait would make a
 #: scan of the whole table look cheaper than the index for one row.
@@ -234,10 +241,21 @@ class OutboxRelay:
     relays of one service never publish the same row twice. On SQLite (one writer, one relay)
     nothing is locked while the broker answers."""
 
-    def __init__(self, db: Database, outbox: Outbox, publisher: ConfirmingPublisher, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        publisher: ConfirmingPublisher,
+        batch_size: int = 500,
+        keep_sent_seconds: float | None = None,
+    ) -> None:
         self.db = db
         self.outbox = outbox
         self.publisher = publisher
+        #: How long sent events stay in the outbox (None: for ever): the broker has them by then,
+        #: and every subscriber's queue; kept, they would be most of a service's database.
+        self.keep_sent_seconds = keep_sent_seconds
+        self._next_prune = 0.0
         self.batch_size = batch_size
         self._stop = threading.Event()
         #: Rows the broker confirmed that are not marked sent yet (SQLite's write lock taken, or
@@ -298,6 +316,41 @@ class OutboxRelay:
             assert isinstance(connection, sa.Connection)
             return execute_on_driver(connection, _ANY_UNPUBLISHED, {}).fetchone() is not None
 
+    def prune_sent(self, batch: int = PRUNE_BATCH) -> int:
+        """Deletes the events sent more than ``keep_sent_seconds`` ago; returns how many. Each
+        statement looks at the ``batch`` oldest rows only (through the primary key) and deletes
+        those sent before the cut, until one deletes none: events leave in about the order they
+        came, so the prunable ones are the oldest, and no statement reads the table further. An
+        event still unsent (the broker away that long) stays, and so do rows sent more than a batch
+        after it, until it is sent. Several relays of one service may prune at once: a row is
+        deleted once."""
+        if self.keep_sent_seconds is None:
+            return 0
+        table = self.outbox.outbox
+        cut = datetime.now(UTC) - timedelta(seconds=self.keep_sent_seconds)
+        oldest = sa.select(table.c.seq, table.c.published_at).order_by(table.c.seq).limit(batch).subquery()
+        statement = table.delete().where(table.c.seq.in_(sa.select(oldest.c.seq).where(oldest.c.published_at < cut)))
+        deleted = 0
+        give_up_at = time.monotonic() + PRUNE_AT_MOST_SECONDS
+        while True:
+            with self.db.transaction() as session:
+                result = session.execute(statement)
+                assert isinstance(result, sa.CursorResult)  # a DELETE's result counts its rows
+                count = int(result.rowcount)
+            deleted += count
+            if count == 0 or time.monotonic() >= give_up_at:
+                break
+        if deleted:
+            log.info("outbox relay: deleted %d events sent before %s", deleted, cut.isoformat(timespec="seconds"))
+            metrics.OUTBOX_PRUNED.labels(self.outbox.service).inc(deleted)
+        return deleted
+
+    def _prune_when_due(self) -> None:
+        if self.keep_sent_seconds is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + min(PRUNE_EVERY_SECONDS, self.keep_sent_seconds)
+        self.prune_sent()
+
     def _confirm(self, seqs: Sequence[int]) -> None:
         if not self._confirmed_unmarked:
             self._unmarked_since = time.monotonic()
@@ -335,6 +388,7 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
+                self._prune_when_due()
             except BrokerUnavailable as exc:
                 log.warning("outbox relay: broker unavailable, retrying in %.1fs: %s", backoff, exc)
                 metrics.OUTBOX_PUBLISH_FAILURES.labels(self.outbox.service).inc()

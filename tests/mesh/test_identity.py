@@ -22,9 +22,11 @@ from pathlib import Path
 import grpc
 import pika
 import pytest
+import sqlalchemy as sa
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from govmesh.db import service_database
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests.support import people
 from tests.support.mesh import (
@@ -471,6 +473,28 @@ def test_metrics_count_calls_by_method_and_code(running: ServiceEnv) -> None:
     assert [now - then for now, then in zip(after, before, strict=True)] == [1.0, 1.0, 1.0]
     worker_metrics = metrics_text(running.worker_metrics_port)
     assert 'govmesh_outbox_backlog{service="identity"}' in worker_metrics
+
+
+def test_a_worker_deletes_the_events_it_sent_once_its_keep_time_has_passed(identity_env: ServiceEnv) -> None:
+    """GOVMESH_OUTBOX_KEEP_SECONDS as an operator sets it: the event reaches its subscriber, then
+    leaves the outbox, and the worker's metrics count it."""
+    identity_env.env |= {"GOVMESH_OUTBOX_KEEP_SECONDS": "1"}
+    env = start(identity_env)
+    db = service_database("identity", env.database_url())
+
+    def outbox_rows() -> int:
+        with db.read() as session:
+            return int(session.execute(sa.text("SELECT count(*) FROM outbox")).scalar_one())
+
+    with Integrators(env.env["AMQP_URI"]) as integrators:
+        integrator = integrators.bind("identity.events", "subject_registered")
+        try:
+            subject_id = Client(env).register(new_resident()).subject.subject_id
+            assert len(receive_own(integrator, 1, about({subject_id}))) == 1
+            wait_for(lambda: outbox_rows() == 0)
+        finally:
+            db.dispose()
+    wait_for(lambda: counter(env.worker_metrics_port, 'govmesh_outbox_pruned_total{service="identity"}') >= 1)
 
 
 def test_no_raw_identifier_in_logs_spans_events_or_metrics(running: ServiceEnv, integrators: Integrators) -> None:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import amqp
@@ -442,6 +443,43 @@ def test_the_relays_reads_and_the_backlog_on_postgresql_take_the_pending_index_w
     finally:
         relay.publisher.close()
         db.dispose()
+
+
+def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_nothing_else(
+    db: Database, outbox: Outbox, amqp_uri: str
+) -> None:
+    """Sent before the cut: deleted, a few statements of the oldest rows at a time. Sent since
+    (even among the old ones), or not sent at all however old: kept, and still published."""
+    table = outbox.outbox
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), keep_sent_seconds=3600)
+    try:
+        queue_events(db, outbox, 12)
+        assert relay.publish_pending() == 12
+        with db.read() as session:
+            seqs = list(session.execute(sa.select(table.c.seq).order_by(table.c.seq)).scalars())
+        two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+        with db.transaction() as session:
+            old = [seqs[n] for n in (0, 1, 3, 5, 6)]  # the third was sent since the cut: kept
+            session.execute(table.update().where(table.c.seq.in_(old)).values(published_at=two_hours_ago))
+            session.execute(table.update().where(table.c.seq == seqs[4]).values(published_at=None))  # never sent
+        waiting = queue_events(db, outbox, 2)
+        pruned = metrics.OUTBOX_PRUNED.labels("identity")._value.get()
+
+        assert relay.prune_sent(batch=4) == 5  # the first four rows hold 3 to delete, the next four 2
+        with db.read() as session:
+            left = list(session.execute(sa.select(table.c.seq).order_by(table.c.seq)).scalars())
+        assert left == [seqs[2], seqs[4], *seqs[7:], *left[-2:]] and len(left) == 2 + 5 + 2
+        assert metrics.OUTBOX_PRUNED.labels("identity")._value.get() == pruned + 5
+        assert relay.prune_sent(batch=4) == 0
+        assert relay.publish_pending() == 3 and unpublished(db, outbox) == 0  # the unsent one and the two new
+        assert len(waiting) == 2
+        forever = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
+        with db.transaction() as session:
+            session.execute(table.update().values(published_at=two_hours_ago))
+        assert forever.prune_sent() == 0  # a relay told no keep time keeps everything
+        forever.publisher.close()
+    finally:
+        relay.publisher.close()
 
 
 #: Each service's revision before its outbox's index held the waiting events only.
