@@ -255,7 +255,6 @@ class OutboxRelay:
         #: How long sent events stay in the outbox (None: for ever): the broker has them by then,
         #: and every subscriber's queue; kept, they would be most of a service's database.
         self.keep_sent_seconds = keep_sent_seconds
-        self._next_prune = 0.0
         self.batch_size = batch_size
         self._stop = threading.Event()
         #: Rows the broker confirmed that are not marked sent yet (SQLite's write lock taken, or
@@ -345,11 +344,19 @@ class OutboxRelay:
             metrics.OUTBOX_PRUNED.labels(self.outbox.service).inc(deleted)
         return deleted
 
-    def _prune_when_due(self) -> None:
-        if self.keep_sent_seconds is None or time.monotonic() < self._next_prune:
+    def run_pruning(self, sleep: object = None) -> None:
+        """Loop until stop(): prune every PRUNE_EVERY_SECONDS (or keep time, if shorter). Its own
+        loop, beside run(), so that a prune never holds up the events waiting to be published."""
+        if self.keep_sent_seconds is None:
             return
-        self._next_prune = time.monotonic() + min(PRUNE_EVERY_SECONDS, self.keep_sent_seconds)
-        self.prune_sent()
+        pause = sleep if callable(sleep) else self._stop.wait
+        every = min(PRUNE_EVERY_SECONDS, self.keep_sent_seconds)
+        while not self._stop.is_set():
+            try:
+                self.prune_sent()
+            except sa.exc.OperationalError as exc:
+                log.warning("outbox relay: database unavailable, pruning again in %.0fs: %s", every, exc)
+            pause(every)
 
     def _confirm(self, seqs: Sequence[int]) -> None:
         if not self._confirmed_unmarked:
@@ -388,7 +395,6 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()
-                self._prune_when_due()
             except BrokerUnavailable as exc:
                 log.warning("outbox relay: broker unavailable, retrying in %.1fs: %s", backoff, exc)
                 metrics.OUTBOX_PUBLISH_FAILURES.labels(self.outbox.service).inc()

@@ -146,6 +146,7 @@ class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]
             log.warning("cannot declare exchanges yet (the relay keeps trying): %s", exc)
         self.relay.watch_backlog()
         self.container.spawn_managed_thread(lambda: self.relay.run(idle_interval=self.idle_interval))
+        self.container.spawn_managed_thread(self.relay.run_pruning)
 
     def stop(self) -> None:
         self.relay.stop()

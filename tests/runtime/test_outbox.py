@@ -482,6 +482,24 @@ def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_no
         relay.publisher.close()
 
 
+def test_a_relays_pruning_goes_on_while_its_database_is_away(
+    outbox: Outbox, amqp_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = Database("postgresql+psycopg://govmesh@127.0.0.1:1/none", schema="identity", migrations=Path("."))
+    relay = OutboxRelay(away, outbox, ConfirmingPublisher(amqp_uri, "identity"), keep_sent_seconds=5)
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            relay.stop()
+
+    relay.run_pruning(sleep=pause)
+    assert pauses == [5, 5]  # every keep time, when shorter than a minute
+    assert caplog.text.count("outbox relay: database unavailable, pruning again in 5s") == 2
+    away.dispose()
+
+
 #: Each service's revision before its outbox's index held the waiting events only.
 BEFORE_PENDING_INDEX = {"identity": "0001", "crowd": "0001", "health": "0001", "records": "0002", "approvals": "0003"}
 
