@@ -15,7 +15,9 @@
    at a time, then with RegisterSubjects in batches, in subjects/s, beside a bare grpcio server
    answering both with constants. Identity's api alone (no worker relaying the events).
 4. Event publication: the outbox relay (read, publish with batched confirms, mark sent) against
-   bare pika publishing the same messages with one confirm per message.
+   bare pika publishing the same messages with one confirm per message; then the same events,
+   sent, deleted as a worker prunes its outbox once their keep time has passed, against one bare
+   DELETE of as many sent rows (SQLite).
 Figures vary with the machine; read them side by side, never as absolutes.
 """
 
@@ -40,7 +42,7 @@ from pathlib import Path
 import grpc
 import pika
 
-from govmesh.db import service_database
+from govmesh.db import Database, service_database
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from govmesh.messaging import ConfirmingPublisher
 from govmesh.outbox import Outbox, OutboxRelay
@@ -321,6 +323,35 @@ def bench_events(events: int, tmp: Path) -> None:
     results.record(
         "event publication", "outbox relay (read, batch confirm, mark sent)", per_second=round(events / elapsed)
     )
+    bench_pruning(db, outbox, relay, events)
+
+
+def bench_pruning(db: Database, outbox: Outbox, relay: OutboxRelay, events: int) -> None:
+    """The sent events deleted once their keep time has passed (every one of them here): as the
+    relay prunes, beside one bare DELETE of the same rows, freshly written and marked sent."""
+    print(f"deleting {events} sent events from identity's outbox")
+    relay.keep_sent_seconds = 1e-6
+    started = time.perf_counter()
+    deleted = 0
+    while pruned := relay.prune_sent():
+        deleted += pruned
+    elapsed = time.perf_counter() - started
+    assert deleted == events, f"pruned {deleted} of {events}"
+    table = outbox.outbox
+    with db.transaction() as session:
+        for _ in range(events):
+            outbox.add(session, events_pb2.SubjectRegistered(subject_id="sub_bench"), subject="sub_bench")
+        session.execute(table.update().values(published_at=datetime.datetime.now(datetime.UTC)))
+    started = time.perf_counter()
+    with db.transaction() as session:
+        session.execute(table.delete().where(table.c.published_at < datetime.datetime.now(datetime.UTC)))
+    bare = time.perf_counter() - started
+    for name, seconds in (
+        ("bare DELETE of the sent rows", bare),
+        ("outbox relay prune (5,000 oldest a statement)", elapsed),
+    ):
+        print(f"  {name:<44} {events / seconds:8.0f} events/s")
+        results.record("event pruning", name, per_second=round(events / seconds))
 
 
 PARTS = ("unary", "registration", "events")
