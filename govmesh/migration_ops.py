@@ -40,12 +40,14 @@ def drop_messaging_tables_v1() -> None:
 
 
 def outbox_pending_index_v2() -> None:
-    """The outbox's index of events waiting to be published holds those events only (partial, on
-    ``seq``), not every event ever written keyed by (published_at, seq): a million people's seed
-    left records' outbox with some nine million rows, every one of them in the old index although
-    the relay and the backlog gauge only ever look for the few thousand unsent. A partial index is
-    also one no statistics can make PostgreSQL's planner pass over for the primary key. Built in
-    the migration's transaction: inserts into the outbox wait for one scan of the table."""
+    """An index of the outbox's events waiting to be published, and of those only (partial, on
+    ``seq``), beside ix_outbox_unpublished, which keys every event ever written by (published_at,
+    seq): a million people's seed left records' outbox with some nine million rows, every one in
+    the old index, although the relay and the backlog gauge only ever look for the unsent few. A
+    partial index is also one no statistics can make PostgreSQL's planner pass over for the
+    primary key. The old index stays for the code of the release before, whose relay reads by
+    it, until a later release's migration drops it. Built in the migration's transaction: inserts
+    into the outbox wait for one scan of the table."""
     op.create_index(
         "ix_outbox_pending",
         "outbox",
@@ -53,10 +55,19 @@ def outbox_pending_index_v2() -> None:
         postgresql_where=sa.text("published_at IS NULL"),
         sqlite_where=sa.text("published_at IS NULL"),
     )
-    op.drop_index("ix_outbox_unpublished", table_name="outbox")
 
 
-def outbox_unpublished_index_v1() -> None:
+def drop_outbox_pending_index_v2() -> None:
     """outbox_pending_index_v2 undone."""
-    op.create_index("ix_outbox_unpublished", "outbox", ["published_at", "seq"])
     op.drop_index("ix_outbox_pending", table_name="outbox")
+
+
+def inbox_handled_index_v3() -> None:
+    """The inbox indexed by when each event was handled, so that a worker deletes the rows older
+    than it keeps them (GOVMESH_INBOX_KEEP_SECONDS) without reading the whole table."""
+    op.create_index("ix_inbox_handled", "inbox", ["handled_at"])
+
+
+def drop_inbox_handled_index_v3() -> None:
+    """inbox_handled_index_v3 undone."""
+    op.drop_index("ix_inbox_handled", table_name="inbox")

@@ -446,7 +446,7 @@ def test_the_relays_reads_and_the_backlog_on_postgresql_take_the_pending_index_w
 
 
 def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_nothing_else(
-    db: Database, outbox: Outbox, amqp_uri: str
+    db: Database, outbox: Outbox, amqp_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sent before the cut: deleted, a few statements of the oldest rows at a time. Sent since
     (even among the old ones), or not sent at all however old: kept, and still published."""
@@ -459,13 +459,18 @@ def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_no
             seqs = list(session.execute(sa.select(table.c.seq).order_by(table.c.seq)).scalars())
         two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
         with db.transaction() as session:
-            old = [seqs[n] for n in (0, 1, 3, 5, 6)]  # the third was sent since the cut: kept
+            # The third was sent since the cut: kept. The eleventh is behind a batch's rows that stay
+            # (the third, the fifth unsent, and the eighth and ninth): kept until the next prune.
+            old = [seqs[n] for n in (0, 1, 3, 5, 6, 10)]
             session.execute(table.update().where(table.c.seq.in_(old)).values(published_at=two_hours_ago))
             session.execute(table.update().where(table.c.seq == seqs[4]).values(published_at=None))  # never sent
         waiting = queue_events(db, outbox, 2)
         pruned = metrics.OUTBOX_PRUNED.labels("identity")._value.get()
 
+        between: list[int] = []
+        monkeypatch.setattr(outbox_module, "let_others_run", lambda: between.append(len(between)))
         assert relay.prune_sent(batch=4) == 5  # the first four rows hold 3 to delete, the next four 2
+        assert between == [0, 1]  # the process's other threads ran between statements
         with db.read() as session:
             left = list(session.execute(sa.select(table.c.seq).order_by(table.c.seq)).scalars())
         assert left == [seqs[2], seqs[4], *seqs[7:], *left[-2:]] and len(left) == 2 + 5 + 2
@@ -478,6 +483,29 @@ def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_no
             session.execute(table.update().values(published_at=two_hours_ago))
         assert forever.prune_sent() == 0  # a relay told no keep time keeps everything
         forever.publisher.close()
+    finally:
+        relay.publisher.close()
+
+
+def test_a_relay_makes_the_inbox_forget_the_events_handled_longer_ago_than_it_keeps_them(
+    db: Database, outbox: Outbox, amqp_uri: str
+) -> None:
+    """Forgotten: delivered again, such an event is applied again (which is why `govmesh dlq
+    replay` refuses dead letters that old). Remembered: a second delivery is still dropped."""
+    inbox = outbox.inbox
+    relay = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"), keep_handled_seconds=30 * 86_400)
+    events = [str(uuid.uuid4()) for _ in range(5)]
+    try:
+        with db.transaction() as session:
+            assert all(outbox.claim(session, "identity.test", event) for event in events)
+            forty_days_ago = datetime.now(UTC) - timedelta(days=40)
+            session.execute(inbox.update().where(inbox.c.event_id.in_(events[:3])).values(handled_at=forty_days_ago))
+        forgotten = metrics.INBOX_PRUNED.labels("identity")._value.get()
+        assert relay.prune_handled(batch=2) == 3  # two statements of two, then one of none
+        assert metrics.INBOX_PRUNED.labels("identity")._value.get() == forgotten + 3
+        with db.transaction() as session:
+            assert [outbox.claim(session, "identity.test", event) for event in events] == [True] * 3 + [False] * 2
+        assert relay.prune_handled() == 0  # claimed again just now
     finally:
         relay.publisher.close()
 
@@ -496,7 +524,7 @@ def test_a_relays_pruning_goes_on_while_its_database_is_away(
 
     relay.run_pruning(sleep=pause)
     assert pauses == [5, 5]  # every keep time, when shorter than a minute
-    assert caplog.text.count("outbox relay: database unavailable, pruning again in 5s") == 2
+    assert caplog.text.count("outbox relay: could not prune (database away or busy), again in 5s") == 2
     away.dispose()
 
 
@@ -512,19 +540,22 @@ def explained(session: sa.orm.Session, statement: sa.Select[tuple[object, ...]])
 
 
 @pytest.mark.parametrize("service", sorted(BEFORE_PENDING_INDEX))
-def test_every_services_outbox_index_moves_to_the_waiting_events_only_and_back(database_url: str, service: str) -> None:
+def test_every_services_outbox_and_inbox_indexes_move_to_what_the_relay_reads_and_back(
+    database_url: str, service: str
+) -> None:
     """A database with sent and waiting events, migrated from the revision before: its outbox's
     index holds the waiting events only, the relay's read and the backlog find them through it,
-    and the migration goes back down to the index of every row."""
+    the inbox is indexed by when events were handled (for pruning), and the migrations go back
+    down to the index of every row."""
     db = service_database(service, database_url)
     table, inbox = messaging_tables(sa.MetaData())
     ours = Outbox(service, table, inbox)
 
-    def indexes() -> set[str]:
+    def indexes(table: str = "outbox") -> set[str]:
         with db.engine.connect() as connection:
             return {
                 index["name"] or ""
-                for index in sa.inspect(connection).get_indexes("outbox", None if db.is_sqlite else db.schema)
+                for index in sa.inspect(connection).get_indexes(table, None if db.is_sqlite else db.schema)
             }
 
     try:
@@ -536,18 +567,24 @@ def test_every_services_outbox_index_moves_to_the_waiting_events_only_and_back(d
             )
             session.execute(table.update().where(table.c.seq <= 3).values(published_at=sa.func.now()))
         db.migrate()
-        assert "ix_outbox_pending" in indexes() and "ix_outbox_unpublished" not in indexes()
+        # The old index stays for the release before's relay, until a later release drops it.
+        assert {"ix_outbox_pending", "ix_outbox_unpublished"} <= indexes()
+        assert "ix_inbox_handled" in indexes("inbox")  # the next revision's
         with db.read() as session:
             assert [row.subject for row in session.execute(ours.waiting(500))] == ["sub_3", "sub_4"]
             assert ours.backlog(session) == 2
-            if not db.is_sqlite:  # five rows are read whole, whatever the indexes, unless told not to
+            if db.is_sqlite:  # either index reads the waiting rows only, in seq's order
+                plan = explained(session, ours.waiting(500))
+                waiting_only = ("USING INDEX ix_outbox_pending", "USING INDEX ix_outbox_unpublished (published_at=?)")
+                assert any(index in plan for index in waiting_only) and "TEMP B-TREE" not in plan, plan
+            else:  # five rows are read whole, whatever the indexes, unless told not to
                 session.execute(sa.text("SET enable_seqscan = off"))
-            assert "ix_outbox_pending" in explained(session, ours.waiting(500))
-            if not db.is_sqlite:
+                assert "ix_outbox_pending" in explained(session, ours.waiting(500))
                 session.execute(sa.text("RESET enable_seqscan"))
         with db.engine.begin() as connection:
             command.downgrade(db._alembic_config(connection), BEFORE_PENDING_INDEX[service])
         assert "ix_outbox_unpublished" in indexes() and "ix_outbox_pending" not in indexes()
+        assert "ix_inbox_handled" not in indexes("inbox")
         with db.read() as session:
             assert ours.backlog(session) == 2
     finally:

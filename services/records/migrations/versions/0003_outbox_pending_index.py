@@ -1,13 +1,13 @@
-"""The outbox's index holds the events waiting to be published, not every event ever written
-(govmesh.migration_ops.outbox_pending_index_v2). Code of the revision before runs on: its relay's
-read finds the same rows through the new index.
+"""An index of the outbox's events waiting to be published, and of those only
+(govmesh.migration_ops.outbox_pending_index_v2). Code of the revision before runs on: the index
+its relay reads by stays until a later release.
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-07
 """
 
-from govmesh.migration_ops import outbox_pending_index_v2, outbox_unpublished_index_v1
+from govmesh.migration_ops import drop_outbox_pending_index_v2, outbox_pending_index_v2
 
 revision = "0003"
 down_revision = "0002"
@@ -21,4 +21,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    outbox_unpublished_index_v1()
+    drop_outbox_pending_index_v2()
