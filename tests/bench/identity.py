@@ -45,7 +45,7 @@ import pika
 from govmesh.db import Database, service_database
 from govmesh.identity.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from govmesh.messaging import ConfirmingPublisher
-from govmesh.outbox import Outbox, OutboxRelay
+from govmesh.outbox import PRUNE_BATCH_SQLITE, Outbox, OutboxRelay
 from govmesh.quantiles import percentile
 from services.identity import store
 from tests.bench import results
@@ -348,7 +348,7 @@ def bench_pruning(db: Database, outbox: Outbox, relay: OutboxRelay, events: int)
     bare = time.perf_counter() - started
     for name, seconds in (
         ("bare DELETE of the sent rows", bare),
-        ("outbox relay prune (5,000 oldest a statement)", elapsed),
+        (f"outbox relay prune ({PRUNE_BATCH_SQLITE} oldest a statement)", elapsed),
     ):
         print(f"  {name:<44} {events / seconds:8.0f} events/s")
         results.record("event pruning", name, per_second=round(events / seconds))
