@@ -338,15 +338,18 @@ class OutboxRelay:
         those sent before the cut, until one deletes none: events leave in about the order they
         came, so the prunable ones are the oldest, and no statement reads the table further. An
         event still unsent (the broker away that long) stays, and so do rows sent more than a batch
-        after it, until it is sent. Several relays of one service may prune at once: a row is
-        deleted once."""
+        after it, until it is sent. Several relays of one service may prune at once: each deletes
+        the rows it locked first and skips the others', so none waits on another's locks."""
         if self.keep_sent_seconds is None:
             return 0
         table = self.outbox.outbox
         cut = datetime.now(UTC) - timedelta(seconds=self.keep_sent_seconds)
         batch = batch or self._prune_batch
         oldest = sa.select(table.c.seq, table.c.published_at).order_by(table.c.seq).limit(batch).subquery()
-        statement = table.delete().where(table.c.seq.in_(sa.select(oldest.c.seq).where(oldest.c.published_at < cut)))
+        expired = sa.select(oldest.c.seq).where(oldest.c.published_at < cut)
+        # Rows another pruner holds are its to delete (PostgreSQL; SQLite has one writer).
+        taken = sa.select(table.c.seq).where(table.c.seq.in_(expired)).with_for_update(skip_locked=True)
+        statement = table.delete().where(table.c.seq.in_(taken))
         deleted = self._delete_in_batches(statement)
         if deleted:
             log.info("outbox relay: deleted %d events sent before %s", deleted, cut.isoformat(timespec="seconds"))
@@ -363,13 +366,19 @@ class OutboxRelay:
         inbox = self.outbox.inbox
         cut = datetime.now(UTC) - timedelta(seconds=self.keep_handled_seconds)
         batch = batch or self._prune_batch
+        # Rows named by where they are stored: by their two-column key, PostgreSQL matched the
+        # batch against the whole table (a hash join over a seq scan: 150 ms a batch of 5,000 in
+        # an inbox of 500,000 rows, against 9.7 ms by ctid).
+        row: sa.ColumnClause[object] = sa.literal_column("rowid" if self.db.is_sqlite else "ctid")
         oldest = (
-            sa.select(inbox.c.consumer, inbox.c.event_id)
+            sa.select(row)
+            .select_from(inbox)
             .where(inbox.c.handled_at < cut)
             .order_by(inbox.c.handled_at)
             .limit(batch)
+            .with_for_update(skip_locked=True)  # as prune_sent's
         )
-        statement = inbox.delete().where(sa.tuple_(inbox.c.consumer, inbox.c.event_id).in_(oldest))
+        statement = inbox.delete().where(row.in_(oldest))
         deleted = self._delete_in_batches(statement)
         if deleted:
             log.info("outbox relay: forgot %d events handled before %s", deleted, cut.isoformat(timespec="seconds"))

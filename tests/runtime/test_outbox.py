@@ -510,6 +510,69 @@ def test_a_relay_makes_the_inbox_forget_the_events_handled_longer_ago_than_it_ke
         relay.publisher.close()
 
 
+def test_two_relays_prune_one_outbox_and_inbox_at_once_each_row_once_and_neither_waits_on_the_other(
+    postgres: PostgresDatabases, outbox: Outbox, amqp_uri: str
+) -> None:
+    """Two workers of one service on PostgreSQL: their prunes, at the same moment, delete every
+    expired row once between them, with no error (a deadlock would cancel one)."""
+    db = service_database("identity", postgres.create())
+    db.migrate()
+    table, inbox = outbox.outbox, outbox.inbox
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    with db.transaction() as session:
+        session.execute(
+            sa.text(
+                "INSERT INTO outbox (event_id, event_type, source, subject, occurred_at, exchange, routing_key,"
+                " body, trace_headers, published_at) SELECT gen_random_uuid()::text, 't', 's', 'sub_' || n, now(),"
+                " 'identity.events', 'k', '{}', '{}', :at FROM generate_series(1, 20000) AS n"
+            ),
+            {"at": long_ago},
+        )
+        session.execute(
+            sa.text(
+                "INSERT INTO inbox (consumer, event_id, handled_at)"
+                " SELECT 'c' || (n % 7), gen_random_uuid()::text, :at FROM generate_series(1, 20000) AS n"
+            ),
+            {"at": long_ago},
+        )
+    relays = [
+        OutboxRelay(
+            db, outbox, ConfirmingPublisher(amqp_uri, "identity"), keep_sent_seconds=60, keep_handled_seconds=60
+        )
+        for _ in range(2)
+    ]
+    start = threading.Barrier(2)
+    pruned: list[tuple[int, int]] = []
+    failures: list[BaseException] = []
+
+    def prune(relay: OutboxRelay) -> None:
+        start.wait()
+        try:
+            sent, handled = 0, 0
+            for _ in range(40):  # small batches, many statements: many chances to cross
+                sent += relay.prune_sent(batch=50)
+                handled += relay.prune_handled(batch=50)
+            pruned.append((sent, handled))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=prune, args=(relay,)) for relay in relays]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert failures == []
+        assert (sum(sent for sent, _ in pruned), sum(handled for _, handled in pruned)) == (20000, 20000)
+        with db.read() as session:
+            assert session.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
+            assert session.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one() == 0
+    finally:
+        for relay in relays:
+            relay.publisher.close()
+        db.dispose()
+
+
 def test_a_relays_pruning_goes_on_while_its_database_is_away(
     outbox: Outbox, amqp_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:
