@@ -221,7 +221,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if args.action == "show":
                 letters = dead_letters.show(settings.amqp_uri, queue, args.limit)
             elif args.action == "replay":
-                letters = dead_letters.replay(settings.amqp_uri, queue, ids, settings.inbox_keep_seconds)
+                letters = dead_letters.replay(settings.amqp_uri, queue, ids)
             else:
                 letters = dead_letters.drop(settings.amqp_uri, queue, args.reason or "", ids)
             for letter in letters:

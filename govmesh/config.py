@@ -46,9 +46,6 @@ environment (defaults in brackets):
   GOVMESH_OUTBOX_KEEP_SECONDS how long a worker keeps the events it sent in its service's outbox
                               before deleting them: subscribers have them in their queues by then,
                               and kept for ever they would be most of the database [86400, a day]
-  GOVMESH_INBOX_KEEP_SECONDS  how long a worker's inbox remembers the events it handled, dropping
-                              a second delivery of one; older rows are deleted, and `govmesh dlq
-                              replay` refuses dead letters older than this [2592000, 30 days]
   GOVMESH_POLICY              callers and rights file [policy/dev.yaml]
   GOVMESH_KEY_DIR             signing and pseudonym keys, created on first use in dev [var/keys]
   GOVMESH_AMQP_HEARTBEAT_SECONDS
@@ -159,10 +156,6 @@ def _instances() -> tuple[int, int]:
     return instance, instances
 
 
-#: 30 days: longer than any dead letter should wait for its cause to be mended.
-INBOX_KEEP_SECONDS = 30 * 86_400.0
-
-
 @dataclass(frozen=True)
 class Settings:
     service: str
@@ -191,9 +184,6 @@ class Settings:
     worker_stop_seconds: float = 20.0
     #: How long a worker's outbox relay keeps the events it sent before it deletes them.
     outbox_keep_seconds: float = 86_400.0
-    #: How long the inbox remembers the events its service handled (a second delivery is dropped
-    #: until then), and so how old a dead letter `govmesh dlq replay` may send again.
-    inbox_keep_seconds: float = INBOX_KEEP_SECONDS
     #: Where the "file" traces exporter writes this process's spans.
     traces_file_dir: Path = DEFAULT_TRACES_FILE_DIR
 
@@ -252,6 +242,5 @@ def load(service: str) -> Settings:
         worker_stop_seconds=env_seconds("GOVMESH_WORKER_STOP_SECONDS", 20.0),
         amqp_heartbeat_seconds=env_seconds("GOVMESH_AMQP_HEARTBEAT_SECONDS", 10.0),
         outbox_keep_seconds=env_seconds("GOVMESH_OUTBOX_KEEP_SECONDS", 86_400.0),
-        inbox_keep_seconds=env_seconds("GOVMESH_INBOX_KEEP_SECONDS", INBOX_KEEP_SECONDS),
         traces_file_dir=traces_file_dir() if exporter == "file" else DEFAULT_TRACES_FILE_DIR,
     )

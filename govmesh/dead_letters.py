@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import hashlib
 import json
 import logging
@@ -53,19 +52,6 @@ class DeadLetter:
     #: How many times the broker dead-lettered it (0 when the consumer did, at once).
     times: int
     body: str
-    #: When the event happened (its ce-time, RFC 3339), or "" for a message that is not an event.
-    happened_at: str = ""
-
-    def older_than(self, seconds: float, now: datetime.datetime) -> bool:
-        """Whether the event happened more than ``seconds`` before ``now`` (False when it does not
-        say when, or says it unreadably: such a message is no event an inbox dropped)."""
-        try:
-            happened = datetime.datetime.fromisoformat(self.happened_at)
-        except ValueError:
-            return False
-        if happened.tzinfo is None:
-            return False
-        return now - happened > datetime.timedelta(seconds=seconds)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -143,7 +129,6 @@ def _read(queue: str, message: amqp.Message) -> DeadLetter:
         routing_key=_text(headers.get("x-govmesh-original-routing-key", (first.get("routing-keys") or [""])[0])),
         times=sum(int(death.get("count", 0)) for death in deaths),
         body=mask_identifiers(body.decode("utf-8", errors="replace"))[:BODY_SHOWN],
-        happened_at=_text(headers.get("ce-time")),
     )
 
 
@@ -184,19 +169,12 @@ def show(amqp_uri: str, queue: str, limit: int = 100) -> list[DeadLetter]:
     return shown
 
 
-def replay(
-    amqp_uri: str, queue: str, message_ids: set[str] | None = None, inbox_keep_seconds: float | None = None
-) -> list[DeadLetter]:
+def replay(amqp_uri: str, queue: str, message_ids: set[str] | None = None) -> list[DeadLetter]:
     """Each message of ``queue`` (those of ``message_ids``, or all) published again where it came
     from, as it first came (without the dead-lettering's headers), then taken off the queue once the
     broker confirmed the copy: a replay never loses a message, and may double one only if it is
-    cut off between the two (the consumers' inboxes drop the double).
-
-    An event that happened more than ``inbox_keep_seconds`` ago is refused, and stays: another copy
-    of it (an outbox relay sends again after a crash) may have been applied, and the inbox, which
-    would drop this one, has forgotten it by now."""
+    cut off between the two (the consumers' inboxes drop the double)."""
     replayed = []
-    now = datetime.datetime.now(datetime.UTC)
     with _channel(amqp_uri) as channel:
         returned: list[object] = []
         channel.events["basic_return"].add(lambda *args: returned.append(args))
@@ -206,12 +184,6 @@ def replay(
                 continue
             if not letter.exchange and not letter.routing_key:
                 raise DeadLetterError(f"{letter.message_id} in {queue} does not say where it came from")
-            if inbox_keep_seconds is not None and letter.older_than(inbox_keep_seconds, now):
-                raise DeadLetterError(
-                    f"{letter.message_id} in {queue} happened at {letter.happened_at}, longer ago than the inboxes "
-                    f"remember ({inbox_keep_seconds:.0f} s, GOVMESH_INBOX_KEEP_SECONDS): if another copy of it was "
-                    "applied, a replay would apply it twice; check its effect, then drop it with a reason"
-                )
             headers = {
                 name: value
                 for name, value in (message.headers or {}).items()

@@ -39,9 +39,6 @@ OUTBOX_PUBLISH_FAILURES = Counter(
 OUTBOX_PRUNED = Counter(
     "govmesh_outbox_pruned_total", "Sent events deleted from the outbox after its keep time.", ["service"]
 )
-INBOX_PRUNED = Counter(
-    "govmesh_inbox_pruned_total", "Handled events the inbox forgot after its keep time.", ["service"]
-)
 OUTBOX_BACKLOG = Gauge("govmesh_outbox_backlog", "Events committed but not yet published.", ["service"])
 
 READY = Gauge("govmesh_ready", "1 when the process's database is reachable and migrated.", ["service", "process"])

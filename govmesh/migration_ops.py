@@ -60,14 +60,3 @@ def outbox_pending_index_v2() -> None:
 def drop_outbox_pending_index_v2() -> None:
     """outbox_pending_index_v2 undone."""
     op.drop_index("ix_outbox_pending", table_name="outbox")
-
-
-def inbox_handled_index_v3() -> None:
-    """The inbox indexed by when each event was handled, so that a worker deletes the rows older
-    than it keeps them (GOVMESH_INBOX_KEEP_SECONDS) without reading the whole table."""
-    op.create_index("ix_inbox_handled", "inbox", ["handled_at"])
-
-
-def drop_inbox_handled_index_v3() -> None:
-    """inbox_handled_index_v3 undone."""
-    op.drop_index("ix_inbox_handled", table_name="inbox")

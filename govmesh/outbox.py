@@ -62,7 +62,6 @@ def messaging_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("consumer", sa.String(200), primary_key=True),
         sa.Column("event_id", sa.String(36), primary_key=True),
         sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Index("ix_inbox_handled", "handled_at"),  # govmesh.migration_ops.inbox_handled_index_v3
     )
     return outbox, inbox
 
@@ -261,7 +260,6 @@ class OutboxRelay:
         publisher: ConfirmingPublisher,
         batch_size: int = 500,
         keep_sent_seconds: float | None = None,
-        keep_handled_seconds: float | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -269,9 +267,6 @@ class OutboxRelay:
         #: How long sent events stay in the outbox (None: for ever): the broker has them by then,
         #: and every subscriber's queue; kept, they would be most of a service's database.
         self.keep_sent_seconds = keep_sent_seconds
-        #: How long the inbox remembers an event it handled (None: for ever), and so how late a
-        #: second delivery of it is still dropped.
-        self.keep_handled_seconds = keep_handled_seconds
         self.batch_size = batch_size
         self._stop = threading.Event()
         #: Rows the broker confirmed that are not marked sent yet (SQLite's write lock taken, or
@@ -356,35 +351,6 @@ class OutboxRelay:
             metrics.OUTBOX_PRUNED.labels(self.outbox.service).inc(deleted)
         return deleted
 
-    def prune_handled(self, batch: int | None = None) -> int:
-        """Deletes the inbox's rows of events handled more than ``keep_handled_seconds`` ago,
-        oldest first (ix_inbox_handled), ``batch`` a statement; returns how many. Such an event,
-        delivered again, would be applied again: `govmesh dlq replay` refuses dead letters that old
-        (govmesh.dead_letters), and nothing else delivers an event that late."""
-        if self.keep_handled_seconds is None:
-            return 0
-        inbox = self.outbox.inbox
-        cut = datetime.now(UTC) - timedelta(seconds=self.keep_handled_seconds)
-        batch = batch or self._prune_batch
-        # Rows named by where they are stored: by their two-column key, PostgreSQL matched the
-        # batch against the whole table (a hash join over a seq scan: 150 ms a batch of 5,000 in
-        # an inbox of 500,000 rows, against 9.7 ms by ctid).
-        row: sa.ColumnClause[object] = sa.literal_column("rowid" if self.db.is_sqlite else "ctid")
-        oldest = (
-            sa.select(row)
-            .select_from(inbox)
-            .where(inbox.c.handled_at < cut)
-            .order_by(inbox.c.handled_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)  # as prune_sent's
-        )
-        statement = inbox.delete().where(row.in_(oldest))
-        deleted = self._delete_in_batches(statement)
-        if deleted:
-            log.info("outbox relay: forgot %d events handled before %s", deleted, cut.isoformat(timespec="seconds"))
-            metrics.INBOX_PRUNED.labels(self.outbox.service).inc(deleted)
-        return deleted
-
     @property
     def _prune_batch(self) -> int:
         return PRUNE_BATCH_SQLITE if self.db.is_sqlite else PRUNE_BATCH
@@ -408,18 +374,15 @@ class OutboxRelay:
             let_others_run()
 
     def run_pruning(self, sleep: object = None) -> None:
-        """Loop until stop(): prune the outbox and the inbox every PRUNE_EVERY_SECONDS (or keep
-        time, if shorter). Its own loop, beside run(), so that a prune never holds up the events
-        waiting to be published."""
-        keeps = [keep for keep in (self.keep_sent_seconds, self.keep_handled_seconds) if keep is not None]
-        if not keeps:
+        """Loop until stop(): prune every PRUNE_EVERY_SECONDS (or keep time, if shorter). Its own
+        loop, beside run(), so that a prune never holds up the events waiting to be published."""
+        if self.keep_sent_seconds is None:
             return
         pause = sleep if callable(sleep) else self._stop.wait
-        every = max(PRUNE_AT_LEAST_EVERY_SECONDS, min(PRUNE_EVERY_SECONDS, *keeps))
+        every = max(PRUNE_AT_LEAST_EVERY_SECONDS, min(PRUNE_EVERY_SECONDS, self.keep_sent_seconds))
         while not self._stop.is_set():
             try:
                 self.prune_sent()
-                self.prune_handled()
             except sa.exc.OperationalError as exc:
                 log.warning("outbox relay: could not prune (database away or busy), again in %.0fs: %s", every, exc)
             pause(every)

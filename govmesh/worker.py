@@ -137,13 +137,7 @@ class OutboxRelayRunner(DependencyProvider):  # type: ignore[misc]
         settings: Settings = self.container.config[SETTINGS_KEY]
         self.db = service_database(settings.service, settings.database_url)
         self.publisher = ConfirmingPublisher(settings.amqp_uri, settings.service)
-        self.relay = OutboxRelay(
-            self.db,
-            self.outbox,
-            self.publisher,
-            keep_sent_seconds=settings.outbox_keep_seconds,
-            keep_handled_seconds=settings.inbox_keep_seconds,
-        )
+        self.relay = OutboxRelay(self.db, self.outbox, self.publisher, keep_sent_seconds=settings.outbox_keep_seconds)
 
     def start(self) -> None:
         try:
