@@ -310,9 +310,7 @@ def bench_events(events: int, tmp: Path) -> None:
     db = service_database("identity", f"sqlite:///{tmp / 'relay.db'}")
     db.migrate()
     outbox = Outbox("identity", store.outbox, store.inbox)
-    with db.transaction() as session:
-        for _ in range(events):
-            outbox.add(session, events_pb2.SubjectRegistered(subject_id="sub_bench"), subject="sub_bench")
+    queue_bench_events(db, outbox, events)
     relay = OutboxRelay(db, outbox, ConfirmingPublisher(AMQP_URI, "identity"))
     started = time.perf_counter()
     while relay.publish_pending():
@@ -324,6 +322,11 @@ def bench_events(events: int, tmp: Path) -> None:
         "event publication", "outbox relay (read, batch confirm, mark sent)", per_second=round(events / elapsed)
     )
     bench_pruning(db, outbox, relay, events)
+
+
+def queue_bench_events(db: Database, outbox: Outbox, events: int) -> None:
+    with db.transaction() as session:
+        outbox.add_many(session, [(events_pb2.SubjectRegistered(subject_id="sub_bench"), "sub_bench")] * events)
 
 
 def bench_pruning(db: Database, outbox: Outbox, relay: OutboxRelay, events: int) -> None:
@@ -338,9 +341,8 @@ def bench_pruning(db: Database, outbox: Outbox, relay: OutboxRelay, events: int)
     elapsed = time.perf_counter() - started
     assert deleted == events, f"pruned {deleted} of {events}"
     table = outbox.outbox
+    queue_bench_events(db, outbox, events)
     with db.transaction() as session:
-        for _ in range(events):
-            outbox.add(session, events_pb2.SubjectRegistered(subject_id="sub_bench"), subject="sub_bench")
         session.execute(table.update().values(published_at=datetime.datetime.now(datetime.UTC)))
     started = time.perf_counter()
     with db.transaction() as session:

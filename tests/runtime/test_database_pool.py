@@ -87,10 +87,15 @@ def test_a_long_statement_is_converted_for_postgresql_once_and_then_reused(
     assert _queries._query2pg.cache_info().hits == before.hits + 1  # kept from the executions above
 
 
+def backend_pid(connection: object) -> int:
+    """The server process behind ``connection``, asked on the driver path."""
+    assert isinstance(connection, sa.Connection)
+    return int(govmesh_db.execute_on_driver(connection, "SELECT pg_backend_pid()", {}).fetchone()[0])
+
+
 def driver_backend(db: Database) -> int:
     with db.single_write() as connection:
-        assert isinstance(connection, sa.Connection)
-        return int(govmesh_db.execute_on_driver(connection, "SELECT pg_backend_pid()", {}).fetchone()[0])
+        return backend_pid(connection)
 
 
 def test_a_statement_on_the_driver_fails_as_sqlalchemys_would_and_a_dead_connection_leaves_the_pool(
@@ -124,20 +129,14 @@ def test_a_connection_found_lost_on_the_driver_takes_the_pools_older_connections
     db = service_database("identity", postgres.create(), pool_size=2)
     try:
         with db.single_write() as one, db.single_write() as two:  # two connections in the pool
-            assert isinstance(one, sa.Connection) and isinstance(two, sa.Connection)
-            old = {
-                int(govmesh_db.execute_on_driver(c, "SELECT pg_backend_pid()", {}).fetchone()[0]) for c in (one, two)
-            }
+            old = {backend_pid(one), backend_pid(two)}
         for pid in old:
             terminate(db, pid)
         with pytest.raises(sa.exc.DBAPIError) as failed:
             driver_backend(db)
         assert database_unavailable(failed.value)
         with db.single_write() as one, db.single_write() as two:  # both now fresh, whichever was kept
-            assert isinstance(one, sa.Connection) and isinstance(two, sa.Connection)
-            new = {
-                int(govmesh_db.execute_on_driver(c, "SELECT pg_backend_pid()", {}).fetchone()[0]) for c in (one, two)
-            }
+            new = {backend_pid(one), backend_pid(two)}
         assert len(new) == 2 and not new & old
     finally:
         db.dispose()

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import amqp
 import pika
@@ -383,6 +384,15 @@ def test_an_idle_relay_on_sqlite_publishes_what_another_process_commits_before_i
     assert ours(deliveries, second) and not ours(deliveries, first)
 
 
+def explained(session: sa.orm.Session, statement: sa.Select[Any] | str) -> str:
+    """The database's plan for ``statement`` (SQL, or a select with its values inlined), as its
+    EXPLAIN prints it."""
+    if not isinstance(statement, str):
+        statement = str(statement.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True}))
+    explain = "EXPLAIN QUERY PLAN" if session.bind.dialect.name == "sqlite" else "EXPLAIN"
+    return "\n".join(str(row[-1]) for row in session.execute(sa.text(f"{explain} {statement}")))
+
+
 def test_an_idle_relay_on_postgresql_looks_without_locking_even_after_an_exactly_full_batch(
     postgres: PostgresDatabases, outbox: Outbox, amqp_uri: str
 ) -> None:
@@ -432,11 +442,9 @@ def test_the_relays_reads_and_the_backlog_on_postgresql_take_the_pending_index_w
             session.execute(sa.text("ANALYZE outbox"))  # 100% unpublished, as the statistics will say
             session.execute(sa.text("UPDATE outbox SET published_at = now() WHERE seq <= 4900"))
         with db.read() as session:
-            read = relay._unpublished.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
-            backlog = outbox.backlog_count.compile(dialect=session.bind.dialect)
             plans = [
-                "\n".join(session.execute(sa.text(f"EXPLAIN {statement}")).scalars())
-                for statement in (str(read), outbox_module._ANY_UNPUBLISHED, str(backlog))
+                explained(session, statement)
+                for statement in (relay._unpublished, outbox_module._ANY_UNPUBLISHED, outbox.backlog_count)
             ]
             assert outbox.backlog(session) == 100
         for plan in plans:  # the relay's batch read, its idle look, the backlog gauge's count
@@ -466,7 +474,7 @@ def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_no
             old = [seqs[n] for n in (0, 1, 3, 5, 6, 10)]
             session.execute(table.update().where(table.c.seq.in_(old)).values(published_at=two_hours_ago))
             session.execute(table.update().where(table.c.seq == seqs[4]).values(published_at=None))  # never sent
-        waiting = queue_events(db, outbox, 2)
+        queue_events(db, outbox, 2)
         pruned = metrics.OUTBOX_PRUNED.labels("identity")._value.get()
 
         between: list[int] = []
@@ -479,7 +487,6 @@ def test_a_relay_deletes_the_events_it_sent_longer_ago_than_it_keeps_them_and_no
         assert metrics.OUTBOX_PRUNED.labels("identity")._value.get() == pruned + 5
         assert relay.prune_sent(batch=4) == 0
         assert relay.publish_pending() == 3 and unpublished(db, outbox) == 0  # the unsent one and the two new
-        assert len(waiting) == 2
         forever = OutboxRelay(db, outbox, ConfirmingPublisher(amqp_uri, "identity"))
         with db.transaction() as session:
             session.execute(table.update().values(published_at=two_hours_ago))
@@ -566,13 +573,6 @@ def test_a_relays_pruning_goes_on_while_its_database_is_away(
 BEFORE_PENDING_INDEX = {"identity": "0001", "crowd": "0001", "health": "0001", "records": "0002", "approvals": "0003"}
 
 
-def explained(session: sa.orm.Session, statement: sa.Select[tuple[object, ...]]) -> str:
-    """The database's plan for ``statement`` (values inlined), as its EXPLAIN prints it."""
-    compiled = statement.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
-    explain = "EXPLAIN QUERY PLAN" if session.bind.dialect.name == "sqlite" else "EXPLAIN"
-    return "\n".join(str(row[-1]) for row in session.execute(sa.text(f"{explain} {compiled}")))
-
-
 @pytest.mark.parametrize("service", sorted(BEFORE_PENDING_INDEX))
 def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(database_url: str, service: str) -> None:
     """A database with sent and waiting events, migrated from the revision before: its outbox's
@@ -591,7 +591,8 @@ def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(data
 
     try:
         db.migrate(BEFORE_PENDING_INDEX[service])
-        assert "ix_outbox_unpublished" in indexes() and "ix_outbox_pending" not in indexes()
+        before = indexes()
+        assert "ix_outbox_unpublished" in before and "ix_outbox_pending" not in before
         with db.transaction() as session:
             ours.add_many(
                 session, [(events_pb2.SubjectRegistered(subject_id=f"sub_{n}"), f"sub_{n}") for n in range(5)]
@@ -613,7 +614,8 @@ def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(data
                 session.execute(sa.text("RESET enable_seqscan"))
         with db.engine.begin() as connection:
             command.downgrade(db._alembic_config(connection), BEFORE_PENDING_INDEX[service])
-        assert "ix_outbox_unpublished" in indexes() and "ix_outbox_pending" not in indexes()
+        after = indexes()
+        assert "ix_outbox_unpublished" in after and "ix_outbox_pending" not in after
         with db.read() as session:
             assert ours.backlog(session) == 2
     finally:
