@@ -314,7 +314,8 @@ class RecordsApp:
             events.append(
                 (contract.record_published_json(record_id, item, supersedes, channel, now), item.subject.subject_id)
             )
-        repository.add_records(session, rows, superseded)
+        if not repository.add_records(session, rows, superseded):
+            feed.replaced_already()  # by a correction written since this one looked (two at once)
         self.outbox.add_many(session, events)
 
     # -- proofs -------------------------------------------------------------------------------------

@@ -103,11 +103,21 @@ def record_row(
     }
 
 
-def add_records(session: Session, rows: list[dict[str, object]], superseded: list[tuple[str, str]]) -> None:
-    """Inserts the rows, then links each replaced record to its correction (old, new)."""
-    session.execute(store.records.insert(), rows)
+def add_records(session: Session, rows: list[dict[str, object]], superseded: list[tuple[str, str]]) -> bool:
+    """Inserts the rows, then links each replaced record to its correction (old, new); False,
+    with the link not made, when another correction replaced the record since it was looked up.
+    The link is made only while the record is current: a second correction's UPDATE waits for the
+    first's transaction and then finds the record replaced, where a plain UPDATE would overwrite
+    the first link and leave two current versions."""
+    table = store.records
+    session.execute(table.insert(), rows)
     for old, new in superseded:
-        session.execute(store.records.update().where(store.records.c.record_id == old).values(superseded_by=new))
+        current = table.c.record_id == old, table.c.superseded_by.is_(None)
+        linked = session.execute(table.update().where(*current).values(superseded_by=new))
+        assert isinstance(linked, sa.CursorResult)  # an UPDATE's result counts its rows
+        if linked.rowcount != 1:
+            return False
+    return True
 
 
 # Built once: every proof runs these, and a statement built per call costs more to build and

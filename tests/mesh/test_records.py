@@ -162,7 +162,7 @@ def publish_raw(
 
 def stored_records(env: ServiceEnv, references: Collection[str]) -> int:
     """How many of the records with these source references are stored."""
-    engine = records_engine(env)
+    engine = env.engine("records")
     query = sa.text("SELECT count(*) FROM records WHERE source_reference IN :references")
     try:
         with engine.connect() as connection:
@@ -186,14 +186,6 @@ def trail_length(portal: Records) -> int:
     trail = portal.audit()
     assert trail.intact
     return int(trail.entries_checked)
-
-
-def records_engine(env: ServiceEnv) -> sa.Engine:
-    url = env.database_url("records")
-    if url.startswith("sqlite"):
-        return sa.create_engine(url)
-    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    return sa.create_engine(url, connect_args={"options": "-csearch_path=records"})
 
 
 def test_department_feed_is_idempotent_over_grpc_and_the_broker(mesh: ServiceEnv, integrators: Integrators) -> None:
@@ -547,7 +539,7 @@ def test_verify_audit_trail_names_the_first_altered_removed_or_moved_entry(mesh:
     for case in range(6):
         transport.proof("driving_licence", person, case_id=f"case-{case}")
     assert portal.audit().intact and portal.audit().entries_checked == first + 6
-    engine = records_engine(mesh)
+    engine = mesh.engine("records")
 
     def tamper(*statements: str) -> records_pb2.AuditBreak:
         with engine.begin() as connection:
@@ -602,7 +594,7 @@ def test_no_raw_identifier_reaches_the_records_database_or_its_events(
         portal.proof("criminal_record", identifier=identifier)
     received = receive_own(events, 3 + 6 * 2, about(subjects))  # published, then issued + accessed per proof
     assert len(received) == 15
-    engine = records_engine(mesh)
+    engine = mesh.engine("records")
     dump = []
     with engine.connect() as connection:
         for table in sa.inspect(engine).get_table_names():
@@ -938,7 +930,7 @@ def test_removing_the_newest_entries_is_found_against_the_signed_head(mesh: Serv
     for case in range(3):
         portal.proof("driving_licence", person, case_id=f"case-{case}")
     assert portal.audit().entries_checked == newest + 1
-    engine = records_engine(mesh)
+    engine = mesh.engine("records")
     with engine.begin() as connection:
         removed = connection.execute(sa.text(f"SELECT * FROM access_entries WHERE leaf_index = {newest}"))
         saved = [dict(row._mapping) for row in removed]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
 from govmesh import clock
 from govmesh.approvals.v1 import approvals_pb2 as pb
@@ -35,11 +37,12 @@ from tests.support.mesh import (
     virtual_host,
     wait_for,
 )
-from tests.support.people import wait_serving
-from tests.support.shared_mesh import counter
+from tests.support.people import licence, wait_serving
+from tests.support.shared_mesh import counter, new_resident
 
 CASES = 30
 PROOFS = 40
+CORRECTED = 30
 CASE_QUEUE = "evt-approvals-case_submitted--approvals.on_case_submitted"
 
 
@@ -203,3 +206,46 @@ def test_two_records_apis_issue_each_proof_once_and_two_sequencers_seal_one_log(
     assert len(leaves) == len(set(leaves)), "two sequencers never gave two entries one leaf"
     verified = records.VerifyAuditTrail(records_pb2.VerifyAuditTrailRequest(), metadata=metadata, timeout=60)
     assert verified.intact, verified
+
+
+def test_two_corrections_of_one_record_at_once_leave_it_one_current_version(mesh: ScaledMesh) -> None:
+    """Two departments' systems (or one retrying on another connection) correct the same record at
+    the same moment, each reaching one of the two records apis: one correction is stored, the other
+    is refused as naming a record already replaced, and the record keeps one current version."""
+    env = mesh.env
+    metadata = [("authorization", f"Bearer {env.token('public_security')}")]
+    person, tag = new_resident(), uuid.uuid4().hex[:8]
+    originals = [licence(person, reference=f"DL-{tag}-{n}") for n in range(CORRECTED)]
+    publish(env, originals)
+
+    def correct(original: records_pb2.DepartmentRecord, version: str, ready: threading.Barrier) -> int:
+        correction = licence(person, reference=f"{original.source_reference}-{version}")
+        correction.supersedes_source_reference = original.source_reference
+        stub = records_pb2_grpc.RecordsServiceStub(own_connection(env.target_of("records")))
+        request = records_pb2.PublishRecordsRequest(records=[correction])
+        ready.wait(10)
+        answer = stub.PublishRecords(iter([request]), metadata=metadata, timeout=30)
+        for rejection in answer.rejections:
+            assert rejection.code == records_pb2.RECORD_REJECTION_CODE_UNKNOWN_SUPERSEDED, rejection
+            assert "already replaced" in rejection.message, rejection
+        return int(answer.stored)
+
+    with futures.ThreadPoolExecutor(2) as pool:
+        for original in originals:
+            ready = threading.Barrier(2)
+            stored = list(pool.map(correct, [original, original], ["a", "b"], [ready, ready]))
+            assert sorted(stored) == [0, 1], f"{original.source_reference}: one correction stored, one refused"
+
+    engine = env.engine("records")
+    try:
+        with engine.connect() as connection:
+            current = connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM records WHERE department_code = 'public_security'"
+                    " AND source_reference LIKE :tagged AND superseded_by IS NULL"
+                ),
+                {"tagged": f"DL-{tag}-%"},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert current == CORRECTED, "each record has one current version"

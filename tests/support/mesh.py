@@ -231,6 +231,15 @@ class ServiceEnv:
     def database_url(self, service: str | None = None) -> str:
         return self.env[f"{(service or self.service).upper()}_DATABASE_URL"]
 
+    def engine(self, service: str) -> sa.Engine:
+        """An engine on the service's own database (its schema, on PostgreSQL), for a test to
+        read what the service stored; the caller disposes of it."""
+        url = self.database_url(service)
+        if url.startswith("sqlite"):
+            return sa.create_engine(url)
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return sa.create_engine(url, connect_args={"options": f"-csearch_path={service}"})
+
     def target_of(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]['grpc']}"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import enum
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from govmesh.parties import Party
 from services.records.domain.catalogue import RecordTypeSpec, SubjectKind, Value
@@ -87,10 +88,19 @@ def superseded_record(item: Checked, named: StoredVersion | None) -> str:
     elif item.subject is None or named.subject_id != item.subject.subject_id or named.record_type != item.spec.code:
         problem = "names a record about another subject or of another record type"
     elif named.superseded_by is not None:
-        problem = "names a record that a later one already replaced; correct the latest version"
+        replaced_already()
     else:
         return named.record_id
     raise Refused(RejectionCode.UNKNOWN_SUPERSEDED, f"supersedes_source_reference: {problem}")
+
+
+def replaced_already() -> NoReturn:
+    """Refuses a correction of a record that another correction replaced: found at the look-up,
+    or at the write when two corrections of one record were looked up at once."""
+    raise Refused(
+        RejectionCode.UNKNOWN_SUPERSEDED,
+        "supersedes_source_reference: names a record that a later one already replaced; correct the latest version",
+    )
 
 
 @dataclass(frozen=True)
