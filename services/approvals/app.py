@@ -247,7 +247,17 @@ class ApprovalsApp:
     # ----------------------------------------------------------------------------------------
     # The saga
 
-    def advance(self, case_id: str, proofs: ProofSource) -> pb.Case:
+    def start(self, case_id: str, proofs: ProofSource) -> pb.Case:
+        """advance, for the case's submission event: a case not started yet is started; one under
+        way is left as it is. The event comes again (a redelivery, a publisher's retry, a replay
+        from the dead letters) long after the case started, and driving it then would break its
+        schedule: pull a proof whose pull is still under way, or ask a department that refused
+        again at once, not in an hour, with one more refusal on the citizen's tracker. A case
+        under way is the timer's: due once its retry's wait is over or its pull stalled (a worker
+        that died mid-pull), and claimed by one worker then (claim_due_cases)."""
+        return self.advance(case_id, proofs, only_if_new=True)
+
+    def advance(self, case_id: str, proofs: ProofSource, only_if_new: bool = False) -> pb.Case:
         """Do whatever the case still needs: pull its outstanding proofs, then evaluate, sign off
         and decide, or open the next review task. Safe to call any number of times, at once.
 
@@ -258,7 +268,7 @@ class ApprovalsApp:
         pulling: list[_Pull] = []
 
         def begin(cases: Cases, case: pb.Case, now: datetime.datetime) -> Change | None:
-            if saga.settled(case):
+            if saga.settled(case) or (only_if_new and case.state != pb.CASE_STATE_SUBMITTED):
                 return None
             spec = self.versions.spec_for(case)
             if spec is None:

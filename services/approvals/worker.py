@@ -40,7 +40,7 @@ class Worker:
     @event_handler("approvals", "case_submitted")  # type: ignore[untyped-decorator]
     def on_case_submitted(self, body: Any) -> None:
         submitted = parse_event(body, events_pb2.CaseSubmitted)
-        self.parts.approvals.advance(submitted.case_id, self._proofs())
+        self.parts.approvals.start(submitted.case_id, self._proofs())
 
     @timer(interval=1)  # type: ignore[untyped-decorator]
     def drive(self) -> None:

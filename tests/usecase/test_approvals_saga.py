@@ -278,6 +278,23 @@ def test_a_refusal_is_escalated_at_once_and_asked_again_only_hourly(saga: Saga) 
     assert saga.approvals.advance(case.case_id, saga.records).state == pb.CASE_STATE_APPROVED
 
 
+def test_a_submission_event_handled_again_leaves_a_started_case_to_its_schedule(saga: Saga) -> None:
+    # Refused: escalated, and asked again in an hour, not whenever its event comes again.
+    saga.records.failures = [ProofNotIssued("records PERMISSION_DENIED: approvals may not read", retryable=False)]
+    case = saga.submit(scenario("business_licence_change"))
+    started = saga.approvals.start(case.case_id, saga.records)
+    assert started.state == pb.CASE_STATE_IN_PROGRESS and started.steps[0].attempts == 1
+    asked = list(saga.records.requests)
+    saga.clock.now += datetime.timedelta(seconds=1)
+    again = saga.approvals.start(case.case_id, saga.records)
+    assert saga.records.requests == asked, "records is not asked again"
+    assert (again.revision, again.steps[0].attempts) == (started.revision, 1)
+    assert len(saga.events("case_escalated", case.case_id)) == 1
+    saga.clock.now += datetime.timedelta(hours=1)
+    assert saga.approvals.claim_due_cases() == [case.case_id]  # the timer's, when its retry is due
+    assert saga.approvals.advance(case.case_id, saga.records).state == pb.CASE_STATE_APPROVED
+
+
 def test_a_proof_that_expired_while_the_case_waited_is_drawn_afresh(saga: Saga) -> None:
     # Encumbrances are valid a week; the deed tax proof does not come for eight days.
     saga.records.validity["property_encumbrances"] = datetime.timedelta(days=7)
