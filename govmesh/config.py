@@ -42,7 +42,7 @@ environment (defaults in brackets):
                               max_workers; its database pool follows) [10]
   GOVMESH_WORKER_STOP_SECONDS how long a worker told to stop (SIGTERM, Ctrl-C) lets its handlers
                               finish before it kills them, which their messages survive (redelivered,
-                              the inbox keeps effects single); under Kubernetes' 30 s grace [20]
+                              each handler's key keeps effects single); under Kubernetes' 30 s grace [20]
   GOVMESH_OUTBOX_KEEP_SECONDS how long a worker keeps the events it sent in its service's outbox
                               before deleting them: subscribers have them in their queues by then,
                               and kept for ever they would be most of the database [86400, a day]

@@ -173,7 +173,8 @@ def replay(amqp_uri: str, queue: str, message_ids: set[str] | None = None) -> li
     """Each message of ``queue`` (those of ``message_ids``, or all) published again where it came
     from, as it first came (without the dead-lettering's headers), then taken off the queue once the
     broker confirmed the copy: a replay never loses a message, and may double one only if it is
-    cut off between the two (the consumers' inboxes drop the double)."""
+    cut off between the two (each consumer's key absorbs the double:
+    docs/decisions/runtime-effects-single-by-each-handlers-key.md)."""
     replayed = []
     with _channel(amqp_uri) as channel:
         returned: list[object] = []

@@ -3,8 +3,10 @@
 Outbox: a domain change and the events it causes are written in ONE transaction; the relay
 publishes committed rows afterwards and marks them sent. If the relay or broker dies between
 publish and mark, the row is published again: delivery is at-least-once, with a stable ce-id.
-Inbox: a consumer records each ce-id it applied in the transaction of its effect, so the
-second delivery of the same event finds it there and has no effect. Together: exactly once as
+Inbox: a consumer with no key of its own domain to keep its effect single records each ce-id it
+applied in the transaction of its effect, so the second delivery of the same event finds it there
+and has no effect (the services' handlers have such keys instead:
+docs/decisions/runtime-effects-single-by-each-handlers-key.md). Together: exactly once as
 consumers see it.
 """
 
@@ -24,7 +26,7 @@ from opentelemetry import trace
 from sqlalchemy.orm import Session
 
 from govmesh import metrics, tracing
-from govmesh.db import CommitWatch, Database, execute_on_driver
+from govmesh.db import CommitWatch, Database, execute_on_driver, insert_new
 from govmesh.messaging import BrokerUnavailable, ConfirmingPublisher, Envelope, RenderedEvent
 
 log = logging.getLogger(__name__)
@@ -94,14 +96,16 @@ class Outbox:
     def claim(self, session: Session, consumer: str, event_id: str) -> bool:
         """Record that `consumer` applies `event_id` in this transaction; False if it already did.
 
-        The primary key makes a concurrent second claim fail at commit, rolling back its effect."""
-        seen = session.execute(
-            sa.select(self.inbox.c.event_id).where(self.inbox.c.consumer == consumer, self.inbox.c.event_id == event_id)
+        Two deliveries claimed at once (competing workers after a redelivery): the second waits
+        on the first's row (PostgreSQL; SQLite has one writer) and is told False once the first
+        committed, or claims it if the first rolled back; it is never an error that would
+        requeue the event."""
+        claimed = session.execute(
+            insert_new(session, self.inbox)
+            .values(consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC))
+            .returning(self.inbox.c.event_id)
         ).first()
-        if seen is not None:
-            return False
-        session.execute(self.inbox.insert().values(consumer=consumer, event_id=event_id, handled_at=datetime.now(UTC)))
-        return True
+        return claimed is not None
 
     def waiting(self, limit: int) -> sa.Select[tuple[object, ...]]:
         """The oldest ``limit`` events waiting to be published, read through ix_outbox_pending,

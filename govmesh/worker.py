@@ -172,7 +172,7 @@ def _run_until_stopped(runner: ServiceRunner, service_class: type, stop_seconds:
     the queue consumers to stop, and a consumer that lost the broker waits for it to come back, so
     a worker told to stop during an outage would never stop by itself. After ``stop_seconds`` its
     handlers are killed and the process ends: a message they held was not acknowledged and is
-    delivered again (the inbox keeps its effect single), and a transaction they held is rolled
+    delivered again (its handler's key keeps the effect single), and a transaction they held is rolled
     back with its connection."""
     runner.add_service(service_class)
     finished = eventlet.event.Event()
@@ -373,8 +373,10 @@ class CurrentEvent(_EntrypointSpans):
     """Gives a handler the headers of its event, and wraps each handled event in a CONSUMER span
     continuing the publisher's trace, with RED metrics per handler.
 
-    Use it beside `event_handler` handlers; the handler applies its effect and claims the event
-    id in the inbox in one transaction (`Outbox.claim`), so a redelivery has no second effect."""
+    Use it beside `event_handler` handlers. A handler keeps its effect single by a key of its
+    domain, or applies its effect and claims the event id in the inbox in one transaction
+    (`Outbox.claim`, the ce-id from here), so a redelivery has no second effect
+    (docs/decisions/runtime-effects-single-by-each-handlers-key.md)."""
 
     def worker_setup(self, worker_ctx: Any) -> None:
         data = worker_ctx.context_data

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,6 +119,28 @@ def test_inbox_claim_rolls_back_with_the_effect(db: Database, outbox: Outbox) ->
     with db.transaction() as session:
         assert not outbox.claim(session, "c", event_id)
         assert outbox.claim(session, "another-consumer", event_id)  # inboxes are per consumer
+
+
+def test_two_deliveries_claimed_at_once_apply_once(db: Database, outbox: Outbox) -> None:
+    """Competing workers handle two copies of one event at once: the second claim waits for the
+    first's transaction and is told the event was applied; after a rollback it would claim it."""
+    event_id = str(uuid.uuid4())
+    first_holds, answers = threading.Event(), []
+
+    def second() -> None:
+        first_holds.wait(10)
+        with db.transaction() as session:
+            answers.append(outbox.claim(session, "c", event_id))
+
+    with futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(second)
+        with db.transaction() as session:
+            assert outbox.claim(session, "c", event_id)
+            first_holds.set()
+            time.sleep(0.3)  # the second claim is made meanwhile, and waits (or SQLite's writer lock does)
+            assert not answers, "the second claim did not wait for the first's transaction"
+        waiting.result(10)
+    assert answers == [False]
 
 
 def test_relay_backs_off_while_the_broker_is_away_then_publishes(db: Database, outbox: Outbox, amqp_uri: str) -> None:
