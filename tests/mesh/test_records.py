@@ -22,7 +22,6 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import grpc
-import pika
 import pytest
 import rfc8785
 import sqlalchemy as sa
@@ -60,6 +59,7 @@ from tests.support.people import (
     wait_serving,
     with_wrong_check,
 )
+from tests.support.records_mesh import publish_on_broker, publish_raw
 from tests.support.shared_mesh import Integrators, about, counter, new_resident, receive_own
 
 _companies = itertools.count(1)
@@ -135,29 +135,6 @@ class Records:
             if result.entries_pending == 0 or time.monotonic() > deadline:
                 return result
             time.sleep(0.1)
-
-
-def publish_on_broker(env: ServiceEnv, record: records_pb2.DepartmentRecord, caller: str = "public_security") -> None:
-    body = json_format.MessageToJson(record).encode()
-    publish_raw(env, body, env.token(caller), record.department_code)
-
-
-def publish_raw(
-    env: ServiceEnv,
-    body: bytes,
-    token: str,
-    department: str = "public_security",
-    content_type: str | None = "application/json",
-) -> None:
-    """A message on records.ingest as a department sends it, whatever its body."""
-    connection = pika.BlockingConnection(pika.URLParameters(env.env["AMQP_URI"]))
-    channel = connection.channel()
-    channel.confirm_delivery()
-    properties = pika.BasicProperties(
-        content_type=content_type, delivery_mode=2, headers={"authorization": f"Bearer {token}"}
-    )
-    channel.basic_publish("records.ingest", department, body, properties)
-    connection.close()
 
 
 def stored_records(env: ServiceEnv, references: Collection[str]) -> int:

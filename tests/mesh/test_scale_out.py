@@ -11,6 +11,7 @@ access log, sealed by whichever sequencer held the lock, verifies whole."""
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import threading
 import uuid
@@ -38,11 +39,15 @@ from tests.support.mesh import (
     wait_for,
 )
 from tests.support.people import licence, wait_serving
+from tests.support.records_mesh import publish_on_broker
 from tests.support.shared_mesh import counter, new_resident
 
 CASES = 30
 PROOFS = 40
 CORRECTED = 30
+#: Records taken off records.ingest by records' workers, by what became of them.
+INGESTED = 'govmesh_records_ingested_total{{channel="broker",outcome="{}"}}'
+OUTCOMES = ("stored", "duplicate", "rejected")
 CASE_QUEUE = "evt-approvals-case_submitted--approvals.on_case_submitted"
 
 
@@ -95,6 +100,10 @@ class ScaledMesh:
         """Each api process's count of ``method`` calls answered OK."""
         series = f'govmesh_grpc_requests_total{{code="OK",method="{method}",service="{service}"}}'
         return self.each_counts(service, "api", series)
+
+    def ingested(self) -> dict[str, list[float]]:
+        """Each records worker's count of the records it took off records.ingest, by outcome."""
+        return {outcome: self.each_counts("records", "worker", INGESTED.format(outcome)) for outcome in OUTCOMES}
 
     def events_applied(self, handler: str) -> list[float]:
         series = f'govmesh_events_handled_total{{handler="{handler}",outcome="applied",service="approvals"}}'
@@ -236,16 +245,55 @@ def test_two_corrections_of_one_record_at_once_leave_it_one_current_version(mesh
             stored = list(pool.map(correct, [original, original], ["a", "b"], [ready, ready]))
             assert sorted(stored) == [0, 1], f"{original.source_reference}: one correction stored, one refused"
 
+    assert stored_versions(env, tag) == (CORRECTED * 2, CORRECTED), "each record has one current version"
+
+
+def test_two_records_workers_store_each_record_once_and_one_correction_of_it(mesh: ScaledMesh) -> None:
+    """A department's system sends two corrections of each record on the broker, and each of them
+    twice (a resend); the two records workers take them at once: each record gets one correction
+    (the other, both copies, refused and dead-lettered), one record_published each, one current
+    version."""
+    env = mesh.env
+    person, tag = new_resident(), uuid.uuid4().hex[:8]
+    originals = [licence(person, reference=f"DL-{tag}-{n}") for n in range(CORRECTED)]
+    published = Integrator(mesh.amqp, "records.events", "record_published")
+    publish(env, originals)
+    before = mesh.ingested()
+    corrections = []
+    for original, version in itertools.product(originals, "ab"):
+        correction = licence(person, reference=f"{original.source_reference}-{version}")
+        correction.supersedes_source_reference = original.source_reference
+        corrections.append(correction)
+    for correction in corrections + corrections:
+        publish_on_broker(env, correction)
+
+    def taken() -> dict[str, int]:
+        return {outcome: int(sum(counts) - sum(before[outcome])) for outcome, counts in mesh.ingested().items()}
+
+    wait_for(lambda: sum(taken().values()) == 4 * CORRECTED, timeout=60)
+    # One of each pair stored, its resend a duplicate; the other refused, its resend too.
+    assert taken() == {"stored": CORRECTED, "duplicate": CORRECTED, "rejected": 2 * CORRECTED}
+    assert stored_versions(env, tag) == (CORRECTED * 2, CORRECTED), "one correction each, one current version"
+    events = [json.loads(body)["sourceReference"] for _, _, body in published.drain(quiet=3)]
+    ours = collections.Counter(reference for reference in events if reference.startswith(f"DL-{tag}-"))
+    assert len(ours) == 2 * CORRECTED and set(ours.values()) == {1}, "one record_published per record stored"
+    published.close()
+    per_worker = zip(*mesh.ingested().values(), strict=True)
+    assert all(sum(counts) > 0 for counts in per_worker), "both records workers took records"
+
+
+def stored_versions(env: ServiceEnv, tag: str) -> tuple[int, int]:
+    """How many records tagged ``tag`` (DL-<tag>-...) records stores, and how many are current."""
     engine = env.engine("records")
     try:
         with engine.connect() as connection:
-            current = connection.execute(
+            stored, current = connection.execute(
                 sa.text(
-                    "SELECT count(*) FROM records WHERE department_code = 'public_security'"
-                    " AND source_reference LIKE :tagged AND superseded_by IS NULL"
+                    "SELECT count(*), count(*) FILTER (WHERE superseded_by IS NULL) FROM records"
+                    " WHERE department_code = 'public_security' AND source_reference LIKE :tagged"
                 ),
                 {"tagged": f"DL-{tag}-%"},
-            ).scalar_one()
+            ).one()
     finally:
         engine.dispose()
-    assert current == CORRECTED, "each record has one current version"
+    return int(stored), int(current)
