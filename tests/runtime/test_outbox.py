@@ -703,8 +703,8 @@ def building_index(db: Database, cancel: bool = False) -> bool:
     with db.engine.connect() as connection:
         builds = connection.execute(
             sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX%ix_outbox_pending%'"
-                " AND wait_event_type = 'Lock'"
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"  # not another test's
+                " AND query ILIKE 'CREATE INDEX%ix_outbox_pending%' AND wait_event_type = 'Lock'"
             )
         ).scalars()
         found = list(builds)
