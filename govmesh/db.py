@@ -255,15 +255,27 @@ class Database:
         """Bring the schema to the newest revision, or to ``revision`` (idempotent), and record
         the oldest code that may still run on it (docs/decisions/runtime-upgrades-side-by-side.md).
 
-        Each migration commits on its own, with that record (run_alembic_env), so a migration may
-        step out of its transaction for what PostgreSQL does only outside one (CREATE INDEX
-        CONCURRENTLY: migration_ops.create_index_without_blocking_writes), and an upgrade that
-        fails part way leaves the schema at the last revision it reached, its record true."""
+        One transaction: an upgrade that fails changes nothing, and the version before serves on.
+        A migration may step out of it for what PostgreSQL does only outside a transaction (CREATE
+        INDEX CONCURRENTLY: migration_ops.create_index_without_blocking_writes), which commits the
+        migrations before it, each with its record (run_alembic_env). On PostgreSQL one migrator
+        at a time per service (an advisory lock): a second waits, and so does the next try after
+        a migrator cut off whose statement the server still runs."""
         if not self.is_sqlite:
             with self.engine.begin() as connection:
                 connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
         with self.engine.connect() as connection:
-            command.upgrade(self._alembic_config(connection), revision)
+            lock = {"key": f"govmesh-migrate:{self.schema}"}
+            if not self.is_sqlite:
+                connection.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"), lock)
+                connection.commit()  # a session's lock outlives its transaction: alembic's own begins now
+            try:
+                command.upgrade(self._alembic_config(connection), revision)
+            finally:
+                if not self.is_sqlite:
+                    connection.rollback()  # whatever a failed migration left open
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), lock)
+                    connection.commit()
 
     def readiness(self) -> str | None:
         """None when the database answers and is migrated to this code's head, or to a newer
@@ -503,12 +515,17 @@ def oldest_code_for(script: ScriptDirectory, current: str) -> str:
 
 
 def run_alembic_env(target_metadata: sa.MetaData) -> None:
-    """The body of every service's migrations/env.py: migrate on the connection we pass in, a
-    transaction per migration, in which the oldest code that may run on the schema it leaves is
-    recorded with the revision (Database.migrate)."""
+    """The body of every service's migrations/env.py: migrate on the connection we pass in, in
+    one transaction of alembic's (Database.migrate); with each migration's revision, the oldest
+    code that may run on the schema it leaves, so that what a migration stepping out of the
+    transaction commits is recorded truly."""
     from alembic import context
 
     connection: sa.Connection = context.config.attributes["connection"]
+    if connection.in_transaction():
+        raise RuntimeError(
+            "migrations run in alembic's own transaction: pass a connection outside one (engine.connect())"
+        )
     script = context.script
 
     def record_compatibility(
@@ -525,7 +542,8 @@ def run_alembic_env(target_metadata: sa.MetaData) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        transaction_per_migration=True,
+        # SQLite's DDL is transactional too (alembic assumes not, and would commit each migration).
+        transactional_ddl=True,
         on_version_apply=record_compatibility,
     )
     with context.begin_transaction():

@@ -7,8 +7,12 @@ without blocking writes since the release after it shipped)."""
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from alembic import op
+
+log = logging.getLogger(__name__)
 
 
 def create_messaging_tables_v1() -> None:
@@ -59,16 +63,26 @@ def drop_outbox_pending_index_v2() -> None:
 
 def create_index_without_blocking_writes(name: str, table: str, columns: list[str], where: str | None = None) -> None:
     """An index built while the table goes on taking writes: on PostgreSQL CONCURRENTLY, outside
-    the migration's transaction, where a plain CREATE INDEX holds every insert, update and delete
-    of the table for the whole build (every proof and case of the service, if it is the outbox:
-    seconds for a day's events). It waits for the transactions already writing the table, not for
-    those after. A build cut off (the process killed, a deadlock) leaves an INVALID index and no
-    revision recorded: the migration runs again, drops that index and builds it anew. SQLite has
-    one writer: a plain CREATE INDEX, in the migration's transaction."""
+    the migration's transaction (which commits the migrations before it), where a plain CREATE
+    INDEX holds every insert, update and delete of the table for the whole build (every proof and
+    case of the service, if it is the outbox: seconds for a day's events). The build waits for the
+    transactions writing the table when it starts and, at its end, for every transaction of the
+    database holding an older snapshot, whichever service's or tool's (a long report, a pg_dump,
+    a session left idle in a transaction): it says so in the log first. A build cut off (the
+    statement cancelled, a deadlock) leaves an INVALID index and no revision recorded: the
+    migration runs again, drops that index and builds it anew (Database.migrate's lock keeps the
+    next try waiting while a cut-off migrator's build still runs). SQLite has one writer: a plain
+    CREATE INDEX, in the migration's transaction."""
     condition = sa.text(where) if where else None
     if op.get_bind().dialect.name != "postgresql":
         op.create_index(name, table, columns, sqlite_where=condition)
         return
+    log.info(
+        "building index %s on %s without blocking writes: waits for the database's transactions older than it "
+        "(pg_stat_activity: backend_xmin set, or idle in transaction)",
+        name,
+        table,
+    )
     with op.get_context().autocommit_block():
         broken = op.get_bind().execute(
             sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}

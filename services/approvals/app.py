@@ -248,8 +248,8 @@ class ApprovalsApp:
     # The saga
 
     def start(self, case_id: str, proofs: ProofSource) -> pb.Case:
-        """advance, for the case's submission event: a case not started yet is started; one under
-        way is left as it is. The event comes again (a redelivery, a publisher's retry, a replay
+        """advance, for the case's submission event: a case never driven is started; one driven
+        already is left as it is. The event comes again (a redelivery, a publisher's retry, a replay
         from the dead letters) long after the case started, and driving it then would break its
         schedule: pull a proof whose pull is still under way, or ask a department that refused
         again at once, not in an hour, with one more refusal on the citizen's tracker. A case
@@ -268,7 +268,7 @@ class ApprovalsApp:
         pulling: list[_Pull] = []
 
         def begin(cases: Cases, case: pb.Case, now: datetime.datetime) -> Change | None:
-            if saga.settled(case) or (only_if_new and case.state != pb.CASE_STATE_SUBMITTED):
+            if saga.settled(case) or (only_if_new and not saga.never_driven(case)):
                 return None
             spec = self.versions.spec_for(case)
             if spec is None:

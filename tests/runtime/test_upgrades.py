@@ -5,6 +5,7 @@ backward compatible, and says NOT ready (stop this version) after one that is no
 from __future__ import annotations
 
 import shutil
+from concurrent import futures
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from govmesh.db import Database, service_database
 from services.identity.app import IdentityApp
+from tests.support.mesh import PostgresDatabases, wait_for
 from tests.support.people import LUO_FANG, XU_WEI
 
 MIGRATION = '''"""{doc}
@@ -33,6 +35,10 @@ depends_on = None
 def upgrade() -> None:
     {upgrade}
 '''
+
+
+CREATE_LATER = 'op.create_table("later", sa.Column("id", sa.Integer(), primary_key=True))'
+FAILING = 'op.execute("SELECT * FROM no_such_table")'
 
 
 def add_migration(directory: Path, revision: str, down: str, doc: str, upgrade: str, flag: str = "") -> None:
@@ -75,7 +81,7 @@ def test_old_code_serves_on_a_newer_schema_until_a_migration_breaks_it(database_
         "f002",
         "f001",
         "A migration that says nothing about compatibility: counted as breaking older code.",
-        'op.create_table("later", sa.Column("id", sa.Integer(), primary_key=True))',
+        CREATE_LATER,
     )
     new = Database(database_url, schema="identity", migrations=newer)
     new.migrate()
@@ -87,29 +93,73 @@ def test_old_code_serves_on_a_newer_schema_until_a_migration_breaks_it(database_
     new.dispose()
 
 
-def test_an_upgrade_that_fails_part_way_stops_at_the_last_migration_it_made_and_says_so(
-    database_url: str, tmp_path: Path
-) -> None:
-    """Each migration commits on its own, with the oldest code that may run on its schema: an
-    upgrade that fails at its second migration leaves the first made, and every version told the
-    truth about it."""
+def test_an_upgrade_that_fails_changes_nothing_and_the_old_version_serves_on(database_url: str, tmp_path: Path) -> None:
+    """The migrations of an upgrade run in one transaction: one breaking the old code, then one
+    that fails, leave the schema as it was, and the old version ready."""
     old = service_database("identity", database_url)
     old.migrate()
     newer, old_head = next_version(old, tmp_path)
-    add_migration(
-        newer,
-        "f001",
-        old_head,
-        "Says nothing about compatibility: breaks older code.",
-        'op.create_table("later", sa.Column("id", sa.Integer(), primary_key=True))',
-    )
-    add_migration(newer, "f002", "f001", "Fails.", 'op.execute("SELECT * FROM no_such_table")')
+    add_migration(newer, "f001", old_head, "Breaks older code (says nothing).", CREATE_LATER)
+    add_migration(newer, "f002", "f001", "Fails.", FAILING)
+    new = Database(database_url, schema="identity", migrations=newer)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        new.migrate()
+    assert old.readiness() is None, "the old version serves on"
+    waiting = new.readiness()
+    assert waiting is not None and f"database at migration {old_head}, code needs f002" in waiting
+    old.dispose()
+    new.dispose()
+
+
+def test_a_migration_that_steps_out_of_the_transaction_commits_what_came_before_and_says_so(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A migration that runs outside the transaction (as CREATE INDEX CONCURRENTLY must) commits
+    the migrations before it: when a later one fails, the schema stays at the last committed, and
+    what it records of the code that may run on it is true (here: not the old version)."""
+    old = service_database("identity", database_url)
+    old.migrate()
+    newer, old_head = next_version(old, tmp_path)
+    add_migration(newer, "f001", old_head, "Breaks older code (says nothing).", CREATE_LATER)
+    outside = 'with op.get_context().autocommit_block():\n        op.execute("SELECT 1")'
+    add_migration(newer, "f002", "f001", "Steps out.", outside, flag="backward_compatible = True")
+    add_migration(newer, "f003", "f002", "Fails.", FAILING)
     new = Database(database_url, schema="identity", migrations=newer)
     with pytest.raises(sa.exc.SQLAlchemyError):
         new.migrate()
     waiting = new.readiness()
-    assert waiting is not None and "database at migration f001, code needs f002" in waiting
+    assert waiting is not None and "database at migration f001, code needs f003" in waiting
     refused = old.readiness()
-    assert refused is not None and "stop this version" in refused, "f001 was made, and breaks the old code"
+    assert refused is not None and "stop this version" in refused, "f001 was committed, and breaks the old code"
     old.dispose()
     new.dispose()
+
+
+def test_one_migrator_at_a_time_the_next_waits_for_it(postgres: PostgresDatabases) -> None:
+    """Two `govmesh migrate` of one service at once (a Job retried while the first still runs on
+    the server): the second waits for the first's lock, then finds nothing left to do."""
+    db = service_database("identity", postgres.create())
+    db.migrate()
+    pool = futures.ThreadPoolExecutor(1)
+    first = db.engine.connect()
+    try:
+        first.execute(sa.text("SELECT pg_advisory_lock(hashtext('govmesh-migrate:identity'))"))
+        second = pool.submit(db.migrate)
+
+        def waiting() -> bool:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event = 'advisory'"
+            )
+            with db.engine.connect() as looking:  # a transaction's view of the activity stays as first read
+                return bool(looking.execute(sa.text(query)).scalar())
+
+        wait_for(waiting, timeout=10)
+        assert not second.done()
+    finally:
+        first.execute(sa.text("SELECT pg_advisory_unlock(hashtext('govmesh-migrate:identity'))"))
+        first.close()
+        pool.shutdown(wait=True)
+    second.result(10)
+    assert db.readiness() is None
+    db.dispose()

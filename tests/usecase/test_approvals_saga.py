@@ -295,6 +295,18 @@ def test_a_submission_event_handled_again_leaves_a_started_case_to_its_schedule(
     assert saga.approvals.advance(case.case_id, saga.records).state == pb.CASE_STATE_APPROVED
 
 
+def test_a_submission_event_handled_again_leaves_a_case_whose_type_cannot_be_read_as_it_was(
+    saga: Saga, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = saga.submit(scenario("business_licence_change"))
+    monkeypatch.setattr(saga.approvals.versions, "spec_for", lambda case: None)  # its file gone from this version
+    escalated = saga.approvals.start(case.case_id, saga.records)
+    assert escalated.state == pb.CASE_STATE_SUBMITTED and escalated.revision == 2
+    again = saga.approvals.start(case.case_id, saga.records)
+    assert again.revision == 2, "no new revision, and its retry stays when it was"
+    assert len(saga.events("case_escalated", case.case_id)) == 1
+
+
 def test_a_proof_that_expired_while_the_case_waited_is_drawn_afresh(saga: Saga) -> None:
     # Encumbrances are valid a week; the deed tax proof does not come for eight days.
     saga.records.validity["property_encumbrances"] = datetime.timedelta(days=7)

@@ -323,6 +323,12 @@ def open_case(
 # Proofs
 
 
+def never_driven(case: pb.Case) -> bool:
+    """As submitted: nothing has changed the case since (its first revision). A case whose type
+    could not be read is escalated and stays SUBMITTED: driven, all the same."""
+    return case.state == pb.CASE_STATE_SUBMITTED and case.revision == 1
+
+
 def settled(case: pb.Case) -> bool:
     """Nothing for the saga to do: the case is final or waits on a reviewer."""
     return case.state in FINAL or case.state == pb.CASE_STATE_IN_REVIEW
