@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -62,19 +63,34 @@ class Bare(records_pb2_grpc.RecordsServiceServicer):
         return self.page
 
 
-def busy_cpu_seconds() -> float:
-    """CPU time this machine spent busy, all cores together, less this process's own (the
-    callers): what the servers (api, worker, identity, the database) burned."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK") - own.ru_utime - own.ru_stime
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU time of this machine's cores together: what the servers (api, worker, identity, the
+    database) burned, the callers (this process) left out; and what the host running this
+    machine took from its cores for others (steal), which is no one's here and slows everything:
+    a load measured while the host stole is slower for it, and says so."""
+
+    servers: float
+    stolen: float
+
+    @classmethod
+    def now(cls) -> CpuSeconds:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(f) / os.sysconf("SC_CLK_TCK") for f in Path("/proc/stat").read_text().split()[1:9]
+        )
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(user + nice + system + irq + softirq - own.ru_utime - own.ru_stime, steal)
+
+    def __sub__(self, before: CpuSeconds) -> CpuSeconds:
+        return CpuSeconds(self.servers - before.servers, self.stolen - before.stolen)
 
 
-def under_load(call: Callable[[int, int], object], callers: int, seconds: float) -> tuple[list[float], float, float]:
+def under_load(
+    call: Callable[[int, int], object], callers: int, seconds: float
+) -> tuple[list[float], float, CpuSeconds]:
     """Each caller calls in a loop for ``seconds``: every call's latency, the time they took and
-    the servers' CPU seconds meanwhile (busy_cpu_seconds)."""
-    cpu = busy_cpu_seconds()
+    the CPU seconds meanwhile."""
+    cpu = CpuSeconds.now()
     stop = time.monotonic() + seconds
     samples: list[list[float]] = [[] for _ in range(callers)]
 
@@ -89,22 +105,24 @@ def under_load(call: Callable[[int, int], object], callers: int, seconds: float)
     started = time.perf_counter()
     with futures.ThreadPoolExecutor(callers) as pool:
         list(pool.map(caller, range(callers)))
-    return [s for own in samples for s in own], time.perf_counter() - started, busy_cpu_seconds() - cpu
+    return [s for own in samples for s in own], time.perf_counter() - started, CpuSeconds.now() - cpu
 
 
-def report_load(name: str, samples: list[float], elapsed: float, cpu_seconds: float | None, section: str) -> float:
-    """Prints and records one load's figures, with the servers' CPU per call: on a machine whose
-    cores are all busy, throughput is cores / CPU per call, whatever the concurrency. None when
-    the server runs in this process (the bare baseline), whose CPU is the callers'."""
+def report_load(name: str, samples: list[float], elapsed: float, cpu: CpuSeconds | None, section: str) -> float:
+    """Prints and records one load's figures, with the servers' CPU per call (on a machine whose
+    cores are all busy, throughput is cores / CPU per call, whatever the concurrency) and the
+    share of the cores the host stole meanwhile. No CPU when the server runs in this process
+    (the bare baseline), whose CPU is the callers'."""
     samples = sorted(samples)
     p50 = statistics.median(samples) * 1000
     p99 = percentile(samples, 99) * 1000
     rate = len(samples) / elapsed
     line = f"  {name:<52} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:6.0f} calls/s"
     figures = {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "per_second": round(rate)}
-    if cpu_seconds is not None:
-        figures["cpu_ms_per_call"] = round(cpu_seconds * 1000 / len(samples), 2)
-        line += f"   servers' cpu {figures['cpu_ms_per_call']:5.2f} ms/call"
+    if cpu is not None:
+        figures["cpu_ms_per_call"] = round(cpu.servers * 1000 / len(samples), 2)
+        figures["stolen_percent"] = round(100 * cpu.stolen / (elapsed * (os.cpu_count() or 1)), 1)
+        line += f"   servers' cpu {figures['cpu_ms_per_call']:5.2f} ms/call   stolen {figures['stolen_percent']:4.1f}%"
     print(line)
     results.record(section, name, **figures)
     return rate
