@@ -259,23 +259,43 @@ class Database:
         A migration may step out of it for what PostgreSQL does only outside a transaction (CREATE
         INDEX CONCURRENTLY: migration_ops.create_index_without_blocking_writes), which commits the
         migrations before it, each with its record (run_alembic_env). On PostgreSQL one migrator
-        at a time per service (an advisory lock): a second waits, and so does the next try after
-        a migrator cut off whose statement the server still runs."""
-        if not self.is_sqlite:
-            with self.engine.begin() as connection:
-                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-        with self.engine.connect() as connection:
-            lock = {"key": f"govmesh-migrate:{self.schema}"}
+        at a time per service, from its schema's creation on (_one_migrator_at_a_time)."""
+        with self.engine.connect() as connection, self._one_migrator_at_a_time(connection):
             if not self.is_sqlite:
-                connection.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"), lock)
-                connection.commit()  # a session's lock outlives its transaction: alembic's own begins now
+                connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                connection.commit()
+            command.upgrade(self._alembic_config(connection), revision)
+
+    @contextlib.contextmanager
+    def _one_migrator_at_a_time(self, connection: sa.Connection) -> Iterator[None]:
+        """Holds the service's migration lock (PostgreSQL: a session advisory lock) on
+        ``connection`` while the body runs. A second migrator (two Jobs, or a Job retried while a
+        cut-off one's statement still runs on the server) waits for it, asking again every second
+        with no transaction open: one waiting in a transaction holds a snapshot, which the
+        holder's CONCURRENTLY build waits for in its turn, a deadlock the server breaks by
+        failing one of them."""
+        if self.is_sqlite:  # one writer already
+            yield
+            return
+        key = {"key": f"govmesh-migrate:{self.schema}"}
+        said = False
+        while not connection.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:key))"), key).scalar():
+            connection.commit()
+            if not said:
+                log.info("waiting for another govmesh migrate of %s to finish", self.schema)
+                said = True
+            time.sleep(1)
+        connection.commit()  # a session's lock outlives its transaction: alembic's own begins next
+        try:
+            yield
+        finally:
             try:
-                command.upgrade(self._alembic_config(connection), revision)
-            finally:
-                if not self.is_sqlite:
-                    connection.rollback()  # whatever a failed migration left open
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), lock)
-                    connection.commit()
+                connection.rollback()  # whatever a failed migration left open
+                connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
+                connection.commit()
+            except BaseException:
+                connection.invalidate()  # its session, and the lock with it, ends rather than go back to the pool
+                raise
 
     def readiness(self) -> str | None:
         """None when the database answers and is migrated to this code's head, or to a newer

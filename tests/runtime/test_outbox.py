@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -638,7 +639,7 @@ def test_every_services_outbox_index_moves_to_what_the_relay_reads_and_back(data
                 session.execute(sa.text("SET enable_seqscan = off"))
                 assert "ix_outbox_pending" in explained(session, ours.waiting(500))
                 session.execute(sa.text("RESET enable_seqscan"))
-        with db.engine.connect() as connection:  # alembic's transactions, a migration each (Database.migrate)
+        with db.engine.connect() as connection:  # outside a transaction: alembic begins its own
             command.downgrade(db._alembic_config(connection), BEFORE_PENDING_INDEX[service])
         after = indexes()
         assert "ix_outbox_unpublished" in after and "ix_outbox_pending" not in after
@@ -694,6 +695,32 @@ def test_a_pending_index_build_cut_off_is_built_anew_when_the_migration_runs_aga
         assert pending_index_valid(db) is False
         assert db.readiness() is not None, "the revision was not recorded"
         db.migrate()
+        assert pending_index_valid(db) is True
+        assert db.readiness() is None
+    finally:
+        pool.shutdown(wait=True)
+        db.dispose()
+
+
+def test_a_second_migrator_waits_for_the_first_building_the_index_and_both_finish(
+    postgres: PostgresDatabases, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two `govmesh migrate` of one service at once, the first building the pending index while a
+    write holds it up: the second waits for the first's lock, saying so, with no snapshot the
+    build would wait for in its turn (waiting in a transaction, the two deadlocked and the server
+    failed one); then the first finishes, and the second finds nothing left to do."""
+    db = service_database("identity", postgres.create())
+    db.migrate(BEFORE_PENDING_INDEX["identity"])
+    pool = futures.ThreadPoolExecutor(2)
+    try:
+        with db.transaction() as open_one, caplog.at_level(logging.INFO, logger="govmesh.db"):
+            outbox.add(open_one, events_pb2.SubjectRegistered(subject_id="sub_open"), subject="sub_open")
+            first = pool.submit(db.migrate)
+            wait_for(lambda: building_index(db), timeout=30)
+            second = pool.submit(db.migrate)
+            wait_for(lambda: "waiting for another govmesh migrate of identity" in caplog.text, timeout=10)
+        first.result(30)
+        second.result(30)
         assert pending_index_valid(db) is True
         assert db.readiness() is None
     finally:

@@ -5,7 +5,6 @@ backward compatible, and says NOT ready (stop this version) after one that is no
 from __future__ import annotations
 
 import shutil
-from concurrent import futures
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 
 from govmesh.db import Database, service_database
 from services.identity.app import IdentityApp
-from tests.support.mesh import PostgresDatabases, wait_for
+from tests.support.mesh import PostgresDatabases
 from tests.support.people import LUO_FANG, XU_WEI
 
 MIGRATION = '''"""{doc}
@@ -112,11 +111,13 @@ def test_an_upgrade_that_fails_changes_nothing_and_the_old_version_serves_on(dat
 
 
 def test_a_migration_that_steps_out_of_the_transaction_commits_what_came_before_and_says_so(
-    database_url: str, tmp_path: Path
+    postgres: PostgresDatabases, tmp_path: Path
 ) -> None:
-    """A migration that runs outside the transaction (as CREATE INDEX CONCURRENTLY must) commits
-    the migrations before it: when a later one fails, the schema stays at the last committed, and
-    what it records of the code that may run on it is true (here: not the old version)."""
+    """A migration that runs outside the transaction (as CREATE INDEX CONCURRENTLY must, on
+    PostgreSQL; SQLite's migrations never do) commits the migrations before it: when a later one
+    fails, the schema stays at the last committed, and what it records of the code that may run
+    on it is true (here: not the old version)."""
+    database_url = postgres.create()
     old = service_database("identity", database_url)
     old.migrate()
     newer, old_head = next_version(old, tmp_path)
@@ -134,32 +135,3 @@ def test_a_migration_that_steps_out_of_the_transaction_commits_what_came_before_
     old.dispose()
     new.dispose()
 
-
-def test_one_migrator_at_a_time_the_next_waits_for_it(postgres: PostgresDatabases) -> None:
-    """Two `govmesh migrate` of one service at once (a Job retried while the first still runs on
-    the server): the second waits for the first's lock, then finds nothing left to do."""
-    db = service_database("identity", postgres.create())
-    db.migrate()
-    pool = futures.ThreadPoolExecutor(1)
-    first = db.engine.connect()
-    try:
-        first.execute(sa.text("SELECT pg_advisory_lock(hashtext('govmesh-migrate:identity'))"))
-        second = pool.submit(db.migrate)
-
-        def waiting() -> bool:
-            query = (
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event = 'advisory'"
-            )
-            with db.engine.connect() as looking:  # a transaction's view of the activity stays as first read
-                return bool(looking.execute(sa.text(query)).scalar())
-
-        wait_for(waiting, timeout=10)
-        assert not second.done()
-    finally:
-        first.execute(sa.text("SELECT pg_advisory_unlock(hashtext('govmesh-migrate:identity'))"))
-        first.close()
-        pool.shutdown(wait=True)
-    second.result(10)
-    assert db.readiness() is None
-    db.dispose()
