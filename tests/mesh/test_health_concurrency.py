@@ -33,6 +33,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+import pika
 import pytest
 import sqlalchemy as sa
 from google.protobuf import json_format
@@ -44,10 +45,11 @@ from govmesh.health.v1 import medical_credit_pb2_grpc
 from govmesh.records.v1 import events_pb2 as records_events
 from govmesh.records.v1 import records_pb2, records_pb2_grpc
 from govmesh.typed_values import Value, fields_to_proto
-from tests.support.health_mesh import HOSPITAL, YUAN, Events, Health, start_mesh
+from tests.support.health_mesh import DEFAULTED_QUEUE, HOSPITAL, YUAN, Events, Health, start_mesh
 from tests.support.mesh import (
     ServiceEnv,
     assert_no_raw_identifiers,
+    consumers,
     database_for,
     metrics_text,
     virtual_host,
@@ -508,11 +510,7 @@ def test_a_redelivered_bill_defaulted_event_leaves_one_default_record_in_records
         duplicates_before = ingested(env, "duplicate")
 
         # The same event again, exactly as health published it (same ce-id), as a replay would.
-        _, properties, body = next(
-            (m, p, b)
-            for m, p, b in health_events.seen
-            if m.routing_key == "bill_defaulted" and bill.bill_id in b.decode()
-        )
+        properties, body = defaulted_event(health_events, bill.bill_id)
         assert properties.headers and properties.headers.get("ce-id"), properties.headers
         health_events.integrator.channel.basic_publish("health.events", "bill_defaulted", body, properties)
 
@@ -533,6 +531,51 @@ def test_a_redelivered_bill_defaulted_event_leaves_one_default_record_in_records
     assert [(d.bill_id, d.amount_fen) for d in suspended.defaults] == [(bill.bill_id, 800 * YUAN)]
     assert health.bill(bill.bill_id).state == pb.BILL_STATE_DEFAULTED
     verify_ledger(mesh)
+
+
+def test_copies_of_a_bill_defaulted_event_taken_by_two_health_workers_leave_one_default_record(mesh: Mesh) -> None:
+    """A second health worker beside the first, both taking health's bill_defaulted queue, and ten
+    copies of one bill's event (a replay, a publisher's retries): each worker sends the default
+    record of every copy it takes, and records keeps one, by the bill id it is referenced by
+    (docs/decisions/runtime-effects-single-by-each-handlers-key.md)."""
+    env = mesh.env
+    identifier, _ = enrolled_patient(mesh)
+    bill = billed(mesh, identifier, 300 * YUAN)
+    published_line = f"default record of bill {bill.bill_id} published to records"
+    health_events = Events(mesh.amqp, "health.events")
+    first = next(p for p in env.processes if p.args == ["worker", "health"])
+    second = env.process("worker", "health", instance=(1, 2))
+    try:
+        wait_for(lambda: consumers(mesh.amqp, DEFAULTED_QUEUE) == 2, timeout=60)
+        env.travel(datetime.timedelta(hours=48, days=7, minutes=1))
+        wait_event(health_events, "bill_defaulted", lambda body: body["billId"] == bill.bill_id)
+        wait_for(lambda: stored_records(env, bill.bill_id) == 1, timeout=30)
+        duplicates_before = ingested(env, "duplicate")
+        properties, body = defaulted_event(health_events, bill.bill_id)
+        for _ in range(10):
+            health_events.integrator.channel.basic_publish("health.events", "bill_defaulted", body, properties)
+
+        def sent() -> list[int]:
+            return [worker.logs().count(published_line) for worker in (first, second)]
+
+        # Each copy's record sent and taken by records as a duplicate. On SQLite the two workers'
+        # relays may both publish the first event (one relay per SQLite database is the rule):
+        # one more record sent, one more duplicate, still one record.
+        def all_taken() -> bool:
+            return sum(sent()) >= 11 and ingested(env, "duplicate") >= duplicates_before + 10
+
+        wait_for(all_taken, timeout=30)  # the first default, then each copy
+        assert stored_records(env, bill.bill_id) == 1
+        assert all(n > 0 for n in sent()), f"both workers took copies: {sent()}"
+    finally:
+        health_events.close()
+        second.stop()
+
+
+def defaulted_event(events: Events, bill_id: str) -> tuple[pika.BasicProperties, bytes]:
+    """The bill_defaulted event of ``bill_id`` among ``events``, as health published it (its ce-id
+    and all), for a test to publish again as a replay or a retry would."""
+    return next((p, b) for m, p, b in events.seen if m.routing_key == "bill_defaulted" and bill_id in b.decode())
 
 
 def ingested(env: ServiceEnv, outcome: str) -> float:

@@ -28,6 +28,8 @@ HOSPITAL = "H330100001"
 
 
 YUAN = 100
+#: The queue health's workers take bill_defaulted from (each sends the bill's default record).
+DEFAULTED_QUEUE = "evt-health-bill_defaulted--health.on_bill_defaulted"
 
 
 def start_mesh(env: ServiceEnv, amqp: str) -> None:
@@ -40,7 +42,7 @@ def start_mesh(env: ServiceEnv, amqp: str) -> None:
     wait_for(lambda: consumers(amqp, "records.records.ingest") > 0, timeout=60)
     env.process("api", "health")
     env.process("worker", "health")
-    wait_for(lambda: consumers(amqp, "evt-health-bill_defaulted--health.on_bill_defaulted") > 0, timeout=60)
+    wait_for(lambda: consumers(amqp, DEFAULTED_QUEUE) > 0, timeout=60)
     wait_serving(env.target_of("identity"), "govmesh.identity.v1.IdentityService")
     wait_serving(env.target_of("records"), "govmesh.records.v1.RecordsService")
     wait_serving(env.target_of("health"), "govmesh.health.v1.MedicalCreditService", timeout=60)
