@@ -4,8 +4,10 @@ GOVMESH_SCALE asks, e.g. ``GOVMESH_SCALE=approvals-worker=2,records-api=2``.
 A process scaled to N becomes N lines, ``records-api-0`` .. ``records-api-<N-1>``, each told which
 of how many it is (GOVMESH_INSTANCE, GOVMESH_INSTANCES): api processes then share their service's
 gRPC port, ingest processes split their shards, and each takes metrics ports of its own
-(govmesh/config.py). Workers need nothing more: they compete for their service's queues, and what
-must run once (outbox relays, sequencers, timers) already takes a database lock or lease.
+(govmesh/config.py). Workers need nothing more on PostgreSQL: they compete for their service's
+queues, and what must run once (outbox relays, sequencers, timers) already takes a database lock
+or lease. On SQLite a service's workers run once (refused, saying why): its outbox relays have no
+row locks to share the events out.
 
 With --prometheus-targets DIR it also writes DIR/<kind>.json, Prometheus file_sd targets for
 every instance past the first (deploy/prometheus/prometheus.yml scrapes the first ones by name and
@@ -34,12 +36,13 @@ import shlex
 import shutil
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from govmesh.config import MAX_INSTANCES, default_metrics_port
+from govmesh.config import MAX_INSTANCES, default_metrics_port, load
 
 _LINE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+):\s*(?P<command>.+)$")
 _GOVMESH = re.compile(r"^govmesh (?P<kind>api|worker|ingest) (?P<service>[a-z]+)$")
@@ -76,10 +79,24 @@ class Process:
     count: int
 
 
-def plan(procfile: str, raw_scale: str) -> list[Process]:
-    """The Procfile's processes, each with the count GOVMESH_SCALE gives it (1 when it says none)."""
+def plan(procfile: str, raw_scale: str, database_of: Callable[[str], str] | None = None) -> list[Process]:
+    """The Procfile's processes, each with the count GOVMESH_SCALE gives it (1 when it says none).
+    A service's workers run more than once only on PostgreSQL: on SQLite (``database_of``: the
+    service's database URL, as its processes read it) their outbox relays, which have no row locks
+    to share the events out, would each publish every event."""
     lines = [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
     counts = parse_scale(raw_scale, [line["name"] for line in lines])
+    database_of = database_of or (lambda service: load(service).database_url)
+    for line in lines:
+        found = _GOVMESH.match(line["command"])
+        count = counts.get(line["name"], 1)
+        if found and found["kind"] == "worker" and count > 1 and database_of(found["service"]).startswith("sqlite"):
+            raise ScaleError(
+                f"GOVMESH_SCALE: {line['name']}={count}: the {found['service']} workers run once on SQLite (their "
+                f"outbox relays have no row locks to share the events out, and each would publish every event); "
+                f"give {found['service']} PostgreSQL (DATABASE_URL or {found['service'].upper()}_DATABASE_URL) "
+                "to scale them"
+            )
     return [Process(line["name"], line["command"], counts.get(line["name"], 1)) for line in lines]
 
 

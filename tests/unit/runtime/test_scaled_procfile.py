@@ -36,8 +36,12 @@ def test_without_a_scale_the_procfile_is_run_as_it_is() -> None:
     assert result.stdout.splitlines() == original
 
 
+#: Workers scale on PostgreSQL only (test_workers_on_sqlite_are_not_scaled...).
+ON_POSTGRESQL = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/govmesh"}
+
+
 def test_a_scaled_process_becomes_numbered_instances_that_know_which_they_are() -> None:
-    result = scaled("records-api=2, approvals-worker=3,crowd-ingest=0")
+    result = scaled("records-api=2, approvals-worker=3,crowd-ingest=0", **ON_POSTGRESQL)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "records-api-0: GOVMESH_INSTANCE=0 GOVMESH_INSTANCES=2 govmesh api records" in lines
@@ -65,6 +69,20 @@ def test_a_bad_scale_is_refused_naming_what_is_wrong_and_writes_nothing() -> Non
         assert result.returncode == 2, scale
         assert reason in result.stderr and result.stderr.startswith("GOVMESH_SCALE: "), result.stderr
         assert result.stdout == ""
+
+
+def test_workers_on_sqlite_are_not_scaled_saying_why_and_what_to_give_them() -> None:
+    """Two relays of one SQLite database would each publish every event: refused, naming the
+    process and the setting; apis and ingest processes scale on SQLite as before."""
+    on_sqlite = {"DATABASE_URL": "sqlite:///var/x.db", "APPROVALS_DATABASE_URL": "sqlite:///var/approvals.db"}
+    result = scaled("records-api=2,approvals-worker=2", **on_sqlite)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("GOVMESH_SCALE: approvals-worker=2: the approvals workers run once on SQLite")
+    assert "APPROVALS_DATABASE_URL" in result.stderr
+    assert scaled("records-api=2,crowd-ingest=2", **on_sqlite).returncode == 0
+    # One service's own PostgreSQL is enough for its workers, whatever the others use.
+    on_postgresql = on_sqlite | {"APPROVALS_DATABASE_URL": ON_POSTGRESQL["DATABASE_URL"]}
+    assert scaled("approvals-worker=2", **on_postgresql).returncode == 0
 
 
 def test_prometheus_is_told_where_every_instance_past_the_first_serves_its_metrics(tmp_path: Path) -> None:
