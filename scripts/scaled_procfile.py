@@ -36,7 +36,6 @@ import shlex
 import shutil
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,25 +78,25 @@ class Process:
     count: int
 
 
-def plan(procfile: str, raw_scale: str, database_of: Callable[[str], str] | None = None) -> list[Process]:
+def plan(procfile: str, raw_scale: str) -> list[Process]:
     """The Procfile's processes, each with the count GOVMESH_SCALE gives it (1 when it says none).
-    A service's workers run more than once only on PostgreSQL: on SQLite (``database_of``: the
-    service's database URL, as its processes read it) their outbox relays, which have no row locks
-    to share the events out, would each publish every event."""
+    A service's workers run more than once only on PostgreSQL: on SQLite their outbox relays,
+    which have no row locks to share the events out, would each publish every event."""
     lines = [m.groupdict() for m in map(_LINE.match, procfile.splitlines()) if m]
     counts = parse_scale(raw_scale, [line["name"] for line in lines])
-    database_of = database_of or (lambda service: load(service).database_url)
-    for line in lines:
-        found = _GOVMESH.match(line["command"])
-        count = counts.get(line["name"], 1)
-        if found and found["kind"] == "worker" and count > 1 and database_of(found["service"]).startswith("sqlite"):
-            raise ScaleError(
-                f"GOVMESH_SCALE: {line['name']}={count}: the {found['service']} workers run once on SQLite (their "
-                f"outbox relays have no row locks to share the events out, and each would publish every event); "
-                f"give {found['service']} PostgreSQL (DATABASE_URL or {found['service'].upper()}_DATABASE_URL) "
-                "to scale them"
-            )
-    return [Process(line["name"], line["command"], counts.get(line["name"], 1)) for line in lines]
+    processes = [Process(line["name"], line["command"], counts.get(line["name"], 1)) for line in lines]
+    for process in processes:
+        found = _GOVMESH.match(process.command)
+        if found and found["kind"] == "worker" and process.count > 1:
+            service = found["service"]
+            if load(service).database_url.startswith("sqlite"):
+                raise ScaleError(
+                    f"GOVMESH_SCALE: {process.name}={process.count}: the {service} workers run once on SQLite "
+                    "(their outbox relays have no row locks to share the events out, and each would publish "
+                    f"every event); give {service} PostgreSQL (DATABASE_URL or {service.upper()}_DATABASE_URL) "
+                    "to scale them"
+                )
+    return processes
 
 
 def prometheus_targets(processes: list[Process]) -> dict[str, list[dict[str, object]]]:
