@@ -20,8 +20,11 @@ _USCC_LETTER: Final = "A-HJ-NPQRTUWXY"
 # characters), and it keeps 15 or 18 characters out of a longer run such as a hex trace id or a
 # 40-digit number from being taken for an identifier.
 # Nor is it the fraction of a decimal number (a metric's 0.030565123456780208).
+# Nor does a letter or digit that ends an escape count: repr() and JSON write a control character
+# as \t, \x00 or \u0000, and the identifier typed right after it is still one.
+_AFTER_ESCAPE: Final = r"(?<=\\[abfnrtv0])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=\\U[0-9a-fA-F]{8})"
 _IDENTIFIER_RE: Final = re.compile(
-    rf"(?<![{_ALNUM}])(?<![0-9]\.)"
+    rf"(?:(?<![{_ALNUM}])|{_AFTER_ESCAPE})(?<![0-9]\.)"
     rf"(?:[{_DIGIT}]{{17}}[{_DIGIT}Xx\uff38\uff58]"  # resident ID, 18
     rf"|(?=[{_USCC_LETTER}]{{0,17}}[0-9])[0-9{_USCC_LETTER}]{{18}}"  # USCC, at least one digit
     rf"|[{_DIGIT}]{{15}})"  # resident ID, legacy 15
@@ -75,4 +78,3 @@ def mask_credentials(text: str) -> str:
     if "://" not in text or "@" not in text:
         return text
     return _URI_PASSWORD_RE.sub(lambda m: f"{m.group(1)}:********@" if m.group(2) != "********" else m.group(0), text)
-

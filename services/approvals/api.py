@@ -15,7 +15,7 @@ from govmesh.errors import Unavailable
 from govmesh.grpcserver import ApiDefinition, current_caller
 from govmesh.parties import Parties
 from services.approvals import bootstrap
-from services.approvals.app import ApprovalsApp
+from services.approvals.app import ApprovalsApp, checked_case_id
 
 #: Cases one api process streams at once: each watcher a coroutine on the api's event loop
 #: (grpc.aio), parked on the feed's event until its case changes (govmesh/change_feed.py).
@@ -59,6 +59,9 @@ class ApprovalsServicer(approvals_pb2_grpc.ApprovalsServiceServicer):
     async def WatchCase(
         self, request: pb.WatchCaseRequest, context: grpc.aio.ServicerContext[pb.WatchCaseRequest, pb.WatchCaseResponse]
     ) -> AsyncIterator[pb.WatchCaseResponse]:
+        # Checked before it joins the feed: the feed reads every watched case in one query, which
+        # one id the database refuses (a NUL) would fail for every watcher of this process.
+        checked_case_id(request.case_id)
         try:
             subscription = self.feed.subscribe([request.case_id])
         except Full:

@@ -38,6 +38,11 @@ DEFAULT_SAGA = SagaSettings()
 Step = Callable[[Cases, pb.Case, datetime.datetime], Change | None]
 
 
+def checked_case_id(case_id: str) -> str:
+    """``case_id`` when it may name a case; INVALID_ARGUMENT naming the field if not."""
+    return texts.checked_text(case_id, "case_id", 36, required=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pull:
     """The proofs a drive of the saga pulls: of which case type version, which steps, whose."""
@@ -165,7 +170,7 @@ class ApprovalsApp:
         return self._find(case_id).case
 
     def _find(self, case_id: str) -> queries.StoredCase:
-        texts.checked_text(case_id, "case_id", 36, required=True)
+        checked_case_id(case_id)
         found = queries.find(self.db, case_id)
         if found is None:
             raise NotFound(f"case_id: no case {case_id!r}")
@@ -380,7 +385,7 @@ class ApprovalsApp:
 
     def cancel(self, request: pb.CancelCaseRequest, caller: Caller) -> tuple[pb.Case, bool]:
         """The case, and whether this call cancelled it (False: it was cancelled before)."""
-        texts.checked_text(request.case_id, "case_id", 36, required=True)
+        checked_case_id(request.case_id)
         reason = request.reason.strip()
         texts.checked_text(reason, "reason", MAX_TEXT)
 

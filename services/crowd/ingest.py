@@ -56,6 +56,7 @@ from govmesh.crowd.v1 import crowd_pb2 as pb
 from govmesh.db import Database, service_database
 from govmesh.errors import StartupError
 from govmesh.messaging import BrokerUnavailable, connect, declare_consumer_queue, shown_brokers
+from govmesh.privacy import mask_identifiers
 from services.crowd import bootstrap, metrics
 from services.crowd.contract import reading_from_pb
 from services.crowd.domain.decisions import IngestReport
@@ -531,7 +532,8 @@ class ReadingsConsumer:
                 except _Stopping:
                     return False
                 except Exception:
-                    body = str(message.body)[:300]
+                    # Masked before it is cut: an identifier cut short no longer looks like one.
+                    body = mask_identifiers(str(message.body))[:300]
                     log.exception("reading dead-lettered: it cannot be applied", extra={"body": body})
                     channel.basic_reject(message.delivery_tag, requeue=False)
                     dead_lettered.add(message.delivery_tag)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,8 @@ from services.records.domain.feed import (
 )
 
 __all__ = ["MAX_TEXT", "RecordsApp"]
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
@@ -109,17 +112,19 @@ class RecordsApp:
         for attempt in (1, 2):
             try:
                 with self.db.transaction() as session:
-                    repository.record_signing_keys(session, list(ring.keys().values()), self.clock())
+                    untrusted = repository.record_signing_keys(session, list(ring.keys().values()), self.clock())
                 break
             except sa.exc.IntegrityError:
                 # The other process (api or worker) recorded the same new key at the same moment.
                 if attempt == 2:
                     raise
+        for key_id in untrusted:  # someone who could write the database but not the ring's Secret
+            log.error("signing key %s: the database holds a public key the proofs ring does not; unused", key_id)
         self._keys_published = version
 
     def signing_keys(self) -> dict[str, signing.PublicKey]:
         self.publish_keys()
-        return queries.signing_keys(self.db, self.clock())
+        return queries.signing_keys(self.db, self.clock(), self.signer.ring.keys())
 
     # -- department feeds (docs/decisions/records-feed-in-three-steps.md) ---------------------------
 

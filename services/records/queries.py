@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from govmesh import clock, keys
 from govmesh.db import Database
@@ -20,21 +19,26 @@ from services.records.domain import access_log
 WALK_BATCH = 1000
 
 
-def signing_keys(db: Database, now: datetime.datetime) -> dict[str, signing.PublicKey]:
-    """The keys as they stand at ``now``: an active key whose end has passed is retired."""
+def signing_keys(
+    db: Database, now: datetime.datetime, ring: Mapping[str, keys.RingKey]
+) -> dict[str, signing.PublicKey]:
+    """The keys as they stand at ``now``, each as the proofs ring holds it: the ring (a Secret,
+    which whoever writes the database does not hold) vouches for its public half and status, so
+    a row put in or altered in the table cannot make a forged proof or tree head verify. The
+    table adds the start of a key kept the old way (when it was first recorded); a row the ring
+    does not hold is not a key (repository.record_signing_keys reports it)."""
     table = store.signing_keys
     with db.read() as session:
-        rows = session.execute(sa.select(table).order_by(table.c.active_from)).all()
+        starts = {
+            row.key_id: row.active_from for row in session.execute(sa.select(table.c.key_id, table.c.active_from))
+        }
     found = {}
-    for row in rows:
-        until = clock.as_utc(row.active_until)
-        status = keys.RETIRED if row.status == keys.ACTIVE and until is not None and until <= now else row.status
-        found[row.key_id] = signing.PublicKey(
-            row.key_id,
-            Ed25519PublicKey.from_public_bytes(row.public_key),
-            signing.STATUSES[status],
-            clock.as_utc(row.active_from),
-            until,
+    for key in sorted(ring.values(), key=lambda k: k.active_from):
+        if key.key_id not in starts:
+            continue  # not published yet: nothing it signed has been handed out
+        since = clock.as_utc(starts[key.key_id]) if key.active_from == keys.SINCE_EVER else key.active_from
+        found[key.key_id] = signing.PublicKey(
+            key.key_id, key.public, signing.STATUSES[key.status_at(now)], since, key.active_until
         )
     return found
 
@@ -140,11 +144,11 @@ def verify_access_log(
     entries, nodes = store.access_entries, store.access_log_nodes
     with db.read(snapshot=True) as session:
         heads = repository.tree_heads(session)
-        size = heads[-1].tree_size if heads else 0
+        # Every sealed leaf, those beyond the newest head too: none may be (access_log.verify).
         leaves = (
             sa.select(entries, nodes.c.hash)
             .outerjoin(nodes, sa.and_(nodes.c.level == 0, nodes.c.node_index == entries.c.leaf_index))
-            .where(entries.c.leaf_index.is_not(None), entries.c.leaf_index < size)
+            .where(entries.c.leaf_index.is_not(None))
             .order_by(entries.c.leaf_index)
         )
 

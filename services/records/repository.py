@@ -219,12 +219,16 @@ def issued_proof(session: Session, request_key: str) -> tuple[str, bytes] | None
 # -- signing keys ---------------------------------------------------------------------------------
 
 
-def record_signing_keys(session: Session, ring: list[keys.RingKey], now: datetime.datetime) -> None:
+def record_signing_keys(session: Session, ring: list[keys.RingKey], now: datetime.datetime) -> list[str]:
     """Every key of the proofs ring as a row: a new key added, a known one's status and end updated
     (never its start, which proofs already signed were checked against). A key kept the old way
-    (one file, no ring) starts when first recorded."""
+    (one file, no ring) starts when first recorded. Returns the key ids of rows the ring does not
+    vouch for: a public half other than the ring's, or a key the ring does not hold. They are left
+    as found (the evidence) and never used (queries.signing_keys)."""
     table = store.signing_keys
     recorded = {row.key_id: row for row in session.execute(sa.select(table)).all()}
+    held = {key.key_id for key in ring}
+    untrusted = sorted(key_id for key_id in recorded if key_id not in held)
     for key in ring:
         changes = {"status": key.status, "active_until": key.active_until}
         row = recorded.get(key.key_id)
@@ -235,8 +239,12 @@ def record_signing_keys(session: Session, ring: list[keys.RingKey], now: datetim
                     key_id=key.key_id, public_key=keys.public_bytes(key.public), active_from=since, **changes
                 )
             )
-        elif (row.status, clock.as_utc(row.active_until)) != (key.status, key.active_until):
+            continue
+        if bytes(row.public_key) != keys.public_bytes(key.public):
+            untrusted.append(key.key_id)
+        if (row.status, clock.as_utc(row.active_until)) != (key.status, key.active_until):
             session.execute(table.update().where(table.c.key_id == key.key_id).values(**changes))
+    return untrusted
 
 
 # -- the access log (docs/decisions/records-access-log-merkle-tree.md) ------------------------------

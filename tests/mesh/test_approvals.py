@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -214,6 +215,39 @@ def test_watch_streams_each_change_until_the_case_is_final(mesh: Mesh) -> None:
     assert revisions == list(range(revisions[0], revisions[-1] + 1)), revisions
     assert seen[-1].state == pb.CASE_STATE_APPROVED
     assert seen[-1].decision_duration.ToTimedelta() < datetime.timedelta(seconds=30)
+
+
+def test_malformed_case_ids_are_refused_before_they_join_the_watchers_feed(mesh: Mesh) -> None:
+    """One poller reads every watched case of an api process in one query, and PostgreSQL refuses
+    a whole query with a NUL in it: a malformed id is refused before it is watched, and the case
+    others watch meanwhile still reaches them."""
+    mesh.case_of(SCENARIOS[0])  # every scenario's records published, so its subjects exist
+    approvals = mesh.approvals
+    scenario = next(s for s in SCENARIOS if s.case_type == "tour_guide_licence" and not s.failing_rules)
+    case = approvals.submit(scenario.case_type, scenario.applicant, scenario.parameters).case
+    case = approvals.wait_final(case.case_id, (pb.CASE_STATE_IN_REVIEW,))
+    stream = approvals.stub.WatchCase(
+        pb.WatchCaseRequest(case_id=case.case_id), metadata=approvals.metadata, timeout=60
+    )
+    assert next(stream).case.state == pb.CASE_STATE_IN_REVIEW
+
+    def malformed(n: int) -> tuple[grpc.StatusCode, str]:
+        refused = approvals.stub.WatchCase(
+            pb.WatchCaseRequest(case_id=f"\x00{n}"), metadata=approvals.metadata, timeout=10
+        )
+        try:
+            next(refused)
+        except grpc.RpcError as error:
+            return error.code(), error.details() or ""
+        raise AssertionError("a malformed case_id was watched")
+
+    with futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(malformed, range(200)))
+    assert {code for code, _ in answers} == {grpc.StatusCode.INVALID_ARGUMENT}
+    assert all(details.startswith("case_id:") for _, details in answers)
+    approvals.stub.CancelCase(pb.CancelCaseRequest(case_id=case.case_id), metadata=approvals.metadata, timeout=10)
+    assert [m.case.state for m in stream][-1] == pb.CASE_STATE_CANCELLED
+    assert "cannot read changes" not in mesh.env.all_output()
 
 
 def test_production_callers_submit_and_follow_their_own_cases_only(mesh: Mesh) -> None:

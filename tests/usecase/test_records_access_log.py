@@ -12,13 +12,14 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import rfc8785
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from govmesh import keys
 from govmesh.auth import Caller, Policy
@@ -434,6 +435,90 @@ def test_a_rewritten_log_is_named_by_its_signed_heads(sealed_log: Log) -> None:
         )
     found = broken(sealed_log)
     assert (found.kind, found.tree_size, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_REWRITTEN, 12, 9)
+
+
+def test_removing_the_newest_tree_heads_is_named_and_leaves_nothing_unchecked(sealed_log: Log) -> None:
+    """An insider deletes the newest heads so the leaves they held look unsealed to the walk, then
+    alters one of those leaves: the walk still reads every sealed leaf."""
+    sealed_log.sql(
+        "DELETE FROM access_log_heads WHERE tree_size > 4",
+        "UPDATE access_entries SET caller_id = 'education' WHERE leaf_index = 10",
+    )
+    found = broken(sealed_log)
+    assert (found.kind, found.leaf_index, found.tree_size) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 4, 4)
+    sealed_log.sql("DELETE FROM access_log_heads")
+    found = broken(sealed_log)
+    assert (found.kind, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 0)
+
+
+def rewrite_the_tree(log: Log) -> dict[int, bytes]:
+    """What an insider with the database but not the key can do: store every hash of the tree
+    anew from the entries as they now stand. Returns the root at each kept head's size."""
+    with log.db.read() as session:
+        rows = session.execute(sa.select(store.access_entries).order_by(store.access_entries.c.leaf_index)).all()
+        sizes = {head.tree_size for head in repository.tree_heads(session)}
+    frontier = access_log.Frontier()
+    nodes: list[tuple[access_log.NodeId, bytes]] = []
+    roots = {0: frontier.root()} if 0 in sizes else {}
+    for row in rows:
+        nodes += frontier.append(access_log.leaf_hash(repository.access_entry(row).leaf_bytes()))
+        if frontier.size in sizes:
+            roots[frontier.size] = frontier.root()
+    with log.db.engine.begin() as connection:
+        connection.execute(store.access_log_nodes.delete())
+        connection.execute(
+            store.access_log_nodes.insert(), [{"level": lv, "node_index": i, "hash": h} for (lv, i), h in nodes]
+        )
+    return roots
+
+
+def sign_every_head(log: Log, roots: dict[int, bytes], forger: Ed25519PrivateKey, key_id: str) -> None:
+    table = store.access_log_heads
+    with log.db.read() as session:
+        heads = repository.tree_heads(session)
+    with log.db.engine.begin() as connection:
+        for head in heads:
+            forged = replace(head, root_hash=roots[head.tree_size], key_id=key_id)
+            connection.execute(
+                table.update()
+                .where(table.c.tree_size == head.tree_size)
+                .values(root_hash=forged.root_hash, key_id=key_id, signature=forger.sign(forged.signed_bytes()))
+            )
+
+
+@pytest.mark.parametrize("substitution", ["the key's public half replaced", "a key of the forger's added"])
+def test_a_key_substituted_in_the_database_vouches_for_nothing(sealed_log: Log, substitution: str) -> None:
+    """The insider also re-signs every head, with a key of their own they put in the signing_keys
+    table: the proofs ring, which they do not hold, is what vouches for a key."""
+    forger = Ed25519PrivateKey.generate()
+    key_id = log_key_id = sealed_log.app.signing_keys().popitem()[0]
+    if substitution == "a key of the forger's added":
+        key_id = "forged-1"
+        sealed_log.sql(
+            f"INSERT INTO signing_keys (key_id, public_key, status, active_from) SELECT '{key_id}', public_key, "
+            f"'active', active_from FROM signing_keys WHERE key_id = '{log_key_id}'"
+        )
+    with sealed_log.db.engine.begin() as connection:
+        connection.execute(
+            store.signing_keys.update()
+            .where(store.signing_keys.c.key_id == key_id)
+            .values(public_key=keys.public_bytes(forger.public_key()))
+        )
+    sealed_log.sql("UPDATE access_entries SET outcome = 'denied' WHERE leaf_index = 10")
+    sign_every_head(sealed_log, rewrite_the_tree(sealed_log), forger, key_id)
+    found = broken(sealed_log)
+    assert (found.kind, found.tree_size) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_ALTERED, 4)
+    published = sealed_log.app.signing_keys()
+    assert list(published) == [log_key_id] and keys.public_bytes(published[log_key_id].key) == keys.public_bytes(
+        sealed_log.key
+    )
+    # Nor does a proof the forger signs verify.
+    proof = sealed_log.read(XU_WEI)
+    assert isinstance(proof, records_pb2.Proof)
+    proof.key_id = key_id
+    proof.signature = forger.sign(signing.canonical_bytes(proof))
+    codes = {p.code for p in sealed_log.app.verify_proof(proof).problems}
+    assert codes & {records_pb2.PROOF_PROBLEM_CODE_BAD_SIGNATURE, records_pb2.PROOF_PROBLEM_CODE_UNKNOWN_KEY}
 
 
 def test_the_hash_chained_trail_moves_into_the_log_in_its_order(database_url: str) -> None:

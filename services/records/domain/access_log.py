@@ -251,6 +251,7 @@ class BreakKind(enum.Enum):
     REORDERED = "reordered"
     TREE_HEAD_ALTERED = "tree_head_altered"
     REWRITTEN = "rewritten"
+    TREE_HEAD_REMOVED = "tree_head_removed"
 
 
 @dataclass(frozen=True)
@@ -367,8 +368,21 @@ class _Walk:
                 f"{latest.tree_size} leaves",
                 size,
             )
+        held, heads_removed = (latest.tree_size if latest else 0), None
+        if size > held:
+            # The sequencer seals leaves and signs the head that holds them in one transaction,
+            # so a sealed leaf beyond the newest head means heads were taken away; unchecked, the
+            # leaves they held could be altered unseen.
+            newest = f"the newest is of size {held}" if latest else "none is kept"
+            heads_removed = Break(
+                BreakKind.TREE_HEAD_REMOVED,
+                f"leaves {held} to {size - 1} are sealed but no kept tree head holds them ({newest}): "
+                "tree heads were removed",
+                held,
+                tree_size=held,
+            )
         content_break = self._content_break(stored_leaf_hash)
-        found = [b for b in (self.leaf_break, content_break, self.head_break) if b is not None]
+        found = [b for b in (self.leaf_break, content_break, self.head_break, heads_removed) if b is not None]
         first = min(found, key=_position) if found else None
         checked = min(size, latest.tree_size) if latest else 0
         return Verification(checked, self.heads_checked, latest, first)

@@ -236,3 +236,19 @@ def test_an_altered_head_and_a_rewritten_log_are_named() -> None:
     rewritten.leaf_hashes[12] = access_log.leaf_hash(rewritten.entries[12].leaf_bytes())  # the tree, too
     found = rewritten.verify().first_break
     assert found is not None and (found.kind, found.tree_size, found.leaf_index) == (BreakKind.REWRITTEN, 20, 8)
+
+
+def test_removed_newest_heads_are_named_and_the_leaves_they_held_still_checked() -> None:
+    log = Log(20, [5, 10, 15, 20])
+    del log.heads[2:]
+    log.entries[17] = entry(17, caller_id="education")
+    found = log.verify().first_break
+    assert found is not None and (found.kind, found.leaf_index, found.tree_size) == (
+        BreakKind.TREE_HEAD_REMOVED,
+        10,
+        10,
+    )
+    headless = Log(20, [5, 20])
+    headless.heads.clear()
+    found = headless.verify().first_break
+    assert found is not None and (found.kind, found.leaf_index) == (BreakKind.TREE_HEAD_REMOVED, 0)

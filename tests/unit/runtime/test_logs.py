@@ -78,6 +78,12 @@ def assert_no_raw_id(text: str) -> None:
         (f"id_{RESIDENT_18}", "id_330106********1234"),
         ("３３０１０６１９９００３０７１２３４", "３３０１０６********１２３４"),
         (f"Name. {RESIDENT_18}.", "Name. 330106********1234."),
+        # after a control character as repr() and JSON escape it: the escape's last letter or
+        # digit does not make the identifier part of a longer run
+        (repr(f"\t{RESIDENT_18}"), "'\\t330106********1234'"),
+        (repr(f"\x00{RESIDENT_18_X}"), "'\\x00330106********123X'"),
+        (str(b"\x12\x12" + RESIDENT_18.encode()), "b'\\x12\\x12330106********1234'"),
+        (f"\\u001b{USCC}", "\\u001b913301********Q61Y"),
     ],
 )
 def test_identifiers_are_masked(text: str, expected: str) -> None:
