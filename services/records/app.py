@@ -568,7 +568,7 @@ class RecordsApp:
     def verify_audit_trail(self) -> records_pb2.VerifyAuditTrailResponse:
         keys = self.signing_keys()
         verification, pending = queries.verify_access_log(
-            self.db, lambda head: signing.head_signature_holds(head, keys)
+            self.db, lambda head: signing.head_signature_fault(head, keys)
         )
         return contract.log_verification(verification, pending, self.clock())
 

@@ -137,7 +137,7 @@ def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
 
 
 def verify_access_log(
-    db: Database, signature_holds: Callable[[access_log.TreeHead], bool]
+    db: Database, signature_fault: Callable[[access_log.TreeHead], str | None]
 ) -> tuple[access_log.Verification, int]:
     """Recomputes the tree from every sealed entry and holds it against every kept tree head;
     also counts the entries not sealed yet."""
@@ -159,7 +159,7 @@ def verify_access_log(
         def leaf_hash_at(index: int) -> bytes | None:
             return repository.tree_nodes(session, {(0, index)}).get((0, index))
 
-        verification = access_log.verify(stored(), heads, signature_holds, leaf_hash_at)
+        verification = access_log.verify(stored(), heads, signature_fault, leaf_hash_at)
         pending = session.execute(
             sa.select(sa.func.count()).select_from(entries).where(entries.c.leaf_index.is_(None))
         ).scalar_one()

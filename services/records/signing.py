@@ -101,17 +101,19 @@ class Signer:
         return replace(head, key_id=key_id, signature=private.sign(head.signed_bytes()))
 
 
-def head_signature_holds(head: TreeHead, keys: dict[str, PublicKey]) -> bool:
-    """Whether a tree head was signed, as it stands, by the key it names (a revoked key's
-    signature does not hold)."""
+def head_signature_fault(head: TreeHead, keys: dict[str, PublicKey]) -> str | None:
+    """Why a tree head's signature does not hold as it stands, or None when it does: a revoked
+    key's signature vouches for nothing, whatever it signed."""
     key = keys.get(head.key_id)
-    if key is None or key.status == records_pb2.SIGNING_KEY_STATUS_REVOKED:
-        return False
+    if key is None:
+        return f"names key {head.key_id!r}, which records' proofs ring does not hold: it was altered"
+    if key.status == records_pb2.SIGNING_KEY_STATUS_REVOKED:
+        return f"was signed by key {head.key_id}, since revoked: it vouches for nothing"
     try:
         key.key.verify(head.signature, head.signed_bytes())
     except InvalidSignature:
-        return False
-    return True
+        return f"does not verify with key {head.key_id}: it was altered"
+    return None
 
 
 def problem(code: records_pb2.ProofProblemCode.ValueType, message: str) -> records_pb2.ProofProblem:

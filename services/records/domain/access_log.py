@@ -291,7 +291,7 @@ MISMATCHES_KEPT = 1000
 def verify(
     leaves: Iterable[StoredLeaf],
     heads: Sequence[TreeHead],
-    signature_holds: Callable[[TreeHead], bool],
+    signature_fault: Callable[[TreeHead], str | None],
     stored_leaf_hash: Callable[[int], bytes | None],
 ) -> Verification:
     """Recompute the tree from the entries, in leaf order, and hold it against every signed tree
@@ -299,16 +299,16 @@ def verify(
 
     ``stored_leaf_hash(i)`` is the tree's stored leaf hash at index i: an entry whose content
     hashes to the stored leaf of another index was moved there from that index."""
-    walk = _Walk(heads, signature_holds)
+    walk = _Walk(heads, signature_fault)
     for leaf in leaves:
         walk.leaf(leaf)
     return walk.finish(stored_leaf_hash)
 
 
 class _Walk:
-    def __init__(self, heads: Sequence[TreeHead], signature_holds: Callable[[TreeHead], bool]) -> None:
+    def __init__(self, heads: Sequence[TreeHead], signature_fault: Callable[[TreeHead], str | None]) -> None:
         self.heads = list(heads)
-        self.signature_holds = signature_holds
+        self.signature_fault = signature_fault
         self.frontier = Frontier()
         self.next_head = 0
         self.heads_checked = 0
@@ -341,11 +341,11 @@ class _Walk:
             self.heads_checked += 1
             if self.head_break is not None:
                 continue
-            if not self.signature_holds(head):
+            fault = self.signature_fault(head)
+            if fault is not None:
                 self.head_break = Break(
                     BreakKind.TREE_HEAD_ALTERED,
-                    f"the tree head of size {head.tree_size} signed at {rfc3339(head.timestamp)} does not "
-                    "verify with records' signing key: it was altered",
+                    f"the tree head of size {head.tree_size} signed at {rfc3339(head.timestamp)} {fault}",
                     tree_size=head.tree_size,
                 )
             elif self.frontier.root() != head.root_hash:
