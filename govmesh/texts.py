@@ -67,7 +67,8 @@ def checked_text(value: str, field: str, max_length: int, *, required: bool = Fa
 def display_name(raw: str, field: str, *, required: bool = True) -> str:
     """A subject's name as it is kept: runs of white space collapsed to one space and the ends trimmed.
     INVALID_ARGUMENT naming ``field`` when it holds a control or formatting character (tabs and
-    newlines included: a name is one line), is too long, or is empty while ``required``; an
+    newlines included: a name is one line), is too long, holds an identity number or credit code
+    (a sender that put the number in the name field), or is empty while ``required``; an
     empty name is "" otherwise. Identity and records both read names with it."""
     problem = control_problem(raw)
     if problem:
@@ -79,4 +80,6 @@ def display_name(raw: str, field: str, *, required: bool = True) -> str:
         return name
     if len(name) > MAX_DISPLAY_NAME:
         raise InvalidArgument(field, "TOO_LONG", f"is {len(name)} characters; at most {MAX_DISPLAY_NAME}")
+    if contains_identifier(name):  # a name is shown to whoever resolves the subject: no number in it
+        raise InvalidArgument(field, "INVALID", "must not contain an identity number or credit code")
     return name

@@ -222,6 +222,9 @@ def test_validate_reports_every_problem_as_an_answer_not_an_error(running: Servi
         (lambda c, person: c.register(with_wrong_check(person)), "identifier"),
         (lambda c, person: c.register(person, "   "), "display_name"),
         (lambda c, person: c.register(person, "名" * 201), "display_name"),
+        # the number typed into the name field too: whoever resolves the subject reads its name
+        (lambda c, person: c.register(person, person), "display_name"),
+        (lambda c, person: c.register(person, f"徐伟 {person[:6]} {person[6:14]} {person[14:]}"), "display_name"),
         # A name is one line of visible text: no control character (C0, DEL, C1, tabs and
         # newlines too), no bidi override or isolate, no zero-width or other format character.
         *(
