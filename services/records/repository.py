@@ -390,13 +390,23 @@ def access_entry(row: sa.Row[tuple[object, ...]]) -> access_log.Entry:
     )
 
 
+#: How long the sequencer's transaction may sit between two statements before PostgreSQL ends its
+#: session, and with it the lock: a step takes well under a second, and a worker frozen in one
+#: (stopped, swapped out, a VM paused) would otherwise hold every other worker off the log for as
+#: long as its connection stays open.
+SEQUENCER_IDLE_LIMIT = "10s"
+
+
 def become_sequencer(session: Session) -> bool:
     """Whether this transaction may seal: at most one sequencer seals at a time, whatever the
-    number of workers. PostgreSQL: a transaction-scoped advisory lock, taken without waiting;
-    SQLite: the write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
+    number of workers. PostgreSQL: a transaction-scoped advisory lock, taken without waiting, by
+    a transaction that PostgreSQL ends if it stalls (SEQUENCER_IDLE_LIMIT); SQLite: the write
+    transaction (BEGIN IMMEDIATE) already excludes every other writer."""
     if session.get_bind().dialect.name != "postgresql":
         return True
-    return bool(session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))).scalar_one())
+    stall_limit = sa.func.set_config("idle_in_transaction_session_timeout", SEQUENCER_IDLE_LIMIT, True)
+    taken = session.execute(sa.select(stall_limit, sa.func.pg_try_advisory_xact_lock(SEQUENCER_LOCK))).one()
+    return bool(taken[1])
 
 
 def pending_entries(session: Session, limit: int) -> list[access_log.Entry]:

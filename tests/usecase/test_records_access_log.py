@@ -10,6 +10,7 @@ import datetime
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import replace
@@ -20,6 +21,7 @@ import rfc8785
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy.orm import Session
 
 from govmesh import keys
 from govmesh.auth import Caller, Policy
@@ -363,6 +365,25 @@ def test_sixteen_concurrent_reads_and_two_sequencers_make_one_log(log: Log) -> N
     assert len(sealed) == len(set(sealed))
     result = log.verify()
     assert result.intact and result.entries_checked == 160 and result.entries_pending == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_sequencer_frozen_in_its_step_loses_the_log_to_another(log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker stopped in the middle of a step holds the advisory lock only until PostgreSQL ends
+    its stalled transaction; then another worker seals, and the frozen one, woken, wrote nothing."""
+    monkeypatch.setattr(repository, "SEQUENCER_IDLE_LIMIT", "1s")
+    log.read(XU_WEI, case="before")
+    frozen = log.db.engine.connect()
+    with Session(frozen) as session:
+        assert repository.become_sequencer(session)  # the step began, then the worker stopped
+        assert log.app.seal() is None  # the other worker skips its tick: the log is held
+        time.sleep(1.5)
+        step = log.app.seal()
+        assert step is not None and [e.leaf_index for e in step.entries] == [0]
+        with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction"):  # woken: its session was ended
+            session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(repository.SEQUENCER_LOCK)))
+    frozen.invalidate()
+    assert log.verify().intact
 
 
 # -- tampering ---------------------------------------------------------------------------------------
