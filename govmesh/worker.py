@@ -225,7 +225,8 @@ _health: probes.Health | None = None
 
 def _serve_probes(settings: Settings) -> None:
     """/metrics, /livez and /readyz (govmesh.probes). A green thread turns the heartbeat: when it
-    stops turning, the hub is stuck (a call blocking it, a green thread that never yields)."""
+    stops turning, the hub is stuck (a call blocking it, a green thread that never yields).
+    Another renders the metrics, whose waits are not the hub's."""
     global _health
     if settings.worker_metrics_port == 0:
         return
@@ -236,10 +237,17 @@ def _serve_probes(settings: Settings) -> None:
     def heartbeat() -> None:
         while True:
             health.turn()
+            eventlet.sleep(0.1)
+
+    def metrics() -> None:
+        # Its own green thread: a metric's function may wait on the database (the outbox
+        # backlog), and a database that does not answer must not stop the heartbeat.
+        while True:
             renderer.tick()
             eventlet.sleep(0.1)  # also how long a scrape of /metrics waits for the hub at most
 
     eventlet.spawn_n(heartbeat)
+    eventlet.spawn_n(metrics)
     db = service_database(settings.service, settings.database_url, pool_size=1)
     probes.watch_database(health, db.readiness)
     probes.serve(settings.bind_host, settings.worker_metrics_port, health, renderer.render)

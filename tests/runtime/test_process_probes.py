@@ -207,20 +207,26 @@ def test_ingest_is_ready_once_it_consumes_its_shards_and_not_while_the_broker_is
     assert status == 200 and "govmesh_crowd_readings_total" in body
 
 
+def stalled_hub(env: ServiceEnv, tmp_path: Path, *args: str) -> Process:
+    """tests.support.stalled_hub, run as a worker is."""
+    stalled = Process(["-m", "tests.support.stalled_hub", *args], env.env, tmp_path / "stalled.log")
+    stalled.popen = subprocess.Popen(
+        [sys.executable, *stalled.args],
+        env=env.env,
+        stdout=stalled.log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    env.processes.append(stalled)
+    return stalled
+
+
 def test_livez_fails_once_the_workers_hub_is_stalled_and_the_server_still_says_why(
     sqlite_env: ServiceEnv, tmp_path: Path
 ) -> None:
     sqlite_env.migrate()
     go = tmp_path / "stall"
-    stalled = Process(["-m", "tests.support.stalled_hub", str(go)], sqlite_env.env, tmp_path / "stalled.log")
-    stalled.popen = subprocess.Popen(
-        [sys.executable, *stalled.args],
-        env=sqlite_env.env,
-        stdout=stalled.log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    sqlite_env.processes.append(stalled)
+    stalled = stalled_hub(sqlite_env, tmp_path, str(go))
     port = sqlite_env.worker_metrics_port
     wait_for(lambda: answers(port, "/livez", 200, "the worker's event loop turned"), timeout=30)
     go.touch()
@@ -229,6 +235,23 @@ def test_livez_fails_once_the_workers_hub_is_stalled_and_the_server_still_says_w
     # /metrics waits for the hub, which does not answer; the probes still do.
     assert answers(port, "/metrics", 503, "did not render the metrics")
     assert answers(port, "/readyz", 503, "entrypoints: not started yet")
+
+
+def test_a_scrape_waiting_on_the_database_does_not_stall_the_workers_liveness(
+    sqlite_env: ServiceEnv, tmp_path: Path
+) -> None:
+    """The outbox backlog is counted when Prometheus scrapes: a database that does not answer
+    kept the count, and the heartbeat that rendered it, waiting, and Kubernetes restarted a
+    worker whose hub was turning all along."""
+    sqlite_env.migrate()
+    go = tmp_path / "stall"
+    stalled = stalled_hub(sqlite_env, tmp_path, str(go), "metrics")
+    port = sqlite_env.worker_metrics_port
+    wait_for(lambda: answers(port, "/livez", 200, "the worker's event loop turned"), timeout=30)
+    go.touch()
+    stalled.wait_for_log("a metric waits")
+    assert answers(port, "/metrics", 503, "did not render the metrics")  # after its 5 s wait
+    assert answers(port, "/livez", 200, "the worker's event loop turned")  # its limit is 1 s
 
 
 def test_an_ingest_with_no_shard_of_its_own_is_ready_as_the_others_standby(sqlite_env: ServiceEnv) -> None:
