@@ -4,6 +4,8 @@ a real RabbitMQ, and a real database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 import time
 import uuid
@@ -15,7 +17,7 @@ import pytest
 
 from govmesh.db import Database, service_database
 from govmesh.logs import mask_identifiers
-from tests.support.mesh import Process, ServiceEnv, consumers, dead_letters, wait_for
+from tests.support.mesh import ROOT, Process, ServiceEnv, consumers, dead_letters, wait_for
 
 QUEUE = "evt-identity-subject_registered--echotest.on_subject_registered"
 
@@ -188,3 +190,19 @@ def test_the_handler_continues_the_publishers_trace(echo: tuple[EchoProcess, Dat
     applying = next(json.loads(line) for line in logs.splitlines() if f"applying {subject}" in line)
     assert applying["trace_id"] == trace_id  # the handler's log line is in the publisher's trace
     assert f'"trace_id": "0x{trace_id}"' in logs  # and so is its exported CONSUMER span
+
+
+def test_the_sequencer_lets_a_workers_other_green_threads_run_while_it_seals(database_url: str, tmp_path: Path) -> None:
+    """Sealing 5,000 entries is a step of CPU (a hash and a tree update each) on the worker's event
+    loop: without a yield, no other handler of the process ran until it ended."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.green_seal", database_url, str(tmp_path), "5000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    sealed, turns = re.fullmatch(r"sealed (\d+) turns (\d+)\n", done.stdout).groups()  # type: ignore[union-attr]
+    assert int(sealed) == 5000
+    assert int(turns) >= 5000 // 250  # at least once every 250 entries

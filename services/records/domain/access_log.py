@@ -233,6 +233,21 @@ class Frontier:
             made.append(((level + 1, (self.size >> (level + 1)) - 1), merged[1]))
         return made
 
+    def seal(
+        self, waiting: Iterable[Entry], pause: Callable[[], None], every: int = 250
+    ) -> tuple[list[Entry], list[tuple[NodeId, bytes]]]:
+        """Appends the entries at the next leaf indexes: the entries as sealed, and the nodes
+        that now exist. ``pause`` is called every ``every`` entries (about 5 ms of hashing),
+        where a worker's sequencer lets its other work run."""
+        sealed, made = [], []
+        for n, entry in enumerate(waiting, 1):
+            entry = entry.sealed_as(self.size)
+            made += self.append(leaf_hash(entry.leaf_bytes()))
+            sealed.append(entry)
+            if n % every == 0:
+                pause()
+        return sealed, made
+
     def root(self) -> bytes:
         if not self._edge:
             return EMPTY_ROOT
