@@ -20,15 +20,18 @@ _USCC_LETTER: Final = "A-HJ-NPQRTUWXY"
 # characters), and it keeps 15 or 18 characters out of a longer run such as a hex trace id or a
 # 40-digit number from being taken for an identifier.
 # Nor is it the fraction of a decimal number (a metric's 0.030565123456780208).
-# Nor does a letter or digit that ends an escape count: repr() and JSON write a control character
-# as \t, \x00 or \u0000, and the identifier typed right after it is still one.
-_AFTER_ESCAPE: Final = r"(?<=\\[abfnrtv0])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=\\U[0-9a-fA-F]{8})"
-_IDENTIFIER_RE: Final = re.compile(
-    rf"(?:(?<![{_ALNUM}])|{_AFTER_ESCAPE})(?<![0-9]\.)"
+_BODY: Final = (
     rf"(?:[{_DIGIT}]{{17}}[{_DIGIT}Xx\uff38\uff58]"  # resident ID, 18
     rf"|(?=[{_USCC_LETTER}]{{0,17}}[0-9])[0-9{_USCC_LETTER}]{{18}}"  # USCC, at least one digit
     rf"|[{_DIGIT}]{{15}})"  # resident ID, legacy 15
     rf"(?![{_ALNUM}])"
+)
+_IDENTIFIER_RE: Final = re.compile(rf"(?<![{_ALNUM}])(?<![0-9]\.){_BODY}")
+# Nor does a letter or digit that ends an escape count: repr() and JSON write a control character
+# as \t, \x00 or \u0000, and the identifier typed right after it is still one. A pattern of its
+# own, tried only on text with a backslash: on every log line it cost 70% more.
+_ESCAPED_IDENTIFIER_RE: Final = re.compile(
+    r"(?:(?<=\\[abfnrtv0])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=\\U[0-9a-fA-F]{8}))" + _BODY
 )
 # Cheap pre-check: without a run of 15 letters or digits there is nothing to mask.
 _CANDIDATE_RE: Final = re.compile(rf"[{_ALNUM}]{{15}}")
@@ -49,7 +52,8 @@ def mask_identifiers(text: str) -> str:
     """
     if len(text) < 15 or _CANDIDATE_RE.search(text) is None:
         return text
-    return _IDENTIFIER_RE.sub(_masked, text)
+    masked = _IDENTIFIER_RE.sub(_masked, text)
+    return _ESCAPED_IDENTIFIER_RE.sub(_masked, masked) if "\\" in masked else masked
 
 
 # A resident ID number written in groups ("330106 19900101 123X", "330106-1990..."): 18
@@ -64,7 +68,11 @@ def contains_identifier(text: str) -> bool:
     folded = unicodedata.normalize("NFKC", text)
     if len(folded) < 15:  # the shortest identifier (legacy resident numbers)
         return False
-    return bool(_IDENTIFIER_RE.search(folded) or _SPACED_RESIDENT_RE.search(folded))
+    return bool(
+        _IDENTIFIER_RE.search(folded)
+        or _SPACED_RESIDENT_RE.search(folded)
+        or ("\\" in folded and _ESCAPED_IDENTIFIER_RE.search(folded))
+    )
 
 
 # A URI's user information with a password (amqp://user:password@host, postgresql://...): a log

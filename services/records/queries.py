@@ -19,26 +19,38 @@ from services.records.domain import access_log
 WALK_BATCH = 1000
 
 
+#: A key's statuses from least to most severe: of the ring's and the table's, the worse holds.
+SEVERITY = (keys.ACTIVE, keys.RETIRED, keys.REVOKED)
+
+
+def _severity(status: str) -> int:
+    return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY) - 1  # one unheard of: revoked
+
+
 def signing_keys(
     db: Database, now: datetime.datetime, ring: Mapping[str, keys.RingKey]
 ) -> dict[str, signing.PublicKey]:
-    """The keys as they stand at ``now``, each as the proofs ring holds it: the ring (a Secret,
-    which whoever writes the database does not hold) vouches for its public half and status, so
-    a row put in or altered in the table cannot make a forged proof or tree head verify. The
-    table adds the start of a key kept the old way (when it was first recorded); a row the ring
-    does not hold is not a key (repository.record_signing_keys reports it)."""
+    """The keys as they stand at ``now``, each only as the proofs ring vouches for it: the ring
+    (a Secret, which whoever writes the database does not hold) gives its public half, so a row
+    put in or altered in the table cannot make a forged proof or tree head verify, and a row the
+    ring does not hold is no key (repository.record_signing_keys reports it). The table keeps
+    what vouches for nothing: the worse status of the two (the first process to re-read the ring
+    records a revocation, and it holds at once everywhere, before every process has re-read it),
+    and the start recorded when the key was first published (never moved: a key kept the old way
+    has none in the ring, and proofs were checked against it)."""
     table = store.signing_keys
     with db.read() as session:
-        starts = {
-            row.key_id: row.active_from for row in session.execute(sa.select(table.c.key_id, table.c.active_from))
+        rows = {
+            row.key_id: row for row in session.execute(sa.select(table.c.key_id, table.c.status, table.c.active_from))
         }
     found = {}
     for key in sorted(ring.values(), key=lambda k: k.active_from):
-        if key.key_id not in starts:
+        row = rows.get(key.key_id)
+        if row is None:
             continue  # not published yet: nothing it signed has been handed out
-        since = clock.as_utc(starts[key.key_id]) if key.active_from == keys.SINCE_EVER else key.active_from
+        status = SEVERITY[max(_severity(key.status_at(now)), _severity(row.status))]
         found[key.key_id] = signing.PublicKey(
-            key.key_id, key.public, signing.STATUSES[key.status_at(now)], since, key.active_until
+            key.key_id, key.public, signing.STATUSES[status], clock.as_utc(row.active_from), key.active_until
         )
     return found
 

@@ -106,7 +106,10 @@ def head_signature_fault(head: TreeHead, keys: dict[str, PublicKey]) -> str | No
     key's signature vouches for nothing, whatever it signed."""
     key = keys.get(head.key_id)
     if key is None:
-        return f"names key {head.key_id!r}, which records' proofs ring does not hold: it was altered"
+        return (
+            f"names key {head.key_id!r}, which records' proofs ring does not hold here: forged, or a new key "
+            "that has not reached this process yet"
+        )
     if key.status == records_pb2.SIGNING_KEY_STATUS_REVOKED:
         return f"was signed by key {head.key_id}, since revoked: it vouches for nothing"
     try:
@@ -151,7 +154,11 @@ def verify(
     key = keys.get(proof.key_id)
     if key is None:
         problems.append(
-            problem(records_pb2.PROOF_PROBLEM_CODE_UNKNOWN_KEY, f"no signing key has key_id {proof.key_id!r}")
+            problem(
+                records_pb2.PROOF_PROBLEM_CODE_UNKNOWN_KEY,
+                f"no signing key has key_id {proof.key_id!r} (a key rotated in a moment ago may not have "
+                "reached this process yet)",
+            )
         )
     else:
         issued = proof.issued_at.ToDatetime(datetime.UTC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import tempfile
 import threading
 import time
@@ -150,6 +151,33 @@ def test_after_a_rotation_new_heads_carry_the_new_key_and_the_old_heads_still_ho
     found = broken(log)  # a head signed by a revoked key no longer vouches for the log, and says so
     assert found.kind == records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_ALTERED
     assert f"signed by key {old.key_id}, since revoked" in found.message and "altered" not in found.message
+
+
+def test_a_key_kept_the_old_way_keeps_the_start_it_was_published_with_after_its_first_rotation(log: Log) -> None:
+    """The first rotation moves a one-file key into the ring, dated by its file, which a copy or a
+    restore makes later than the key's real start: proofs signed before that still verify."""
+    proof = log.read(XU_WEI)
+    assert isinstance(proof, records_pb2.Proof)
+    key_file = log.key_dir / f"{keys.RINGS['proofs']}.pem"
+    later = time.time() + 86_400  # the file copied in tomorrow, as far as its date says
+    os.utime(key_file, (later, later))
+    keys.rotate(log.key_dir, "proofs", after_seconds=0, grace_seconds=0)
+    assert log.app.verify_proof(proof).valid
+
+
+def test_a_revocation_holds_at_once_in_a_process_that_has_not_read_the_ring_again(log: Log) -> None:
+    """The first process to read the revocation records it; one whose ring is a minute old (a
+    Secret still on its way) refuses what the key signed all the same."""
+    proof = log.read(XU_WEI)
+    assert isinstance(proof, records_pb2.Proof)
+    stale = RecordsApp(log.db, signing.Signer(keys.KeyRing(log.key_dir, "proofs", recheck_seconds=3600)), POLICY)
+    assert stale.verify_proof(proof).valid
+    keys.rotate(log.key_dir, "proofs", after_seconds=0, grace_seconds=0)
+    keys.revoke(log.key_dir, "proofs", proof.key_id)
+    log.app.publish_keys()  # this process read the ring again, and recorded what it says
+    refused = stale.verify_proof(proof)
+    assert not refused.valid
+    assert [p.code for p in refused.problems] == [records_pb2.PROOF_PROBLEM_CODE_KEY_NOT_VALID]
 
 
 def test_every_entry_the_citizen_sees_is_proved_in_a_signed_tree_head(log: Log) -> None:
