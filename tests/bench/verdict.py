@@ -4,9 +4,10 @@ its baseline from the same run, the ratio, and met / not met.
     .venv/bin/python -m tests.bench.verdict [bench/results/<run>.json]
 
 Without a file it reads the run GOVMESH_BENCH_RUN names (make bench sets it), else the newest.
-Prints one table and writes the verdicts into the run's file ("verdicts", each with "met": true or
-false). A target whose figure the run did not measure is "not measured" and not met: a target is
-met only by a figure. The targets live here, in one list, with the issue that set them; the
+Prints one table, and for the run GOVMESH_BENCH_RUN names writes the verdicts into its file
+("verdicts", each with "met": true or false); a file named on the command line, or the newest
+run, is only read (judging a committed run again left it changed). A target whose figure the
+run did not measure is "not measured" and not met: a target is met only by a figure. The targets live here, in one list, with the issue that set them; the
 benchmarks only record figures (tests/bench/results.py)."""
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def main(argv: list[str]) -> int:
     path = run_file(argv)
     document = json.loads(path.read_text())
     document["verdicts"] = judge(document)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if len(argv) == 1 and os.environ.get("GOVMESH_BENCH_RUN"):  # the run make bench is making
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     print(f"verdict of {path.name}")
     print(table(document["verdicts"]))
     return 0

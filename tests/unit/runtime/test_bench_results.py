@@ -47,6 +47,19 @@ def test_a_benchmark_run_again_in_one_run_replaces_its_rows_of_the_same_name_onl
     assert [part["settings"] for part in entry["earlier"]] == [{"latency_only": False}]
 
 
+def test_the_verdict_of_a_run_named_on_the_command_line_leaves_its_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    monkeypatch.setenv("GOVMESH_BENCH_RUN", "20261206T040000Z")
+    results.record("burst", "200 ride-hailing cases at once", per_second=20.0, seconds=10.0)
+    path = results.write("approvals-postgresql", {})
+    kept = path.read_text()
+    assert verdict.main(["verdict", str(path)]) == 0
+    assert path.read_text() == kept
+    assert "approvals: a burst of 200 decided, PostgreSQL" in capsys.readouterr().out
+
+
 def test_the_verdict_sets_each_target_beside_its_figure_and_baseline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
