@@ -1,14 +1,15 @@
-"""The verdict of a `make bench` run: every target the issues set, beside the figure measured,
-its baseline from the same run, the ratio, and met / not met.
+"""The verdict of a `make bench` run: every target the issues set, beside the figure measured, its
+baseline from the same run, the ratio, and met / not met.
 
     .venv/bin/python -m tests.bench.verdict [bench/results/<run>.json]
 
 Without a file it reads the run GOVMESH_BENCH_RUN names (make bench sets it), else the newest.
 Prints one table, and for the run GOVMESH_BENCH_RUN names writes the verdicts into its file
-("verdicts", each with "met": true or false); a file named on the command line, or the newest
-run, is only read (judging a committed run again left it changed). A target whose figure the
-run did not measure is "not measured" and not met: a target is met only by a figure. The targets live here, in one list, with the issue that set them; the
-benchmarks only record figures (tests/bench/results.py)."""
+("verdicts", each with "met": true or false); a file named on the command line, or the newest run,
+is only read (judging a committed run again left it changed). A target whose figure the run did not
+measure is "not measured" and not met: a target is met only by a figure. The targets live here, in
+one list, with the issue that set them; the benchmarks only record figures
+(tests/bench/results.py)."""
 
 from __future__ import annotations
 
