@@ -20,11 +20,11 @@ WALK_BATCH = 1000
 
 
 #: A key's statuses from least to most severe: of the ring's and the table's, the worse holds.
-SEVERITY = (keys.ACTIVE, keys.RETIRED, keys.REVOKED)
+_SEVERITY = (keys.ACTIVE, keys.RETIRED, keys.REVOKED)
 
 
 def _severity(status: str) -> int:
-    return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY) - 1  # one unheard of: revoked
+    return _SEVERITY.index(status) if status in _SEVERITY else len(_SEVERITY) - 1  # one unheard of: revoked
 
 
 def signing_keys(
@@ -48,7 +48,7 @@ def signing_keys(
         row = rows.get(key.key_id)
         if row is None:
             continue  # not published yet: nothing it signed has been handed out
-        status = SEVERITY[max(_severity(key.status_at(now)), _severity(row.status))]
+        status = _SEVERITY[max(_severity(key.status_at(now)), _severity(row.status))]
         found[key.key_id] = signing.PublicKey(
             key.key_id, key.public, signing.STATUSES[status], clock.as_utc(row.active_from), key.active_until
         )

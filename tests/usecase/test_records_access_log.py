@@ -470,38 +470,6 @@ def test_an_altered_tree_head_is_named(sealed_log: Log) -> None:
     assert (found.kind, found.tree_size) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_ALTERED, 9)
 
 
-def test_a_rewritten_log_is_named_by_its_signed_heads(sealed_log: Log) -> None:
-    """An insider rewrites an entry and every hash the tree stores, but cannot sign."""
-    sealed_log.sql("UPDATE access_entries SET outcome = 'denied' WHERE leaf_index = 10")
-    with sealed_log.db.read() as session:
-        rows = session.execute(sa.select(store.access_entries).order_by(store.access_entries.c.leaf_index)).all()
-    frontier = access_log.Frontier()
-    nodes: list[tuple[access_log.NodeId, bytes]] = []
-    for row in rows:
-        nodes += frontier.append(access_log.leaf_hash(repository.access_entry(row).leaf_bytes()))
-    with sealed_log.db.engine.begin() as connection:
-        connection.execute(store.access_log_nodes.delete())
-        connection.execute(
-            store.access_log_nodes.insert(), [{"level": lv, "node_index": i, "hash": h} for (lv, i), h in nodes]
-        )
-    found = broken(sealed_log)
-    assert (found.kind, found.tree_size, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_REWRITTEN, 12, 9)
-
-
-def test_removing_the_newest_tree_heads_is_named_and_leaves_nothing_unchecked(sealed_log: Log) -> None:
-    """An insider deletes the newest heads so the leaves they held look unsealed to the walk, then
-    alters one of those leaves: the walk still reads every sealed leaf."""
-    sealed_log.sql(
-        "DELETE FROM access_log_heads WHERE tree_size > 4",
-        "UPDATE access_entries SET caller_id = 'education' WHERE leaf_index = 10",
-    )
-    found = broken(sealed_log)
-    assert (found.kind, found.leaf_index, found.tree_size) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 4, 4)
-    sealed_log.sql("DELETE FROM access_log_heads")
-    found = broken(sealed_log)
-    assert (found.kind, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 0)
-
-
 def rewrite_the_tree(log: Log) -> dict[int, bytes]:
     """What an insider with the database but not the key can do: store every hash of the tree
     anew from the entries as they now stand. Returns the root at each kept head's size."""
@@ -521,6 +489,28 @@ def rewrite_the_tree(log: Log) -> dict[int, bytes]:
             store.access_log_nodes.insert(), [{"level": lv, "node_index": i, "hash": h} for (lv, i), h in nodes]
         )
     return roots
+
+
+def test_a_rewritten_log_is_named_by_its_signed_heads(sealed_log: Log) -> None:
+    """An insider rewrites an entry and every hash the tree stores, but cannot sign."""
+    sealed_log.sql("UPDATE access_entries SET outcome = 'denied' WHERE leaf_index = 10")
+    rewrite_the_tree(sealed_log)
+    found = broken(sealed_log)
+    assert (found.kind, found.tree_size, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_REWRITTEN, 12, 9)
+
+
+def test_removing_the_newest_tree_heads_is_named_though_a_leaf_they_held_was_altered(sealed_log: Log) -> None:
+    """An insider deletes the newest heads, then alters a leaf they held: the walk reads every
+    sealed leaf, and those no kept head holds are the first break."""
+    sealed_log.sql(
+        "DELETE FROM access_log_heads WHERE tree_size > 4",
+        "UPDATE access_entries SET caller_id = 'education' WHERE leaf_index = 10",
+    )
+    found = broken(sealed_log)
+    assert (found.kind, found.leaf_index, found.tree_size) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 4, 4)
+    sealed_log.sql("DELETE FROM access_log_heads")
+    found = broken(sealed_log)
+    assert (found.kind, found.leaf_index) == (records_pb2.AUDIT_BREAK_KIND_TREE_HEAD_REMOVED, 0)
 
 
 def sign_every_head(log: Log, roots: dict[int, bytes], forger: Ed25519PrivateKey, key_id: str) -> None:

@@ -399,8 +399,7 @@ class _Walk:
         content_break = self._content_break(stored_leaf_hash)
         found = [b for b in (self.leaf_break, content_break, self.head_break, heads_removed) if b is not None]
         first = min(found, key=_position) if found else None
-        checked = min(size, latest.tree_size) if latest else 0
-        return Verification(checked, self.heads_checked, latest, first)
+        return Verification(min(size, held), self.heads_checked, latest, first)
 
     def _content_break(self, stored_leaf_hash: Callable[[int], bytes | None]) -> Break | None:
         if not self.mismatched:

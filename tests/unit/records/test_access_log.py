@@ -238,7 +238,7 @@ def test_an_altered_head_and_a_rewritten_log_are_named() -> None:
     assert found is not None and (found.kind, found.tree_size, found.leaf_index) == (BreakKind.REWRITTEN, 20, 8)
 
 
-def test_removed_newest_heads_are_named_and_the_leaves_they_held_still_checked() -> None:
+def test_removed_newest_heads_are_named_though_a_leaf_they_held_was_altered() -> None:
     log = Log(20, [5, 10, 15, 20])
     del log.heads[2:]
     log.entries[17] = entry(17, caller_id="education")
