@@ -462,7 +462,7 @@ def watch_readiness(
 
 
 def execute_on_driver(
-    connection: sa.Connection, statement: str, parameters: Mapping[str, Any] | Sequence[Any]
+    connection: sa.Connection, statement: str, parameters: Mapping[str, Any] | Sequence[Any], prepare: bool = True
 ) -> Any:
     """PostgreSQL: ``statement`` (SQL for psycopg, named or positional parameters) run on the driver's
     own connection, prepared, for a statement on a hot path: SQLAlchemy's execution machinery
@@ -470,12 +470,14 @@ def execute_on_driver(
     psycopg cursor, whose rows are tuples. A driver error is raised as Connection.execute would
     raise it (sa.exc.IntegrityError, OperationalError, ...), with no parameter in what SQLAlchemy
     adds to its message, and a connection found lost is invalidated, not put back in the pool, with
-    every pooled connection older than it."""
+    every pooled connection older than it. ``prepare=False`` for a statement whose best plan
+    changes as its tables grow: a prepared statement without parameters keeps the plan made at its
+    first run until the table's statistics change."""
     driver = connection.connection.driver_connection
     assert driver is not None
     dialect = connection.dialect
     try:
-        return driver.execute(statement, parameters, prepare=True)
+        return driver.execute(statement, parameters, prepare=prepare)
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, driver, None)
         if lost:

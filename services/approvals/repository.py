@@ -367,9 +367,13 @@ def claim_due(db: Database, now: datetime.datetime, lease: datetime.timedelta, l
     """Undecided cases whose saga must be driven now, leased to the caller until ``now + lease``
     so that several workers' timers do not all drive the same case."""
     table = store.cases
-    # Most ticks find nothing: look first, so an idle timer never takes the write lock.
+    # Most ticks find nothing: look first, so an idle timer never takes the write lock. Ordered by
+    # the due time, as the claim is, so the look reads ix_cases_due whatever PostgreSQL's statistics
+    # say: unordered, statistics taken before the cases came (1 in 3 due, by default) made it a
+    # scan of every case each second (60 ms at 12,000 cases, and growing with every case decided).
+    look = sa.select(table.c.case_id).where(table.c.next_attempt_at <= now).order_by(table.c.next_attempt_at)
     with db.read() as session:
-        if session.execute(sa.select(table.c.case_id).where(table.c.next_attempt_at <= now).limit(1)).first() is None:
+        if session.execute(look.limit(1)).first() is None:
             return []
     with db.transaction() as session:
         due = list(
