@@ -242,11 +242,15 @@ def let_others_run() -> None:
     time.sleep(0)
 
 
-#: An idle relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's
-#: schema): the first event waiting above a floor. Ordered, as the relay's read is: unordered,
-#: statistics that say most rows wait would make a scan of the whole table look cheaper than the
-#: index for one row.
+#: A relay's look on PostgreSQL (the table is messaging_tables' outbox, in the service's schema):
+#: the first event waiting above a floor, and the newest event. Ordered, as the relay's read is:
+#: unordered, statistics that say most rows wait would make a scan of the whole table look cheaper
+#: than the index for one row.
 _FIRST_UNPUBLISHED = "SELECT seq FROM outbox WHERE published_at IS NULL AND seq > %(floor)s ORDER BY seq LIMIT 1"
+_LOOK = (
+    "SELECT (SELECT seq FROM outbox WHERE published_at IS NULL AND seq > %(floor)s ORDER BY seq LIMIT 1),"
+    " (SELECT max(seq) FROM outbox)"
+)
 
 #: The relay's reads on PostgreSQL start above the highest event it had sent this long ago. An
 #: event sent leaves a dead entry in ix_outbox_pending until VACUUM removes it, and autovacuum
@@ -297,10 +301,13 @@ class OutboxRelay:
         #: Whether the last round left nothing behind: the next one looks before it locks.
         self._idle = True
         self._unpublished = outbox.waiting(batch_size)
-        #: PostgreSQL: the highest seq this relay had sent, with when (FLOOR_LAG_SECONDS); the
-        #: newest of them old enough is the floor of its reads.
-        self._sent_marks: collections.deque[tuple[float, int]] = collections.deque()
+        #: PostgreSQL: seqs up to which this relay had sent every event it saw, with when; the
+        #: highest of them FLOOR_LAG_SECONDS old is the floor of its reads.
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
         self._floor = 0
+        #: PostgreSQL: the last seq of a full batch, which the next read goes on from.
+        self._resume_after: int | None = None
+        #: When the relay last read from the start of the index, all through.
         self._looked_from_the_start = -math.inf
 
     def publish_pending(self) -> int:
@@ -325,11 +332,23 @@ class OutboxRelay:
         else:
             if self._confirmed_unmarked:
                 self._mark_confirmed(wait=True)
-            floor = self._read_floor()
+            now = time.monotonic()
+            from_the_start = now - self._looked_from_the_start >= LOOK_FROM_THE_START_EVERY_SECONDS
+            floor = 0 if from_the_start else self._floor_at(now)
+            if self._resume_after is not None:  # the last read was a full batch: read on from it
+                floor = min(floor, self._resume_after)
             # From the start of the index, the look first: planned anew, unlike the read.
             if self._idle or floor == 0:
-                first = self._first_unpublished(floor)
+                first, newest = self._look(floor)
                 if first is None:
+                    self._idle = True
+                    self._resume_after = None
+                    if from_the_start:
+                        self._looked_from_the_start = now
+                    if newest is not None:
+                        # Every event up to the newest is sent: the floor may move there too, so a
+                        # relay that sends little (a second worker, an idle service) has one.
+                        self._marks.append((now, newest))
                     return 0
                 floor = first - 1
             # Several relays of one service lock the rows they publish and skip the others'.
@@ -337,40 +356,45 @@ class OutboxRelay:
                 rows = session.execute(unpublished.where(table.c.seq > floor).with_for_update(skip_locked=True)).all()
                 if not rows:  # another relay took them, or the last batch was exactly full
                     self._idle = True
+                    self._resume_after = None
+                    if from_the_start:
+                        self._looked_from_the_start = now
                     return 0
                 _publish(self.publisher, [_envelope(row) for row in rows])
                 self._confirm([row._mapping["seq"] for row in rows])
                 self._mark_sent(session, self._confirmed_unmarked)
             self._confirmed_unmarked = []
-            self._sent_marks.append((time.monotonic(), rows[-1]._mapping["seq"]))
+            last = int(rows[-1]._mapping["seq"])
+            self._marks.append((time.monotonic(), last))
+            if from_the_start:
+                self._looked_from_the_start = now
+            # Events committed late below the floor may be more than a batch (identity registers
+            # a thousand people in one transaction): the next rounds read on from the last one.
+            self._resume_after = last if len(rows) == self.batch_size else None
         self._idle = len(rows) < self.batch_size
         if rows:
             metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
 
-    def _read_floor(self) -> int:
-        """PostgreSQL: the seq the relay's reads start above: the highest it had sent
-        FLOOR_LAG_SECONDS ago, or 0 (the start of the index) every
-        LOOK_FROM_THE_START_EVERY_SECONDS, so that no event stays below it for longer."""
-        now = time.monotonic()
-        if now - self._looked_from_the_start >= LOOK_FROM_THE_START_EVERY_SECONDS:
-            self._looked_from_the_start = now
-            return 0
-        marks = self._sent_marks
+    def _floor_at(self, now: float) -> int:
+        """PostgreSQL: the seq the relay's reads start above: the highest up to which it had sent
+        every event it saw FLOOR_LAG_SECONDS ago."""
+        marks = self._marks
         while marks and now - marks[0][0] >= FLOOR_LAG_SECONDS:
             self._floor = max(self._floor, marks.popleft()[1])
         return self._floor
 
-    def _first_unpublished(self, floor: int) -> int | None:
-        """An idle relay's look on PostgreSQL: one indexed statement, outside any transaction and
-        below SQLAlchemy. A relay looks up to 50 times a second (approvals'), and the locking
-        read in a transaction, at three round trips and a session, made an idle worker burn 13%
-        of a core. The look from the start is planned anew each time: prepared on an empty outbox,
-        its plan (along the primary key) later walked every event sent, 85 ms at 81,000."""
+    def _look(self, floor: int) -> tuple[int | None, int | None]:
+        """A relay's look on PostgreSQL: the first event waiting above ``floor``, and the newest
+        event at all. One indexed statement, outside any transaction and below SQLAlchemy: a relay
+        looks up to 50 times a second (approvals'), and the locking read in a transaction, at three
+        round trips and a session, made an idle worker burn 13% of a core. The look from the start
+        is planned anew each time: prepared on an empty outbox, its plan (along the primary key)
+        later walked every event sent, 85 ms at 81,000."""
         with self.db.statement_reads() as connection:
             assert isinstance(connection, sa.Connection)
-            found = execute_on_driver(connection, _FIRST_UNPUBLISHED, {"floor": floor}, prepare=floor > 0).fetchone()
-        return None if found is None else int(found[0])
+            first, newest = execute_on_driver(connection, _LOOK, {"floor": floor}, prepare=floor > 0).fetchone()
+        return first, newest
 
     def prune_sent(self, batch: int | None = None) -> int:
         """Deletes the events sent more than ``keep_sent_seconds`` ago; returns how many. Each

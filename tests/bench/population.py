@@ -116,6 +116,10 @@ class StandInAutovacuum:
     def _run(self) -> None:
         while not self.stop.wait(30):
             with self.engine.connect() as connection:
+                # Throttled as autovacuum is (a VACUUM statement is not, unless told), so that
+                # one during a load costs it what production's would.
+                delay = connection.execute(sa.text("SHOW autovacuum_vacuum_cost_delay")).scalar_one()
+                connection.execute(sa.text("SELECT set_config('vacuum_cost_delay', :delay, false)"), {"delay": delay})
                 setting = {
                     name: float(connection.execute(sa.text(f"SHOW {name}")).scalar_one())
                     for name in (
@@ -134,11 +138,12 @@ class StandInAutovacuum:
                     )
                 ).all()
                 for schema, table, live, dead, inserted, changed in tables:
-                    due = dead > setting["autovacuum_vacuum_threshold"] + setting[
-                        "autovacuum_vacuum_scale_factor"
-                    ] * live or inserted > setting["autovacuum_vacuum_insert_threshold"] + setting[
-                        "autovacuum_vacuum_insert_scale_factor"
-                    ] * live
+                    due = (
+                        dead > setting["autovacuum_vacuum_threshold"] + setting["autovacuum_vacuum_scale_factor"] * live
+                        or inserted
+                        > setting["autovacuum_vacuum_insert_threshold"]
+                        + setting["autovacuum_vacuum_insert_scale_factor"] * live
+                    )
                     stale = changed > setting["autovacuum_analyze_threshold"] + (
                         setting["autovacuum_analyze_scale_factor"] * live
                     )
