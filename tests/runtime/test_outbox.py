@@ -517,7 +517,7 @@ def test_a_relay_on_postgresql_reads_above_what_it_sent_not_through_the_dead_ent
             reads.append(args[3]["seq_1"])
 
     try:
-        for _ in range(8):
+        for _ in range(4):
             queue_events(db, outbox, 2_500)
             while relay.publish_pending():
                 pass
