@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
@@ -247,10 +248,7 @@ def let_others_run() -> None:
 #: unordered, statistics that say most rows wait would make a scan of the whole table look cheaper
 #: than the index for one row.
 _FIRST_UNPUBLISHED = "SELECT seq FROM outbox WHERE published_at IS NULL AND seq > %(floor)s ORDER BY seq LIMIT 1"
-_LOOK = (
-    "SELECT (SELECT seq FROM outbox WHERE published_at IS NULL AND seq > %(floor)s ORDER BY seq LIMIT 1),"
-    " (SELECT max(seq) FROM outbox)"
-)
+_LOOK = "SELECT (" + _FIRST_UNPUBLISHED + "), (SELECT max(seq) FROM outbox)"  # noqa: S608 - constants only
 
 #: The relay's reads on PostgreSQL start above the highest event it had sent this long ago. An
 #: event sent leaves a dead entry in ix_outbox_pending until VACUUM removes it, and autovacuum
@@ -337,44 +335,41 @@ class OutboxRelay:
             floor = 0 if from_the_start else self._floor_at(now)
             if self._resume_after is not None:  # the last read was a full batch: read on from it
                 floor = min(floor, self._resume_after)
-            # From the start of the index, the look first: planned anew, unlike the read.
-            if self._idle or floor == 0:
-                first, newest = self._look(floor)
-                if first is None:
-                    self._idle = True
-                    self._resume_after = None
-                    if from_the_start:
-                        self._looked_from_the_start = now
-                    if newest is not None:
-                        # Every event up to the newest is sent: the floor may move there too, so a
-                        # relay that sends little (a second worker, an idle service) has one.
-                        self._marks.append((now, newest))
-                    return 0
-                floor = first - 1
-            # Several relays of one service lock the rows they publish and skip the others'.
-            with self.db.transaction() as session:
-                rows = session.execute(unpublished.where(table.c.seq > floor).with_for_update(skip_locked=True)).all()
-                if not rows:  # another relay took them, or the last batch was exactly full
-                    self._idle = True
-                    self._resume_after = None
-                    if from_the_start:
-                        self._looked_from_the_start = now
-                    return 0
-                _publish(self.publisher, [_envelope(row) for row in rows])
-                self._confirm([row._mapping["seq"] for row in rows])
-                self._mark_sent(session, self._confirmed_unmarked)
-            self._confirmed_unmarked = []
-            last = int(rows[-1]._mapping["seq"])
-            self._marks.append((time.monotonic(), last))
-            if from_the_start:
+            rows = self._publish_above(floor, now)
+            if from_the_start:  # counted only once it succeeded
                 self._looked_from_the_start = now
             # Events committed late below the floor may be more than a batch (identity registers
             # a thousand people in one transaction): the next rounds read on from the last one.
-            self._resume_after = last if len(rows) == self.batch_size else None
+            self._resume_after = int(rows[-1]._mapping["seq"]) if len(rows) == self.batch_size else None
         self._idle = len(rows) < self.batch_size
         if rows:
             metrics.OUTBOX_PUBLISHED.labels(self.outbox.service).inc(len(rows))
         return len(rows)
+
+    def _publish_above(self, floor: int, now: float) -> Sequence[sa.Row[Any]]:
+        """PostgreSQL: one batch of the events waiting above ``floor``, published and marked sent."""
+        table = self.outbox.outbox
+        # From the start of the index, the look first: planned anew, unlike the read.
+        if self._idle or floor == 0:
+            first, newest = self._look(floor)
+            if first is None:
+                if newest is not None:
+                    # Every event up to the newest is sent: the floor may move there too, so a
+                    # relay that sends little (a second worker, an idle service) has one.
+                    self._marks.append((now, newest))
+                return []
+            floor = first - 1
+        # Several relays of one service lock the rows they publish and skip the others'.
+        with self.db.transaction() as session:
+            rows = session.execute(self._unpublished.where(table.c.seq > floor).with_for_update(skip_locked=True)).all()
+            if not rows:  # another relay took them, or the last batch was exactly full
+                return []
+            _publish(self.publisher, [_envelope(row) for row in rows])
+            self._confirm([row._mapping["seq"] for row in rows])
+            self._mark_sent(session, self._confirmed_unmarked)
+        self._confirmed_unmarked = []
+        self._marks.append((time.monotonic(), int(rows[-1]._mapping["seq"])))
+        return rows
 
     def _floor_at(self, now: float) -> int:
         """PostgreSQL: the seq the relay's reads start above: the highest up to which it had sent
